@@ -1,0 +1,35 @@
+//! The bus: the one path every event takes from its source to the channel registry.
+//!
+//! Even on one node, replication hands transactions to the bus and never to subscribers directly,
+//! so consumers have one input and never know where an event came from.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::change::Transaction;
+
+/// In-process bus for one node. Receivers that fall behind by more than the capacity see
+/// `RecvError::Lagged` and must treat it as a gap; they never slow the sender.
+#[derive(Clone, Debug)]
+pub struct LocalBus {
+    changes: broadcast::Sender<Arc<Transaction>>,
+}
+
+impl LocalBus {
+    pub fn new(capacity: usize) -> Self {
+        let (changes, _) = broadcast::channel(capacity);
+        LocalBus { changes }
+    }
+
+    /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is
+    /// subscribed: delivery to sockets is downstream's business.
+    pub fn publish_transaction(&self, transaction: Arc<Transaction>) {
+        // An error only means there are no receivers right now.
+        let _ = self.changes.send(transaction);
+    }
+
+    pub fn subscribe_transactions(&self) -> broadcast::Receiver<Arc<Transaction>> {
+        self.changes.subscribe()
+    }
+}

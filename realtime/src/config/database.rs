@@ -1,0 +1,339 @@
+//! Where the database is and how to replicate from it.
+//!
+//! Accepts `DATABASE_URL` (libpq URL form) or Supabase's `DB_HOST`, `DB_PORT`, `DB_USER`,
+//! `DB_PASSWORD`, `DB_NAME`, `DB_SSL`; `SLOT_NAME`, `TEMPORARY_SLOT`, `PUBLICATIONS`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{ConfigError, Secret, Sources};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS when the server offers it, plain TCP otherwise; the certificate is not checked.
+    Prefer,
+    /// TLS, certificate not checked.
+    Require,
+    /// TLS, certificate chain checked against the CA.
+    VerifyCa,
+    /// TLS, chain and host name checked.
+    VerifyFull,
+}
+
+impl std::str::FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "disable" | "false" | "off" => Ok(SslMode::Disable),
+            "prefer" | "allow" => Ok(SslMode::Prefer),
+            "require" | "true" | "on" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            _ => Err("expected disable, prefer, require, verify-ca or verify-full".to_owned()),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub dbname: String,
+    pub ssl_mode: SslMode,
+    /// PEM file of CA certificates for `verify-ca`/`verify-full`; the web PKI roots otherwise.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseConfig({self})")
+    }
+}
+
+impl fmt::Display for DatabaseConfig {
+    /// The connection without its password: safe for logs and error messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+    }
+}
+
+impl DatabaseConfig {
+    pub(super) fn load(sources: &Sources<'_>) -> Result<Option<DatabaseConfig>, ConfigError> {
+        let mut config = match sources.get(&["DATABASE_URL"], "database", "url") {
+            Some((url, blame)) => Some(Self::from_url(&url).map_err(|p| ConfigError::new(blame, p))?),
+            None => None,
+        };
+        // The Supabase-style variables fill in (or override) single parts.
+        let host = sources.get(&["DB_HOST"], "database", "host");
+        if config.is_none() && host.is_some() {
+            config = Some(DatabaseConfig::local(""));
+        }
+        let Some(mut c) = config else { return Ok(None) };
+        if let Some((h, _)) = host {
+            c.host = h;
+        }
+        if let Some(p) = sources.parse(&["DB_PORT"], "database", "port")? {
+            c.port = p;
+        }
+        if let Some((u, _)) = sources.get(&["DB_USER"], "database", "user") {
+            c.user = u;
+        }
+        if let Some((p, _)) = sources.get(&["DB_PASSWORD"], "database", "password") {
+            c.password = Secret::new(p);
+        }
+        if let Some((n, _)) = sources.get(&["DB_NAME"], "database", "name") {
+            c.dbname = n;
+        }
+        if let Some(mode) = sources.parse(&["DB_SSL", "PGSSLMODE"], "database", "sslmode")? {
+            c.ssl_mode = mode;
+        }
+        if let Some((path, _)) = sources.get(&["DB_SSL_CA_CERT", "PGSSLROOTCERT"], "database", "sslrootcert") {
+            c.ssl_root_cert = Some(PathBuf::from(path));
+        }
+        if c.host.is_empty() {
+            return Err(ConfigError::new("DB_HOST", "the database host is empty"));
+        }
+        Ok(Some(c))
+    }
+
+    /// Defaults for a server on `host`: port 5432, user and database `postgres`.
+    pub fn local(host: &str) -> DatabaseConfig {
+        DatabaseConfig {
+            host: host.to_owned(),
+            port: 5432,
+            user: "postgres".to_owned(),
+            password: Secret::default(),
+            dbname: "postgres".to_owned(),
+            ssl_mode: SslMode::Disable,
+            ssl_root_cert: None,
+        }
+    }
+
+    /// Parses `postgres://user:password@host:port/dbname?sslmode=...`. Errors never echo the URL,
+    /// since it may hold a password.
+    pub fn from_url(url: &str) -> Result<DatabaseConfig, String> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or("expected a URL starting with postgres:// or postgresql://")?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut c = DatabaseConfig::local("localhost");
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            c.user = percent_decode(user).ok_or("the user name has an invalid %-escape")?;
+            if let Some(p) = password {
+                c.password = Secret::new(percent_decode(p).ok_or("the password has an invalid %-escape")?);
+            }
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, rest) = v6.split_once(']').ok_or("unterminated [ in the host")?;
+            (h, rest.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if !host.is_empty() {
+            c.host = percent_decode(host).ok_or("the host has an invalid %-escape")?;
+        }
+        if let Some(port) = port.filter(|p| !p.is_empty()) {
+            c.port = port.parse().map_err(|_| "the port is not a number between 1 and 65535")?;
+        }
+        if !path.is_empty() {
+            c.dbname = percent_decode(path).ok_or("the database name has an invalid %-escape")?;
+        } else {
+            c.dbname = c.user.clone();
+        }
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v).ok_or("a query parameter has an invalid %-escape")?;
+            match k {
+                "sslmode" => c.ssl_mode = v.parse()?,
+                "sslrootcert" => c.ssl_root_cert = Some(PathBuf::from(v)),
+                "user" => c.user = v,
+                "password" => c.password = Secret::new(v),
+                "host" => c.host = v,
+                "port" => c.port = v.parse().map_err(|_| "the port is not a number between 1 and 65535")?,
+                "dbname" => c.dbname = v,
+                // Other libpq parameters (application_name, connect_timeout, ...) are ignored.
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// How to replicate: slot, publications, and what we may create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    pub slot_name: String,
+    /// A temporary slot disappears with the connection: no WAL is ever retained for us, but
+    /// every reconnect starts a new epoch.
+    pub temporary_slot: bool,
+    pub publications: Vec<String>,
+    /// Create the publication when it is missing (empty: add tables to it yourself).
+    pub manage_publication: bool,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            slot_name: "realtime_slot".to_owned(),
+            temporary_slot: false,
+            publications: vec!["supabase_realtime".to_owned()],
+            manage_publication: true,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    pub(super) fn load(sources: &Sources<'_>) -> Result<ReplicationConfig, ConfigError> {
+        let mut c = ReplicationConfig::default();
+        if let Some((slot, blame)) = sources.get(&["SLOT_NAME"], "replication", "slot_name") {
+            validate_slot_name(&slot).map_err(|p| ConfigError::new(blame, p))?;
+            c.slot_name = slot;
+        }
+        if let Some(t) = sources.bool(&["TEMPORARY_SLOT"], "replication", "temporary_slot")? {
+            c.temporary_slot = t;
+        }
+        if let Some((pubs, blame)) = sources.get(&["PUBLICATIONS"], "replication", "publications") {
+            let list = parse_publications(&pubs);
+            if list.is_empty() {
+                return Err(ConfigError::new(blame, "name at least one publication"));
+            }
+            c.publications = list;
+        }
+        if let Some(m) = sources.bool(&["MANAGE_PUBLICATION"], "replication", "manage_publication")? {
+            c.manage_publication = m;
+        }
+        Ok(c)
+    }
+}
+
+/// Accepts `a,b`, `["a","b"]` (Supabase v1's JSON form) and surrounding blanks.
+fn parse_publications(text: &str) -> Vec<String> {
+    text.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|p| p.trim().trim_matches('"').trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Postgres allows lower-case letters, digits and underscores in slot names, at most 63 bytes.
+fn validate_slot_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("a slot name has 1 to 63 characters".to_owned());
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(format!("{name:?}: slot names may hold only a-z, 0-9 and _"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::collections::HashMap;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_sources(file, &move |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn parses_a_full_url() {
+        let c = DatabaseConfig::from_url("postgres://app:p%40ss@db.example:6543/shop?sslmode=verify-full")
+            .unwrap();
+        assert_eq!((c.user.as_str(), c.password.expose()), ("app", "p@ss"));
+        assert_eq!((c.host.as_str(), c.port, c.dbname.as_str()), ("db.example", 6543, "shop"));
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn url_errors_and_display_never_show_the_password() {
+        let c = DatabaseConfig::from_url("postgres://u:hunter2@h/d").unwrap();
+        assert!(!c.to_string().contains("hunter2"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = DatabaseConfig::from_url("mysql://u:hunter2@h/d").unwrap_err();
+        assert!(!err.contains("hunter2"));
+        let err = load("", &[("DATABASE_URL", "postgres://u:hunter2@h:notaport/d")]).unwrap_err();
+        assert_eq!(err[0].key, "DATABASE_URL");
+        assert!(!err[0].to_string().contains("hunter2"), "{}", err[0]);
+    }
+
+    #[test]
+    fn supabase_variables_build_a_connection() {
+        let c = load(
+            "",
+            &[("DB_HOST", "pg"), ("DB_PORT", "5433"), ("DB_USER", "rt"), ("DB_PASSWORD", "x"), ("DB_NAME", "app")],
+        )
+        .unwrap();
+        let db = c.database.unwrap();
+        assert_eq!(db.to_string(), "postgres://rt@pg:5433/app");
+        assert_eq!(db.password.expose(), "x");
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let file = "[replication]\nslot_name = \"from_file\"\npublications = [\"a\", \"b\"]\n";
+        let c = load(file, &[("SLOT_NAME", "from_env")]).unwrap();
+        assert_eq!(c.replication.slot_name, "from_env");
+        assert_eq!(c.replication.publications, ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let errs = load("", &[("SLOT_NAME", "Bad-Name"), ("DB_HOST", "h"), ("DB_PORT", "x")]).unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"SLOT_NAME") && keys.contains(&"DB_PORT"), "{keys:?}");
+        let errs = load("[replication]\ntemporary_slot = \"maybe\"\n", &[]).unwrap_err();
+        assert_eq!(errs[0].key, "replication.temporary_slot");
+    }
+
+    #[test]
+    fn publications_accept_both_list_forms() {
+        assert_eq!(parse_publications(" a , b "), ["a", "b"]);
+        assert_eq!(parse_publications("[\"x\",\"y\"]"), ["x", "y"]);
+    }
+}
