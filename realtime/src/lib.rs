@@ -10,3 +10,4 @@ pub mod config;
 pub mod embedded;
 pub mod lsn;
 pub mod replication;
+pub mod server;

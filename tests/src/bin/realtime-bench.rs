@@ -1,1 +1,15 @@
-fn main() {}
+//! `realtime-bench`: benchmarks that start their own Postgres and server on loopback and print
+//! their numbers, ending with one `result <name> key=value ...` line.
+//!
+//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast>`
+
+mod bench;
+
+fn main() -> anyhow::Result<()> {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    match which.as_str() {
+        "cdc" => bench::cdc::main(),
+        "broadcast" => bench::broadcast::main(),
+        _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast>"),
+    }
+}

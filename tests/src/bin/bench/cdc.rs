@@ -1,0 +1,5 @@
+//! The `cdc` benchmark.
+
+pub fn main() -> anyhow::Result<()> {
+    anyhow::bail!("the cdc benchmark is not written yet")
+}

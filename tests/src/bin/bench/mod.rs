@@ -1,0 +1,2 @@
+pub mod broadcast;
+pub mod cdc;
