@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bus;
 pub mod change;
 pub mod config;
+pub mod db;
 pub mod embedded;
 pub mod lsn;
 pub mod replication;
