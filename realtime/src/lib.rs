@@ -9,5 +9,6 @@ pub mod change;
 pub mod config;
 pub mod embedded;
 pub mod lsn;
+pub mod policy;
 pub mod replication;
 pub mod server;
