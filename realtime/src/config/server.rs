@@ -476,6 +476,10 @@ pub fn check_config(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -
             }
         }
     }
+    problems.extend(unknown_keys(file).into_iter().map(|key| Problem {
+        severity: Severity::Warning,
+        error: ConfigError::new(key, "unknown key, ignored"),
+    }));
     if let Some(dir) = &config.server.policies_dir
         && !dir.is_dir()
     {
@@ -490,6 +494,60 @@ pub fn check_config(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -
         )));
     }
     problems
+}
+
+/// The keys this section reads, per TOML table.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("server", &["port", "policies_dir", "shutdown_grace_ms"]),
+    (
+        "auth",
+        &[
+            "jwt_secret",
+            "jwks",
+            "claim_validators",
+            "jwks_cache_ttl_ms",
+            "jwks_min_refetch_ms",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "max_connections",
+            "max_channels_per_client",
+            "max_joins_per_second",
+            "max_events_per_second",
+            "max_presence_events_per_second",
+            "client_presence_max_calls",
+            "client_presence_window_ms",
+            "max_payload_size_kb",
+            "max_frame_size",
+            "outbound_queue_frames",
+            "channel_error_backoff_ms",
+            "connect_error_backoff_ms",
+            "idle_timeout_ms",
+        ],
+    ),
+];
+
+/// Keys of `[server]`, `[auth]` and `[limits]` that nothing reads: usually typos.
+fn unknown_keys(file: Option<&Path>) -> Vec<String> {
+    let Some(table) = file
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (section, known) in KNOWN_KEYS {
+        if let Some(t) = table.get(*section).and_then(|v| v.as_table()) {
+            out.extend(
+                t.keys()
+                    .filter(|k| !known.contains(&k.as_str()))
+                    .map(|k| format!("{section}.{k}")),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]

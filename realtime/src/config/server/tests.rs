@@ -103,6 +103,15 @@ idle_timeout_ms = 19000
     assert_eq!(l.channel_error_backoff, Duration::from_millis(17));
     assert_eq!(l.connect_error_backoff, Duration::from_millis(18));
     assert_eq!(l.idle_timeout, Duration::from_secs(19));
+    // `config check` knows every key the loader reads.
+    let path = std::env::temp_dir().join(format!("realtime-config-all-{}.toml", std::process::id()));
+    std::fs::write(&path, file).expect("write temp config");
+    let problems = check_config(Some(&path), &|_| None);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        problems.iter().all(|p| p.error.problem != "unknown key, ignored"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -259,4 +268,23 @@ fn check_reads_the_jwks_and_the_policy_folder() {
     // Load errors come through as errors too.
     let problems = check(&[("PORT", "x")]);
     assert_eq!(problems[0].error.key, "PORT");
+}
+
+#[test]
+fn check_warns_about_unknown_keys() {
+    let path = std::env::temp_dir().join(format!("realtime-config-check-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[limits]\nmax_conections = 5\n[auth]\njwt_secret = \"a-secret-of-at-least-thirty-two-bytes!!\"\n",
+    )
+    .expect("write temp config");
+    let problems = check_config(Some(&path), &|_| None);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].severity, Severity::Warning);
+    assert_eq!(problems[0].error.key, "limits.max_conections");
+    assert_eq!(
+        problems[0].to_string(),
+        "warning: limits.max_conections: unknown key, ignored"
+    );
 }
