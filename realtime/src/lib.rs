@@ -10,5 +10,6 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod lsn;
+pub mod policy;
 pub mod replication;
 pub mod server;
