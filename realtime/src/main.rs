@@ -68,7 +68,12 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(load_config(config.as_deref())?, false).await,
-        Command::Dev { data_dir, pg_port, fresh, config } => dev(config, data_dir, pg_port, fresh).await,
+        Command::Dev {
+            data_dir,
+            pg_port,
+            fresh,
+            config,
+        } => dev(config, data_dir, pg_port, fresh).await,
         Command::Tail { config } => tail(load_config(config.as_deref())?).await,
     }
 }
@@ -104,7 +109,9 @@ async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
             }))
         }
         None => {
-            tracing::warn!("no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only");
+            tracing::warn!(
+                "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
+            );
             None
         }
     };
@@ -115,7 +122,12 @@ async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(config_file: Option<PathBuf>, data_dir: PathBuf, pg_port: u16, fresh: bool) -> anyhow::Result<()> {
+async fn dev(
+    config_file: Option<PathBuf>,
+    data_dir: PathBuf,
+    pg_port: u16,
+    fresh: bool,
+) -> anyhow::Result<()> {
     let mut config = load_config(config_file.as_deref())?;
     // The embedded database only when none is given.
     let _postgres = match &config.database {
@@ -129,16 +141,28 @@ async fn dev(config_file: Option<PathBuf>, data_dir: PathBuf, pg_port: u16, fres
                     .with_context(|| format!("cannot delete {}", data_dir.display()))?;
             }
             let data_dir = std::path::absolute(&data_dir)?;
-            let options = Options { data_dir: Some(data_dir), port: Some(pg_port), ..Options::default() };
+            let options = Options {
+                data_dir: Some(data_dir),
+                port: Some(pg_port),
+                ..Options::default()
+            };
             let postgres = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
                 .await?
                 .context("cannot start the local Postgres")?;
             let url = postgres.url("postgres");
-            println!("Local Postgres (wal_level=logical) is running; data in {}", postgres.data_dir().display());
+            println!(
+                "Local Postgres (wal_level=logical) is running; data in {}",
+                postgres.data_dir().display()
+            );
             println!("  connect:  psql {url}");
             println!(
                 "  publish a table:  ALTER PUBLICATION {} ADD TABLE your_table;",
-                config.replication.publications.first().map(String::as_str).unwrap_or("supabase_realtime")
+                config
+                    .replication
+                    .publications
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("supabase_realtime")
             );
             println!("It stops when realtime exits (Ctrl-C).");
             config.database = Some(DatabaseConfig::from_url(&url).map_err(anyhow::Error::msg)?);
@@ -174,7 +198,10 @@ async fn log_changes_of(bus: LocalBus) {
 }
 
 async fn tail(config: Config) -> anyhow::Result<()> {
-    let database = config.database.clone().context("tail needs a database: set DATABASE_URL")?;
+    let database = config
+        .database
+        .clone()
+        .context("tail needs a database: set DATABASE_URL")?;
     let bus = LocalBus::new(65_536);
     let mut changes = bus.subscribe_transactions();
     let shutdown = CancellationToken::new();

@@ -59,7 +59,12 @@ impl Stream {
         let state = replication.state.subscribe();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(replication.run(shutdown.clone()));
-        Stream { shutdown, state, transactions, task: Some(task) }
+        Stream {
+            shutdown,
+            state,
+            transactions,
+            task: Some(task),
+        }
     }
 
     /// Waits until the task streams from the slot.
@@ -92,7 +97,11 @@ impl Stream {
     /// Asserts nothing else arrives within `wait`.
     pub async fn assert_quiet(&mut self, wait: Duration) {
         if let Ok(Ok(t)) = tokio::time::timeout(wait, self.transactions.recv()).await {
-            panic!("unexpected transaction: {} changes, end {}", t.changes.len(), t.end_lsn);
+            panic!(
+                "unexpected transaction: {} changes, end {}",
+                t.changes.len(),
+                t.end_lsn
+            );
         }
     }
 
@@ -131,7 +140,11 @@ pub fn realtime_bin() -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/realtime
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("a target folder");
     let bin = profile_dir.join("realtime");
-    assert!(bin.is_file(), "{} is missing: run `cargo build --bins` first", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --bins` first",
+        bin.display()
+    );
     bin
 }
 
@@ -145,9 +158,20 @@ pub struct Process {
 impl Process {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
         let mut command = Command::new(realtime_bin());
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        for var in ["DATABASE_URL", "DB_HOST", "SLOT_NAME", "PUBLICATIONS", "TEMPORARY_SLOT", "PORT"] {
+        for var in [
+            "DATABASE_URL",
+            "DB_HOST",
+            "SLOT_NAME",
+            "PUBLICATIONS",
+            "TEMPORARY_SLOT",
+            "PORT",
+        ] {
             command.env_remove(var);
         }
         for (k, v) in env {
@@ -175,7 +199,11 @@ impl Process {
                 s.push('\n');
             }
         });
-        Process { child, stdout, stderr }
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -206,7 +234,10 @@ impl Process {
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("realtime did not exit within {timeout:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "realtime did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -220,7 +251,10 @@ impl Process {
 
     /// SIGTERM, then wait.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         self.wait_exit(timeout)
     }
 }
@@ -234,5 +268,8 @@ impl Drop for Process {
 
 /// Runs `sql` in its own connection; panics with the error.
 pub async fn exec(pool: &sqlx::PgPool, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }

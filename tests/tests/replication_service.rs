@@ -11,7 +11,11 @@ use realtime_tests::{Process, Stream, database, exec, pool, replication_config, 
 const SECRET: &str = "postgres";
 
 fn tail_env(url: &str, slot: &str) -> Vec<(&'static str, String)> {
-    vec![("DATABASE_URL", url.to_owned()), ("SLOT_NAME", slot.to_owned()), ("PUBLICATIONS", "pub".to_owned())]
+    vec![
+        ("DATABASE_URL", url.to_owned()),
+        ("SLOT_NAME", slot.to_owned()),
+        ("PUBLICATIONS", "pub".to_owned()),
+    ]
 }
 
 /// Reads one JSON event line, or `None` after `timeout` without one.
@@ -32,16 +36,27 @@ fn position(event: &serde_json::Value) -> (Lsn, u32) {
 
 fn slot_state(pg: &realtime::embedded::EmbeddedPostgres, slot: &str) -> (String, Lsn) {
     let out = pg
-        .psql("postgres", &format!("SELECT active, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT active, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ),
+        )
         .expect("query the slot");
-    let (active, lsn) = out.split_once('|').unwrap_or_else(|| panic!("slot {slot} missing: {out:?}"));
+    let (active, lsn) = out
+        .split_once('|')
+        .unwrap_or_else(|| panic!("slot {slot} missing: {out:?}"));
     (active.to_owned(), lsn.parse().expect("an LSN"))
 }
 
 #[test]
 fn killed_mid_stream_the_service_resumes_without_loss_or_repeating_confirmed_changes() {
     let pg = start_postgres(Options::default());
-    pg.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;").expect("setup");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .expect("setup");
     let env = tail_env(&pg.url("postgres"), "s_kill");
     let mut first = Process::spawn(&["tail"], &env);
     first.wait_stderr("streaming changes", Duration::from_secs(30));
@@ -49,12 +64,22 @@ fn killed_mid_stream_the_service_resumes_without_loss_or_repeating_confirmed_cha
     // A writer commits 400 transactions of 25 rows in the background.
     let url = pg.url("postgres");
     let writer = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async {
             let db = sqlx::PgPool::connect(&url).await.expect("connect");
             for batch in 0..400 {
-                let sql = format!("INSERT INTO t SELECT g FROM generate_series({}, {}) g", batch * 25, batch * 25 + 24);
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&db).await.expect("insert");
+                let sql = format!(
+                    "INSERT INTO t SELECT g FROM generate_series({}, {}) g",
+                    batch * 25,
+                    batch * 25 + 24
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&db)
+                    .await
+                    .expect("insert");
             }
         });
     });
@@ -69,10 +94,18 @@ fn killed_mid_stream_the_service_resumes_without_loss_or_repeating_confirmed_cha
 
     let second = Process::spawn(&["tail"], &env);
     let mut after = Vec::new();
-    let mut ids: BTreeSet<i64> = before.iter().map(|e| e["record"]["id"].as_i64().expect("id")).collect();
+    let mut ids: BTreeSet<i64> = before
+        .iter()
+        .map(|e| e["record"]["id"].as_i64().expect("id"))
+        .collect();
     while ids.len() < 10_000 {
-        let event = next_event(&second, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("stalled at {} of 10000 rows; stderr:\n{}", ids.len(), second.stderr()));
+        let event = next_event(&second, Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!(
+                "stalled at {} of 10000 rows; stderr:\n{}",
+                ids.len(),
+                second.stderr()
+            )
+        });
         ids.insert(event["record"]["id"].as_i64().expect("id"));
         after.push(event);
     }
@@ -84,35 +117,70 @@ fn killed_mid_stream_the_service_resumes_without_loss_or_repeating_confirmed_cha
         );
     }
     for run in [&before, &after] {
-        assert!(run.windows(2).all(|w| position(&w[0]) < position(&w[1])), "commit order within a run");
+        assert!(
+            run.windows(2).all(|w| position(&w[0]) < position(&w[1])),
+            "commit order within a run"
+        );
     }
-    assert!(next_event(&second, Duration::from_millis(500)).is_none(), "nothing more than the 10,000 rows");
+    assert!(
+        next_event(&second, Duration::from_millis(500)).is_none(),
+        "nothing more than the 10,000 rows"
+    );
 }
 
 #[test]
 fn shutdown_confirms_and_releases_the_slot_and_a_temporary_slot_disappears() {
     let pg = start_postgres(Options::default());
-    pg.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;").expect("setup");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .expect("setup");
     let env = tail_env(&pg.url("postgres"), "s_release");
     let mut tail = Process::spawn(&["tail"], &env);
     tail.wait_stderr("streaming changes", Duration::from_secs(30));
     pg.psql("postgres", "INSERT INTO t VALUES (1)").expect("insert");
     next_event(&tail, Duration::from_secs(30)).expect("the insert");
-    let wal = pg.psql("postgres", "SELECT pg_current_wal_lsn()").expect("lsn").parse::<Lsn>().expect("lsn");
-    assert!(tail.terminate(Duration::from_secs(15)).success(), "clean exit; stderr:\n{}", tail.stderr());
+    let wal = pg
+        .psql("postgres", "SELECT pg_current_wal_lsn()")
+        .expect("lsn")
+        .parse::<Lsn>()
+        .expect("lsn");
+    assert!(
+        tail.terminate(Duration::from_secs(15)).success(),
+        "clean exit; stderr:\n{}",
+        tail.stderr()
+    );
     let (active, confirmed) = slot_state(&pg, "s_release");
     assert_eq!(active, "f", "the slot is released");
-    assert!(confirmed >= wal, "the handed transaction was confirmed: {confirmed} < {wal}");
+    assert!(
+        confirmed >= wal,
+        "the handed transaction was confirmed: {confirmed} < {wal}"
+    );
 
     let mut temp = env.clone();
     temp[1].1 = "s_temporary".into();
     temp.push(("TEMPORARY_SLOT", "true".into()));
     let mut tail = Process::spawn(&["tail"], &temp);
     tail.wait_stderr("streaming changes", Duration::from_secs(30));
-    assert_eq!(pg.psql("postgres", "SELECT temporary FROM pg_replication_slots WHERE slot_name = 's_temporary'").expect("q"), "t");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT temporary FROM pg_replication_slots WHERE slot_name = 's_temporary'"
+        )
+        .expect("q"),
+        "t"
+    );
     assert!(tail.terminate(Duration::from_secs(15)).success());
-    let gone = pg.psql("postgres", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_temporary'");
-    assert_eq!(gone.expect("q"), "0", "a temporary slot is dropped with its session");
+    let gone = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's_temporary'",
+    );
+    assert_eq!(
+        gone.expect("q"),
+        "0",
+        "a temporary slot is dropped with its session"
+    );
 }
 
 #[test]
@@ -122,8 +190,14 @@ fn wal_level_below_logical_is_refused_with_what_to_change() {
     assert!(!tail.wait_exit(Duration::from_secs(30)).success());
     let stderr = tail.stderr();
     assert!(stderr.contains("wal_level=replica"), "{stderr}");
-    assert!(stderr.contains("wal_level = logical") && stderr.contains("restart Postgres"), "{stderr}");
-    assert!(!stderr.contains(SECRET_IN_URL), "the password never appears: {stderr}");
+    assert!(
+        stderr.contains("wal_level = logical") && stderr.contains("restart Postgres"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(SECRET_IN_URL),
+        "the password never appears: {stderr}"
+    );
 }
 
 /// The password as it appears in a URL; embedded clusters use `postgres`, too common a word to
@@ -133,7 +207,11 @@ const SECRET_IN_URL: &str = "s3cr3t-Pa55";
 #[test]
 fn a_role_without_replication_is_refused_and_its_password_never_printed() {
     let pg = start_postgres(Options::default());
-    pg.psql("postgres", &format!("CREATE ROLE app LOGIN PASSWORD '{SECRET_IN_URL}'")).expect("role");
+    pg.psql(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN PASSWORD '{SECRET_IN_URL}'"),
+    )
+    .expect("role");
     let url = format!("postgres://app:{SECRET_IN_URL}@127.0.0.1:{}/postgres", pg.port());
     let mut tail = Process::spawn(&["tail"], &tail_env(&url, "s_role"));
     assert!(!tail.wait_exit(Duration::from_secs(30)).success());
@@ -150,8 +228,16 @@ fn a_missing_publication_is_created_only_when_managed() {
     let mut tail = Process::spawn(&["tail"], &env);
     assert!(!tail.wait_exit(Duration::from_secs(30)).success());
     let stderr = tail.stderr();
-    assert!(stderr.contains("publication \"pub\" does not exist") && stderr.contains("CREATE PUBLICATION"), "{stderr}");
-    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_publication").expect("q"), "0", "nothing was created");
+    assert!(
+        stderr.contains("publication \"pub\" does not exist") && stderr.contains("CREATE PUBLICATION"),
+        "{stderr}"
+    );
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM pg_publication")
+            .expect("q"),
+        "0",
+        "nothing was created"
+    );
 
     env.pop();
     let mut tail = Process::spawn(&["tail"], &env);
@@ -167,13 +253,20 @@ fn a_missing_publication_is_created_only_when_managed() {
 #[test]
 fn a_slot_held_by_another_process_is_waited_for_naming_the_holder() {
     let pg = start_postgres(Options::default());
-    pg.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;").expect("setup");
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .expect("setup");
     let env = tail_env(&pg.url("postgres"), "s_busy");
     let mut holder = Process::spawn(&["tail"], &env);
     holder.wait_stderr("streaming changes", Duration::from_secs(30));
     let waiter = Process::spawn(&["tail"], &env);
     let stderr = waiter.wait_stderr("is in use by PID", Duration::from_secs(30));
-    assert!(stderr.contains("application \"realtime\""), "the holder is named: {stderr}");
+    assert!(
+        stderr.contains("application \"realtime\""),
+        "the holder is named: {stderr}"
+    );
     assert!(holder.terminate(Duration::from_secs(15)).success());
     // Once released, the waiter takes over and streams.
     waiter.wait_stderr("streaming changes", Duration::from_secs(60));
@@ -185,12 +278,19 @@ fn a_slot_held_by_another_process_is_waited_for_naming_the_holder() {
 #[test]
 fn an_unreachable_database_is_retried_with_backoff_until_it_appears() {
     let mut pg = start_postgres(Options::default());
-    pg.psql("postgres", &format!("CREATE ROLE app LOGIN REPLICATION SUPERUSER PASSWORD '{SECRET_IN_URL}'")).expect("role");
+    pg.psql(
+        "postgres",
+        &format!("CREATE ROLE app LOGIN REPLICATION SUPERUSER PASSWORD '{SECRET_IN_URL}'"),
+    )
+    .expect("role");
     pg.stop(realtime::embedded::StopMode::Fast).expect("stop");
     let url = format!("postgres://app:{SECRET_IN_URL}@127.0.0.1:{}/postgres", pg.port());
     let tail = Process::spawn(&["tail"], &tail_env(&url, "s_down"));
     let stderr = tail.wait_stderr("replication interrupted", Duration::from_secs(30));
-    assert!(stderr.contains("cannot connect to 127.0.0.1"), "says why: {stderr}");
+    assert!(
+        stderr.contains("cannot connect to 127.0.0.1"),
+        "says why: {stderr}"
+    );
     assert!(stderr.contains("retry_in_ms"), "{stderr}");
     pg.start_again().expect("start");
     tail.wait_stderr("streaming changes", Duration::from_secs(60));
@@ -201,25 +301,41 @@ fn an_unreachable_database_is_retried_with_backoff_until_it_appears() {
 async fn keepalives_are_answered_so_a_quiet_stream_outlives_wal_sender_timeout() {
     let pg = start_postgres(Options::default().setting("wal_sender_timeout", "2s"));
     let db = pool(&pg).await;
-    exec(&db, "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
     let mut stream = Stream::start(database(&pg), replication_config("s_keepalive", "pub"));
     stream.wait_streaming().await;
     let pid = || async {
-        sqlx::query_scalar::<_, i32>("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's_keepalive'")
-            .fetch_one(&db)
-            .await
-            .expect("slot")
+        sqlx::query_scalar::<_, i32>(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 's_keepalive'",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("slot")
     };
     let walsender = pid().await;
     // Three timeouts' worth of silence.
     let quiet_until = Instant::now() + Duration::from_secs(7);
     stream.assert_quiet(quiet_until - Instant::now()).await;
-    assert_eq!(pid().await, walsender, "the same walsender: the connection was never dropped");
-    assert!(matches!(*stream.state.borrow(), realtime::replication::State::Streaming { .. }));
+    assert_eq!(
+        pid().await,
+        walsender,
+        "the same walsender: the connection was never dropped"
+    );
+    assert!(matches!(
+        *stream.state.borrow(),
+        realtime::replication::State::Streaming { .. }
+    ));
     exec(&db, "INSERT INTO t VALUES (1)").await;
     assert_eq!(stream.changes(1).await.len(), 1);
     let log = std::fs::read_to_string(pg.log_file()).unwrap_or_default();
-    assert!(!log.contains("terminating walsender process due to replication timeout"), "{log}");
+    assert!(
+        !log.contains("terminating walsender process due to replication timeout"),
+        "{log}"
+    );
     stream.stop().await.expect("clean stop");
 }
 
@@ -248,10 +364,24 @@ async fn connects_with_scram_md5_and_cleartext_passwords_and_over_tls() {
     let port = pg.port();
     let ca = dir.join("ca.crt").display().to_string();
     let cases = [
-        ("md5", format!("postgres://md5user:md5pw@127.0.0.1:{port}/postgres")),
-        ("cleartext", format!("postgres://plainuser:plainpw@127.0.0.1:{port}/postgres")),
-        ("scram over TLS", format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=require")),
-        ("verify-full", format!("postgres://postgres:{SECRET}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}")),
+        (
+            "md5",
+            format!("postgres://md5user:md5pw@127.0.0.1:{port}/postgres"),
+        ),
+        (
+            "cleartext",
+            format!("postgres://plainuser:plainpw@127.0.0.1:{port}/postgres"),
+        ),
+        (
+            "scram over TLS",
+            format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=require"),
+        ),
+        (
+            "verify-full",
+            format!(
+                "postgres://postgres:{SECRET}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+            ),
+        ),
     ];
     for (i, (name, url)) in cases.iter().enumerate() {
         let config = realtime::config::DatabaseConfig::from_url(url).expect("url");
@@ -269,16 +399,24 @@ async fn connects_with_scram_md5_and_cleartext_passwords_and_over_tls() {
                 ),
             )
             .expect("q");
-        assert_eq!(encrypted, if url.contains("sslmode") { "t" } else { "f" }, "{name}");
+        assert_eq!(
+            encrypted,
+            if url.contains("sslmode") { "t" } else { "f" },
+            "{name}"
+        );
         stream.stop().await.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     // verify-full refuses a certificate that does not name the host.
-    let url = format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={ca}");
+    let url = format!(
+        "postgres://postgres:{SECRET}@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+    );
     let config = realtime::config::DatabaseConfig::from_url(&url).expect("url");
     let mut stream = Stream::start(config, replication_config("s_badname", "pub"));
     let reason = tokio::time::timeout(
         Duration::from_secs(30),
-        stream.state.wait_for(|s| matches!(s, realtime::replication::State::Retrying { .. })),
+        stream
+            .state
+            .wait_for(|s| matches!(s, realtime::replication::State::Retrying { .. })),
     )
     .await
     .expect("refused")
@@ -299,13 +437,57 @@ fn make_certificates(dir: &std::path::Path) {
             .expect("openssl");
         assert!(status.success(), "openssl {args:?}");
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").expect("ext");
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.crt", "-days", "2", "-extfile", "san.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
     ]);
-    let _ = std::process::Command::new("chown").args(["postgres:postgres", "server.key", "server.crt"]).current_dir(dir).status();
-    let _ = std::process::Command::new("chmod").args(["600", "server.key"]).current_dir(dir).status();
+    let _ = std::process::Command::new("chown")
+        .args(["postgres:postgres", "server.key", "server.crt"])
+        .current_dir(dir)
+        .status();
+    let _ = std::process::Command::new("chmod")
+        .args(["600", "server.key"])
+        .current_dir(dir)
+        .status();
 }

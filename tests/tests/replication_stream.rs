@@ -19,9 +19,17 @@ async fn assert_matches_to_jsonb_except(pool: &sqlx::PgPool, table: &str, id: i6
     let sql = format!(
         "SELECT $1::jsonb - $3 = to_jsonb(row_) - $3, to_jsonb(row_)::text FROM {table} row_ WHERE id = $2"
     );
-    let (equal, theirs): (bool, String) =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(ours).bind(id).bind(except).fetch_one(pool).await.expect("compare with to_jsonb");
-    assert!(equal, "row {id} of {table}:\n ours:      {ours}\n to_jsonb:  {theirs}");
+    let (equal, theirs): (bool, String) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ours)
+        .bind(id)
+        .bind(except)
+        .fetch_one(pool)
+        .await
+        .expect("compare with to_jsonb");
+    assert!(
+        equal,
+        "row {id} of {table}:\n ours:      {ours}\n to_jsonb:  {theirs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,12 +80,40 @@ async fn every_column_type_arrives_as_to_jsonb_renders_it() {
         // the catalog's attribute list); every other column must equal to_jsonb exactly.
         assert_matches_to_jsonb_except(&db, "kinds", id, &record.json, "pr").await;
     }
-    let pr = changes[0].table.columns.iter().position(|c| &*c.name == "pr").expect("pr");
-    assert_eq!(changes[0].new.as_ref().expect("row").value(pr), Some(r#""(1,\"x,\"\"y\")""#));
-    let names: Vec<(&str, &str)> =
-        changes[0].table.columns.iter().map(|c| (&*c.name, &*c.type_name)).take(6).collect();
-    assert_eq!(names, [("id", "int8"), ("b", "bool"), ("i2", "int2"), ("i4", "int4"), ("f4", "float4"), ("f8", "float8")]);
-    let ai = changes[0].table.columns.iter().find(|c| &*c.name == "ai").expect("ai");
+    let pr = changes[0]
+        .table
+        .columns
+        .iter()
+        .position(|c| &*c.name == "pr")
+        .expect("pr");
+    assert_eq!(
+        changes[0].new.as_ref().expect("row").value(pr),
+        Some(r#""(1,\"x,\"\"y\")""#)
+    );
+    let names: Vec<(&str, &str)> = changes[0]
+        .table
+        .columns
+        .iter()
+        .map(|c| (&*c.name, &*c.type_name))
+        .take(6)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("id", "int8"),
+            ("b", "bool"),
+            ("i2", "int2"),
+            ("i4", "int4"),
+            ("f4", "float4"),
+            ("f8", "float8")
+        ]
+    );
+    let ai = changes[0]
+        .table
+        .columns
+        .iter()
+        .find(|c| &*c.name == "ai")
+        .expect("ai");
     assert_eq!(&*ai.type_name, "_int4");
     stream.stop().await.expect("clean stop");
 }
@@ -86,7 +122,11 @@ async fn every_column_type_arrives_as_to_jsonb_renders_it() {
 async fn ddl_in_the_middle_of_the_stream_applies_to_later_changes() {
     let pg = start_postgres(Options::default());
     let db = pool(&pg).await;
-    exec(&db, "CREATE TABLE t (id int PRIMARY KEY, a text, b int); CREATE PUBLICATION pub FOR TABLE t;").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, a text, b int); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
     let mut stream = Stream::start(database(&pg), replication_config("s_ddl", "pub"));
     stream.wait_streaming().await;
     exec(
@@ -105,7 +145,10 @@ async fn ddl_in_the_middle_of_the_stream_applies_to_later_changes() {
     )
     .await;
     let changes = stream.changes(5).await;
-    let records: Vec<&str> = changes.iter().map(|c| &*c.new.as_ref().expect("insert").json).collect();
+    let records: Vec<&str> = changes
+        .iter()
+        .map(|c| &*c.new.as_ref().expect("insert").json)
+        .collect();
     assert_eq!(
         records,
         [
@@ -116,9 +159,20 @@ async fn ddl_in_the_middle_of_the_stream_applies_to_later_changes() {
             r#"{"id":5,"title":5,"c":{}}"#,
         ]
     );
-    let title = |i: usize| changes[i].table.columns.iter().find(|c| &*c.name == "title").map(|c| c.type_name.clone());
+    let title = |i: usize| {
+        changes[i]
+            .table
+            .columns
+            .iter()
+            .find(|c| &*c.name == "title")
+            .map(|c| c.type_name.clone())
+    };
     assert_eq!(title(3).as_deref(), Some("text"));
-    assert_eq!(title(4).as_deref(), Some("int4"), "a type change re-describes the relation");
+    assert_eq!(
+        title(4).as_deref(),
+        Some("int4"),
+        "a type change re-describes the relation"
+    );
     stream.stop().await.expect("clean stop");
 }
 
@@ -147,23 +201,40 @@ async fn unchanged_toast_values_are_never_reported_as_null() {
          INSERT INTO idx SELECT 1, 'k1', string_agg(md5(g::text), '') FROM generate_series(1, 400) g;",
     )
     .await;
-    exec(&db, "UPDATE dflt SET n = 1; UPDATE full_ SET n = 1; UPDATE idx SET n = 1;").await;
+    exec(
+        &db,
+        "UPDATE dflt SET n = 1; UPDATE full_ SET n = 1; UPDATE idx SET n = 1;",
+    )
+    .await;
     let mut changes = stream.changes(6).await;
-    let big = |c: &realtime::change::RowChange| c.table.columns.iter().position(|col| &*col.name == "big").expect("big");
+    let big = |c: &realtime::change::RowChange| {
+        c.table
+            .columns
+            .iter()
+            .position(|col| &*col.name == "big")
+            .expect("big")
+    };
 
     // Default identity: the update carries no old row image; the big value is marked unchanged.
     let upd = &changes[3];
     assert_eq!((&*upd.table.name, upd.kind), ("dflt", ChangeKind::Update));
     let new = upd.new.as_ref().expect("new row");
     assert_eq!(new.cells[big(upd)], Cell::Unchanged);
-    assert!(!new.json.contains("\"big\""), "an unchanged value is left out, not null: {}", new.json);
+    assert!(
+        !new.json.contains("\"big\""),
+        "an unchanged value is left out, not null: {}",
+        new.json
+    );
     assert_eq!(&*upd.old.as_ref().expect("old key").json, r#"{"id":1}"#);
     assert!(upd.to_json().contains(r#""unchanged_toast":["big"]"#));
 
     // Full identity: the value is taken from the old row.
     let upd = &changes[4];
     assert_eq!(&*upd.table.name, "full_");
-    assert_eq!(upd.new.as_ref().expect("new").value(big(upd)).map(str::len), Some(12_800 + 2));
+    assert_eq!(
+        upd.new.as_ref().expect("new").value(big(upd)).map(str::len),
+        Some(12_800 + 2)
+    );
     assert_matches_to_jsonb(&db, "full_", 1, &upd.new.as_ref().expect("new").json).await;
     assert!(upd.old.as_ref().expect("full old row").value(big(upd)).is_some());
 
@@ -177,9 +248,21 @@ async fn unchanged_toast_values_are_never_reported_as_null() {
     exec(&db, "DELETE FROM dflt; DELETE FROM full_; DELETE FROM idx;").await;
     changes.extend(stream.changes(3).await);
     assert_eq!(&*changes[6].old.as_ref().expect("old").json, r#"{"id":1}"#);
-    assert_eq!(changes[7].old.as_ref().expect("old").value(big(&changes[7])).map(str::len), Some(12_802));
+    assert_eq!(
+        changes[7]
+            .old
+            .as_ref()
+            .expect("old")
+            .value(big(&changes[7]))
+            .map(str::len),
+        Some(12_802)
+    );
     assert_eq!(&*changes[8].old.as_ref().expect("old").json, r#"{"code":"k1"}"#);
-    assert!(changes[6..].iter().all(|c| c.kind == ChangeKind::Delete && c.new.is_none()));
+    assert!(
+        changes[6..]
+            .iter()
+            .all(|c| c.kind == ChangeKind::Delete && c.new.is_none())
+    );
     stream.stop().await.expect("clean stop");
 }
 
@@ -201,11 +284,21 @@ async fn updates_and_truncates_carry_what_subscribers_need() {
     let changes = stream.changes(5).await;
     let moved = &changes[2];
     assert_eq!(moved.kind, ChangeKind::Update);
-    assert_eq!(&*moved.old.as_ref().expect("old key").json, r#"{"id":1}"#, "a key change carries the old key");
+    assert_eq!(
+        &*moved.old.as_ref().expect("old key").json,
+        r#"{"id":1}"#,
+        "a key change carries the old key"
+    );
     assert_eq!(&*moved.new.as_ref().expect("new").json, r#"{"id":2,"v":"y"}"#);
     let truncated: Vec<(&str, ChangeKind)> = changes[3..].iter().map(|c| (&*c.table.name, c.kind)).collect();
-    assert_eq!(truncated, [("a", ChangeKind::Truncate), ("b", ChangeKind::Truncate)]);
-    assert_eq!(changes[3].position.commit_lsn, changes[4].position.commit_lsn, "one transaction");
+    assert_eq!(
+        truncated,
+        [("a", ChangeKind::Truncate), ("b", ChangeKind::Truncate)]
+    );
+    assert_eq!(
+        changes[3].position.commit_lsn, changes[4].position.commit_lsn,
+        "one transaction"
+    );
     assert_eq!((changes[3].position.index, changes[4].position.index), (0, 1));
     stream.stop().await.expect("clean stop");
 }
@@ -214,15 +307,26 @@ async fn updates_and_truncates_carry_what_subscribers_need() {
 async fn a_100000_row_transaction_arrives_whole_and_in_order() {
     let pg = start_postgres(Options::default());
     let db = pool(&pg).await;
-    exec(&db, "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE t;").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
     let mut stream = Stream::start(database(&pg), replication_config("s_big", "pub"));
     stream.wait_streaming().await;
-    exec(&db, "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 100000) g").await;
+    exec(
+        &db,
+        "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 100000) g",
+    )
+    .await;
     let transaction = stream.next_transaction().await;
     assert_eq!(transaction.changes.len(), 100_000);
     for (i, change) in transaction.changes.iter().enumerate() {
         assert_eq!(change.position.index as usize, i);
-        assert_eq!(change.new.as_ref().expect("insert").value(0), Some((i + 1).to_string().as_str()));
+        assert_eq!(
+            change.new.as_ref().expect("insert").value(0),
+            Some((i + 1).to_string().as_str())
+        );
     }
     stream.stop().await.expect("clean stop");
 }
@@ -231,7 +335,11 @@ async fn a_100000_row_transaction_arrives_whole_and_in_order() {
 async fn the_stream_resumes_after_postgres_restarts_and_crashes_without_duplicates() {
     let mut pg = start_postgres(Options::default());
     let db = pool(&pg).await;
-    exec(&db, "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;").await;
+    exec(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
     drop(db);
     let mut stream = Stream::start(database(&pg), replication_config("s_restart", "pub"));
     stream.wait_streaming().await;
@@ -247,7 +355,9 @@ async fn the_stream_resumes_after_postgres_restarts_and_crashes_without_duplicat
         // The task notices and retries with backoff while the server is down.
         tokio::time::timeout(
             Duration::from_secs(30),
-            stream.state.wait_for(|s| matches!(s, realtime::replication::State::Retrying { .. })),
+            stream
+                .state
+                .wait_for(|s| matches!(s, realtime::replication::State::Retrying { .. })),
         )
         .await
         .expect("the stream noticed the restart")
@@ -259,12 +369,19 @@ async fn the_stream_resumes_after_postgres_restarts_and_crashes_without_duplicat
     exec(&db, "INSERT INTO t VALUES (1000)").await;
     seen.extend(stream.changes(1).await);
     stream.assert_quiet(Duration::from_millis(500)).await;
-    let ids: Vec<String> = seen.iter().map(|c| c.new.as_ref().expect("insert").json.to_string()).collect();
+    let ids: Vec<String> = seen
+        .iter()
+        .map(|c| c.new.as_ref().expect("insert").json.to_string())
+        .collect();
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(ids.len(), 101);
     assert_eq!(unique.len(), ids.len(), "no change was delivered twice");
-    assert!(seen.windows(2).all(|w| (w[0].position.commit_lsn, w[0].position.index)
-        < (w[1].position.commit_lsn, w[1].position.index)), "commit order");
+    assert!(
+        seen.windows(2)
+            .all(|w| (w[0].position.commit_lsn, w[0].position.index)
+                < (w[1].position.commit_lsn, w[1].position.index)),
+        "commit order"
+    );
     stream.stop().await.expect("clean stop");
 }
