@@ -48,6 +48,30 @@ enum Command {
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print what is wrong with a configuration (file and environment), naming each key.
+    Check {
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Validate every policy file of a folder, with file and line for each problem.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +99,39 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
         } => dev(config, data_dir, pg_port, fresh).await,
         Command::Tail { config } => tail(load_config(config.as_deref())?).await,
+        Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()),
+        Command::Policies(PoliciesCommand::Check { dir }) => policies_check(&dir),
+    }
+}
+
+fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
+    let problems = realtime::config::server::check_config(file, &process_env);
+    for problem in &problems {
+        println!("{problem}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == realtime::config::server::Severity::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!("{errors} error(s) in the configuration");
+    }
+    println!("configuration ok");
+    Ok(())
+}
+
+fn policies_check(dir: &Path) -> anyhow::Result<()> {
+    match realtime::policy::check_policies(dir) {
+        Ok(_) => {
+            println!("policies in {} are valid", dir.display());
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display())
+        }
     }
 }
 
