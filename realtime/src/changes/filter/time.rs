@@ -2,8 +2,8 @@
 //! (`2024-01-02 01:04:05+02`, `2024-01-02T01:04:05.5Z`, `2024-01-02`, `... BC`, `infinity`,
 //! `epoch`) and the XSD form our row images carry (`2024-01-02T01:04:05.123456+00:00`).
 //!
-//! Values are microseconds (timestamps) or days (dates) since 1970-01-01 in the proleptic
-//! Gregorian calendar, with `i64::MIN`/`i64::MAX` for `-infinity`/`infinity`, so ordinary
+//! Values are microseconds (timestamps) or days (dates) since 2000-01-01 (Postgres's own
+//! epoch, so its whole range fits an `i64`) in the proleptic Gregorian calendar, with `i64::MIN`/`i64::MAX` for `-infinity`/`infinity`, so ordinary
 //! integer comparison is Postgres's ordering. Timestamps without an offset are read as UTC
 //! (the session time zone the service pins); a timestamp without time zone ignores an offset,
 //! as Postgres does.
@@ -11,6 +11,8 @@
 use super::scalar::pg_space;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// 1970-01-01 counted from 2000-01-01.
+const UNIX_EPOCH_DAYS: i64 = -10_957;
 
 /// What the text is read as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +32,10 @@ pub(super) fn parse(text: &str, kind: Kind) -> Option<i64> {
         return Some(i64::MIN);
     }
     if t.eq_ignore_ascii_case("epoch") {
-        return Some(0);
+        return Some(match kind {
+            Kind::Date => UNIX_EPOCH_DAYS,
+            Kind::Timestamp | Kind::Timestamptz => UNIX_EPOCH_DAYS * MICROS_PER_DAY,
+        });
     }
     let (t, bc) = strip_era(t);
     let mut cur = Cursor { b: t.as_bytes(), i: 0 };
@@ -234,7 +239,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
-/// (astronomical year, month, day) → days since 1970-01-01, proleptic Gregorian.
+/// (astronomical year, month, day) → days since 2000-01-01, proleptic Gregorian.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -242,7 +247,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era * 146_097 + doe - 719_468 - 10_957
 }
 
 #[cfg(test)]
@@ -256,7 +261,7 @@ mod tests {
     #[test]
     fn postgres_input_forms_and_our_output_form_agree() {
         let instant = tz("2024-01-01T23:04:05.123456+00:00");
-        assert_eq!(instant, Some(1_704_150_245_123_456));
+        assert_eq!(instant, Some(1_704_150_245_123_456 - 946_684_800_000_000));
         for same in [
             "2024-01-02 01:04:05.123456+02",
             "2024-01-02 01:04:05.123456 +02:00",
@@ -269,9 +274,11 @@ mod tests {
         ] {
             assert_eq!(tz(same), instant, "{same}");
         }
-        assert_eq!(tz("1970-01-01"), Some(0));
-        assert_eq!(tz("epoch"), Some(0));
-        assert_eq!(tz("1969-12-31 23:59:59.999999+00"), Some(-1));
+        assert_eq!(tz("2000-01-01"), Some(0));
+        assert_eq!(tz("1970-01-01"), Some(-946_684_800_000_000));
+        assert_eq!(tz("epoch"), tz("1970-01-01"));
+        assert_eq!(tz("1999-12-31 23:59:59.999999+00"), Some(-1));
+        assert_eq!(tz("294276-12-31 23:59:59.999999+00"), Some(9_223_371_331_199_999_999));
         assert_eq!(tz("2024-01-01 24:00"), tz("2024-01-02"));
         assert_eq!(tz("infinity"), Some(i64::MAX));
         assert_eq!(tz("-Infinity"), Some(i64::MIN));
@@ -295,9 +302,9 @@ mod tests {
             parse("2024-01-02 01:00:00+05", Kind::Timestamp),
             parse("2024-01-02T01:00:00", Kind::Timestamp)
         );
-        assert_eq!(parse("2024-01-02 23:59", Kind::Date), Some(19_724));
-        assert_eq!(parse("2024-01-02", Kind::Date), Some(19_724));
-        assert_eq!(parse("1970-01-01", Kind::Date), Some(0));
+        assert_eq!(parse("2024-01-02 23:59", Kind::Date), Some(19_724 - 10_957));
+        assert_eq!(parse("2024-01-02", Kind::Date), Some(19_724 - 10_957));
+        assert_eq!(parse("epoch", Kind::Date), Some(-10_957));
     }
 
     #[test]
