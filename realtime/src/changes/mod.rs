@@ -13,6 +13,8 @@ pub mod filter;
 mod inspect;
 pub mod payload;
 pub mod subscription;
+#[cfg(test)]
+mod testing;
 
 pub use columns::ColumnSet;
 pub use filter::{BoundFilter, Filter, FilterError, FilterParseError};
