@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn renders_terms_as_elixir_inspect_does() {
-        assert_eq!(list_of_strings(&["foo".into(), "hey".into()]), r#"["foo", "hey"]"#);
+        assert_eq!(
+            list_of_strings(&["foo".into(), "hey".into()]),
+            r#"["foo", "hey"]"#
+        );
         assert_eq!(list_of_strings(&[r#"a"b\c"#.into()]), r#"["a\"b\\c"]"#);
         assert_eq!(list_of_strings(&["\u{1}".into()]), "[<<1>>]");
         assert_eq!(show(serde_json::json!({})), "%{}");

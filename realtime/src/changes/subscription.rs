@@ -27,7 +27,11 @@ pub enum EventFilter {
 impl EventFilter {
     /// `"*"`, or `INSERT`/`UPDATE`/`DELETE` in any case; anything else (or nothing) is `*`.
     pub fn parse(event: Option<&Value>) -> EventFilter {
-        match event.and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+        match event
+            .and_then(Value::as_str)
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             Some("INSERT") => EventFilter::Insert,
             Some("UPDATE") => EventFilter::Update,
             Some("DELETE") => EventFilter::Delete,

@@ -68,4 +68,3 @@ pub(crate) fn row(table: &Table, values: &[V<'_>]) -> Row {
         cells: cells.into(),
     }
 }
-

@@ -18,8 +18,8 @@ use regex::{Regex, RegexBuilder};
 
 use super::pattern::LikePattern;
 use super::scalar::{
-    NumericValue, cmp_float, json_float, json_numeric, json_string, parse_bool, parse_float,
-    parse_int, parse_numeric, parse_uuid, sql_type_name, syntax_error,
+    NumericValue, cmp_float, json_float, json_numeric, json_string, parse_bool, parse_float, parse_int,
+    parse_numeric, parse_uuid, sql_type_name, syntax_error,
 };
 use super::time::{self, Kind};
 use super::{Condition, Filter, FilterError, Op};
@@ -36,13 +36,20 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// How a column's values compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
-    Int { bits: u32 },
+    Int {
+        bits: u32,
+    },
     Numeric,
-    Float { single: bool },
+    Float {
+        single: bool,
+    },
     Bool,
     /// `text`, `varchar`, `name`; `bpchar` ignores trailing spaces (`pad`); `citext` ignores
     /// case (`fold`). Ordering is by code point (the "C" collation).
-    Text { fold: bool, pad: bool },
+    Text {
+        fold: bool,
+        pad: bool,
+    },
     Uuid,
     Time(Kind),
     /// A user type (enum, composite, extension type): equality on its text form only.
@@ -122,13 +129,19 @@ impl Cmp {
 #[derive(Clone, Debug)]
 enum Test {
     Compare(Cmp, Scalar),
-    In { values: Box<[Scalar]>, has_null: bool },
+    In {
+        values: Box<[Scalar]>,
+        has_null: bool,
+    },
     Distinct(Scalar),
     IsNull,
     /// `is true` / `is false` / `is unknown` (`None`).
     IsBool(Option<bool>),
     /// With `lower`, the subject is lower-cased before matching (ILIKE, citext).
-    Like { pattern: LikePattern, lower: bool },
+    Like {
+        pattern: LikePattern,
+        lower: bool,
+    },
     Regex(Regex),
 }
 
@@ -329,7 +342,11 @@ fn normalize_text(class: Class, text: &str) -> Cow<'_, str> {
     match class {
         Class::Text { fold, pad } => {
             let text = if pad { text.trim_end_matches(' ') } else { text };
-            if fold { Cow::Owned(text.to_lowercase()) } else { Cow::Borrowed(text) }
+            if fold {
+                Cow::Owned(text.to_lowercase())
+            } else {
+                Cow::Borrowed(text)
+            }
         }
         _ => Cow::Borrowed(text),
     }
@@ -503,18 +520,14 @@ fn compare(class: Class, json: &str, value: &Scalar) -> Option<Ordering> {
     match (class, value) {
         (Class::Int { .. }, Scalar::Int(v)) => json.parse::<i64>().ok().map(|x| x.cmp(v)),
         (Class::Numeric, Scalar::Numeric(v)) => json_numeric(json).map(|x| x.cmp(&v.view())),
-        (Class::Float { single }, Scalar::Float(v)) => {
-            json_float(json, single).map(|x| cmp_float(x, *v))
-        }
+        (Class::Float { single }, Scalar::Float(v)) => json_float(json, single).map(|x| cmp_float(x, *v)),
         (Class::Bool, Scalar::Bool(v)) => json_bool(json).map(|x| x.cmp(v)),
         (Class::Text { .. } | Class::Opaque, Scalar::Text(v)) => {
             let text = json_string(json)?;
             Some(normalize_text(class, &text).as_ref().cmp(&**v))
         }
         (Class::Uuid, Scalar::Uuid(v)) => parse_uuid(plain_string(json)?).map(|x| x.cmp(v)),
-        (Class::Time(kind), Scalar::Time(v)) => {
-            time::parse(plain_string(json)?, kind).map(|x| x.cmp(v))
-        }
+        (Class::Time(kind), Scalar::Time(v)) => time::parse(plain_string(json)?, kind).map(|x| x.cmp(v)),
         _ => None,
     }
 }
@@ -542,7 +555,9 @@ mod array_tests {
         }
         assert_eq!(
             array_elements("1,,2"),
-            Err(FilterError::InvalidValue(r#"malformed array literal: "{1,,2}""#.into()))
+            Err(FilterError::InvalidValue(
+                r#"malformed array literal: "{1,,2}""#.into()
+            ))
         );
     }
 }

@@ -146,7 +146,10 @@ mod tests {
         for op in Op::ALL {
             let value = if op == Op::In { "(1)" } else { "1" };
             let expected = "1";
-            assert_eq!(one(&format!("c={}.{value}", op.as_str())), cond("c", op, false, expected));
+            assert_eq!(
+                one(&format!("c={}.{value}", op.as_str())),
+                cond("c", op, false, expected)
+            );
             assert_eq!(
                 one(&format!("c=not.{}.{value}", op.as_str())),
                 cond("c", op, true, expected)
@@ -208,8 +211,14 @@ mod tests {
     #[test]
     fn errors_carry_supabase_texts() {
         let err = |text: &str| parse(text).expect_err(text).system_message();
-        assert_eq!(err("subject=foo.hey"), r#"Error parsing `filter` params: ["foo", "hey"]"#);
-        assert_eq!(err("undefined"), r#"Error parsing `filter` params: ["undefined"]"#);
+        assert_eq!(
+            err("subject=foo.hey"),
+            r#"Error parsing `filter` params: ["foo", "hey"]"#
+        );
+        assert_eq!(
+            err("undefined"),
+            r#"Error parsing `filter` params: ["undefined"]"#
+        );
         assert_eq!(err("id=eq1"), r#"Error parsing `filter` params: ["eq1"]"#);
         assert_eq!(err("id=not."), r#"Error parsing `filter` params: [""]"#);
         assert_eq!(err("id=EQ.1"), r#"Error parsing `filter` params: ["EQ", "1"]"#);

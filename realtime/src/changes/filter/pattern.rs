@@ -25,9 +25,7 @@ impl LikePattern {
 
     /// A pattern without an escape character (`LIKE ... ESCAPE ''`): `\` is literal.
     pub(crate) fn compile_unescaped(pattern: &str) -> LikePattern {
-        LikePattern::build(pattern, false, false).unwrap_or(LikePattern {
-            tokens: Box::new([]),
-        })
+        LikePattern::build(pattern, false, false).unwrap_or(LikePattern { tokens: Box::new([]) })
     }
 
     fn build(pattern: &str, fold: bool, escape: bool) -> Result<LikePattern, FilterError> {
@@ -100,7 +98,9 @@ mod tests {
     use super::*;
 
     fn like(subject: &str, pattern: &str) -> bool {
-        LikePattern::compile(pattern, false).expect(pattern).matches(subject)
+        LikePattern::compile(pattern, false)
+            .expect(pattern)
+            .matches(subject)
     }
 
     #[test]

@@ -481,7 +481,17 @@ mod tests {
         }
         assert_eq!(num("-0.000").view().cmp(&num("0").view()), Ordering::Equal);
         assert_eq!(num("nan").view().cmp(&num("NaN").view()), Ordering::Equal);
-        for bad in ["", "abc", "1.2.3", "--1", "1e", "e5", ".", "1e99999999999", "0x10"] {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3",
+            "--1",
+            "1e",
+            "e5",
+            ".",
+            "1e99999999999",
+            "0x10",
+        ] {
             assert!(parse_numeric(bad).is_err(), "{bad}");
         }
         assert_eq!(
@@ -493,7 +503,10 @@ mod tests {
     #[test]
     fn json_numerics_read_numbers_and_special_strings() {
         let cmp = |json: &str, filter: &str| json_numeric(json).map(|n| n.cmp(&num(filter).view()));
-        assert_eq!(cmp("12345678901234567890.000100", "12345678901234567890.0001"), Some(Ordering::Equal));
+        assert_eq!(
+            cmp("12345678901234567890.000100", "12345678901234567890.0001"),
+            Some(Ordering::Equal)
+        );
         assert_eq!(cmp("\"NaN\"", "NaN"), Some(Ordering::Equal));
         assert_eq!(cmp("\"-Infinity\"", "-1e100"), Some(Ordering::Less));
         assert_eq!(cmp("\"x\"", "1"), None);
@@ -563,9 +576,16 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(same), canonical, "{same}");
         }
-        for bad in ["", "a0eebc99", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", "-a0eebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0eebc999c0b4ef8bb6d6bb9bd380a11-", "a0e-ebc999c0b4ef8bb6d6bb9bd380a11", "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
-            "g0eebc999c0b4ef8bb6d6bb9bd380a11"] {
+        for bad in [
+            "",
+            "a0eebc99",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "-a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11-",
+            "a0e-ebc999c0b4ef8bb6d6bb9bd380a11",
+            "{a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "g0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
             assert_eq!(parse_uuid(bad), None, "{bad}");
         }
     }
@@ -573,7 +593,10 @@ mod tests {
     #[test]
     fn json_strings_unescape_only_when_needed() {
         assert!(matches!(json_string(r#""plain""#), Some(Cow::Borrowed("plain"))));
-        assert_eq!(json_string(r#""a\"b\\c\n\u00e9\ud83d\ude00""#).as_deref(), Some("a\"b\\c\né😀"));
+        assert_eq!(
+            json_string(r#""a\"b\\c\n\u00e9\ud83d\ude00""#).as_deref(),
+            Some("a\"b\\c\né😀")
+        );
         assert_eq!(json_string("5"), None);
         assert_eq!(json_string(r#""\x""#), None);
         assert_eq!(json_string(r#""\ud83d""#), None);

@@ -54,7 +54,11 @@ fn eval(type_name: &str, value: V<'_>, filter: &str) -> bool {
 /// Asserts `filter` is `expected` on a non-null value and `not.filter` is its negation.
 #[track_caller]
 fn check(type_name: &str, json: &str, filter: &str, expected: bool) {
-    assert_eq!(eval(type_name, V::J(json), filter), expected, "{json} {filter} ({type_name})");
+    assert_eq!(
+        eval(type_name, V::J(json), filter),
+        expected,
+        "{json} {filter} ({type_name})"
+    );
     assert_eq!(
         eval(type_name, V::J(json), &format!("not.{filter}")),
         !expected,
@@ -100,7 +104,12 @@ fn integers_compare_exactly_at_every_width() {
     check("int8", "9007199254740993", "gt.9007199254740992", true);
     check("int8", "9223372036854775807", "eq.9223372036854775807", true);
     check("int8", "-9223372036854775808", "lt.-9223372036854775807", true);
-    check("int8", "9007199254740993", "in.(9007199254740992,9007199254740994)", false);
+    check(
+        "int8",
+        "9007199254740993",
+        "in.(9007199254740992,9007199254740994)",
+        false,
+    );
 }
 
 #[test]
@@ -195,13 +204,43 @@ fn timestamps_and_dates_compare_as_instants() {
     check("timestamptz", ours, "gt.2024-01-01", true);
     check("timestamptz", ours, "lte.infinity", true);
     check("timestamptz", ours, "gte.-infinity", true);
-    check("timestamptz", ours, r#"in.("2024-01-02 01:04:05.123456+02",epoch)"#, true);
-    check("timestamptz", r#""infinity""#, "gt.294276-12-31 00:00:00+00", true);
+    check(
+        "timestamptz",
+        ours,
+        r#"in.("2024-01-02 01:04:05.123456+02",epoch)"#,
+        true,
+    );
+    check(
+        "timestamptz",
+        r#""infinity""#,
+        "gt.294276-12-31 00:00:00+00",
+        true,
+    );
     check("timestamptz", r#""-infinity""#, "eq.-infinity", true);
-    check("timestamptz", r#""0044-03-15T00:00:00+00:00 BC""#, "lt.0001-01-01", true);
-    check("timestamptz", r#""0044-03-15T00:00:00+00:00 BC""#, "eq.0044-03-15 BC", true);
-    check("timestamp", r#""2024-02-29T23:59:59.5""#, "eq.2024-02-29 23:59:59.5", true);
-    check("timestamp", r#""2024-02-29T23:59:59.5""#, "eq.2024-02-29 23:59:59.5+05", true);
+    check(
+        "timestamptz",
+        r#""0044-03-15T00:00:00+00:00 BC""#,
+        "lt.0001-01-01",
+        true,
+    );
+    check(
+        "timestamptz",
+        r#""0044-03-15T00:00:00+00:00 BC""#,
+        "eq.0044-03-15 BC",
+        true,
+    );
+    check(
+        "timestamp",
+        r#""2024-02-29T23:59:59.5""#,
+        "eq.2024-02-29 23:59:59.5",
+        true,
+    );
+    check(
+        "timestamp",
+        r#""2024-02-29T23:59:59.5""#,
+        "eq.2024-02-29 23:59:59.5+05",
+        true,
+    );
     check("timestamp", r#""2024-02-29T23:59:59.5""#, "lt.2024-03-01", true);
     check("date", r#""2024-02-29""#, "gt.2024-02-28", true);
     check("date", r#""2024-02-29""#, "eq.2024-02-29", true);
@@ -218,7 +257,12 @@ fn uuids_compare_case_insensitively() {
     check("uuid", id, "neq.a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12", true);
     check("uuid", id, "lt.b0000000-0000-0000-0000-000000000000", true);
     check("uuid", id, "gt.00000000-0000-0000-0000-000000000000", true);
-    check("uuid", id, "in.(00000000-0000-0000-0000-000000000000,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11)", true);
+    check(
+        "uuid",
+        id,
+        "in.(00000000-0000-0000-0000-000000000000,A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11)",
+        true,
+    );
 }
 
 #[test]
@@ -234,10 +278,18 @@ fn user_types_compare_by_text_for_equality() {
 
 #[test]
 fn null_columns_match_only_is_null_and_distinctness() {
-    for (ty, value) in [("int4", "1"), ("text", "a"), ("numeric", "1"), ("uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")] {
+    for (ty, value) in [
+        ("int4", "1"),
+        ("text", "a"),
+        ("numeric", "1"),
+        ("uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    ] {
         for op in ["eq", "neq", "lt", "lte", "gt", "gte"] {
             assert!(!eval(ty, V::Null, &format!("{op}.{value}")), "{ty} null {op}");
-            assert!(!eval(ty, V::Null, &format!("not.{op}.{value}")), "{ty} null not.{op}");
+            assert!(
+                !eval(ty, V::Null, &format!("not.{op}.{value}")),
+                "{ty} null not.{op}"
+            );
         }
         assert!(!eval(ty, V::Null, &format!("in.({value})")));
         assert!(!eval(ty, V::Null, &format!("not.in.({value})")));
@@ -270,7 +322,14 @@ fn null_in_list_elements_make_a_miss_unknown() {
 #[test]
 fn columns_the_image_lacks_never_match() {
     for value in [V::Unchanged, V::Absent] {
-        for filter in ["eq.1", "not.eq.1", "is.null", "not.is.null", "isdistinct.1", "not.in.(1)"] {
+        for filter in [
+            "eq.1",
+            "not.eq.1",
+            "is.null",
+            "not.is.null",
+            "isdistinct.1",
+            "not.in.(1)",
+        ] {
             assert!(!eval("int4", value, filter), "{filter}");
         }
         assert!(!eval("bool", value, "not.is.true"));
@@ -295,7 +354,11 @@ fn conditions_combine_with_and() {
 #[test]
 fn changes_are_read_from_the_image_supabase_reads() {
     let t = Arc::new(table(&[("id", "int4", 23), ("v", "text", 25)]));
-    let filter = Filter::parse("v=eq.a").expect("ok").expect("f").bind(&t).expect("binds");
+    let filter = Filter::parse("v=eq.a")
+        .expect("ok")
+        .expect("f")
+        .bind(&t)
+        .expect("binds");
     let change = |kind, new: Option<Row>, old: Option<Row>| RowChange {
         position: Position {
             epoch: Epoch(1),
@@ -337,13 +400,28 @@ fn binding_errors_carry_supabase_and_postgres_texts() {
     assert_eq!(err("V=eq.1"), "invalid column for filter V");
     assert_eq!(err("v=eq.abc"), r#"invalid input syntax for type integer: "abc""#);
     assert_eq!(err("v=eq.1.5"), r#"invalid input syntax for type integer: "1.5""#);
-    assert_eq!(err("v=eq.3000000000"), r#"value "3000000000" is out of range for type integer"#);
+    assert_eq!(
+        err("v=eq.3000000000"),
+        r#"value "3000000000" is out of range for type integer"#
+    );
     assert_eq!(err("v=in.(1,x)"), r#"invalid input syntax for type integer: "x""#);
     assert_eq!(err("v=in.(1,,2)"), r#"malformed array literal: "{1,,2}""#);
-    assert_eq!(err("v=is.NULL"), "invalid value for is filter: must be null, true, false, or unknown");
-    assert_eq!(err("v=is.true"), "is true filter requires a boolean column, got integer");
-    assert_eq!(err("v=like.1%"), "operator like requires a text-compatible column type, got integer");
-    assert_eq!(err("v=not.imatch.1"), "operator imatch requires a text-compatible column type, got integer");
+    assert_eq!(
+        err("v=is.NULL"),
+        "invalid value for is filter: must be null, true, false, or unknown"
+    );
+    assert_eq!(
+        err("v=is.true"),
+        "is true filter requires a boolean column, got integer"
+    );
+    assert_eq!(
+        err("v=like.1%"),
+        "operator like requires a text-compatible column type, got integer"
+    );
+    assert_eq!(
+        err("v=not.imatch.1"),
+        "operator imatch requires a text-compatible column type, got integer"
+    );
     let hundred: Vec<String> = (0..100).map(|i| i.to_string()).collect();
     assert!(
         Filter::parse(&format!("v=in.({})", hundred.join(",")))
@@ -357,16 +435,34 @@ fn binding_errors_carry_supabase_and_postgres_texts() {
         "too many values for `in` filter. Maximum 100"
     );
 
-    assert_eq!(bind_error("text", "match.(unclosed"), "invalid regular expression for match filter: unclosed group");
-    assert_eq!(bind_error("text", r"like.abc\"), "LIKE pattern must not end with escape character");
-    assert_eq!(bind_error("text", "eq.a\0b"), "invalid byte sequence for encoding \"UTF8\": 0x00");
-    assert_eq!(bind_error("bool", "eq.maybe"), r#"invalid input syntax for type boolean: "maybe""#);
-    assert_eq!(bind_error("uuid", "eq.xyz"), r#"invalid input syntax for type uuid: "xyz""#);
+    assert_eq!(
+        bind_error("text", "match.(unclosed"),
+        "invalid regular expression for match filter: unclosed group"
+    );
+    assert_eq!(
+        bind_error("text", r"like.abc\"),
+        "LIKE pattern must not end with escape character"
+    );
+    assert_eq!(
+        bind_error("text", "eq.a\0b"),
+        "invalid byte sequence for encoding \"UTF8\": 0x00"
+    );
+    assert_eq!(
+        bind_error("bool", "eq.maybe"),
+        r#"invalid input syntax for type boolean: "maybe""#
+    );
+    assert_eq!(
+        bind_error("uuid", "eq.xyz"),
+        r#"invalid input syntax for type uuid: "xyz""#
+    );
     assert_eq!(
         bind_error("timestamptz", "gt.yesterday"),
         r#"invalid input syntax for type timestamp with time zone: "yesterday""#
     );
-    assert_eq!(bind_error("numeric", "eq.1x"), r#"invalid input syntax for type numeric: "1x""#);
+    assert_eq!(
+        bind_error("numeric", "eq.1x"),
+        r#"invalid input syntax for type numeric: "1x""#
+    );
     assert_eq!(
         bind_error("jsonb", "eq.{}"),
         "operator eq is not supported for filters on columns of type jsonb"
@@ -377,7 +473,10 @@ fn binding_errors_carry_supabase_and_postgres_texts() {
     let filter = Filter::parse("v=eq.1").expect("ok").expect("f");
     let only_id: ColumnSet = [0].into_iter().collect();
     assert_eq!(
-        filter.bind_visible(&t, Some(&only_id)).expect_err("hidden").to_string(),
+        filter
+            .bind_visible(&t, Some(&only_id))
+            .expect_err("hidden")
+            .to_string(),
         "invalid column for filter v"
     );
 }
@@ -428,10 +527,10 @@ proptest! {
     ) {
         let (t, r) = wide();
         let text = format!("{column}={}{}.{}", if negate { "not." } else { "" }, op.as_str(), value);
-        if let Ok(Some(filter)) = Filter::parse(&text) {
-            if let Ok(bound) = filter.bind(&t) {
-                let _ = bound.matches(&r);
-            }
+        if let Ok(Some(filter)) = Filter::parse(&text)
+            && let Ok(bound) = filter.bind(&t)
+        {
+            let _ = bound.matches(&r);
         }
     }
 }

@@ -38,7 +38,10 @@ pub(super) fn parse(text: &str, kind: Kind) -> Option<i64> {
         });
     }
     let (t, bc) = strip_era(t);
-    let mut cur = Cursor { b: t.as_bytes(), i: 0 };
+    let mut cur = Cursor {
+        b: t.as_bytes(),
+        i: 0,
+    };
 
     let (year, _) = cur.digits(4, 9)?;
     cur.expect(b'-')?;
@@ -80,7 +83,11 @@ pub(super) fn parse(text: &str, kind: Kind) -> Option<i64> {
             if !(-4712..=294_276).contains(&year) {
                 return None;
             }
-            let shift = if kind == Kind::Timestamptz { offset_secs * 1_000_000 } else { 0 };
+            let shift = if kind == Kind::Timestamptz {
+                offset_secs * 1_000_000
+            } else {
+                0
+            };
             days.checked_mul(MICROS_PER_DAY)?
                 .checked_add(micros)?
                 .checked_sub(shift)
@@ -160,7 +167,8 @@ impl Cursor<'_> {
                 fraction = self.fraction()?;
             }
         }
-        if hour > 24 || minute > 59 || second > 60 || (hour == 24 && (minute, second, fraction) != (0, 0, 0)) {
+        if hour > 24 || minute > 59 || second > 60 || (hour == 24 && (minute, second, fraction) != (0, 0, 0))
+        {
             return None;
         }
         Some(((hour * 60 + minute) * 60 + second) * 1_000_000 + fraction)
@@ -278,7 +286,10 @@ mod tests {
         assert_eq!(tz("1970-01-01"), Some(-946_684_800_000_000));
         assert_eq!(tz("epoch"), tz("1970-01-01"));
         assert_eq!(tz("1999-12-31 23:59:59.999999+00"), Some(-1));
-        assert_eq!(tz("294276-12-31 23:59:59.999999+00"), Some(9_223_371_331_199_999_999));
+        assert_eq!(
+            tz("294276-12-31 23:59:59.999999+00"),
+            Some(9_223_371_331_199_999_999)
+        );
         assert_eq!(tz("2024-01-01 24:00"), tz("2024-01-02"));
         assert_eq!(tz("infinity"), Some(i64::MAX));
         assert_eq!(tz("-Infinity"), Some(i64::MIN));
@@ -293,7 +304,10 @@ mod tests {
         assert!(parse("0001-02-29 BC", Kind::Date).is_some());
         assert!(parse("0002-02-29 BC", Kind::Date).is_none());
         assert!(parse("0044-03-15T00:00:00+00:00 BC", Kind::Timestamptz).is_some());
-        assert_eq!(parse("2000-03-01 AD", Kind::Date), parse("2000-03-01", Kind::Date));
+        assert_eq!(
+            parse("2000-03-01 AD", Kind::Date),
+            parse("2000-03-01", Kind::Date)
+        );
     }
 
     #[test]
@@ -310,10 +324,25 @@ mod tests {
     #[test]
     fn rejects_what_it_does_not_read() {
         for bad in [
-            "", "2024", "24-01-02", "2024-13-01", "2024-02-30", "2023-02-29", "0000-01-01",
-            "2024-01-02 25:00", "2024-01-02 24:00:01", "2024-01-02 10:60", "2024-01-02 1",
-            "2024-01-02 10:00+16", "2024-01-02 10:00 PST", "now", "today", "2024-01-02x",
-            "2024-01-02 10:00:00.", "2024-01-02 10:00 +", "300000-01-01",
+            "",
+            "2024",
+            "24-01-02",
+            "2024-13-01",
+            "2024-02-30",
+            "2023-02-29",
+            "0000-01-01",
+            "2024-01-02 25:00",
+            "2024-01-02 24:00:01",
+            "2024-01-02 10:60",
+            "2024-01-02 1",
+            "2024-01-02 10:00+16",
+            "2024-01-02 10:00 PST",
+            "now",
+            "today",
+            "2024-01-02x",
+            "2024-01-02 10:00:00.",
+            "2024-01-02 10:00 +",
+            "300000-01-01",
         ] {
             assert_eq!(tz(bad), None, "{bad:?}");
         }

@@ -90,7 +90,11 @@ fn insert_update_and_delete_encode_to_supabase_bytes() {
         format!(r#"{{{COLUMNS},{WHEN},"errors":null,"old_record":{RECORD},{TAIL},"type":"DELETE"}}"#)
     );
 
-    for data in [encode(&insert, &all), encode(&update, &all), encode(&delete, &all)] {
+    for data in [
+        encode(&insert, &all),
+        encode(&update, &all),
+        encode(&delete, &all),
+    ] {
         let parsed: serde_json::Value = serde_json::from_str(&data).expect("valid JSON");
         assert!(parsed.is_object());
     }
@@ -108,7 +112,10 @@ fn columns_and_records_follow_the_visible_set() {
         )
     );
     let nothing = encode(&update, &ColumnSet::empty());
-    assert!(nothing.starts_with(r#"{"columns":[],"commit_timestamp":"#), "{nothing}");
+    assert!(
+        nothing.starts_with(r#"{"columns":[],"commit_timestamp":"#),
+        "{nothing}"
+    );
     assert!(nothing.contains(r#""old_record":{},"record":{},"#), "{nothing}");
 }
 
@@ -139,7 +146,13 @@ fn oversized_changes_keep_only_small_values() {
     let all = ColumnSet::all_of(&t);
     let long_title = format!(r#""{}""#, "x".repeat(63)); // 65 bytes of JSON: dropped
     let edge_title = format!(r#""{}""#, "y".repeat(62)); // 64 bytes: kept
-    let big = [V::J("7"), V::J(&long_title), V::J(r#"{"k": 1}"#), V::Null, V::J("[1]")];
+    let big = [
+        V::J("7"),
+        V::J(&long_title),
+        V::J(r#"{"k": 1}"#),
+        V::Null,
+        V::J("[1]"),
+    ];
     let insert = change(&t, ChangeKind::Insert, &big, &[]);
     let limits = PayloadLimits {
         max_record_bytes: 100,
@@ -154,7 +167,10 @@ fn oversized_changes_keep_only_small_values() {
     );
     let edge = [V::J("7"), V::J(&edge_title), V::J("null"), V::Null, V::J("[1]")];
     let data = encode_data(&change(&t, ChangeKind::Update, &edge, &edge), &all, &limits).expect("delivered");
-    assert!(data.contains(&format!(r#""record":{{"id":7,"title":{edge_title},"#)), "{data}");
+    assert!(
+        data.contains(&format!(r#""record":{{"id":7,"title":{edge_title},"#)),
+        "{data}"
+    );
     assert!(data.contains(r#""old_record":{"id":7,"title":"#), "{data}");
     // At the default limit the same change is not oversized.
     assert!(encode(&insert, &all).contains(r#""errors":null"#));
@@ -162,20 +178,30 @@ fn oversized_changes_keep_only_small_values() {
         max_record_bytes: insert.new.as_ref().map_or(0, |r| r.json.len()),
         ..PayloadLimits::default()
     };
-    assert!(encode_data(&insert, &all, &at_limit).expect("delivered").contains(r#""errors":null"#));
+    assert!(
+        encode_data(&insert, &all, &at_limit)
+            .expect("delivered")
+            .contains(r#""errors":null"#)
+    );
 }
 
 #[test]
 fn truncate_is_not_delivered() {
     let t = todos(true);
     let truncate = change(&t, ChangeKind::Truncate, &[], &[]);
-    assert_eq!(encode_data(&truncate, &ColumnSet::all_of(&t), &PayloadLimits::default()), None);
+    assert_eq!(
+        encode_data(&truncate, &ColumnSet::all_of(&t), &PayloadLimits::default()),
+        None
+    );
 }
 
 #[test]
 fn push_payloads_splice_ids_around_the_shared_data() {
     let t = todos(true);
-    let data = encode(&change(&t, ChangeKind::Insert, &FULL_ROW, &[]), &ColumnSet::all_of(&t));
+    let data = encode(
+        &change(&t, ChangeKind::Insert, &FULL_ROW, &[]),
+        &ColumnSet::all_of(&t),
+    );
     let payload = push_payload(&[38_606_455, 7], &data);
     assert_eq!(payload, format!(r#"{{"ids":[38606455,7],"data":{data}}}"#));
     let parsed: serde_json::Value = serde_json::from_str(&payload).expect("valid JSON");

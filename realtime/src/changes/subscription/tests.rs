@@ -35,15 +35,24 @@ fn reads_event_schema_table_filter_and_select() {
         let b = parse(json!({"event": event, "schema": "public"})).expect("parses");
         assert_eq!(b.event, expected, "{event}");
     }
-    assert_eq!(parse(json!({"schema": "public"})).expect("parses").event, EventFilter::All);
+    assert_eq!(
+        parse(json!({"schema": "public"})).expect("parses").event,
+        EventFilter::All
+    );
 }
 
 #[test]
 fn missing_schema_or_table_defaults_as_supabase_does() {
     let only_table = parse(json!({"table": "todos"})).expect("parses");
-    assert_eq!((only_table.schema.as_str(), only_table.table.as_deref()), ("public", Some("todos")));
+    assert_eq!(
+        (only_table.schema.as_str(), only_table.table.as_deref()),
+        ("public", Some("todos"))
+    );
     let only_schema = parse(json!({"schema": "private"})).expect("parses");
-    assert_eq!((only_schema.schema.as_str(), only_schema.table), ("private", None));
+    assert_eq!(
+        (only_schema.schema.as_str(), only_schema.table),
+        ("private", None)
+    );
     let wildcard = parse(json!({"schema": "*", "table": "*"})).expect("parses");
     assert_eq!(wildcard.table, None);
     let blank_filter = parse(json!({"schema": "public", "table": "t", "filter": "  "})).expect("parses");
@@ -61,8 +70,13 @@ fn refusals_carry_supabase_messages() {
         r#"No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: %{"event" => "*", "schema" => "public", "table" => %{"actually a" => "map"}}"#
     );
     // A filter needs both schema and table.
-    assert!(message(json!({"table": "t", "filter": "id=eq.1"})).starts_with("No subscription params provided"));
-    assert!(message(json!({"schema": "public", "table": "t", "filter": [1]})).starts_with("No subscription params"));
+    assert!(
+        message(json!({"table": "t", "filter": "id=eq.1"})).starts_with("No subscription params provided")
+    );
+    assert!(
+        message(json!({"schema": "public", "table": "t", "filter": [1]}))
+            .starts_with("No subscription params")
+    );
     assert!(message(json!("todos")).ends_with(r#"to subscribe to: "todos""#));
     assert_eq!(
         message(json!({"user_token": "secret"})),
@@ -80,7 +94,10 @@ fn refusals_carry_supabase_messages() {
         message(json!({"schema": "public", "table": "t", "select": "a"})),
         r#"Error parsing `select` params: expected a list of column name strings, e.g. select: ["col1", "col2"]"#
     );
-    for wildcard in [json!({"schema": "public", "select": ["a"]}), json!({"schema": "public", "table": "*", "select": []})] {
+    for wildcard in [
+        json!({"schema": "public", "select": ["a"]}),
+        json!({"schema": "public", "table": "*", "select": []}),
+    ] {
         assert_eq!(
             message(wildcard),
             "Column selection is not supported for wildcard subscriptions. Provide an explicit schema and table name."
@@ -101,7 +118,11 @@ fn ids_are_stable_per_distinct_params() {
     // Fixed across runs and builds (a pinned value, so a hash change is noticed).
     assert_eq!(a.id, 49_972_713);
     let ids: std::collections::HashSet<u32> = (0..2000)
-        .map(|i| parse(json!({"schema": "public", "table": format!("t{i}")})).expect("ok").id)
+        .map(|i| {
+            parse(json!({"schema": "public", "table": format!("t{i}")}))
+                .expect("ok")
+                .id
+        })
         .collect();
     assert_eq!(ids.len(), 2000, "no collisions among 2000 tables");
     assert!(ids.iter().all(|id| *id < (1 << 31)));
@@ -109,7 +130,8 @@ fn ids_are_stable_per_distinct_params() {
 
 #[test]
 fn reply_entries_echo_the_client_object_with_an_integer_id() {
-    let sent = json!({"event": "INSERT", "schema": "public", "table": "t", "filter": "id=eq.1", "extra": [1]});
+    let sent =
+        json!({"event": "INSERT", "schema": "public", "table": "t", "filter": "id=eq.1", "extra": [1]});
     let b = parse(sent.clone()).expect("parses");
     let reply = b.reply_entry();
     let mut expected = sent;
@@ -142,36 +164,67 @@ fn todos() -> Table {
 #[test]
 fn binding_to_a_table_resolves_filter_and_columns() {
     let t = todos();
-    let all = parse(json!({"schema": "public", "table": "todos"})).expect("ok").bind(&t, None).expect("binds");
-    assert!(all.filter.is_none());
-    assert_eq!(all.columns.iter().collect::<Vec<_>>(), [0, 1, 2, 3]);
-
-    let selected = parse(json!({"schema": "public", "table": "todos", "select": ["done"], "filter": "done=is.true"}))
+    let all = parse(json!({"schema": "public", "table": "todos"}))
         .expect("ok")
         .bind(&t, None)
         .expect("binds");
-    assert_eq!(selected.columns.iter().collect::<Vec<_>>(), [0, 2], "select plus the key");
+    assert!(all.filter.is_none());
+    assert_eq!(all.columns.iter().collect::<Vec<_>>(), [0, 1, 2, 3]);
+
+    let selected =
+        parse(json!({"schema": "public", "table": "todos", "select": ["done"], "filter": "done=is.true"}))
+            .expect("ok")
+            .bind(&t, None)
+            .expect("binds");
+    assert_eq!(
+        selected.columns.iter().collect::<Vec<_>>(),
+        [0, 2],
+        "select plus the key"
+    );
     assert!(selected.filter.is_some());
 
     let keys_only = parse(json!({"schema": "public", "table": "todos", "select": []})).expect("ok");
-    assert_eq!(keys_only.bind(&t, None).expect("binds").columns.iter().collect::<Vec<_>>(), [0]);
+    assert_eq!(
+        keys_only
+            .bind(&t, None)
+            .expect("binds")
+            .columns
+            .iter()
+            .collect::<Vec<_>>(),
+        [0]
+    );
 
     // Limited by what the subscriber may read.
     let visible: ColumnSet = [0, 1, 2].into_iter().collect();
     let all_visible = parse(json!({"schema": "public", "table": "todos"})).expect("ok");
-    assert_eq!(all_visible.bind(&t, Some(&visible)).expect("binds").columns.iter().collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        all_visible
+            .bind(&t, Some(&visible))
+            .expect("binds")
+            .columns
+            .iter()
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     let hidden = parse(json!({"schema": "public", "table": "todos", "select": ["secret"]})).expect("ok");
     assert_eq!(
         hidden.bind(&t, Some(&visible)).expect_err("hidden").to_string(),
         "invalid column for select secret"
     );
-    let hidden_filter = parse(json!({"schema": "public", "table": "todos", "filter": "secret=eq.x"})).expect("ok");
+    let hidden_filter =
+        parse(json!({"schema": "public", "table": "todos", "filter": "secret=eq.x"})).expect("ok");
     assert_eq!(
-        hidden_filter.bind(&t, Some(&visible)).expect_err("hidden").to_string(),
+        hidden_filter
+            .bind(&t, Some(&visible))
+            .expect_err("hidden")
+            .to_string(),
         "invalid column for filter secret"
     );
     let missing = parse(json!({"schema": "public", "table": "todos", "select": ["nope"]})).expect("ok");
-    assert_eq!(missing.bind(&t, None).expect_err("missing").to_string(), "invalid column for select nope");
+    assert_eq!(
+        missing.bind(&t, None).expect_err("missing").to_string(),
+        "invalid column for select nope"
+    );
 }
 
 #[test]
