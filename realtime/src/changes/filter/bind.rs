@@ -461,9 +461,11 @@ impl Bound {
     fn holds(&self, cell: CellRef<'_>) -> bool {
         let truth = match cell {
             CellRef::Missing => return false,
-            CellRef::Null => match self.test {
+            CellRef::Null => match &self.test {
                 Test::IsNull | Test::Distinct(_) | Test::IsBool(None) => Some(true),
                 Test::IsBool(Some(_)) => Some(false),
+                // `NULL = ANY('{}')` is false, not unknown: there is nothing to compare with.
+                Test::In { values, has_null } if values.is_empty() && !has_null => Some(false),
                 _ => None,
             },
             CellRef::Value(json) => self.test_value(json),

@@ -317,6 +317,10 @@ fn null_in_list_elements_make_a_miss_unknown() {
     assert!(!eval("int4", V::J("2"), "in.(1,null)"));
     assert!(!eval("int4", V::J("2"), "not.in.(1,NULL)"));
     check("int4", "2", "in.(1,3)", false);
+    // `NULL = ANY('{}')` is false rather than unknown, so its negation holds.
+    assert!(!eval("int4", V::Null, "in.()"));
+    assert!(eval("int4", V::Null, "not.in.()"));
+    assert!(!eval("int4", V::Null, "not.in.(null)"));
 }
 
 #[test]
