@@ -17,7 +17,10 @@ use realtime_tests::{Stream, database, exec, pool, replication_config, start_pos
 
 struct Spec {
     column: &'static str,
+    /// The column's declared type.
     sql_type: &'static str,
+    /// The type filter values are cast to (`character(5)` columns compare as `bpchar`).
+    cast: &'static str,
     /// Values stored in rows (`None` = NULL), as Postgres input text.
     rows: &'static [Option<&'static str>],
     /// Extra filter values beyond the stored ones (other spellings, invalid input).
@@ -31,6 +34,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_int4",
         sql_type: "int4",
+        cast: "int4",
         rows: &[
             Some("0"),
             Some("1"),
@@ -47,6 +51,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_int8",
         sql_type: "int8",
+        cast: "int8",
         rows: &[
             Some("0"),
             Some("9007199254740992"),
@@ -63,6 +68,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_numeric",
         sql_type: "numeric",
+        cast: "numeric",
         rows: &[
             Some("0"),
             Some("1.5"),
@@ -92,6 +98,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_float8",
         sql_type: "float8",
+        cast: "float8",
         rows: &[
             Some("0"),
             Some("-0"),
@@ -111,6 +118,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_float4",
         sql_type: "float4",
+        cast: "float4",
         rows: &[
             Some("0.1"),
             Some("1.5"),
@@ -126,6 +134,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_text",
         sql_type: "text",
+        cast: "text",
         rows: &[
             Some(""),
             Some("a"),
@@ -149,6 +158,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_bool",
         sql_type: "bool",
+        cast: "bool",
         rows: &[Some("true"), Some("false"), None],
         extra: &["t", "f", "yes", "no", "on", "off", "1", "0", "TRUE", "maybe"],
         patterns: &[],
@@ -157,6 +167,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_timestamptz",
         sql_type: "timestamptz",
+        cast: "timestamptz",
         rows: &[
             Some("2024-01-02 01:04:05.123456+02"),
             Some("2024-01-01 23:04:05.123457+00"),
@@ -183,6 +194,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_date",
         sql_type: "date",
+        cast: "date",
         rows: &[
             Some("2024-02-29"),
             Some("1970-01-01"),
@@ -204,6 +216,7 @@ const SPECS: &[Spec] = &[
     Spec {
         column: "c_uuid",
         sql_type: "uuid",
+        cast: "uuid",
         rows: &[
             Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
             Some("00000000-0000-0000-0000-000000000000"),
@@ -215,6 +228,44 @@ const SPECS: &[Spec] = &[
             "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
             "a0eebc999c0b4ef8bb6d6bb9bd380a11",
             "xyz",
+        ],
+        patterns: &[],
+        regexes: &[],
+    },
+    Spec {
+        column: "c_int2",
+        sql_type: "int2",
+        cast: "int2",
+        rows: &[Some("0"), Some("32767"), Some("-32768"), Some("7"), None],
+        extra: &["32768", "7.0", "-0"],
+        patterns: &[],
+        regexes: &[],
+    },
+    Spec {
+        column: "c_char",
+        sql_type: "character(5)",
+        cast: "bpchar",
+        rows: &[Some("ab"), Some("ab   "), Some("abc"), Some(""), Some("b"), None],
+        extra: &["ab ", " ab", "abcdefg"],
+        patterns: &[],
+        regexes: &[],
+    },
+    Spec {
+        column: "c_timestamp",
+        sql_type: "timestamp",
+        cast: "timestamp",
+        rows: &[
+            Some("2024-02-29 23:59:59.5"),
+            Some("1999-12-31 23:59:59"),
+            Some("infinity"),
+            Some("0001-01-01 00:00:00 BC"),
+            None,
+        ],
+        extra: &[
+            "2024-02-29T23:59:59.500",
+            "2024-02-29 23:59:59.5+05",
+            "2024-03-01",
+            "1999-12-31 24:00:00",
         ],
         patterns: &[],
         regexes: &[],
@@ -288,7 +339,7 @@ struct Case {
 
 fn cases(spec: &Spec) -> Vec<Case> {
     let col = spec.column;
-    let ty = spec.sql_type;
+    let ty = spec.cast;
     let mut values: Vec<&str> = spec.rows.iter().flatten().copied().collect();
     values.extend(spec.extra);
     let mut out = Vec::new();
