@@ -39,15 +39,22 @@ pub enum ValueKind {
     /// Everything else is a JSON string of the text form (text, uuid, time, interval, bytea,
     /// enums, user-defined types, ...).
     Text,
-    Array { element: Box<ValueKind>, delimiter: u8 },
+    Array {
+        element: Box<ValueKind>,
+        delimiter: u8,
+    },
     /// `int2vector`/`oidvector`: space-separated elements without braces, an array to `to_jsonb`.
-    Vector { element: Box<ValueKind> },
+    Vector {
+        element: Box<ValueKind>,
+    },
     /// A composite (row) type: an object keyed by field name, in field order. Type messages do
     /// not carry fields, so this kind is built from the catalog (`pg_attribute` of `typrelid`,
     /// dropped attributes left out); a composite known only by name converts as [`Text`].
     ///
     /// [`Text`]: ValueKind::Text
-    Composite { fields: Arc<[Field]> },
+    Composite {
+        fields: Arc<[Field]>,
+    },
 }
 
 /// One field of a composite type.
@@ -66,7 +73,10 @@ pub struct PgType {
 
 /// Built-in types (OID < 10000) are fixed, so they need no catalog lookup.
 pub fn builtin(oid: u32) -> Option<PgType> {
-    builtin::by_oid(oid).map(|(name, kind)| PgType { name: name.into(), kind })
+    builtin::by_oid(oid).map(|(name, kind)| PgType {
+        name: name.into(),
+        kind,
+    })
 }
 
 /// A user type described by a Type message. For a domain, Postgres sends the base type's
@@ -74,15 +84,24 @@ pub fn builtin(oid: u32) -> Option<PgType> {
 /// `pg_catalog` namespace as the empty string.
 pub fn from_type_message(namespace: &str, name: &str) -> PgType {
     let catalog = namespace.is_empty() || namespace == "pg_catalog";
-    let kind = catalog.then(|| builtin::by_name(name)).flatten().unwrap_or_else(|| {
-        if name.starts_with('_') {
-            // An array of a user type (enum, composite, ...): its elements are text.
-            ValueKind::Array { element: Box::new(ValueKind::Text), delimiter: b',' }
-        } else {
-            ValueKind::Text
-        }
-    });
-    PgType { name: name.into(), kind }
+    let kind = catalog
+        .then(|| builtin::by_name(name))
+        .flatten()
+        .unwrap_or_else(|| {
+            if name.starts_with('_') {
+                // An array of a user type (enum, composite, ...): its elements are text.
+                ValueKind::Array {
+                    element: Box::new(ValueKind::Text),
+                    delimiter: b',',
+                }
+            } else {
+                ValueKind::Text
+            }
+        });
+    PgType {
+        name: name.into(),
+        kind,
+    }
 }
 
 /// Appends the JSON form of one value's text to `out`. Never fails: text that does not parse
