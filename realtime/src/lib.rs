@@ -11,3 +11,4 @@ pub mod embedded;
 pub mod lsn;
 pub mod replication;
 pub mod server;
+pub mod transport;

@@ -1,0 +1,4 @@
+//! Client transports: the Phoenix frame codec, per-socket sessions, their bounded outbound
+//! queues and the WebSocket endpoint.
+
+pub mod phoenix;
