@@ -4,11 +4,14 @@
 //! this library. Tests and benchmarks call the same entry points.
 
 pub mod auth;
+pub mod broadcast;
 pub mod bus;
 pub mod change;
+pub mod channels;
 pub mod config;
 pub mod embedded;
 pub mod lsn;
+pub mod presence;
 pub mod replication;
 pub mod server;
 pub mod transport;

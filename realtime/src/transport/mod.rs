@@ -2,3 +2,4 @@
 //! queues and the WebSocket endpoint.
 
 pub mod phoenix;
+pub mod outbound;
