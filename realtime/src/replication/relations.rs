@@ -41,6 +41,9 @@ impl RelationCache {
     pub fn column_type(&self, oid: u32) -> PgType {
         crate::replication::values::builtin(oid)
             .or_else(|| self.types.get(&oid).cloned())
-            .unwrap_or_else(|| PgType { name: Arc::from(oid.to_string()), kind: ValueKind::Text })
+            .unwrap_or_else(|| PgType {
+                name: Arc::from(oid.to_string()),
+                kind: ValueKind::Text,
+            })
     }
 }

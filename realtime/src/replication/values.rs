@@ -24,7 +24,10 @@ pub enum ValueKind {
     /// Everything else is a JSON string of the text form (text, uuid, time, interval, bytea,
     /// enums, user-defined types, ...).
     Text,
-    Array { element: Box<ValueKind>, delimiter: u8 },
+    Array {
+        element: Box<ValueKind>,
+        delimiter: u8,
+    },
 }
 
 /// A type as the stream knows it: the name Supabase reports and how to convert its values.
@@ -42,7 +45,10 @@ pub fn builtin(_oid: u32) -> Option<PgType> {
 /// A user type described by a Type message. For a domain, Postgres sends the base type's
 /// namespace and name, so a domain over `int4` converts as `int4`.
 pub fn from_type_message(_namespace: &str, name: &str) -> PgType {
-    PgType { name: name.into(), kind: ValueKind::Text }
+    PgType {
+        name: name.into(),
+        kind: ValueKind::Text,
+    }
 }
 
 /// Appends the JSON form of one value's text to `out`. Never fails: text that does not parse
