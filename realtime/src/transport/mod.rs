@@ -3,3 +3,5 @@
 
 pub mod phoenix;
 pub mod outbound;
+pub mod session;
+pub mod websocket;
