@@ -17,8 +17,12 @@ pub struct ChannelAccess {
 
 impl ChannelAccess {
     /// Everything allowed (public channels).
-    pub const ALL: ChannelAccess =
-        ChannelAccess { broadcast_read: true, broadcast_write: true, presence_read: true, presence_write: true };
+    pub const ALL: ChannelAccess = ChannelAccess {
+        broadcast_read: true,
+        broadcast_write: true,
+        presence_read: true,
+        presence_write: true,
+    };
 
     /// A private channel may be joined with read access to broadcast or presence.
     pub fn can_join(&self) -> bool {

@@ -43,7 +43,10 @@ pub async fn handler(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !node.is_ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": "Realtime is shutting down" })))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": "Realtime is shutting down" })),
+        )
             .into_response();
     }
     let Some(key) = api_key(&headers, &params) else {
@@ -76,6 +79,7 @@ pub async fn handler(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

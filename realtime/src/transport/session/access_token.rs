@@ -19,7 +19,9 @@ impl Session {
         else {
             return;
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channels.get(&msg.topic) else {
+            return;
+        };
         if ch.token.as_deref().unwrap_or(&self.api_key) == token {
             return;
         }
@@ -27,7 +29,9 @@ impl Session {
             Ok(claims) => claims,
             Err(error) => return self.shutdown_channel(&msg.topic, &error.to_string()),
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channels.get(&msg.topic) else {
+            return;
+        };
         let access = if ch.key.is_private() {
             let access = self.node.policy.channel_access(ch.key.sub_topic(), &claims);
             if !access.can_join() {
@@ -41,16 +45,16 @@ impl Session {
         } else {
             ch.access
         };
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(ch) = self.channels.get_mut(&msg.topic) else {
+            return;
+        };
         let changed = ch.access != access;
         ch.token = Some(token);
         ch.exp = claims.exp;
         ch.access = access;
         let (id, exp) = (ch.id, ch.exp);
-        if changed {
-            if let Some(ch) = self.channels.get(&msg.topic) {
-                self.node.registry.subscribe(&ch.key, self.subscriber(ch));
-            }
+        if changed && let Some(ch) = self.channels.get(&msg.topic) {
+            self.node.registry.subscribe(&ch.key, self.subscriber(ch));
         }
         self.schedule_expiry(&msg.topic, id, exp);
     }

@@ -1,8 +1,8 @@
 //! A joined channel, as its session sees it.
 
+use crate::channels::TopicKey;
 use crate::channels::access::ChannelAccess;
 use crate::channels::registry::{Subscriber, SubscriberId};
-use crate::channels::TopicKey;
 use crate::limits::SlidingLog;
 
 use super::Session;

@@ -71,7 +71,9 @@ fn flexible_bool(v: &Value) -> bool {
 /// A token usable for a channel: new-style `sb_` API keys are not JWTs and are ignored (the
 /// socket's key is used instead).
 pub(super) fn channel_token(v: &Value) -> Option<String> {
-    v.as_str().filter(|t| !t.trim().is_empty() && !t.starts_with("sb_")).map(str::to_owned)
+    v.as_str()
+        .filter(|t| !t.trim().is_empty() && !t.starts_with("sb_"))
+        .map(str::to_owned)
 }
 
 /// Hook for Postgres Changes: the `postgres_changes` list of the join reply, one entry per
@@ -82,7 +84,9 @@ fn postgres_changes_reply(_requested: &[Value]) -> Vec<Value> {
 }
 
 pub(super) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Session {
@@ -120,7 +124,9 @@ impl Session {
             ChannelAccess::ALL
         };
         if !access.can_join() {
-            let reason = format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}");
+            let reason = format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+            );
             return self.join_error(&msg, &reason, None);
         }
 
@@ -131,7 +137,10 @@ impl Session {
             ack: params.ack,
             self_broadcast: params.self_broadcast,
             presence_enabled: params.presence_enabled || params.presence_key.is_some(),
-            presence_key: params.presence_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            presence_key: params
+                .presence_key
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             tracked: false,
             token: params.access_token.clone(),
             exp: claims.exp,
@@ -144,7 +153,8 @@ impl Session {
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
         // join may arrive twice, never zero times.
-        let response = serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
+        let response =
+            serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
         self.reply(&msg, Status::Ok, &response.to_string());
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         if ch.presence_enabled && ch.access.presence_read {
@@ -170,12 +180,20 @@ impl Session {
         let now = SystemTime::now();
         let at = UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64);
         let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
-        self.schedule(Instant::now() + wait, Timer::TokenExpiry { topic: topic.to_owned(), subscriber });
+        self.schedule(
+            Instant::now() + wait,
+            Timer::TokenExpiry {
+                topic: topic.to_owned(),
+                subscriber,
+            },
+        );
     }
 
     /// The expiry timer fired: close the channel unless its token was refreshed meanwhile.
     pub(super) fn token_expired(&mut self, topic: &str, subscriber: SubscriberId) {
-        let Some(ch) = self.channels.get(topic) else { return };
+        let Some(ch) = self.channels.get(topic) else {
+            return;
+        };
         let now = unix_now();
         if ch.id != subscriber || ch.exp > now {
             return;
@@ -186,6 +204,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -216,6 +235,11 @@ mod tests {
         assert!(!p.self_broadcast);
         assert_eq!(p.access_token.as_deref(), Some("legacy"));
         assert_eq!(parse(r#"{"access_token":"sb_publishable_x"}"#).access_token, None);
-        assert_eq!(parse(r#"{"config":{"presence":{"key":7}}}"#).presence_key.as_deref(), Some("7"));
+        assert_eq!(
+            parse(r#"{"config":{"presence":{"key":7}}}"#)
+                .presence_key
+                .as_deref(),
+            Some("7")
+        );
     }
 }

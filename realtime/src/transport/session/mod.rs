@@ -312,7 +312,9 @@ impl Session {
 
     /// A channel push (join_ref set, no ref), e.g. `presence_state` or `system`.
     fn push(&self, join_ref: Option<&str>, topic: &str, event: &str, payload: &str) {
-        self.send_text(phoenix::encode_text(self.vsn, join_ref, None, topic, event, payload));
+        self.send_text(phoenix::encode_text(
+            self.vsn, join_ref, None, topic, event, payload,
+        ));
     }
 
     /// Leaves every channel; safe to call twice.
@@ -326,7 +328,10 @@ impl Session {
     async fn finish(mut self, mut socket: WebSocket, close: Close) {
         self.cleanup();
         if let Some((code, reason)) = close.frame() {
-            let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
         }
     }

@@ -14,7 +14,10 @@ const NOT_A_MAP: &str = r#"{"reason":"Presence track payload must be a map"}"#;
 
 impl Session {
     pub(super) fn presence(&mut self, msg: &Inbound) {
-        let Some(body) = msg.payload.as_json().and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        let Some(body) = msg
+            .payload
+            .as_json()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
         else {
             return self.reply(msg, Status::Error, "{}");
         };
@@ -22,7 +25,9 @@ impl Session {
         if !self.node.limits.presence_event(now) {
             return self.shutdown_channel(&msg.topic, TOO_MANY_PRESENCE_MESSAGES);
         }
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(ch) = self.channels.get_mut(&msg.topic) else {
+            return;
+        };
         if !ch.presence_calls.hit(now) {
             return self.shutdown_channel(&msg.topic, CLIENT_PRESENCE_RATE);
         }
@@ -37,7 +42,9 @@ impl Session {
         let Some(Value::Object(meta)) = payload else {
             return self.reply(msg, Status::Error, NOT_A_MAP);
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channels.get(&msg.topic) else {
+            return;
+        };
         if !ch.access.presence_write {
             return self.reply(msg, Status::Error, "{}");
         }
@@ -56,18 +63,22 @@ impl Session {
                 }
             }
         }
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(ch) = self.channels.get_mut(&msg.topic) else {
+            return;
+        };
         ch.tracked = true;
-        self.node.presence.track(&ch.key, ch.id, &ch.presence_key, meta.clone());
+        self.node
+            .presence
+            .track(&ch.key, ch.id, &ch.presence_key, meta.clone());
         self.reply(msg, Status::Ok, "{}");
     }
 
     fn untrack(&mut self, msg: &Inbound) {
-        if let Some(ch) = self.channels.get_mut(&msg.topic) {
-            if ch.tracked {
-                ch.tracked = false;
-                self.node.presence.untrack(&ch.key, ch.id);
-            }
+        if let Some(ch) = self.channels.get_mut(&msg.topic)
+            && ch.tracked
+        {
+            ch.tracked = false;
+            self.node.presence.untrack(&ch.key, ch.id);
         }
         self.reply(msg, Status::Ok, "{}");
     }
