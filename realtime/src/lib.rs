@@ -4,13 +4,20 @@
 //! this library. Tests and benchmarks call the same entry points.
 
 pub mod auth;
+pub mod broadcast;
 pub mod bus;
 pub mod change;
 pub mod changes;
+pub mod channels;
 pub mod config;
 pub mod db;
 pub mod embedded;
+pub mod http;
+pub mod limits;
 pub mod lsn;
+pub mod node;
 pub mod policy;
+pub mod presence;
 pub mod replication;
 pub mod server;
+pub mod transport;

@@ -226,9 +226,35 @@ async fn dev(
             Some(postgres)
         }
     };
+    if config.server.auth.jwt_secret.is_none() && config.server.auth.jwks.is_none() {
+        // A dev-only secret, and keys signed with it, so a client can connect right away.
+        let secret = format!("{:032x}", rand::random::<u128>());
+        println!("JWT secret for this run: {secret}");
+        println!("  anon key:          {}", dev_key(&secret, "anon")?);
+        println!("  service_role key:  {}", dev_key(&secret, "service_role")?);
+        config.server.auth.jwt_secret = Some(realtime::config::Secret::new(secret));
+    }
+    println!(
+        "WebSocket: ws://localhost:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
+        config.server.port
+    );
     let result = serve(config, true).await;
     // `_postgres` drops here: the local server stops.
     result
+}
+
+/// An HS256 token for `role`, valid for a day: the keys `realtime dev` prints.
+fn dev_key(secret: &str, role: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({ "role": role, "iat": now, "exp": now + 86_400, "iss": "realtime-dev" });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &key,
+    )?)
 }
 
 /// Logs one line per change: table, kind and position, never row values.
