@@ -11,6 +11,18 @@
 //!
 //! Files: `parse` (grammar), `bind` (column classes, binding, evaluation), `scalar` (number,
 //! boolean, uuid and JSON string forms), `time` (dates and timestamps), `pattern` (LIKE).
+//!
+//! Where evaluation in-process differs from asking Postgres (each is refused at bind time or
+//! documented, never a silent disagreement; `tests/tests/filters_vs_postgres.rs` checks the
+//! rest against a real server):
+//! - `match`/`imatch` use the `regex` crate (linear time): patterns it cannot compile
+//!   (backreferences, lookaround, some POSIX classes) are refused at bind.
+//! - Text orders by code point (Postgres's "C" collation); `ilike` and `citext` fold case
+//!   with Unicode lower-casing (a UTF-8 locale's behaviour).
+//! - Columns of user types (enums, ...) support `eq`, `neq`, `in`, `isdistinct` and `is` on
+//!   their text form; other built-in types (json, arrays, intervals, ...) only `is.null`.
+//! - Timestamps without an offset are read in UTC; relative words (`now`, `today`) and
+//!   non-ISO date spellings are refused.
 
 mod bind;
 mod parse;
