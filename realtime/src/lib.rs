@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bus;
 pub mod change;
+pub mod changes;
 pub mod config;
 pub mod db;
 pub mod embedded;
