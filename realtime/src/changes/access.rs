@@ -14,6 +14,7 @@
 mod rls;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -168,11 +169,22 @@ struct Entry {
     roles: HashMap<String, Arc<RolePrivileges>>,
 }
 
+/// How many queries the checks have sent, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessStats {
+    /// Catalog lookups (cache misses of [`Access::table`] and [`Access::privileges`]).
+    pub catalog_queries: u64,
+    /// RLS lookup queries (one per batch of at most `max_batch` rows per claims group).
+    pub rls_queries: u64,
+}
+
 /// The checks, with their cache. Cheap to share behind an `Arc`.
 pub struct Access {
     pool: PgPool,
     options: AccessOptions,
     cache: Mutex<Cache>,
+    catalog_queries: AtomicU64,
+    rls_queries: AtomicU64,
 }
 
 impl std::fmt::Debug for Access {
@@ -187,6 +199,15 @@ impl Access {
             pool,
             options,
             cache: Mutex::new(Cache::default()),
+            catalog_queries: AtomicU64::new(0),
+            rls_queries: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> AccessStats {
+        AccessStats {
+            catalog_queries: self.catalog_queries.load(Ordering::Relaxed),
+            rls_queries: self.rls_queries.load(Ordering::Relaxed),
         }
     }
 
@@ -250,6 +271,7 @@ impl Access {
     }
 
     async fn fetch_table(&self, oid: u32) -> Result<TableInfo, AccessError> {
+        self.catalog_queries.fetch_add(1, Ordering::Relaxed);
         let row: Option<(String, String, bool, bool)> = sqlx::query_as(
             "SELECT n.nspname::text, c.relname::text, c.relrowsecurity, c.relforcerowsecurity \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
@@ -291,6 +313,7 @@ impl Access {
     }
 
     async fn fetch_privileges(&self, role: &str, oid: u32) -> Result<RolePrivileges, AccessError> {
+        self.catalog_queries.fetch_add(1, Ordering::Relaxed);
         // Joining on pg_roles first means a missing role gives no row instead of the error
         // that has_table_privilege raises for an unknown role name.
         let row: Option<(bool, bool, Vec<String>)> = sqlx::query_as(
@@ -331,7 +354,7 @@ impl Access {
         claims: &Claims,
         rows: &[&Row],
     ) -> Result<Vec<bool>, AccessError> {
-        rls::visible_rows(&self.pool, &self.options, table, info, claims, rows).await
+        rls::visible_rows(&self.pool, &self.options, &self.rls_queries, table, info, claims, rows).await
     }
 
     /// [`Access::visible_rows`] for a batch of changes of one table: `Some(visible)` for

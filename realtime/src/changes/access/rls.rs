@@ -11,6 +11,8 @@
 //! column types in SQL; identifiers are quoted with `postgres_protocol::escape`. The query
 //! answers with the positions of the visible keys.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use postgres_protocol::escape::escape_identifier;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -21,6 +23,7 @@ use crate::change::{Row, Table};
 pub(super) async fn visible_rows(
     pool: &PgPool,
     options: &AccessOptions,
+    queries: &AtomicU64,
     table: &Table,
     info: &TableInfo,
     claims: &Claims,
@@ -69,6 +72,7 @@ pub(super) async fn visible_rows(
                 column.push(value.clone());
             }
         }
+        queries.fetch_add(1, Ordering::Relaxed);
         let mut tx = pool.begin().await?;
         let found = async {
             sqlx::query(

@@ -267,10 +267,17 @@ fn ownership_transfer_under_the_default_identity() {
     let t = todos(ReplicaIdentity::Default);
     let b = bound(RULES, &t);
     let after = todo(&t, "1", "\"bob\"", "false");
-    // The key did not change: the WAL carries no old image at all.
-    let transfer = change(&t, ChangeKind::Update, Some(after.clone()), None);
-    assert_eq!(b.decide(&transfer, &user("bob")), visible(all(&t), OldImage::None));
+    // The key did not change: the old image is the key, the same as the new row's, and it
+    // holds none of Ann's values.
+    let transfer = change(&t, ChangeKind::Update, Some(after.clone()), Some(key_only(&t, "1")));
+    assert_eq!(
+        b.decide(&transfer, &user("bob")),
+        visible(all(&t), OldImage::KeyOnly(cols(&t, &[ID])))
+    );
     assert_eq!(b.decide(&transfer, &user("ann")), Visibility::Hidden);
+    // No old image at all: none is shown.
+    let bare = change(&t, ChangeKind::Update, Some(after.clone()), None);
+    assert_eq!(b.decide(&bare, &user("bob")), visible(all(&t), OldImage::None));
 
     // The key changed too: the old image holds only the old key. The rules read `owner`, so
     // they cannot tell whether Bob saw the old row: he gets the old key only.
