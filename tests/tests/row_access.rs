@@ -46,7 +46,9 @@ const ROLES: &str = "
     $$;";
 
 fn names(change: &RowChange, set: &ColumnSet) -> Vec<String> {
-    set.iter().map(|i| change.table.columns[i].name.to_string()).collect()
+    set.iter()
+        .map(|i| change.table.columns[i].name.to_string())
+        .collect()
 }
 
 /// Lines of the server log that executed the RLS lookup (log_statement = all).
@@ -95,7 +97,14 @@ async fn column_grants_per_role_are_cached_until_invalidated() {
     assert_eq!(service.columns, ["id", "name", "salary"]);
     // The owner (the superuser here) bypasses RLS; a role without grants sees no column.
     assert!(access.privileges("postgres", emp).await.unwrap().bypasses_rls);
-    assert!(access.privileges("anon", hidden).await.unwrap().columns.is_empty());
+    assert!(
+        access
+            .privileges("anon", hidden)
+            .await
+            .unwrap()
+            .columns
+            .is_empty()
+    );
     // A role that does not exist has no access, and asking does not fail.
     let ghost = access.privileges("ghost", emp).await.unwrap();
     assert!(!ghost.role_exists && ghost.columns.is_empty());
@@ -110,18 +119,35 @@ async fn column_grants_per_role_are_cached_until_invalidated() {
 
     // Cached: a grant is not seen until the table is invalidated.
     let before = access.stats().catalog_queries;
-    exec(&db, "GRANT SELECT (salary) ON emp TO anon; ALTER TABLE emp ENABLE ROW LEVEL SECURITY").await;
-    assert_eq!(access.privileges("anon", emp).await.unwrap().columns, ["id", "name"]);
+    exec(
+        &db,
+        "GRANT SELECT (salary) ON emp TO anon; ALTER TABLE emp ENABLE ROW LEVEL SECURITY",
+    )
+    .await;
+    assert_eq!(
+        access.privileges("anon", emp).await.unwrap().columns,
+        ["id", "name"]
+    );
     assert!(!access.table(emp).await.unwrap().rls_enabled);
     assert_eq!(access.stats().catalog_queries, before, "answered from the cache");
     access.invalidate(emp);
-    assert_eq!(access.privileges("anon", emp).await.unwrap().columns, ["id", "name", "salary"]);
+    assert_eq!(
+        access.privileges("anon", emp).await.unwrap().columns,
+        ["id", "name", "salary"]
+    );
     assert!(access.table(emp).await.unwrap().rls_enabled);
     assert_eq!(access.stats().catalog_queries, before + 2);
     // Another table's entries survive an invalidation.
     access.invalidate(emp);
     let hidden_before = access.stats().catalog_queries;
-    assert!(access.privileges("anon", hidden).await.unwrap().columns.is_empty());
+    assert!(
+        access
+            .privileges("anon", hidden)
+            .await
+            .unwrap()
+            .columns
+            .is_empty()
+    );
     assert_eq!(access.stats().catalog_queries, hidden_before);
     assert!(matches!(access.table(1).await, Err(AccessError::UnknownTable(1))));
 }
@@ -170,13 +196,19 @@ async fn rls_is_checked_by_postgres_in_one_query_per_batch_and_claims_group() {
         match (change.kind, decision) {
             (ChangeKind::Insert, Visibility::Visible { columns, old }) => {
                 assert_eq!(id % 2, 0, "ann sees only her rows, got {id}");
-                assert_eq!(names(change, columns), ["id", "owner", "body"], "salary is not granted");
+                assert_eq!(
+                    names(change, columns),
+                    ["id", "owner", "body"],
+                    "salary is not granted"
+                );
                 assert_eq!(old, &OldImage::None);
             }
             (ChangeKind::Insert, Visibility::Hidden) => assert_eq!(id % 2, 1, "ann must see {id}"),
             // DELETE cannot be checked (the row is gone): the key only, as Supabase does.
             (ChangeKind::Delete, Visibility::Visible { old, .. }) => {
-                let OldImage::KeyOnly(key) = old else { panic!("{old:?}") };
+                let OldImage::KeyOnly(key) = old else {
+                    panic!("{old:?}")
+                };
                 assert_eq!(names(change, key), ["id"]);
             }
             other => panic!("unexpected {other:?}"),
@@ -207,9 +239,16 @@ async fn rls_is_checked_by_postgres_in_one_query_per_batch_and_claims_group() {
     assert_eq!(small.stats().rls_queries, 4);
 
     // service_role bypasses RLS: no query, every row and column.
-    let service = access.decide(&table, &role("service_role"), &batch).await.unwrap();
+    let service = access
+        .decide(&table, &role("service_role"), &batch)
+        .await
+        .unwrap();
     assert_eq!(access.stats().rls_queries, 2);
-    assert!(service.iter().all(|v| matches!(v, Visibility::Visible { columns, .. } if columns.len() == 4)));
+    assert!(
+        service
+            .iter()
+            .all(|v| matches!(v, Visibility::Visible { columns, .. } if columns.len() == 4))
+    );
     // A role that does not exist sees nothing and costs no RLS query.
     let ghost = access.decide(&table, &role("ghost"), &batch).await.unwrap();
     assert!(ghost.iter().all(|v| *v == Visibility::Hidden));
@@ -223,12 +262,20 @@ async fn rls_is_checked_by_postgres_in_one_query_per_batch_and_claims_group() {
         .decide(&table, &claims(json!({"role": "anon", "level": 200})), &batch)
         .await
         .unwrap();
-    assert_eq!(high.iter().filter(|v| v.is_visible()).count(), 100, "all but the deleted row's insert");
+    assert_eq!(
+        high.iter().filter(|v| v.is_visible()).count(),
+        100,
+        "all but the deleted row's insert"
+    );
     let low = access
         .decide(&table, &claims(json!({"role": "anon", "level": 1})), &batch)
         .await
         .unwrap();
-    assert_eq!(low.iter().filter(|v| v.is_visible()).count(), 1, "only the unchecked DELETE");
+    assert_eq!(
+        low.iter().filter(|v| v.is_visible()).count(),
+        1,
+        "only the unchecked DELETE"
+    );
 
     // `none` would reset the role to the pool's superuser: refused outright.
     let info = access.table(table.oid).await.unwrap();
@@ -281,14 +328,26 @@ async fn checks_leave_no_role_or_claims_on_pooled_connections_and_handle_composi
     let access = Access::new(single.clone(), AccessOptions::default());
     let info = access.table(table.oid).await.unwrap();
     assert_eq!(info.primary_key_names(), ["org", "n", "region"]);
-    assert_eq!(info.primary_key[2].sql_type, "public.region", "qualified for any search path");
+    assert_eq!(
+        info.primary_key[2].sql_type, "public.region",
+        "qualified for any search path"
+    );
     let seen = |v: &[Visibility]| v.iter().map(Visibility::is_visible).collect::<Vec<_>>();
-    assert_eq!(seen(&access.decide(&table, &user(ann), &batch).await.unwrap()), [true, false, true]);
-    assert_eq!(seen(&access.decide(&table, &user(bob), &batch).await.unwrap()), [false, true, false]);
+    assert_eq!(
+        seen(&access.decide(&table, &user(ann), &batch).await.unwrap()),
+        [true, false, true]
+    );
+    assert_eq!(
+        seen(&access.decide(&table, &user(bob), &batch).await.unwrap()),
+        [false, true, false]
+    );
     // Postgres reads the rows as they are now (as Supabase does): a row given away since the
     // change was committed is judged by its new owner.
     exec(&setup, &format!("UPDATE notes SET owner = '{bob}' WHERE n = 2")).await;
-    assert_eq!(seen(&access.decide(&table, &user(ann), &batch).await.unwrap()), [true, false, false]);
+    assert_eq!(
+        seen(&access.decide(&table, &user(ann), &batch).await.unwrap()),
+        [true, false, false]
+    );
     // A claims group that fails (a `sub` that is not a uuid makes auth.uid() raise).
     assert!(access.decide(&table, &user("not-a-uuid"), &batch).await.is_err());
 
@@ -345,12 +404,15 @@ async fn table_rules_on_real_changes_never_leak_the_previous_owners_values() {
         let table = changes[0].table.clone();
         access.invalidate(table.oid);
         let info = access.table(table.oid).await.unwrap();
-        let bound = rules.bind_with_primary_key(&table, &info.primary_key_names()).unwrap();
+        let bound = rules
+            .bind_with_primary_key(&table, &info.primary_key_names())
+            .unwrap();
         let decide = |i: usize, who: &str| bound.decide(&changes[i], &user(who));
         let shown = |set: &[&str]| {
             ColumnSet::from_indexes(
                 table.columns.len(),
-                set.iter().map(|n| table.columns.iter().position(|c| &*c.name == *n).unwrap()),
+                set.iter()
+                    .map(|n| table.columns.iter().position(|c| &*c.name == *n).unwrap()),
             )
         };
         let visible_cols = shown(&["id", "owner", "title"]);
@@ -358,19 +420,35 @@ async fn table_rules_on_real_changes_never_leak_the_previous_owners_values() {
         // Ann's own insert and edit; the secret column is never visible.
         assert_eq!(
             decide(0, "ann"),
-            Visibility::Visible { columns: visible_cols.clone(), old: OldImage::None }
+            Visibility::Visible {
+                columns: visible_cols.clone(),
+                old: OldImage::None
+            }
         );
         assert_eq!(decide(0, "bob"), Visibility::Hidden);
         // Under the default identity the old image of an UPDATE is the (unchanged) key.
         let key_only_old = OldImage::KeyOnly(shown(&["id"]));
-        let edit_old = if full { OldImage::Full } else { key_only_old.clone() };
-        assert_eq!(decide(1, "ann"), Visibility::Visible { columns: visible_cols.clone(), old: edit_old });
+        let edit_old = if full {
+            OldImage::Full
+        } else {
+            key_only_old.clone()
+        };
+        assert_eq!(
+            decide(1, "ann"),
+            Visibility::Visible {
+                columns: visible_cols.clone(),
+                old: edit_old
+            }
+        );
         // The hand-over: Bob gets the row without Ann-era values (under FULL the old image
         // failed his rules; under the default identity it is only the key); Ann gets nothing.
         let handover_old = if full { OldImage::None } else { key_only_old };
         assert_eq!(
             decide(2, "bob"),
-            Visibility::Visible { columns: visible_cols.clone(), old: handover_old },
+            Visibility::Visible {
+                columns: visible_cols.clone(),
+                old: handover_old
+            },
             "full identity: {full}"
         );
         assert_eq!(decide(2, "ann"), Visibility::Hidden);
@@ -381,8 +459,18 @@ async fn table_rules_on_real_changes_never_leak_the_previous_owners_values() {
             old: OldImage::KeyOnly(shown(&["id"])),
         };
         assert_eq!(decide(3, "bob"), key_only);
-        assert_eq!(decide(3, "ann"), if full { Visibility::Hidden } else { key_only.clone() });
-        assert_eq!(bound.decide(&changes[3], &claims(json!({"role": "anon"}))), Visibility::Hidden);
+        assert_eq!(
+            decide(3, "ann"),
+            if full {
+                Visibility::Hidden
+            } else {
+                key_only.clone()
+            }
+        );
+        assert_eq!(
+            bound.decide(&changes[3], &claims(json!({"role": "anon"}))),
+            Visibility::Hidden
+        );
         let service = bound.decide(&changes[2], &role("service_role"));
         assert_eq!(
             service,

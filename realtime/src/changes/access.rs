@@ -189,7 +189,9 @@ pub struct Access {
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Access").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Access")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -354,7 +356,16 @@ impl Access {
         claims: &Claims,
         rows: &[&Row],
     ) -> Result<Vec<bool>, AccessError> {
-        rls::visible_rows(&self.pool, &self.options, &self.rls_queries, table, info, claims, rows).await
+        rls::visible_rows(
+            &self.pool,
+            &self.options,
+            &self.rls_queries,
+            table,
+            info,
+            claims,
+            rows,
+        )
+        .await
     }
 
     /// [`Access::visible_rows`] for a batch of changes of one table: `Some(visible)` for
@@ -389,7 +400,12 @@ impl Access {
     /// Everything for one claims group and a batch of changes of one table that no policy
     /// file governs: privileges (cached), RLS flags (cached), one RLS query when RLS applies
     /// to the role, then [`postgres_visibility`] per change.
-    pub async fn decide(&self, table: &Table, claims: &Claims, changes: &[&RowChange]) -> Result<Vec<Visibility>, AccessError> {
+    pub async fn decide(
+        &self,
+        table: &Table,
+        claims: &Claims,
+        changes: &[&RowChange],
+    ) -> Result<Vec<Visibility>, AccessError> {
         let info = self.table(table.oid).await?;
         let privileges = self.privileges(&claims.role, table.oid).await?;
         let needs_check = info.rls_enabled && !privileges.bypasses_rls && privileges.role_exists;

@@ -216,27 +216,28 @@ fn table_rule(
             ))
         })
         .ok();
-    let names = |list: Option<Spanned<Vec<Spanned<String>>>>, what: &str, errors: &mut Vec<(usize, String)>| {
-        let list = list?;
-        if list.get_ref().is_empty() {
-            errors.push((
-                lines.line(list.span().start),
-                format!("{what} is empty: leave it out to mean all {what}"),
-            ));
-        }
-        let mut out: Vec<String> = Vec::new();
-        for item in list.get_ref() {
-            let line = lines.line(item.span().start);
-            if item.get_ref().is_empty() {
-                errors.push((line, format!("{what}: empty name")));
-            } else if out.contains(item.get_ref()) {
-                errors.push((line, format!("{what}: {:?} is listed twice", item.get_ref())));
-            } else {
-                out.push(item.get_ref().clone());
+    let names =
+        |list: Option<Spanned<Vec<Spanned<String>>>>, what: &str, errors: &mut Vec<(usize, String)>| {
+            let list = list?;
+            if list.get_ref().is_empty() {
+                errors.push((
+                    lines.line(list.span().start),
+                    format!("{what} is empty: leave it out to mean all {what}"),
+                ));
             }
-        }
-        Some(out)
-    };
+            let mut out: Vec<String> = Vec::new();
+            for item in list.get_ref() {
+                let line = lines.line(item.span().start);
+                if item.get_ref().is_empty() {
+                    errors.push((line, format!("{what}: empty name")));
+                } else if out.contains(item.get_ref()) {
+                    errors.push((line, format!("{what}: {:?} is listed twice", item.get_ref())));
+                } else {
+                    out.push(item.get_ref().clone());
+                }
+            }
+            Some(out)
+        };
     let roles = names(t.roles, "roles", &mut errors);
     let columns_line = t.columns.as_ref().map_or(0, |c| lines.line(c.span().start));
     let columns = names(t.columns, "columns", &mut errors);

@@ -34,7 +34,10 @@ pub(super) async fn visible_rows(
         return Err(AccessError::InvalidRole(claims.role.clone()));
     }
     if info.primary_key.is_empty() {
-        return Err(AccessError::NoPrimaryKey(format!("{}.{}", info.schema, info.name)));
+        return Err(AccessError::NoPrimaryKey(format!(
+            "{}.{}",
+            info.schema, info.name
+        )));
     }
     let mut key_index = Vec::with_capacity(info.primary_key.len());
     for key in &info.primary_key {

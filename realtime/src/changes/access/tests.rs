@@ -38,7 +38,10 @@ fn the_lookup_query_quotes_names_and_casts_keys_to_their_types() {
 #[test]
 fn key_values_become_postgres_input_text() {
     assert_eq!(key_text("42", "bigint").as_deref(), Some("42"));
-    assert_eq!(key_text("\"it's \\\"x\\\"\"", "text").as_deref(), Some("it's \"x\""));
+    assert_eq!(
+        key_text("\"it's \\\"x\\\"\"", "text").as_deref(),
+        Some("it's \"x\"")
+    );
     assert_eq!(key_text("\"0102ff\"", "bytea").as_deref(), Some("\\x0102ff"));
     assert_eq!(key_text("true", "boolean").as_deref(), Some("true"));
     assert_eq!(key_text("{\"a\":1}", "jsonb").as_deref(), Some("{\"a\":1}"));
@@ -133,8 +136,14 @@ fn visibility_follows_grants_and_the_rls_answer() {
         }
     );
     // RLS: INSERT/UPDATE only when Postgres said so; the old image shrinks to the key.
-    assert_eq!(postgres_visibility(&insert, &secured, &no_salary, Some(false)), Visibility::Hidden);
-    assert_eq!(postgres_visibility(&insert, &secured, &no_salary, None), Visibility::Hidden);
+    assert_eq!(
+        postgres_visibility(&insert, &secured, &no_salary, Some(false)),
+        Visibility::Hidden
+    );
+    assert_eq!(
+        postgres_visibility(&insert, &secured, &no_salary, None),
+        Visibility::Hidden
+    );
     assert_eq!(
         postgres_visibility(&update, &secured, &no_salary, Some(true)),
         Visibility::Visible {
@@ -161,12 +170,24 @@ fn visibility_follows_grants_and_the_rls_answer() {
     );
     // No access: a missing role, no SELECT on the key, no primary key.
     let missing = RolePrivileges::none();
-    assert_eq!(postgres_visibility(&insert, &plain, &missing, None), Visibility::Hidden);
+    assert_eq!(
+        postgres_visibility(&insert, &plain, &missing, None),
+        Visibility::Hidden
+    );
     let no_key = privileges(&["name"], false);
-    assert_eq!(postgres_visibility(&insert, &plain, &no_key, None), Visibility::Hidden);
-    assert_eq!(postgres_visibility(&insert, &info(false, &[]), &service, None), Visibility::Hidden);
+    assert_eq!(
+        postgres_visibility(&insert, &plain, &no_key, None),
+        Visibility::Hidden
+    );
+    assert_eq!(
+        postgres_visibility(&insert, &info(false, &[]), &service, None),
+        Visibility::Hidden
+    );
     let truncate = change(ChangeKind::Truncate, None, None);
-    assert_eq!(postgres_visibility(&truncate, &plain, &service, None), Visibility::Hidden);
+    assert_eq!(
+        postgres_visibility(&truncate, &plain, &service, None),
+        Visibility::Hidden
+    );
 }
 
 #[test]

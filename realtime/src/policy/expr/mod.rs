@@ -99,7 +99,10 @@ pub enum Expr {
     Var(String),
     /// A column of a table rule, resolved to its index in the table when the rule is bound to a
     /// table ([`Expr::resolve_columns`]), so evaluation reads it without a name lookup.
-    Column { index: usize, name: String },
+    Column {
+        index: usize,
+        name: String,
+    },
     Func(Func),
     /// `base -> key` (JSON) or `base ->> key` (text). The key is text (object member) or an
     /// integer (array element).

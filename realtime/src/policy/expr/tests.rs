@@ -256,7 +256,10 @@ fn timestamps_compare_as_instants() {
         eval("'2024-01-02T00:30:00+01:00'::timestamptz < '2024-01-02'"),
         Value::Bool(true)
     );
-    assert_eq!(eval("'2024-01-02'::timestamptz = '2024-01-02 00:00:00Z'"), Value::Bool(true));
+    assert_eq!(
+        eval("'2024-01-02'::timestamptz = '2024-01-02 00:00:00Z'"),
+        Value::Bool(true)
+    );
     assert_eq!(eval("'infinity'::timestamptz > '9999-12-31'"), Value::Bool(true));
     assert_eq!(eval("'not a time'::timestamptz IS NULL"), Value::Bool(true));
     assert_eq!(
@@ -266,7 +269,12 @@ fn timestamps_compare_as_instants() {
     let ts = |name: &str| (name == "at").then_some(Type::Timestamp);
     assert!(Expr::parse("at >= '2024-01-01'").unwrap().check(&ts).is_ok());
     assert!(Expr::parse("at > 5").unwrap().check(&ts).is_err());
-    assert!(Expr::parse("at > (auth.jwt() ->> 'since')::timestamptz").unwrap().check(&ts).is_ok());
+    assert!(
+        Expr::parse("at > (auth.jwt() ->> 'since')::timestamptz")
+            .unwrap()
+            .check(&ts)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -275,12 +283,21 @@ fn columns_resolve_to_indexes_and_claim_reads_are_listed() {
     let resolved = e.resolve_columns(&|name| ["owner", "done", "team"].iter().position(|n| *n == name));
     assert_eq!(resolved.columns(), [0, 1, 2]);
     assert!(resolved.variables().is_empty());
-    assert_eq!(resolved.to_string(), e.to_string(), "columns print as their names");
+    assert_eq!(
+        resolved.to_string(),
+        e.to_string(),
+        "columns print as their names"
+    );
     let read = e.claims_read();
     assert!(!read.all);
     assert_eq!(read.names, ["sub", "app"]);
     assert!(Expr::parse("auth.jwt() = auth.jwt()").unwrap().claims_read().all);
-    assert!(Expr::parse("auth.jwt() ->> owner = 'x'").unwrap().claims_read().all);
+    assert!(
+        Expr::parse("auth.jwt() ->> owner = 'x'")
+            .unwrap()
+            .claims_read()
+            .all
+    );
     struct Cols;
     impl Context for Cols {
         fn claims(&self) -> Option<&Map<String, serde_json::Value>> {

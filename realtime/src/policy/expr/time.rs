@@ -59,7 +59,8 @@ pub fn parse(text: &str) -> Option<i64> {
             }
         }
         // 24:00:00 is allowed by Postgres and means the end of the day.
-        if hour > 24 || minute > 59 || second > 60 || (hour == 24 && (minute, second, fraction) != (0, 0, 0)) {
+        if hour > 24 || minute > 59 || second > 60 || (hour == 24 && (minute, second, fraction) != (0, 0, 0))
+        {
             return None;
         }
         micros = ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + fraction;
@@ -213,12 +214,25 @@ mod tests {
         assert_eq!(parse("2024-01-02T00:00:00.1234567").unwrap(), base + 123_456);
         assert_eq!(parse("1970-01-01T00:00:00+00:00").unwrap(), 0);
         assert_eq!(parse("1969-12-31T23:59:59.999999").unwrap(), -1);
-        assert_eq!(parse("2024-02-29").unwrap() + 86_400_000_000, parse("2024-03-01").unwrap());
+        assert_eq!(
+            parse("2024-02-29").unwrap() + 86_400_000_000,
+            parse("2024-03-01").unwrap()
+        );
         assert_eq!(parse("infinity"), Some(INFINITY));
         assert_eq!(parse("-infinity"), Some(NEG_INFINITY));
         for bad in [
-            "", "2024", "2024-13-01", "2023-02-29", "2024-01-02T25:00", "2024-01-02T10", "2024-01-02x",
-            "2024-01-02T10:00:00+", "2024-01-02T10:00:00.", "0044-03-15 BC", "é", "2024-01-02T10:00:00+99",
+            "",
+            "2024",
+            "2024-13-01",
+            "2023-02-29",
+            "2024-01-02T25:00",
+            "2024-01-02T10",
+            "2024-01-02x",
+            "2024-01-02T10:00:00+",
+            "2024-01-02T10:00:00.",
+            "0044-03-15 BC",
+            "é",
+            "2024-01-02T10:00:00+99",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
@@ -226,7 +240,11 @@ mod tests {
 
     #[test]
     fn formats_and_parses_back() {
-        for text in ["2024-01-02T03:04:05+00:00", "1900-02-28T23:59:59.25+00:00", "0001-01-01T00:00:00+00:00"] {
+        for text in [
+            "2024-01-02T03:04:05+00:00",
+            "1900-02-28T23:59:59.25+00:00",
+            "0001-01-01T00:00:00+00:00",
+        ] {
             let m = parse(text).unwrap();
             assert_eq!(format(m), text);
             assert_eq!(parse(&format(m)), Some(m));

@@ -82,15 +82,21 @@ impl BoundRules {
         let old_is_full = change
             .old
             .as_ref()
-            .is_some_and(|old| !old.cells.iter().any(|c| *c == Cell::Absent));
+            .is_some_and(|old| !old.cells.contains(&Cell::Absent));
         let (new, old) = if stale {
             (None, None)
         } else {
             // Unchanged TOASTed values of the new image are the old image's values.
             let fallback = change.old.as_ref().filter(|_| old_is_full);
             (
-                change.new.as_ref().map(|row| values::read(columns, &self.reads, row, fallback)),
-                change.old.as_ref().map(|row| values::read(columns, &self.reads, row, None)),
+                change
+                    .new
+                    .as_ref()
+                    .map(|row| values::read(columns, &self.reads, row, fallback)),
+                change
+                    .old
+                    .as_ref()
+                    .map(|row| values::read(columns, &self.reads, row, None)),
             )
         };
         PreparedChange {
@@ -168,7 +174,8 @@ impl PreparedChange<'_> {
                             } else {
                                 OldImage::None
                             }
-                        } else if (was.passed.is_empty() && was.undecided.is_empty()) || shown_key.is_empty() {
+                        } else if (was.passed.is_empty() && was.undecided.is_empty()) || shown_key.is_empty()
+                        {
                             // The key alone proves the old row was hidden.
                             OldImage::None
                         } else {

@@ -104,7 +104,9 @@ pub struct TableRule {
 
 impl TableRule {
     fn applies_to(&self, role: &str) -> bool {
-        self.roles.as_ref().is_none_or(|roles| roles.iter().any(|r| r == role))
+        self.roles
+            .as_ref()
+            .is_none_or(|roles| roles.iter().any(|r| r == role))
     }
 }
 
@@ -144,12 +146,7 @@ impl TableRules {
     /// so a "key-only" old image then shows every visible column of an old row that passed the
     /// rules (still nothing it did not pass): prefer [`TableRules::bind_with_primary_key`].
     pub fn bind(&self, table: &Table) -> Result<BoundRules, PolicyError> {
-        let key: Vec<&str> = table
-            .columns
-            .iter()
-            .filter(|c| c.key)
-            .map(|c| &*c.name)
-            .collect();
+        let key: Vec<&str> = table.columns.iter().filter(|c| c.key).map(|c| &*c.name).collect();
         let exact = table.replica_identity != ReplicaIdentity::Full;
         self.bind_inner(table, &key, exact)
     }
@@ -157,7 +154,11 @@ impl TableRules {
     /// Binds the rules with the table's primary key columns (from the catalog, see
     /// `changes::access`): key-only images show exactly those. An empty `primary_key` falls
     /// back to [`TableRules::bind`].
-    pub fn bind_with_primary_key(&self, table: &Table, primary_key: &[&str]) -> Result<BoundRules, PolicyError> {
+    pub fn bind_with_primary_key(
+        &self,
+        table: &Table,
+        primary_key: &[&str],
+    ) -> Result<BoundRules, PolicyError> {
         if primary_key.is_empty() {
             return self.bind(table);
         }
@@ -194,7 +195,11 @@ impl TableRules {
                 if index_of(name).is_none() {
                     return Err(at(
                         rule.rows_line,
-                        format!("rows: unknown column `{name}` in {} (columns: {})", self.table, known()),
+                        format!(
+                            "rows: unknown column `{name}` in {} (columns: {})",
+                            self.table,
+                            known()
+                        ),
                     ));
                 }
             }
@@ -211,7 +216,11 @@ impl TableRules {
                             None => {
                                 return Err(at(
                                     rule.columns_line,
-                                    format!("columns: unknown column `{name}` in {} (columns: {})", self.table, known()),
+                                    format!(
+                                        "columns: unknown column `{name}` in {} (columns: {})",
+                                        self.table,
+                                        known()
+                                    ),
                                 ));
                             }
                         }
@@ -324,7 +333,9 @@ pub(super) fn check_rows_at_load(rows: &Expr) -> Result<(), String> {
 
 impl BoundRule {
     fn applies_to(&self, role: &str) -> bool {
-        self.roles.as_ref().is_none_or(|roles| roles.iter().any(|r| r == role))
+        self.roles
+            .as_ref()
+            .is_none_or(|roles| roles.iter().any(|r| r == role))
     }
 }
 

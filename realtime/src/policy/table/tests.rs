@@ -119,13 +119,23 @@ fn row(table: &Table, cells: &[C]) -> Row {
 fn todo(table: &Table, id: &'static str, owner: &'static str, done: &'static str) -> Row {
     row(
         table,
-        &[C::V(id), C::V(owner), C::V("\"secret plans\""), C::V("100"), C::V(done), C::V("\"long text\"")],
+        &[
+            C::V(id),
+            C::V(owner),
+            C::V("\"secret plans\""),
+            C::V("100"),
+            C::V(done),
+            C::V("\"long text\""),
+        ],
     )
 }
 
 /// The key-only old image of `todos` under the default identity.
 fn key_only(table: &Table, id: &'static str) -> Row {
-    row(table, &[C::V(id), C::Absent, C::Absent, C::Absent, C::Absent, C::Absent])
+    row(
+        table,
+        &[C::V(id), C::Absent, C::Absent, C::Absent, C::Absent, C::Absent],
+    )
 }
 
 fn change(table: &Arc<Table>, kind: ChangeKind, new: Option<Row>, old: Option<Row>) -> RowChange {
@@ -189,27 +199,47 @@ fn visible(columns: ColumnSet, old: OldImage) -> Visibility {
 fn owners_see_their_rows_and_others_see_finished_ones_without_hidden_columns() {
     let t = todos(ReplicaIdentity::Default);
     let b = bound(RULES, &t);
-    let insert = change(&t, ChangeKind::Insert, Some(todo(&t, "1", "\"ann\"", "false")), None);
+    let insert = change(
+        &t,
+        ChangeKind::Insert,
+        Some(todo(&t, "1", "\"ann\"", "false")),
+        None,
+    );
     assert_eq!(b.decide(&insert, &user("ann")), visible(all(&t), OldImage::None));
     assert_eq!(b.decide(&insert, &user("bob")), Visibility::Hidden);
     assert_eq!(b.decide(&insert, &anon()), Visibility::Hidden, "no rule for anon");
 
-    let done = change(&t, ChangeKind::Insert, Some(todo(&t, "2", "\"ann\"", "true")), None);
+    let done = change(
+        &t,
+        ChangeKind::Insert,
+        Some(todo(&t, "2", "\"ann\"", "true")),
+        None,
+    );
     assert_eq!(
         b.decide(&done, &user("bob")),
         visible(cols(&t, &[ID, TITLE, DONE]), OldImage::None),
         "the salary and owner stay hidden from others"
     );
-    assert_eq!(b.decide(&done, &user("ann")), visible(all(&t), OldImage::None), "columns union");
+    assert_eq!(
+        b.decide(&done, &user("ann")),
+        visible(all(&t), OldImage::None),
+        "columns union"
+    );
 
     // A NULL owner never equals a subject; a missing subject never equals an owner.
     let orphan = change(
         &t,
         ChangeKind::Insert,
-        Some(row(&t, &[C::V("3"), C::Null, C::V("\"x\""), C::Null, C::V("false"), C::Null])),
+        Some(row(
+            &t,
+            &[C::V("3"), C::Null, C::V("\"x\""), C::Null, C::V("false"), C::Null],
+        )),
         None,
     );
-    assert_eq!(b.decide(&orphan, &claims(json!({"role": "authenticated"}))), Visibility::Hidden);
+    assert_eq!(
+        b.decide(&orphan, &claims(json!({"role": "authenticated"}))),
+        Visibility::Hidden
+    );
 }
 
 #[test]
@@ -236,7 +266,10 @@ fn ownership_transfer_under_replica_identity_full_never_shows_the_old_owners_val
     let after = todo(&t, "1", "\"bob\"", "false");
     let transfer = change(&t, ChangeKind::Update, Some(after.clone()), Some(before.clone()));
     // Bob receives the row he now owns, but not the values it had while Ann owned it.
-    assert_eq!(b.decide(&transfer, &user("bob")), visible(all(&t), OldImage::None));
+    assert_eq!(
+        b.decide(&transfer, &user("bob")),
+        visible(all(&t), OldImage::None)
+    );
     // Ann loses sight of the row: she receives nothing, and never Bob's values.
     assert_eq!(b.decide(&transfer, &user("ann")), Visibility::Hidden);
     assert_eq!(b.decide(&transfer, &user("carl")), Visibility::Hidden);
@@ -249,7 +282,12 @@ fn ownership_transfer_under_replica_identity_full_never_shows_the_old_owners_val
     // "finished" rule, so he gets the old image of the columns that rule shows.
     let done_before = todo(&t, "1", "\"ann\"", "true");
     let done_after = todo(&t, "1", "\"bob\"", "true");
-    let finished = change(&t, ChangeKind::Update, Some(done_after.clone()), Some(done_before.clone()));
+    let finished = change(
+        &t,
+        ChangeKind::Update,
+        Some(done_after.clone()),
+        Some(done_before.clone()),
+    );
     assert_eq!(
         b.decide(&finished, &user("carl")),
         visible(cols(&t, &[ID, TITLE, DONE]), OldImage::Full)
@@ -269,7 +307,12 @@ fn ownership_transfer_under_the_default_identity() {
     let after = todo(&t, "1", "\"bob\"", "false");
     // The key did not change: the old image is the key, the same as the new row's, and it
     // holds none of Ann's values.
-    let transfer = change(&t, ChangeKind::Update, Some(after.clone()), Some(key_only(&t, "1")));
+    let transfer = change(
+        &t,
+        ChangeKind::Update,
+        Some(after.clone()),
+        Some(key_only(&t, "1")),
+    );
     assert_eq!(
         b.decide(&transfer, &user("bob")),
         visible(all(&t), OldImage::KeyOnly(cols(&t, &[ID])))
@@ -293,12 +336,21 @@ fn ownership_transfer_under_the_default_identity() {
 fn deletes_show_only_the_key_and_only_when_the_row_was_visible() {
     let full = todos(ReplicaIdentity::Full);
     let b = bound(RULES, &full);
-    let delete = change(&full, ChangeKind::Delete, None, Some(todo(&full, "1", "\"ann\"", "false")));
+    let delete = change(
+        &full,
+        ChangeKind::Delete,
+        None,
+        Some(todo(&full, "1", "\"ann\"", "false")),
+    );
     assert_eq!(
         b.decide(&delete, &user("ann")),
         visible(all(&full), OldImage::KeyOnly(cols(&full, &[ID])))
     );
-    assert_eq!(b.decide(&delete, &user("bob")), Visibility::Hidden, "Bob never saw the row");
+    assert_eq!(
+        b.decide(&delete, &user("bob")),
+        Visibility::Hidden,
+        "Bob never saw the row"
+    );
     assert_eq!(b.decide(&delete, &anon()), Visibility::Hidden);
 
     // Under the default identity the old image is the key: the rules read `owner`, so they
@@ -333,7 +385,12 @@ rows = "id >= 100 AND auth.role() = 'authenticated'"
         visible(all(&t), OldImage::KeyOnly(cols(&t, &[ID])))
     );
     // A key moved from 5 to 500: the new row is visible, the old key was not.
-    let moved = change(&t, ChangeKind::Update, Some(todo(&t, "500", "\"a\"", "false")), Some(key_only(&t, "5")));
+    let moved = change(
+        &t,
+        ChangeKind::Update,
+        Some(todo(&t, "500", "\"a\"", "false")),
+        Some(key_only(&t, "5")),
+    );
     assert_eq!(b.decide(&moved, &user("ann")), visible(all(&t), OldImage::None));
 }
 
@@ -346,14 +403,42 @@ rows = "body = 'long text' AND owner = auth.uid()"
 "#;
     let full = todos(ReplicaIdentity::Full);
     let b = bound(text, &full);
-    let new = row(&full, &[C::V("1"), C::V("\"ann\""), C::V("\"t\""), C::V("1"), C::V("true"), C::Unchanged]);
-    let update = change(&full, ChangeKind::Update, Some(new.clone()), Some(todo(&full, "1", "\"ann\"", "false")));
-    assert_eq!(b.decide(&update, &user("ann")), visible(all(&full), OldImage::Full));
+    let new = row(
+        &full,
+        &[
+            C::V("1"),
+            C::V("\"ann\""),
+            C::V("\"t\""),
+            C::V("1"),
+            C::V("true"),
+            C::Unchanged,
+        ],
+    );
+    let update = change(
+        &full,
+        ChangeKind::Update,
+        Some(new.clone()),
+        Some(todo(&full, "1", "\"ann\"", "false")),
+    );
+    assert_eq!(
+        b.decide(&update, &user("ann")),
+        visible(all(&full), OldImage::Full)
+    );
 
     // Without the old values the rule cannot be decided: the change is not sent.
     let default = todos(ReplicaIdentity::Default);
     let b = bound(text, &default);
-    let new = row(&default, &[C::V("1"), C::V("\"ann\""), C::V("\"t\""), C::V("1"), C::V("true"), C::Unchanged]);
+    let new = row(
+        &default,
+        &[
+            C::V("1"),
+            C::V("\"ann\""),
+            C::V("\"t\""),
+            C::V("1"),
+            C::V("true"),
+            C::Unchanged,
+        ],
+    );
     let update = change(&default, ChangeKind::Update, Some(new), None);
     assert_eq!(b.decide(&update, &user("ann")), Visibility::Hidden);
 }
@@ -373,7 +458,14 @@ fn a_change_of_another_table_shape_is_hidden_until_rebound() {
     altered.columns = columns.into();
     let altered = Arc::new(altered);
     assert!(!b.is_bound_to(&altered));
-    let mut cells = vec![C::V("1"), C::V("\"ann\""), C::V("\"t\""), C::V("1"), C::V("true"), C::Null];
+    let mut cells = vec![
+        C::V("1"),
+        C::V("\"ann\""),
+        C::V("\"t\""),
+        C::V("1"),
+        C::V("true"),
+        C::Null,
+    ];
     cells.push(C::V("\"x\""));
     let insert = change(&altered, ChangeKind::Insert, Some(row(&altered, &cells)), None);
     assert_eq!(b.decide(&insert, &user("ann")), Visibility::Hidden);
@@ -400,10 +492,20 @@ fn claims_keys_group_exactly_the_callers_the_rules_cannot_tell_apart() {
     let ann = claims(json!({"role": "authenticated", "sub": "ann", "email": "a@x", "exp": 1}));
     let ann_again = claims(json!({"role": "authenticated", "sub": "ann", "email": "other@x", "exp": 2}));
     let bob = user("bob");
-    assert_eq!(b.claims_key(&ann), b.claims_key(&ann_again), "email and exp are not read");
+    assert_eq!(
+        b.claims_key(&ann),
+        b.claims_key(&ann_again),
+        "email and exp are not read"
+    );
     assert_ne!(b.claims_key(&ann), b.claims_key(&bob));
-    assert_ne!(b.claims_key(&ann), b.claims_key(&claims(json!({"role": "anon", "sub": "ann"}))));
-    assert_eq!(b.claims_key(&service()), b.claims_key(&claims(json!({"role": "service_role", "sub": "z"}))));
+    assert_ne!(
+        b.claims_key(&ann),
+        b.claims_key(&claims(json!({"role": "anon", "sub": "ann"})))
+    );
+    assert_eq!(
+        b.claims_key(&service()),
+        b.claims_key(&claims(json!({"role": "service_role", "sub": "z"})))
+    );
     assert_eq!(b.claims_read().names, ["sub", "role"]);
 
     let org = r#"
@@ -413,7 +515,8 @@ rows = "title = auth.jwt() -> 'app_metadata' ->> 'org'"
 "#;
     let b = bound(org, &t);
     assert_eq!(b.claims_read().names, ["app_metadata"]);
-    let acme = |sub: &str| claims(json!({"role": "authenticated", "sub": sub, "app_metadata": {"org": "acme"}}));
+    let acme =
+        |sub: &str| claims(json!({"role": "authenticated", "sub": sub, "app_metadata": {"org": "acme"}}));
     assert_eq!(b.claims_key(&acme("ann")), b.claims_key(&acme("bob")));
     let whole = r#"
 [[table]]
@@ -425,7 +528,12 @@ rows = "auth.jwt() IS NOT NULL"
     assert_ne!(b.claims_key(&acme("ann")), b.claims_key(&acme("bob")));
     // Same decisions for equal keys: checked on a sample of callers.
     let b = bound(RULES, &t);
-    let insert = change(&t, ChangeKind::Insert, Some(todo(&t, "1", "\"ann\"", "true")), None);
+    let insert = change(
+        &t,
+        ChangeKind::Insert,
+        Some(todo(&t, "1", "\"ann\"", "true")),
+        None,
+    );
     let prepared = b.prepare(&insert);
     assert_eq!(prepared.decide(&ann), prepared.decide(&ann_again));
 }
@@ -501,28 +609,59 @@ rows = """
 #[test]
 fn json_text_converts_by_column_type() {
     assert_eq!(from_json("42", column_type("int8")), Value::Int(42));
-    assert_eq!(from_json("4294967295", column_type("oid")), Value::Int(4_294_967_295));
+    assert_eq!(
+        from_json("4294967295", column_type("oid")),
+        Value::Int(4_294_967_295)
+    );
     assert_eq!(from_json("1.5", column_type("numeric")), Value::Float(1.5));
     assert_eq!(from_json("\"NaN\"", column_type("float8")), Value::Null);
-    assert_eq!(from_json("\"Infinity\"", column_type("float8")), Value::Float(f64::INFINITY));
+    assert_eq!(
+        from_json("\"Infinity\"", column_type("float8")),
+        Value::Float(f64::INFINITY)
+    );
     assert_eq!(from_json("true", column_type("bool")), Value::Bool(true));
-    assert_eq!(from_json("\"a\\\"b\"", column_type("text")), Value::Text("a\"b".into()));
-    assert_eq!(from_json("\"x\"", column_type("varchar")), Value::Text("x".into()));
-    assert_eq!(from_json("{\"k\":1}", column_type("jsonb")), Value::Json(json!({"k": 1})));
-    assert_eq!(from_json("[1,2]", column_type("_int4")), Value::Json(json!([1, 2])));
+    assert_eq!(
+        from_json("\"a\\\"b\"", column_type("text")),
+        Value::Text("a\"b".into())
+    );
+    assert_eq!(
+        from_json("\"x\"", column_type("varchar")),
+        Value::Text("x".into())
+    );
+    assert_eq!(
+        from_json("{\"k\":1}", column_type("jsonb")),
+        Value::Json(json!({"k": 1}))
+    );
+    assert_eq!(
+        from_json("[1,2]", column_type("_int4")),
+        Value::Json(json!([1, 2]))
+    );
     assert_eq!(
         from_json("\"2024-01-02\"", column_type("date")),
         Value::Timestamp(time::parse("2024-01-02T00:00:00Z").unwrap())
     );
     assert_eq!(from_json("\"0044-03-15 BC\"", column_type("date")), Value::Null);
-    assert_eq!(from_json("12.5", column_type("money")), Value::Text("12.5".into()));
+    assert_eq!(
+        from_json("12.5", column_type("money")),
+        Value::Text("12.5".into())
+    );
     for garbage in ["", "\"", "{", "nan", "\u{0}"] {
         for ty in ["int4", "numeric", "bool", "text", "jsonb", "timestamptz", "uuid"] {
             let _ = from_json(garbage, column_type(ty));
         }
     }
     let t = todos(ReplicaIdentity::Default);
-    let r = row(&t, &[C::V("1"), C::Null, C::Unchanged, C::Absent, C::V("true"), C::V("\"b\"")]);
+    let r = row(
+        &t,
+        &[
+            C::V("1"),
+            C::Null,
+            C::Unchanged,
+            C::Absent,
+            C::V("true"),
+            C::V("\"b\""),
+        ],
+    );
     let read = values::read(&t.columns, &[ID, OWNER, TITLE, SALARY, DONE], &r, None);
     assert_eq!(
         read,
@@ -586,7 +725,10 @@ colums = ["id"]
     ];
     // An unknown key stops the whole file at the TOML level.
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("t.toml:26") && errors[0].contains("colums"), "{errors:?}");
+    assert!(
+        errors[0].contains("t.toml:26") && errors[0].contains("colums"),
+        "{errors:?}"
+    );
     let without_typo = text.replace("colums = [\"id\"]\n", "");
     let errors = load_errors(&without_typo);
     assert_eq!(errors.len(), expect.len(), "{errors:?}");
@@ -608,21 +750,35 @@ fn bind_reports_column_problems_with_file_and_line() {
         "todos.toml:3: rows: unknown column `ownr` in public.todos (columns: id, owner, title, salary, done, body)"
     );
     let e = bind(&format!("{head}rows = \"owner = 5\"\n")).unwrap_err();
-    assert!(e.starts_with("todos.toml:3: rows: cannot compare owner (text) with 5 (integer)"), "{e}");
+    assert!(
+        e.starts_with("todos.toml:3: rows: cannot compare owner (text) with 5 (integer)"),
+        "{e}"
+    );
     let e = bind(&format!("{head}rows = \"title\"\n")).unwrap_err();
     assert!(e.contains("must be true or false"), "{e}");
     assert!(bind(&format!("{head}rows = \"done\"\n")).is_ok());
     let e = bind(&format!("{head}rows = \"true\"\ncolumns = [\"id\", \"nope\"]\n")).unwrap_err();
-    assert!(e.starts_with("todos.toml:4: columns: unknown column `nope`"), "{e}");
+    assert!(
+        e.starts_with("todos.toml:4: columns: unknown column `nope`"),
+        "{e}"
+    );
     let e = bind(&format!("{head}rows = \"true\"\ncolumns = [\"title\"]\n")).unwrap_err();
-    assert_eq!(e, "todos.toml:4: columns must include the key column `id` of public.todos");
+    assert_eq!(
+        e,
+        "todos.toml:4: columns must include the key column `id` of public.todos"
+    );
 
     // Under REPLICA IDENTITY FULL the key comes from the catalog's primary key.
     let full = todos(ReplicaIdentity::Full);
     let r = rules(&format!("{head}rows = \"true\"\ncolumns = [\"id\", \"title\"]\n"));
     let b = r.bind_with_primary_key(&full, &["id"]).unwrap();
     assert_eq!(b.key_columns(), &cols(&full, &[ID]));
-    let delete = change(&full, ChangeKind::Delete, None, Some(todo(&full, "1", "\"a\"", "true")));
+    let delete = change(
+        &full,
+        ChangeKind::Delete,
+        None,
+        Some(todo(&full, "1", "\"a\"", "true")),
+    );
     assert_eq!(
         b.decide(&delete, &user("x")),
         visible(cols(&full, &[ID, TITLE]), OldImage::KeyOnly(cols(&full, &[ID])))
@@ -631,7 +787,10 @@ fn bind_reports_column_problems_with_file_and_line() {
     let b = r.bind(&full).unwrap();
     assert_eq!(
         b.decide(&delete, &user("x")),
-        visible(cols(&full, &[ID, TITLE]), OldImage::KeyOnly(cols(&full, &[ID, TITLE])))
+        visible(
+            cols(&full, &[ID, TITLE]),
+            OldImage::KeyOnly(cols(&full, &[ID, TITLE]))
+        )
     );
 }
 
