@@ -804,3 +804,60 @@ fn table_names_parse() {
         assert!(TableName::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_example_file_binds_to_its_table() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let set = PolicySet::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let rules = set.table_rules("public", "todos").expect("policies/todos.toml has table rules");
+    let table = Arc::new(Table {
+        oid: 7,
+        schema: "public".into(),
+        name: "todos".into(),
+        replica_identity: ReplicaIdentity::Full,
+        columns: [
+            ("id", "int8"),
+            ("user_id", "uuid"),
+            ("team", "text"),
+            ("title", "text"),
+            ("is_public", "bool"),
+            ("notes", "text"),
+            ("inserted_at", "timestamptz"),
+        ]
+        .iter()
+        .map(|(n, t)| Column {
+            name: (*n).into(),
+            type_name: (*t).into(),
+            type_oid: 0,
+            key: true,
+        })
+        .collect::<Vec<_>>()
+        .into(),
+    });
+    let b = rules.bind_with_primary_key(&table, &["id"]).unwrap();
+    let ann = "0b6c1c4e-9d1f-4d8e-a0d4-5c6b7a8e9f00";
+    let new = row(
+        &table,
+        &[
+            C::V("1"),
+            C::V("\"0b6c1c4e-9d1f-4d8e-a0d4-5c6b7a8e9f00\""),
+            C::V("\"red\""),
+            C::V("\"t\""),
+            C::V("true"),
+            C::V("\"private\""),
+            C::V("\"2024-03-01T10:00:00+00:00\""),
+        ],
+    );
+    let insert = change(&table, ChangeKind::Insert, Some(new), None);
+    let width = table.columns.len();
+    let set = |ix: &[usize]| ColumnSet::from_indexes(width, ix.iter().copied());
+    let decide = |c: &Claims| match b.decide(&insert, c) {
+        Visibility::Visible { columns, .. } => Some(columns),
+        Visibility::Hidden => None,
+    };
+    assert_eq!(decide(&user(ann)), Some(ColumnSet::all(width)));
+    let teammate = claims(json!({"role": "authenticated", "sub": "x", "app_metadata": {"team": "red"}}));
+    assert_eq!(decide(&teammate), Some(set(&[0, 1, 2, 3, 4, 6])));
+    assert_eq!(decide(&anon()), Some(set(&[0, 3, 6])));
+    assert_eq!(decide(&claims(json!({"role": "other"}))), None);
+}
