@@ -282,6 +282,22 @@ impl BoundRules {
         &self.key
     }
 
+    /// The columns a subscriber with `role` may use in a subscription filter: those every rule
+    /// for the role shows. A filter on a column that some matching rows hide would reveal it
+    /// (subscribe with `salary=gt.100000` and watch which rows arrive), so such filters are
+    /// refused at subscribe time. Empty when no rule applies to the role.
+    pub fn filterable_columns(&self, role: &str) -> ColumnSet {
+        let width = self.columns.len();
+        if role == BYPASS_ROLE {
+            return ColumnSet::all(width);
+        }
+        let mut applicable = self.rules.iter().filter(|r| r.applies_to(role));
+        let Some(first) = applicable.next() else {
+            return ColumnSet::none(width);
+        };
+        applicable.fold(first.columns.clone(), |acc, r| acc.intersection(&r.columns))
+    }
+
     /// The claims the rules read.
     pub fn claims_read(&self) -> &ClaimsRead {
         &self.claims
