@@ -25,7 +25,10 @@ use literals::*;
 
 /// Generated values per type (in one query each), unless `PROPTEST_CASES` asks for more.
 fn cases_per_type() -> usize {
-    std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(64)
 }
 
 /// The session settings the walsender is started with.
