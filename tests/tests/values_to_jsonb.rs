@@ -23,8 +23,13 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use literals::*;
 
-/// Generated values per type (in one query each).
-const CASES: usize = 64;
+/// Generated values per type (in one query each), unless `PROPTEST_CASES` asks for more.
+fn cases_per_type() -> usize {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(64)
+}
 
 /// The session settings the walsender is started with.
 const PINNED: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = postgres; \
@@ -114,7 +119,7 @@ fn case(
     runner: &mut TestRunner,
 ) -> Case {
     let mut literals: Vec<String> = fixed.into_iter().map(str::to_owned).collect();
-    literals.extend(sample(strategy, runner, CASES));
+    literals.extend(sample(strategy, runner, cases_per_type()));
     Case {
         sql_type,
         kind,

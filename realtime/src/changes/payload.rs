@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use super::ColumnSet;
-use crate::change::{Cell, ChangeKind, Row, RowChange, format_timestamp};
+use crate::change::{Cell, ChangeKind, Row, RowChange, Table, format_timestamp};
+use crate::policy::{OldImage, Visibility};
 use crate::replication::values::write_string;
 
 /// The error Supabase reports for a table without a primary key (INSERT and UPDATE only).
@@ -37,17 +38,54 @@ impl Default for PayloadLimits {
     }
 }
 
-/// Encodes the `data` object of `change` for a group that sees the columns in `visible`.
-/// `None` for TRUNCATE, which Postgres Changes does not deliver.
+/// What one subscriber group sees of a change: the inputs of [`encode_data`].
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    /// The columns of `columns` and `record`, and the most `old_record` may show: the
+    /// visibility decision's columns, narrowed to the binding's `select` (plus key) columns.
+    pub columns: &'a ColumnSet,
+    /// How much of the old image `old_record` shows (always within `columns`).
+    pub old: &'a OldImage,
+    /// Whether the table has a primary key: Supabase sends INSERT and UPDATE of a keyless
+    /// table as the reduced 400 form. [`has_key_columns`] is the answer the stream alone gives.
+    pub has_primary_key: bool,
+    pub limits: PayloadLimits,
+}
+
+impl<'a> View<'a> {
+    /// The view a [`Visibility::Visible`] decision gives; `None` for [`Visibility::Hidden`].
+    pub fn of(visibility: &'a Visibility, has_primary_key: bool, limits: PayloadLimits) -> Option<View<'a>> {
+        match visibility {
+            Visibility::Hidden => None,
+            Visibility::Visible { columns, old } => Some(View {
+                columns,
+                old,
+                has_primary_key,
+                limits,
+            }),
+        }
+    }
+}
+
+/// Whether `table` has key (replica identity) columns. Without catalog facts this stands in
+/// for "has a primary key"; under `REPLICA IDENTITY FULL` every column counts as key.
+pub fn has_key_columns(table: &Table) -> bool {
+    table.columns.iter().any(|c| c.key)
+}
+
+/// Encodes the `data` object of `change` as one subscriber group sees it. `None` for
+/// TRUNCATE, which Postgres Changes does not deliver.
 ///
-/// A table without key columns gets Supabase's reduced 400 form for INSERT and UPDATE:
+/// A table without a primary key gets Supabase's reduced 400 form for INSERT and UPDATE:
 /// `{"columns":[],"commit_timestamp":null,"errors":["Error 400: ..."],...,"record":{},...}`.
-pub fn encode_data(change: &RowChange, visible: &ColumnSet, limits: &PayloadLimits) -> Option<Arc<str>> {
+pub fn encode_data(change: &RowChange, view: &View<'_>) -> Option<Arc<str>> {
     let kind = change.kind;
     if kind == ChangeKind::Truncate {
         return None;
     }
     let table = &change.table;
+    let visible = view.columns;
+    let limits = &view.limits;
     let has_record = matches!(kind, ChangeKind::Insert | ChangeKind::Update);
     let has_old = matches!(kind, ChangeKind::Update | ChangeKind::Delete);
     let image_bytes = |row: &Option<Row>| row.as_ref().map_or(0, |r| r.json.len());
@@ -55,7 +93,7 @@ pub fn encode_data(change: &RowChange, visible: &ColumnSet, limits: &PayloadLimi
         128 + table.columns.len() * 32 + image_bytes(&change.new) + image_bytes(&change.old),
     );
 
-    if kind != ChangeKind::Delete && !table.columns.iter().any(|c| c.key) {
+    if kind != ChangeKind::Delete && !view.has_primary_key {
         out.push_str("{\"columns\":[],\"commit_timestamp\":null,\"errors\":[");
         write_string(ERROR_NO_PRIMARY_KEY, &mut out);
         out.push(']');
@@ -98,7 +136,14 @@ pub fn encode_data(change: &RowChange, visible: &ColumnSet, limits: &PayloadLimi
     }
     if has_old {
         out.push_str(",\"old_record\":");
-        write_record(change, change.old.as_ref(), visible, value_limit, &mut out);
+        match view.old {
+            OldImage::Full => write_record(change, change.old.as_ref(), visible, value_limit, &mut out),
+            OldImage::KeyOnly(keys) => {
+                let keys = keys.intersection(visible);
+                write_record(change, change.old.as_ref(), &keys, value_limit, &mut out);
+            }
+            OldImage::None => out.push_str("{}"),
+        }
     }
     if has_record {
         out.push_str(",\"record\":");
@@ -134,7 +179,7 @@ fn write_record(
         return;
     };
     let columns = &change.table.columns;
-    if value_limit.is_none() && visible.covers(columns.len()) {
+    if value_limit.is_none() && (0..columns.len()).all(|i| visible.contains(i)) {
         out.push_str(&row.json);
         return;
     }

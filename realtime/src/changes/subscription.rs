@@ -168,12 +168,14 @@ impl Binding {
             .as_ref()
             .map(|f| f.bind_visible(table, visible))
             .transpose()?;
-        let all = ColumnSet::all_of(table);
-        let visible = visible.map_or_else(|| all.clone(), |v| v.intersection(&all));
+        let width = table.columns.len();
+        let all = ColumnSet::all(width);
+        let visible = visible.map_or_else(|| all.clone(), |v| all.intersection(v));
         let columns = match &self.select {
             None => visible,
             Some(names) => {
-                let mut chosen = ColumnSet::keys_of(table);
+                let keys = table.columns.iter().enumerate().filter(|(_, c)| c.key);
+                let mut chosen = ColumnSet::from_indexes(width, keys.map(|(i, _)| i));
                 for name in names {
                     let index = table
                         .columns

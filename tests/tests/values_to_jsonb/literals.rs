@@ -587,7 +587,10 @@ fn xml() -> Literal {
         .prop_map(|s| {
             let clean: String = s
                 .chars()
-                .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+                // XML 1.0 allows no other controls and not the non-characters U+FFFE/U+FFFF.
+                .filter(|c| {
+                    (!c.is_control() || matches!(c, '\n' | '\t')) && !matches!(c, '\u{fffe}' | '\u{ffff}')
+                })
                 .flat_map(|c| match c {
                     '&' => "&amp;".chars().collect::<Vec<_>>(),
                     '<' => "&lt;".chars().collect(),

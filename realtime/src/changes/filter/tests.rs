@@ -475,7 +475,7 @@ fn binding_errors_carry_supabase_and_postgres_texts() {
 
     // Columns the subscriber may not read are reported as invalid.
     let filter = Filter::parse("v=eq.1").expect("ok").expect("f");
-    let only_id: ColumnSet = [0].into_iter().collect();
+    let only_id = ColumnSet::from_indexes(2, [0]);
     assert_eq!(
         filter
             .bind_visible(&t, Some(&only_id))

@@ -6,6 +6,7 @@ use super::*;
 use crate::change::{Epoch, Position, RowChange, Table};
 use crate::changes::testing::{V, row, table};
 use crate::lsn::Lsn;
+use crate::policy::{OldImage, Visibility};
 
 const COLUMNS: &str = r#""columns":[{"name":"id","type":"int4"},{"name":"title","type":"text"},{"name":"meta","type":"jsonb"},{"name":"at","type":"timestamptz"},{"name":"tags","type":"_int4"}]"#;
 const WHEN: &str = r#""commit_timestamp":"2025-11-19T00:22:40.877Z""#;
@@ -52,8 +53,17 @@ const FULL_ROW: [V<'static>; 5] = [
 ];
 const RECORD: &str = r#"{"id":1,"title":"hi \"there\"","meta":{"a": [1, 2.50]},"at":"2024-01-01T23:04:05.123456+00:00","tags":[1,2,null]}"#;
 
+fn view<'a>(columns: &'a ColumnSet, old: &'a OldImage, change: &RowChange) -> View<'a> {
+    View {
+        columns,
+        old,
+        has_primary_key: has_key_columns(&change.table),
+        limits: PayloadLimits::default(),
+    }
+}
+
 fn encode(change: &RowChange, visible: &ColumnSet) -> String {
-    encode_data(change, visible, &PayloadLimits::default())
+    encode_data(change, &view(visible, &OldImage::Full, change))
         .expect("delivered")
         .to_string()
 }
@@ -61,7 +71,7 @@ fn encode(change: &RowChange, visible: &ColumnSet) -> String {
 #[test]
 fn insert_update_and_delete_encode_to_supabase_bytes() {
     let t = todos(true);
-    let all = ColumnSet::all_of(&t);
+    let all = ColumnSet::all(5);
 
     let insert = change(&t, ChangeKind::Insert, &FULL_ROW, &[]);
     assert_eq!(
@@ -103,7 +113,7 @@ fn insert_update_and_delete_encode_to_supabase_bytes() {
 #[test]
 fn columns_and_records_follow_the_visible_set() {
     let t = todos(true);
-    let id_and_at: ColumnSet = [0, 3].into_iter().collect();
+    let id_and_at = ColumnSet::from_indexes(5, [0, 3]);
     let update = change(&t, ChangeKind::Update, &FULL_ROW, &FULL_ROW);
     assert_eq!(
         encode(&update, &id_and_at),
@@ -111,7 +121,7 @@ fn columns_and_records_follow_the_visible_set() {
             r#"{{"columns":[{{"name":"id","type":"int4"}},{{"name":"at","type":"timestamptz"}}],{WHEN},"errors":null,"old_record":{{"id":1,"at":"2024-01-01T23:04:05.123456+00:00"}},"record":{{"id":1,"at":"2024-01-01T23:04:05.123456+00:00"}},{TAIL},"type":"UPDATE"}}"#
         )
     );
-    let nothing = encode(&update, &ColumnSet::empty());
+    let nothing = encode(&update, &ColumnSet::none(5));
     assert!(
         nothing.starts_with(r#"{"columns":[],"commit_timestamp":"#),
         "{nothing}"
@@ -120,9 +130,42 @@ fn columns_and_records_follow_the_visible_set() {
 }
 
 #[test]
+fn old_records_show_only_what_the_old_image_decision_allows() {
+    let t = todos(true);
+    let all = ColumnSet::all(5);
+    let update = change(&t, ChangeKind::Update, &FULL_ROW, &FULL_ROW);
+    let delete = change(&t, ChangeKind::Delete, &[], &FULL_ROW);
+    let key_only = OldImage::KeyOnly(ColumnSet::from_indexes(5, [0]));
+    for c in [&update, &delete] {
+        let data = encode_data(c, &view(&all, &key_only, c)).expect("delivered");
+        assert!(data.contains(r#""old_record":{"id":1}"#), "{data}");
+        let data = encode_data(c, &view(&all, &OldImage::None, c)).expect("delivered");
+        assert!(data.contains(r#""old_record":{}"#), "{data}");
+    }
+    // The record is untouched by the old image decision.
+    let data = encode_data(&update, &view(&all, &OldImage::None, &update)).expect("delivered");
+    assert!(data.contains(&format!(r#""record":{RECORD}"#)), "{data}");
+    // A key hidden from the group stays hidden in the old record too.
+    let no_id = ColumnSet::from_indexes(5, [1]);
+    let data = encode_data(&delete, &view(&no_id, &key_only, &delete)).expect("delivered");
+    assert!(data.contains(r#""old_record":{}"#), "{data}");
+    // A visibility decision converts into a view.
+    let visible = Visibility::Visible {
+        columns: all.clone(),
+        old: OldImage::Full,
+    };
+    let v = View::of(&visible, true, PayloadLimits::default()).expect("visible");
+    assert_eq!(
+        encode_data(&update, &v),
+        encode_data(&update, &view(&all, &OldImage::Full, &update))
+    );
+    assert!(View::of(&Visibility::Hidden, true, PayloadLimits::default()).is_none());
+}
+
+#[test]
 fn tables_without_a_key_get_the_400_form_except_for_deletes() {
     let t = todos(false);
-    let all = ColumnSet::all_of(&t);
+    let all = ColumnSet::all(5);
     let error = r#""errors":["Error 400: Bad Request, no primary key"]"#;
     assert_eq!(
         encode(&change(&t, ChangeKind::Insert, &FULL_ROW, &[]), &all),
@@ -143,7 +186,7 @@ fn tables_without_a_key_get_the_400_form_except_for_deletes() {
 #[test]
 fn oversized_changes_keep_only_small_values() {
     let t = todos(true);
-    let all = ColumnSet::all_of(&t);
+    let all = ColumnSet::all(5);
     let long_title = format!(r#""{}""#, "x".repeat(63)); // 65 bytes of JSON: dropped
     let edge_title = format!(r#""{}""#, "y".repeat(62)); // 64 bytes: kept
     let big = [
@@ -158,7 +201,12 @@ fn oversized_changes_keep_only_small_values() {
         max_record_bytes: 100,
         ..PayloadLimits::default()
     };
-    let data = encode_data(&insert, &all, &limits).expect("delivered");
+    let small = |change: &RowChange| {
+        let mut v = view(&all, &OldImage::Full, change);
+        v.limits = limits;
+        encode_data(change, &v).expect("delivered")
+    };
+    let data = small(&insert);
     assert_eq!(
         &*data,
         format!(
@@ -166,7 +214,7 @@ fn oversized_changes_keep_only_small_values() {
         )
     );
     let edge = [V::J("7"), V::J(&edge_title), V::J("null"), V::Null, V::J("[1]")];
-    let data = encode_data(&change(&t, ChangeKind::Update, &edge, &edge), &all, &limits).expect("delivered");
+    let data = small(&change(&t, ChangeKind::Update, &edge, &edge));
     assert!(
         data.contains(&format!(r#""record":{{"id":7,"title":{edge_title},"#)),
         "{data}"
@@ -178,8 +226,10 @@ fn oversized_changes_keep_only_small_values() {
         max_record_bytes: insert.new.as_ref().map_or(0, |r| r.json.len()),
         ..PayloadLimits::default()
     };
+    let mut v = view(&all, &OldImage::Full, &insert);
+    v.limits = at_limit;
     assert!(
-        encode_data(&insert, &all, &at_limit)
+        encode_data(&insert, &v)
             .expect("delivered")
             .contains(r#""errors":null"#)
     );
@@ -189,8 +239,9 @@ fn oversized_changes_keep_only_small_values() {
 fn truncate_is_not_delivered() {
     let t = todos(true);
     let truncate = change(&t, ChangeKind::Truncate, &[], &[]);
+    let all = ColumnSet::all(5);
     assert_eq!(
-        encode_data(&truncate, &ColumnSet::all_of(&t), &PayloadLimits::default()),
+        encode_data(&truncate, &view(&all, &OldImage::Full, &truncate)),
         None
     );
 }
@@ -200,7 +251,7 @@ fn push_payloads_splice_ids_around_the_shared_data() {
     let t = todos(true);
     let data = encode(
         &change(&t, ChangeKind::Insert, &FULL_ROW, &[]),
-        &ColumnSet::all_of(&t),
+        &ColumnSet::all(5),
     );
     let payload = push_payload(&[38_606_455, 7], &data);
     assert_eq!(payload, format!(r#"{{"ids":[38606455,7],"data":{data}}}"#));

@@ -167,29 +167,37 @@ fn write_or_string(s: &str, out: &mut String, write: impl FnOnce(&mut String) ->
 /// `-infinity` and anything else without that shape is written as it is.
 fn write_timestamp(s: &str, with_offset: bool, out: &mut String) {
     let b = s.as_bytes();
-    let separator = match s.find(' ') {
+    let separator = match b.iter().position(|&c| c == b' ') {
         Some(i) if i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit) => i,
         _ => return write_string(s, out),
     };
-    let (date, rest) = (&s[..separator], &s[separator + 1..]);
-    out.push('"');
-    json::write_escaped(date, out);
-    out.push('T');
-    // The time part holds no sign, so the first one starts the offset.
-    let offset_end = match rest.find(['+', '-']) {
-        Some(sign) if with_offset => {
-            let end = rest[sign..].find(' ').map_or(rest.len(), |i| sign + i);
-            (!rest[sign..end].contains(':')).then_some(end)
-        }
-        _ => None,
+    // The time part holds no sign, so the first one after the separator starts the offset,
+    // which runs to the ` BC` suffix or the end.
+    let hours_only_offset_end = if with_offset {
+        b[separator..]
+            .iter()
+            .position(|&c| c == b'+' || c == b'-')
+            .and_then(|sign| {
+                let sign = separator + sign;
+                let end = b[sign..]
+                    .iter()
+                    .position(|&c| c == b' ')
+                    .map_or(b.len(), |i| sign + i);
+                (!b[sign..end].contains(&b':')).then_some(end)
+            })
+    } else {
+        None
     };
-    match offset_end {
+    out.push('"');
+    json::write_escaped(&s[..separator], out);
+    out.push('T');
+    match hours_only_offset_end {
         Some(end) => {
-            json::write_escaped(&rest[..end], out);
+            json::write_escaped(&s[separator + 1..end], out);
             out.push_str(":00");
-            json::write_escaped(&rest[end..], out);
+            json::write_escaped(&s[end..], out);
         }
-        None => json::write_escaped(rest, out),
+        None => json::write_escaped(&s[separator + 1..], out),
     }
     out.push('"');
 }
