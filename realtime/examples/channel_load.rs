@@ -43,11 +43,16 @@ fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port: u16 = line.trim().parse().unwrap();
     let pid = child.id();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=2.0.0", token());
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -159,7 +164,9 @@ async fn connect_many(
 
 async fn join_all<S>(sockets: Vec<S>, topic: impl Fn(usize) -> String) -> Vec<S>
 where
-    S: futures::Sink<Message> + futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    S: futures::Sink<Message>
+        + futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
     <S as futures::Sink<Message>>::Error: std::fmt::Debug,
 {
     let mut out = Vec::new();
@@ -193,7 +200,10 @@ fn cpu_ticks(pid: u32) -> i64 {
 }
 
 fn run_server() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut config = realtime::config::Config::default();
         config.server.auth.jwt_secret = Some(realtime::config::Secret::new(SECRET));
@@ -205,8 +215,13 @@ fn run_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap().port());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        realtime::server::run(Arc::new(config), listener, realtime::bus::LocalBus::new(65536), shutdown)
-            .await
-            .unwrap();
+        realtime::server::run(
+            Arc::new(config),
+            listener,
+            realtime::bus::LocalBus::new(65536),
+            shutdown,
+        )
+        .await
+        .unwrap();
     });
 }

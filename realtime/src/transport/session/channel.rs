@@ -3,9 +3,9 @@
 use crate::channels::TopicKey;
 use tokio::time::Instant;
 
-use crate::channels::access::ChannelAccess;
 use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::limits::SlidingLog;
+use crate::policy::ChannelAccess;
 
 use super::Session;
 

@@ -210,7 +210,8 @@ impl Session {
         if msg.event == "phx_join" {
             return self.join(msg).await;
         }
-        let joined = self.channel(&msg.topic)
+        let joined = self
+            .channel(&msg.topic)
             .is_some_and(|ch| msg.join_ref.is_none() || msg.join_ref == ch.join_ref);
         if !joined {
             return self.reply(&msg, Status::Error, r#"{"reason":"unmatched topic"}"#);
@@ -246,8 +247,9 @@ impl Session {
 
     fn on_timers(&mut self, now: Instant) -> Option<Close> {
         if self.delayed.iter().any(|d| d.at <= now) {
-            let (due, later): (Vec<Delayed>, Vec<Delayed>) =
-                std::mem::take(&mut self.delayed).into_iter().partition(|d| d.at <= now);
+            let (due, later): (Vec<Delayed>, Vec<Delayed>) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|d| d.at <= now);
             self.delayed = later;
             for Delayed { frame, then, .. } in due {
                 self.send_text(frame);
@@ -256,8 +258,12 @@ impl Session {
                 }
             }
         }
-        let expired: Vec<String> =
-            self.channels.iter().filter(|ch| ch.expires_at <= now).map(|ch| ch.topic.clone()).collect();
+        let expired: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|ch| ch.expires_at <= now)
+            .map(|ch| ch.topic.clone())
+            .collect();
         for topic in expired {
             self.token_expired(&topic);
         }
@@ -284,7 +290,11 @@ impl Session {
                 self.pending_close = then;
             }
         } else {
-            self.delayed.push(Delayed { at: Instant::now() + backoff, frame, then });
+            self.delayed.push(Delayed {
+                at: Instant::now() + backoff,
+                frame,
+                then,
+            });
         }
     }
 

@@ -68,7 +68,9 @@ impl Session {
             return;
         };
         ch.tracked = true;
-        let key = ch.presence_key.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        let key = ch
+            .presence_key
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         node.presence.track(&ch.key, ch.id, key, meta.clone());
         self.reply(msg, Status::Ok, "{}");
     }
