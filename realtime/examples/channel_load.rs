@@ -135,6 +135,7 @@ fn main() {
         );
     });
     let _ = child.kill();
+    let _ = child.wait();
 }
 
 async fn connect_many(
