@@ -55,15 +55,15 @@ mod tests {
 
     use super::*;
     use crate::bus::LocalBus;
-    use crate::channels::access::DenyAll;
     use crate::config::Config;
+    use crate::policy::PolicySet;
 
     #[tokio::test]
     async fn readyz_turns_503_when_shutdown_starts() {
         let shutdown = CancellationToken::new();
         let node = Arc::new(Node::new(
             Arc::new(Config::default()),
-            Box::new(DenyAll),
+            PolicySet::empty(),
             LocalBus::new(8),
             shutdown.clone(),
         ));

@@ -19,7 +19,7 @@ use crate::node::Node;
 
 /// Read buffer of each socket. Clients send little (joins, heartbeats, broadcasts), so a small
 /// buffer keeps idle connections cheap; larger frames grow it as needed.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {

@@ -13,7 +13,7 @@ impl Session {
 
     /// Sends `phx_close` for the channel on `topic` and forgets it.
     pub(super) fn close_channel(&mut self, topic: &str) {
-        let Some(ch) = self.channels.remove(topic) else {
+        let Some(ch) = self.take_channel(topic) else {
             return;
         };
         self.forget(&ch);
@@ -25,7 +25,7 @@ impl Session {
 
     /// Shuts a channel down with a `system` error (`message`) followed by `phx_close`.
     pub(super) fn shutdown_channel(&mut self, topic: &str, message: &str) {
-        let Some(ch) = self.channels.get(topic) else {
+        let Some(ch) = self.channel(topic) else {
             return;
         };
         let payload = serde_json::json!({
