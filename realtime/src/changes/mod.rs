@@ -11,9 +11,11 @@
 //! All but `access` are pure (no I/O).
 
 pub mod access;
+pub mod dispatch;
 pub mod filter;
 mod inspect;
 pub mod payload;
+pub mod service;
 pub mod subscription;
 #[cfg(test)]
 mod testing;
