@@ -63,7 +63,7 @@ impl Workload {
 }
 
 /// What one consumer did: rows and transactions it read, wall time, and CPU time it spent.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Drain {
     pub rows: u64,
     pub txns: u64,
@@ -78,6 +78,13 @@ impl Drain {
 
     pub fn txns_per_s(&self) -> f64 {
         self.txns as f64 / self.secs
+    }
+
+    fn add(&mut self, other: &Drain) {
+        self.rows += other.rows;
+        self.txns += other.txns;
+        self.secs += other.secs;
+        self.cpu_secs += other.cpu_secs;
     }
 
     fn describe(&self) -> String {
@@ -103,21 +110,25 @@ pub fn prepare_database(pg: &EmbeddedPostgres, runtime: &tokio::runtime::Runtime
     })
 }
 
-/// Loads the workload, then drains it with `pg_recvlogical` and with ours: (ours, theirs).
+/// Loads the workload once, then drains it `rounds` times with each consumer, alternating which
+/// goes first (the machine is shared: alternation spreads any background load over both).
+/// Returns (ours, theirs), each summed over the rounds.
 pub fn run(
     pg: &EmbeddedPostgres,
     runtime: &tokio::runtime::Runtime,
     workload: &Workload,
+    rounds: usize,
 ) -> anyhow::Result<(Drain, Drain)> {
     let name = workload.name;
     let publication = workload.publication();
     let suffix = unique_suffix();
-    let our_slot = format!("rt_{name}_{suffix}");
-    let their_slot = format!("recvlogical_{name}_{suffix}");
+    let slots: Vec<(String, String)> = (0..rounds)
+        .map(|r| (format!("rt_{name}_{suffix}_{r}"), format!("recvlogical_{name}_{suffix}_{r}")))
+        .collect();
     pg.psql("postgres", &format!("CREATE TABLE {} (id bigint PRIMARY KEY, v int, s text)", workload.table))?;
     pg.psql("postgres", &format!("CREATE PUBLICATION {publication} FOR TABLE {}", workload.table))?;
-    // Both slots exist before the first row, so both see the whole workload.
-    for slot in [&our_slot, &their_slot] {
+    // Every slot exists before the first row, so each sees the whole workload.
+    for slot in slots.iter().flat_map(|(ours, theirs)| [ours, theirs]) {
         pg.psql("postgres", &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"))?;
     }
 
@@ -126,30 +137,49 @@ pub fn run(
     pg.psql("postgres", &workload.load_sql())?;
     let load_secs = started.elapsed().as_secs_f64();
     let end_lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()")?;
-    let wal_mb = pg.psql("postgres", &format!("SELECT pg_wal_lsn_diff('{end_lsn}', '{start_lsn}') / 1e6"))?;
+    let wal_mb =
+        pg.psql("postgres", &format!("SELECT round(pg_wal_lsn_diff('{end_lsn}', '{start_lsn}') / 1e6, 1)"))?;
     println!(
-        "{name}: loaded {} rows in {} transactions in {load_secs:.2} s ({:.0} rows/s, {:.0} txn/s), {wal_mb:.5} MB of WAL, ends at {end_lsn}",
+        "{name}: loaded {} rows in {} transactions in {load_secs:.2} s ({:.0} rows/s, {:.0} txn/s), {wal_mb} MB of WAL, ends at {end_lsn}",
         workload.rows,
         workload.txns,
         workload.rows as f64 / load_secs,
         workload.txns as f64 / load_secs,
     );
-    // Write dirty pages out now rather than in a checkpoint during a drain.
+    // Write dirty pages out now rather than in a checkpoint during a drain, and make sure the
+    // whole load is on disk, so that no drain waits for the WAL writer.
     pg.psql("postgres", "CHECKPOINT")?;
+    wait_for_flush(pg)?;
 
-    let theirs = drain_theirs(pg, &their_slot, &publication, &end_lsn, workload)?;
-    println!("{name}: pg_recvlogical {}", theirs.describe());
-    let ours = runtime.block_on(drain_ours(pg, &our_slot, &publication, workload))?;
-    println!("{name}: ours           {}", ours.describe());
-    println!(
-        "{name}: ratio ours/pg_recvlogical = {:.3} (rows/s)",
-        ours.rows_per_s() / theirs.rows_per_s()
-    );
-
-    for slot in [&our_slot, &their_slot] {
-        pg.psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))?;
+    let mut ours_total = Drain::default();
+    let mut theirs_total = Drain::default();
+    for (round, (our_slot, their_slot)) in slots.iter().enumerate() {
+        let mut drain_theirs_now = || -> anyhow::Result<()> {
+            let theirs = drain_theirs(pg, their_slot, &publication, &end_lsn, workload)?;
+            println!("{name} round {}: pg_recvlogical {}", round + 1, theirs.describe());
+            theirs_total.add(&theirs);
+            Ok(())
+        };
+        if round % 2 == 0 {
+            drain_theirs_now()?;
+        }
+        let ours = runtime.block_on(drain_ours(pg, our_slot, &publication, workload))?;
+        println!("{name} round {}: ours           {}", round + 1, ours.describe());
+        ours_total.add(&ours);
+        if round % 2 == 1 {
+            drain_theirs_now()?;
+        }
+        for slot in [our_slot, their_slot] {
+            pg.psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))?;
+        }
     }
-    Ok((ours, theirs))
+    println!("{name} total: pg_recvlogical {}", theirs_total.describe());
+    println!("{name} total: ours           {}", ours_total.describe());
+    println!(
+        "{name}: ratio ours/pg_recvlogical = {:.3} (rows/s over {rounds} rounds)",
+        ours_total.rows_per_s() / theirs_total.rows_per_s()
+    );
+    Ok((ours_total, theirs_total))
 }
 
 /// Our replication task from start (connect, checks, START_REPLICATION) until a bus subscriber
@@ -274,6 +304,21 @@ fn check_counts(who: &str, workload: &Workload, rows: u64, txns: u64) -> anyhow:
             workload.rows,
             workload.txns
         );
+    }
+    Ok(())
+}
+
+/// Waits until Postgres has flushed its WAL through the current insert position: logical decoding
+/// reads flushed WAL only, and with `synchronous_commit=off` the last commits may still be in
+/// memory for up to `wal_writer_delay`.
+pub fn wait_for_flush(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
+    let target = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()")?;
+    let started = Instant::now();
+    while pg.psql("postgres", &format!("SELECT pg_current_wal_flush_lsn() >= '{target}'"))? != "t" {
+        if started.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("Postgres did not flush its WAL through {target} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

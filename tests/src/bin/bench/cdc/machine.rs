@@ -45,6 +45,13 @@ pub fn cpu_time() -> (Duration, Duration) {
     )
 }
 
+/// CPU time the calling thread has run so far, in nanoseconds (`/proc/thread-self/schedstat`),
+/// or `None` where the kernel does not report it.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+}
+
 /// Whether we run as root (then Postgres client tools run as the postgres user, as the server
 /// binaries do).
 pub fn is_root() -> bool {
