@@ -28,11 +28,15 @@ pub fn main() -> anyhow::Result<()> {
     // The server's runtime is multi-threaded; `CDC_BENCH_RUNTIME=current_thread` runs the consumer
     // and the counting subscriber on one thread instead (no cross-thread wake-ups), to compare.
     let runtime = match std::env::var("CDC_BENCH_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
         _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };
     println!("cdc: tokio runtime {:?}", runtime.handle().runtime_flavor());
-    println!("cdc: starting a throwaway Postgres (shared_buffers=512MB, max_wal_size=4GB, logical_decoding_work_mem=256MB)");
+    println!(
+        "cdc: starting a throwaway Postgres (shared_buffers=512MB, max_wal_size=4GB, logical_decoding_work_mem=256MB)"
+    );
     let pg = EmbeddedPostgres::start(
         Options::default()
             .setting("shared_buffers", "512MB")
@@ -50,7 +54,11 @@ pub fn main() -> anyhow::Result<()> {
 
     drain::prepare_database(&pg, &runtime).context("cannot prepare the database")?;
     let rounds: usize = match std::env::var("CDC_BENCH_ROUNDS") {
-        Ok(n) => n.parse().ok().filter(|&n| n > 0).context("CDC_BENCH_ROUNDS must be a positive number")?,
+        Ok(n) => n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .context("CDC_BENCH_ROUNDS must be a positive number")?,
         Err(_) => DEFAULT_ROUNDS,
     };
     println!("cdc: {rounds} drain rounds per workload and consumer, alternating which consumer goes first");
@@ -94,5 +102,8 @@ pub fn main() -> anyhow::Result<()> {
 fn install_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

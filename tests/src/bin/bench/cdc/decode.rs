@@ -73,9 +73,18 @@ pub fn run(pg: &EmbeddedPostgres, runtime: &tokio::runtime::Runtime) -> anyhow::
 fn record(pg: &EmbeddedPostgres, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Vec<Bytes>> {
     // One statement per call: a multi-statement string runs as one transaction, and a slot
     // cannot be created in a transaction that wrote.
-    pg.psql("postgres", "CREATE TABLE bench_decode (id bigint PRIMARY KEY, v int, s text)")?;
-    pg.psql("postgres", "CREATE PUBLICATION bench_decode_pub FOR TABLE bench_decode")?;
-    pg.psql("postgres", "SELECT pg_create_logical_replication_slot('bench_decode_slot', 'pgoutput')")?;
+    pg.psql(
+        "postgres",
+        "CREATE TABLE bench_decode (id bigint PRIMARY KEY, v int, s text)",
+    )?;
+    pg.psql(
+        "postgres",
+        "CREATE PUBLICATION bench_decode_pub FOR TABLE bench_decode",
+    )?;
+    pg.psql(
+        "postgres",
+        "SELECT pg_create_logical_replication_slot('bench_decode_slot', 'pgoutput')",
+    )?;
     pg.psql(
         "postgres",
         &format!(
@@ -107,7 +116,10 @@ fn record(pg: &EmbeddedPostgres, runtime: &tokio::runtime::Runtime) -> anyhow::R
     pg.psql("postgres", "SELECT pg_drop_replication_slot('bench_decode_slot')")?;
     let expected = (ROWS / ROWS_PER_TXN) * (ROWS_PER_TXN + 2) + 1;
     if messages.len() as u64 != expected {
-        anyhow::bail!("recorded {} messages, expected {expected} (Begin, Relation once, Insert per row, Commit)", messages.len());
+        anyhow::bail!(
+            "recorded {} messages, expected {expected} (Begin, Relation once, Insert per row, Commit)",
+            messages.len()
+        );
     }
     Ok(messages.into_iter().map(Bytes::from).collect())
 }
@@ -134,7 +146,13 @@ struct Timing {
 /// Replays all messages, pass after pass, until `min` has passed. Every pass uses a fresh decoder,
 /// as a new session would; the recording starts with the Relation message it needs.
 fn time_stage(messages: &[Bytes], min: Duration, stage: Stage) -> anyhow::Result<Timing> {
-    let mut timing = Timing { passes: 0, messages: 0, rows: 0, elapsed: Duration::ZERO, cpu: Duration::ZERO };
+    let mut timing = Timing {
+        passes: 0,
+        messages: 0,
+        rows: 0,
+        elapsed: Duration::ZERO,
+        cpu: Duration::ZERO,
+    };
     let cpu_start = thread_cpu_time();
     let start = Instant::now();
     while timing.passes == 0 || start.elapsed() < min {
@@ -147,7 +165,10 @@ fn time_stage(messages: &[Bytes], min: Duration, stage: Stage) -> anyhow::Result
                 black_box(&message);
                 continue;
             }
-            let Some(transaction) = decoder.apply(message).context("the recorded stream is inconsistent")? else {
+            let Some(transaction) = decoder
+                .apply(message)
+                .context("the recorded stream is inconsistent")?
+            else {
                 continue;
             };
             rows += transaction.changes.len() as u64;

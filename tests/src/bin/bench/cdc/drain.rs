@@ -34,12 +34,22 @@ pub struct Workload {
 impl Workload {
     /// 1,000,000 rows in 1,000-row transactions.
     pub fn batch() -> Self {
-        Workload { name: "batch", table: "bench_batch", rows: 1_000_000, txns: 1_000 }
+        Workload {
+            name: "batch",
+            table: "bench_batch",
+            rows: 1_000_000,
+            txns: 1_000,
+        }
     }
 
     /// 200,000 single-row transactions.
     pub fn single() -> Self {
-        Workload { name: "single", table: "bench_single", rows: 200_000, txns: 200_000 }
+        Workload {
+            name: "single",
+            table: "bench_single",
+            rows: 200_000,
+            txns: 200_000,
+        }
     }
 
     fn publication(&self) -> String {
@@ -51,14 +61,20 @@ impl Workload {
     fn load_sql(&self) -> String {
         let per_txn = self.rows / self.txns;
         let insert = if per_txn == 1 {
-            format!("INSERT INTO {} VALUES (b + 1, (b + 1) % 1000, md5((b + 1)::text))", self.table)
+            format!(
+                "INSERT INTO {} VALUES (b + 1, (b + 1) % 1000, md5((b + 1)::text))",
+                self.table
+            )
         } else {
             format!(
                 "INSERT INTO {} SELECT g, g % 1000, md5(g::text) FROM generate_series(b * {per_txn} + 1, (b + 1) * {per_txn}) g",
                 self.table
             )
         };
-        format!("DO $$ BEGIN FOR b IN 0..{} LOOP {insert}; COMMIT; END LOOP; END $$", self.txns - 1)
+        format!(
+            "DO $$ BEGIN FOR b IN 0..{} LOOP {insert}; COMMIT; END LOOP; END $$",
+            self.txns - 1
+        )
     }
 }
 
@@ -123,13 +139,30 @@ pub fn run(
     let publication = workload.publication();
     let suffix = unique_suffix();
     let slots: Vec<(String, String)> = (0..rounds)
-        .map(|r| (format!("rt_{name}_{suffix}_{r}"), format!("recvlogical_{name}_{suffix}_{r}")))
+        .map(|r| {
+            (
+                format!("rt_{name}_{suffix}_{r}"),
+                format!("recvlogical_{name}_{suffix}_{r}"),
+            )
+        })
         .collect();
-    pg.psql("postgres", &format!("CREATE TABLE {} (id bigint PRIMARY KEY, v int, s text)", workload.table))?;
-    pg.psql("postgres", &format!("CREATE PUBLICATION {publication} FOR TABLE {}", workload.table))?;
+    pg.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLE {} (id bigint PRIMARY KEY, v int, s text)",
+            workload.table
+        ),
+    )?;
+    pg.psql(
+        "postgres",
+        &format!("CREATE PUBLICATION {publication} FOR TABLE {}", workload.table),
+    )?;
     // Every slot exists before the first row, so each sees the whole workload.
     for slot in slots.iter().flat_map(|(ours, theirs)| [ours, theirs]) {
-        pg.psql("postgres", &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"))?;
+        pg.psql(
+            "postgres",
+            &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+        )?;
     }
 
     let start_lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()")?;
@@ -137,8 +170,10 @@ pub fn run(
     pg.psql("postgres", &workload.load_sql())?;
     let load_secs = started.elapsed().as_secs_f64();
     let end_lsn = pg.psql("postgres", "SELECT pg_current_wal_lsn()")?;
-    let wal_mb =
-        pg.psql("postgres", &format!("SELECT round(pg_wal_lsn_diff('{end_lsn}', '{start_lsn}') / 1e6, 1)"))?;
+    let wal_mb = pg.psql(
+        "postgres",
+        &format!("SELECT round(pg_wal_lsn_diff('{end_lsn}', '{start_lsn}') / 1e6, 1)"),
+    )?;
     println!(
         "{name}: loaded {} rows in {} transactions in {load_secs:.2} s ({:.0} rows/s, {:.0} txn/s), {wal_mb} MB of WAL, ends at {end_lsn}",
         workload.rows,
@@ -212,7 +247,9 @@ async fn drain_ours(
                     rows += transaction.changes.len() as u64;
                     txns += 1;
                 }
-                Err(RecvError::Lagged(n)) => anyhow::bail!("the counting subscriber lagged by {n} transactions"),
+                Err(RecvError::Lagged(n)) => {
+                    anyhow::bail!("the counting subscriber lagged by {n} transactions")
+                }
                 Err(RecvError::Closed) => anyhow::bail!("the replication task stopped after {rows} rows"),
             }
         }
@@ -235,9 +272,16 @@ async fn drain_ours(
         }
         Err(_) => anyhow::bail!("our drain did not finish within {DRAIN_LIMIT:?}"),
     };
-    stopped.context("the replication task did not stop")?.context("the replication task panicked")??;
+    stopped
+        .context("the replication task did not stop")?
+        .context("the replication task panicked")??;
     check_counts("ours", workload, rows, txns)?;
-    Ok(Drain { rows, txns, secs, cpu_secs })
+    Ok(Drain {
+        rows,
+        txns,
+        secs,
+        cpu_secs,
+    })
 }
 
 /// `pg_recvlogical --start --endpos=<end of the load>` into /dev/null: the process's wall time.
@@ -248,7 +292,9 @@ fn drain_theirs(
     end_lsn: &str,
     workload: &Workload,
 ) -> anyhow::Result<Drain> {
-    let program = find_bindir().context("no Postgres binaries found")?.join("pg_recvlogical");
+    let program = find_bindir()
+        .context("no Postgres binaries found")?
+        .join("pg_recvlogical");
     // Like the server binaries, run it as the postgres user when we are root.
     let mut command = if is_root() {
         let mut c = Command::new("runuser");
@@ -259,7 +305,10 @@ fn drain_theirs(
     };
     command
         .arg("-d")
-        .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port()))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg.port()
+        ))
         .args(["--slot", slot, "--start", "--no-loop", "-f", "/dev/null"])
         .arg(format!("--endpos={end_lsn}"))
         .args(["-o", "proto_version=1", "-o"])
@@ -294,7 +343,12 @@ fn drain_theirs(
         anyhow::bail!("pg_recvlogical failed ({status}): {}", stderr.trim());
     }
     // pg_recvlogical stops at --endpos, which lies past the last commit: it read everything.
-    Ok(Drain { rows: workload.rows, txns: workload.txns, secs, cpu_secs })
+    Ok(Drain {
+        rows: workload.rows,
+        txns: workload.txns,
+        secs,
+        cpu_secs,
+    })
 }
 
 fn check_counts(who: &str, workload: &Workload, rows: u64, txns: u64) -> anyhow::Result<()> {
@@ -314,7 +368,11 @@ fn check_counts(who: &str, workload: &Workload, rows: u64, txns: u64) -> anyhow:
 pub fn wait_for_flush(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
     let target = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()")?;
     let started = Instant::now();
-    while pg.psql("postgres", &format!("SELECT pg_current_wal_flush_lsn() >= '{target}'"))? != "t" {
+    while pg.psql(
+        "postgres",
+        &format!("SELECT pg_current_wal_flush_lsn() >= '{target}'"),
+    )? != "t"
+    {
         if started.elapsed() > Duration::from_secs(30) {
             anyhow::bail!("Postgres did not flush its WAL through {target} within 30 s");
         }
@@ -325,6 +383,8 @@ pub fn wait_for_flush(pg: &EmbeddedPostgres) -> anyhow::Result<()> {
 
 /// Slot names are unique per run, so a leftover cluster or slot never collides.
 fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     format!("{}_{nanos:x}", std::process::id())
 }
