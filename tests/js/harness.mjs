@@ -34,13 +34,12 @@ export const ALLOWED_PRIVATE_PREFIX = 'private-allowed'
  * `private-allowed` may be read and written (broadcast and presence) by authenticated users whose
  * `sub` is `user-allowed`; everything else private is denied by default.
  */
-export const TEST_POLICY = `# Test policy for the realtime-js end-to-end tests.
+export const TEST_POLICY = `# Test policy for the realtime-js end-to-end tests (format: policies/README.md).
 [[channel]]
-name = "allowed rooms"
+description = "Allowed test rooms: one user only"
 topic = "${ALLOWED_PRIVATE_PREFIX}*"
-roles = ["authenticated"]
-actions = ["broadcast.read", "broadcast.write", "presence.read", "presence.write"]
-using = "auth.uid() = 'user-allowed'"
+actions = ["broadcast", "presence"]
+when = "auth.role() = 'authenticated' AND auth.uid() = 'user-allowed'"
 `
 
 export function realtimeBinary() {
