@@ -1,25 +1,30 @@
 //! The bus: the one path every event takes from its source to the channel registry.
 //!
 //! Even on one node, replication hands transactions to the bus and never to subscribers directly,
-//! so consumers have one input and never know where an event came from.
+//! so consumers have one input and never know where an event came from. Broadcast and presence
+//! traffic takes the same road: sessions, the REST API and presence publish [`ChannelEvent`]s,
+//! and the channel registry's dispatcher is their one consumer on this node.
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
 use crate::change::Transaction;
+use crate::channels::ChannelEvent;
 
 /// In-process bus for one node. Receivers that fall behind by more than the capacity see
 /// `RecvError::Lagged` and must treat it as a gap; they never slow the sender.
 #[derive(Clone, Debug)]
 pub struct LocalBus {
     changes: broadcast::Sender<Arc<Transaction>>,
+    channel_events: broadcast::Sender<Arc<ChannelEvent>>,
 }
 
 impl LocalBus {
     pub fn new(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(capacity);
-        LocalBus { changes }
+        let (channel_events, _) = broadcast::channel(capacity);
+        LocalBus { changes, channel_events }
     }
 
     /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is
@@ -31,5 +36,15 @@ impl LocalBus {
 
     pub fn subscribe_transactions(&self) -> broadcast::Receiver<Arc<Transaction>> {
         self.changes.subscribe()
+    }
+
+    /// Hands a broadcast or presence event on to every node's registry.
+    pub fn publish_channel_event(&self, event: ChannelEvent) {
+        // An error only means no registry is listening (no server running on this bus).
+        let _ = self.channel_events.send(Arc::new(event));
+    }
+
+    pub fn subscribe_channel_events(&self) -> broadcast::Receiver<Arc<ChannelEvent>> {
+        self.channel_events.subscribe()
     }
 }

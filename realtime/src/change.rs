@@ -32,7 +32,8 @@ pub struct Position {
 impl Position {
     /// Orders positions of one epoch; positions of different epochs are not comparable.
     pub fn cmp_in_epoch(&self, other: &Position) -> Option<std::cmp::Ordering> {
-        (self.epoch == other.epoch).then(|| (self.commit_lsn, self.index).cmp(&(other.commit_lsn, other.index)))
+        (self.epoch == other.epoch)
+            .then(|| (self.commit_lsn, self.index).cmp(&(other.commit_lsn, other.index)))
     }
 }
 
@@ -95,7 +96,10 @@ pub enum ReplicaIdentity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cell {
     /// The value's JSON text is `row.json[start..end]`.
-    Value { start: u32, end: u32 },
+    Value {
+        start: u32,
+        end: u32,
+    },
     Null,
     /// An unchanged TOASTed value that the WAL did not carry. Never reported as null.
     Unchanged,

@@ -22,7 +22,11 @@ pub enum EmbeddedError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("`{command}` failed with {status}: {output}")]
-    Command { command: String, status: String, output: String },
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
     #[error("Postgres did not accept connections within {0:?}; see its log at {1}")]
     NotReady(Duration, PathBuf),
 }
@@ -41,7 +45,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { data_dir: None, port: None, settings: Vec::new() }
+        Options {
+            data_dir: None,
+            port: None,
+            settings: Vec::new(),
+        }
     }
 }
 
@@ -110,7 +118,10 @@ impl EmbeddedPostgres {
 
     /// A connection URL for `database` as the superuser (password included: loopback only).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// Runs `psql -c` as the superuser; handy for setup that must not go through the code under test.
@@ -145,7 +156,10 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         let data = self.data_dir.to_string_lossy().into_owned();
-        self.run("pg_ctl", &["-D", &data, "-m", mode.as_str(), "-w", "-t", "60", "stop"])?;
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-m", mode.as_str(), "-w", "-t", "60", "stop"],
+        )?;
         self.running = false;
         Ok(())
     }
@@ -194,7 +208,10 @@ impl EmbeddedPostgres {
             conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
         }
         conf.push_str(&format!("port = {}\n", self.port));
-        conf.push_str(&format!("unix_socket_directories = '{}'\n", self.data_dir.display()));
+        conf.push_str(&format!(
+            "unix_socket_directories = '{}'\n",
+            self.data_dir.display()
+        ));
         let path = self.data_dir.join("postgresql.auto.conf");
         std::fs::write(&path, conf).map_err(io("write postgresql.auto.conf"))?;
         chown_to_postgres(&path)
@@ -226,7 +243,10 @@ impl EmbeddedPostgres {
         } else {
             Command::new(&path)
         };
-        command.args(args).env("PGPASSWORD", SUPERUSER_PASSWORD).env_remove("PGDATA");
+        command
+            .args(args)
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .env_remove("PGDATA");
         let out = command.output().map_err(io(&format!("run {program}")))?;
         if out.status.success() {
             Ok(out)
@@ -358,9 +378,15 @@ fn temp_folder() -> Result<PathBuf, EmbeddedError> {
 
 fn free_port() -> Result<u16, EmbeddedError> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(io("find a free port"))?;
-    listener.local_addr().map(|a| a.port()).map_err(io("find a free port"))
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io("find a free port"))
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
-    move |source| EmbeddedError::Io { what: what.to_owned(), source }
+    move |source| EmbeddedError::Io {
+        what: what.to_owned(),
+        source,
+    }
 }

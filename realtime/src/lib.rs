@@ -4,11 +4,18 @@
 //! this library. Tests and benchmarks call the same entry points.
 
 pub mod auth;
+pub mod broadcast;
 pub mod bus;
 pub mod change;
+pub mod channels;
 pub mod config;
 pub mod db;
 pub mod embedded;
+pub mod http;
+pub mod limits;
 pub mod lsn;
+pub mod node;
+pub mod presence;
 pub mod replication;
 pub mod server;
+pub mod transport;

@@ -1,12 +1,23 @@
-//! The HTTP and WebSocket server: binds the routes, runs until shutdown.
+//! The HTTP and WebSocket server: binds the routes, runs until shutdown, then drains.
+//!
+//! Shutdown (the `CancellationToken`): `/readyz` turns 503 at once, the listener stops
+//! accepting, every socket closes with 1001 (each session watches the token itself, since
+//! axum's graceful shutdown does not cover upgraded connections), and `run` returns when all
+//! socket tasks ended or the grace period (`shutdown_grace`) ran out, whichever comes first.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::LocalBus;
+use crate::channels::access::{ChannelPolicy, DenyAll};
+use crate::channels::registry;
 use crate::config::Config;
+use crate::http;
+use crate::node::Node;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -14,13 +25,67 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The access rules of private channels. No policy set is wired in yet, so private channels
+/// are refused to everyone (default deny).
+fn channel_policy(_config: &Config) -> Box<dyn ChannelPolicy> {
+    Box::new(DenyAll)
+}
+
 /// Serves `listener` until `shutdown` is cancelled, then closes every socket and returns.
 pub async fn run(
-    _config: Arc<Config>,
-    _listener: TcpListener,
-    _bus: LocalBus,
+    config: Arc<Config>,
+    listener: TcpListener,
+    bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    shutdown.cancelled().await;
+    let policy = channel_policy(&config);
+    let grace = config.server.shutdown_grace;
+    let node = Arc::new(Node::new(config, policy, bus.clone(), shutdown.clone()));
+
+    // Subscribe before serving so no event published by a client can precede the dispatcher.
+    let dispatcher = tokio::spawn(registry::dispatch(
+        node.registry.clone(),
+        bus.subscribe_channel_events(),
+        shutdown.clone(),
+    ));
+
+    let listener = listener.tap_io(|tcp| {
+        // Frames are small and latency matters more than packet count.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let serve = axum::serve(listener, http::router(node.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let mut serve = tokio::spawn(serve);
+
+    let served = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        result = &mut serve => Some(result),
+    };
+    if let Some(result) = served {
+        // The server stopped on its own: an I/O failure.
+        dispatcher.abort();
+        return match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.into()),
+            Err(join) => Err(std::io::Error::other(join).into()),
+        };
+    }
+
+    node.tracker.close();
+    let drained = tokio::time::timeout(grace, async {
+        node.tracker.wait().await;
+        let _ = serve.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            sockets = node.tracker.len(),
+            "shutdown grace period ran out with sockets still open"
+        );
+    }
+    dispatcher.abort();
     Ok(())
 }

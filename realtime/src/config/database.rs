@@ -59,7 +59,11 @@ impl fmt::Debug for DatabaseConfig {
 impl fmt::Display for DatabaseConfig {
     /// The connection without its password: safe for logs and error messages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
     }
 }
 
@@ -93,7 +97,8 @@ impl DatabaseConfig {
         if let Some(mode) = sources.parse(&["DB_SSL", "PGSSLMODE"], "database", "sslmode")? {
             c.ssl_mode = mode;
         }
-        if let Some((path, _)) = sources.get(&["DB_SSL_CA_CERT", "PGSSLROOTCERT"], "database", "sslrootcert") {
+        if let Some((path, _)) = sources.get(&["DB_SSL_CA_CERT", "PGSSLROOTCERT"], "database", "sslrootcert")
+        {
             c.ssl_root_cert = Some(PathBuf::from(path));
         }
         if c.host.is_empty() {
@@ -158,7 +163,9 @@ impl DatabaseConfig {
             c.host = percent_decode(host).ok_or("the host has an invalid %-escape")?;
         }
         if let Some(port) = port.filter(|p| !p.is_empty()) {
-            c.port = port.parse().map_err(|_| "the port is not a number between 1 and 65535")?;
+            c.port = port
+                .parse()
+                .map_err(|_| "the port is not a number between 1 and 65535")?;
         }
         if !path.is_empty() {
             c.dbname = percent_decode(path).ok_or("the database name has an invalid %-escape")?;
@@ -174,7 +181,11 @@ impl DatabaseConfig {
                 "user" => c.user = v,
                 "password" => c.password = Secret::new(v),
                 "host" => c.host = v,
-                "port" => c.port = v.parse().map_err(|_| "the port is not a number between 1 and 65535")?,
+                "port" => {
+                    c.port = v
+                        .parse()
+                        .map_err(|_| "the port is not a number between 1 and 65535")?
+                }
                 "dbname" => c.dbname = v,
                 // Other libpq parameters (application_name, connect_timeout, ...) are ignored.
                 _ => {}
@@ -264,7 +275,10 @@ fn validate_slot_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("a slot name has 1 to 63 characters".to_owned());
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
         return Err(format!("{name:?}: slot names may hold only a-z, 0-9 and _"));
     }
     Ok(())
@@ -286,7 +300,10 @@ mod tests {
         let c = DatabaseConfig::from_url("postgres://app:p%40ss@db.example:6543/shop?sslmode=verify-full")
             .unwrap();
         assert_eq!((c.user.as_str(), c.password.expose()), ("app", "p@ss"));
-        assert_eq!((c.host.as_str(), c.port, c.dbname.as_str()), ("db.example", 6543, "shop"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.dbname.as_str()),
+            ("db.example", 6543, "shop")
+        );
         assert_eq!(c.ssl_mode, SslMode::VerifyFull);
     }
 
@@ -306,7 +323,13 @@ mod tests {
     fn supabase_variables_build_a_connection() {
         let c = load(
             "",
-            &[("DB_HOST", "pg"), ("DB_PORT", "5433"), ("DB_USER", "rt"), ("DB_PASSWORD", "x"), ("DB_NAME", "app")],
+            &[
+                ("DB_HOST", "pg"),
+                ("DB_PORT", "5433"),
+                ("DB_USER", "rt"),
+                ("DB_PASSWORD", "x"),
+                ("DB_NAME", "app"),
+            ],
         )
         .unwrap();
         let db = c.database.unwrap();
@@ -324,9 +347,16 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let errs = load("", &[("SLOT_NAME", "Bad-Name"), ("DB_HOST", "h"), ("DB_PORT", "x")]).unwrap_err();
+        let errs = load(
+            "",
+            &[("SLOT_NAME", "Bad-Name"), ("DB_HOST", "h"), ("DB_PORT", "x")],
+        )
+        .unwrap_err();
         let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
-        assert!(keys.contains(&"SLOT_NAME") && keys.contains(&"DB_PORT"), "{keys:?}");
+        assert!(
+            keys.contains(&"SLOT_NAME") && keys.contains(&"DB_PORT"),
+            "{keys:?}"
+        );
         let errs = load("[replication]\ntemporary_slot = \"maybe\"\n", &[]).unwrap_err();
         assert_eq!(errs[0].key, "replication.temporary_slot");
     }

@@ -32,7 +32,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), problem: problem.into() }
+        ConfigError {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -89,7 +92,10 @@ impl Sources<'_> {
             Some((text, blame)) => match text.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => Ok(Some(true)),
                 "0" | "false" | "no" | "off" => Ok(Some(false)),
-                _ => Err(ConfigError::new(blame, format!("expected true or false, got {text:?}"))),
+                _ => Err(ConfigError::new(
+                    blame,
+                    format!("expected true or false, got {text:?}"),
+                )),
             },
         }
     }
@@ -105,7 +111,10 @@ impl Config {
         let text = match file {
             None => String::new(),
             Some(path) => std::fs::read_to_string(path).map_err(|e| {
-                vec![ConfigError::new(path.display().to_string(), format!("cannot read the file: {e}"))]
+                vec![ConfigError::new(
+                    path.display().to_string(),
+                    format!("cannot read the file: {e}"),
+                )]
             })?,
         };
         Self::from_sources(&text, env)
@@ -132,7 +141,15 @@ impl Config {
             errors.extend(e);
             ServerConfig::default()
         });
-        if errors.is_empty() { Ok(Config { database, replication, server }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Config {
+                database,
+                replication,
+                server,
+            })
+        } else {
+            Err(errors)
+        }
     }
 }
 

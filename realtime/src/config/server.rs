@@ -16,7 +16,7 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AuthConfig {
     /// `API_JWT_SECRET` (or `JWT_SECRET`): HS256/384/512 shared secret.
     pub jwt_secret: Option<Secret>,
@@ -24,6 +24,23 @@ pub struct AuthConfig {
     pub jwks: Option<JwksSource>,
     /// `JWT_CLAIM_VALIDATORS`: claims that must equal these values, e.g. `{"iss":"..."}`.
     pub claim_validators: serde_json::Map<String, serde_json::Value>,
+    /// `JWT_JWKS_CACHE_TTL_MS`: how long a fetched JWKS is used before it is fetched again.
+    pub jwks_cache_ttl: Duration,
+    /// `JWT_JWKS_MIN_REFETCH_MS`: the least time between two fetches, however many tokens name
+    /// unknown key ids.
+    pub jwks_min_refetch: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwks: None,
+            claim_validators: serde_json::Map::new(),
+            jwks_cache_ttl: Duration::from_secs(600),
+            jwks_min_refetch: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

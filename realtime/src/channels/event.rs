@@ -1,0 +1,58 @@
+//! Events addressed to every subscriber of one channel topic, as carried by the bus.
+//!
+//! Each event caches its frame per serializer version: the first receiver speaking a version
+//! pays for the encoding and every other receiver gets a clone of the same shared bytes.
+
+use std::sync::OnceLock;
+
+use axum::extract::ws::Message;
+
+use super::TopicKey;
+use super::registry::SubscriberId;
+use crate::broadcast::Broadcast;
+use crate::transport::phoenix::{self, Vsn};
+
+#[derive(Debug)]
+pub struct ChannelEvent {
+    pub topic: TopicKey,
+    /// A subscriber that must not receive the event (the sender of a broadcast with `self: false`).
+    pub exclude: Option<SubscriberId>,
+    pub kind: EventKind,
+    encoded: [OnceLock<Option<Message>>; 2],
+}
+
+#[derive(Debug)]
+pub enum EventKind {
+    Broadcast(Broadcast),
+    /// A `presence_diff` payload, `{"joins":{…},"leaves":{…}}`, already encoded.
+    PresenceDiff(String),
+}
+
+impl ChannelEvent {
+    pub fn new(topic: TopicKey, exclude: Option<SubscriberId>, kind: EventKind) -> Self {
+        ChannelEvent { topic, exclude, kind, encoded: [OnceLock::new(), OnceLock::new()] }
+    }
+
+    pub fn is_presence(&self) -> bool {
+        matches!(self.kind, EventKind::PresenceDiff(_))
+    }
+
+    /// The frame for receivers speaking `vsn`, encoded on first use; `None` when the event
+    /// cannot be delivered in that version (binary payloads to v1).
+    pub fn frame(&self, vsn: Vsn) -> Option<&Message> {
+        let slot = match vsn {
+            Vsn::V1 => &self.encoded[0],
+            Vsn::V2 => &self.encoded[1],
+        };
+        slot.get_or_init(|| {
+            let topic = self.topic.wire_topic();
+            match &self.kind {
+                EventKind::Broadcast(b) => b.encode(vsn, &topic),
+                EventKind::PresenceDiff(diff) => Some(Message::Text(
+                    phoenix::encode_text(vsn, None, None, &topic, "presence_diff", diff).into(),
+                )),
+            }
+        })
+        .as_ref()
+    }
+}

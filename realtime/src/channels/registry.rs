@@ -1,0 +1,271 @@
+//! The channel registry: topic → subscribers, and delivery of bus events to them.
+//!
+//! Owns the subscriber lists. Sessions add and remove their channels; the dispatcher task reads
+//! them for every event. The map is split in shards, each behind its own lock held only long
+//! enough to find a topic, so joins on one topic never block delivery on another. A topic's list
+//! has its own read-write lock; delivery holds the read side while it pushes into the
+//! subscribers' queues, which never wait.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
+
+use super::event::ChannelEvent;
+use super::TopicKey;
+use crate::transport::outbound::{Outbound, PushError};
+use crate::transport::phoenix::Vsn;
+
+const SHARDS: usize = 32;
+
+/// One joined channel of one socket; unique for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId(u64);
+
+impl SubscriberId {
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SubscriberId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A channel's entry in the registry.
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    pub id: SubscriberId,
+    pub outbound: Arc<Outbound>,
+    pub vsn: Vsn,
+    /// Receives broadcasts (private channels: only with broadcast read access).
+    pub broadcast: bool,
+    /// Receives presence diffs (presence enabled, and on private channels presence read access).
+    pub presence: bool,
+}
+
+#[derive(Debug, Default)]
+struct TopicSubscribers {
+    list: RwLock<Vec<Subscriber>>,
+}
+
+type Shard = RwLock<HashMap<TopicKey, Arc<TopicSubscribers>>>;
+
+#[derive(Debug)]
+pub struct Registry {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts from one delivery, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    /// Receivers whose queue overflowed (they are being disconnected).
+    pub slow: usize,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+    }
+
+    fn shard(&self, topic: &TopicKey) -> &Shard {
+        let mut h = DefaultHasher::new();
+        topic.hash(&mut h);
+        &self.shards[(h.finish() as usize) % self.shards.len()]
+    }
+
+    /// Adds `subscriber`, or replaces the entry with the same id (e.g. after access changed).
+    pub fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) {
+        let mut shard = write(self.shard(topic));
+        let entry = shard.entry(topic.clone()).or_default();
+        let mut list = write(&entry.list);
+        match list.iter_mut().find(|s| s.id == subscriber.id) {
+            Some(existing) => *existing = subscriber,
+            None => list.push(subscriber),
+        }
+    }
+
+    pub fn unsubscribe(&self, topic: &TopicKey, id: SubscriberId) {
+        let mut shard = write(self.shard(topic));
+        let Some(entry) = shard.get(topic) else { return };
+        let now_empty = {
+            let mut list = write(&entry.list);
+            if let Some(i) = list.iter().position(|s| s.id == id) {
+                list.swap_remove(i);
+            }
+            list.is_empty()
+        };
+        if now_empty {
+            shard.remove(topic);
+        }
+    }
+
+    pub fn subscriber_count(&self, topic: &TopicKey) -> usize {
+        let entry = read(self.shard(topic)).get(topic).cloned();
+        entry.map_or(0, |e| read(&e.list).len())
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Pushes `event` into the queue of every subscriber of its topic that should get it.
+    pub fn deliver(&self, event: &ChannelEvent) -> Delivery {
+        let Some(entry) = read(self.shard(&event.topic)).get(&event.topic).cloned() else {
+            return Delivery::default();
+        };
+        let presence = event.is_presence();
+        let mut stats = Delivery::default();
+        let list = read(&entry.list);
+        for sub in list.iter() {
+            let wanted = if presence { sub.presence } else { sub.broadcast };
+            if !wanted || event.exclude == Some(sub.id) {
+                continue;
+            }
+            let Some(frame) = event.frame(sub.vsn) else { continue };
+            match sub.outbound.push(frame.clone()) {
+                Ok(()) => stats.delivered += 1,
+                Err(PushError::Overflow) => stats.slow += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        stats
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Critical sections are single map or vector operations; a panic cannot leave them half
+    // done, so a poisoned lock is still consistent.
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Delivers every channel event from the bus until `shutdown`.
+pub async fn dispatch(registry: Arc<Registry>, mut events: Receiver<Arc<ChannelEvent>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            biased;
+            // Shutdown first: sockets are being closed, nothing more needs delivering.
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => match event {
+                Ok(event) => {
+                    registry.deliver(&event);
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "channel event dispatcher fell behind the bus; events were dropped");
+                }
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Message;
+
+    use super::*;
+    use crate::channels::event::EventKind;
+    use crate::transport::outbound::Taken;
+
+    fn sub(vsn: Vsn, capacity: usize) -> Subscriber {
+        Subscriber {
+            id: SubscriberId::next(),
+            outbound: Arc::new(Outbound::new(capacity)),
+            vsn,
+            broadcast: true,
+            presence: true,
+        }
+    }
+
+    fn diff(topic: &TopicKey, exclude: Option<SubscriberId>) -> ChannelEvent {
+        ChannelEvent::new(topic.clone(), exclude, EventKind::PresenceDiff("{\"joins\":{},\"leaves\":{}}".into()))
+    }
+
+    fn taken(s: &Subscriber) -> Vec<Message> {
+        match s.outbound.take() {
+            Taken::Frames(f) => f.into_iter().collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delivers_to_the_topic_only_and_honours_exclude() {
+        let r = Registry::new();
+        let room = TopicKey::new("room", false);
+        let private_room = TopicKey::new("room", true);
+        let (a, b, c) = (sub(Vsn::V1, 8), sub(Vsn::V2, 8), sub(Vsn::V2, 8));
+        r.subscribe(&room, a.clone());
+        r.subscribe(&room, b.clone());
+        r.subscribe(&private_room, c.clone());
+        let stats = r.deliver(&diff(&room, Some(a.id)));
+        assert_eq!(stats, Delivery { delivered: 1, slow: 0 });
+        assert!(taken(&a).is_empty());
+        assert_eq!(taken(&b).len(), 1);
+        assert!(taken(&c).is_empty(), "private channel of the same name is another topic");
+    }
+
+    #[test]
+    fn receivers_of_one_version_share_one_encoding() {
+        let r = Registry::new();
+        let room = TopicKey::new("room", false);
+        let (a, b) = (sub(Vsn::V2, 8), sub(Vsn::V2, 8));
+        r.subscribe(&room, a.clone());
+        r.subscribe(&room, b.clone());
+        r.deliver(&diff(&room, None));
+        let (Message::Text(x), Message::Text(y)) = (taken(&a).remove(0), taken(&b).remove(0)) else { panic!() };
+        assert_eq!(x.as_str().as_ptr(), y.as_str().as_ptr(), "same bytes, not a copy");
+    }
+
+    #[test]
+    fn flags_filter_broadcast_and_presence() {
+        let r = Registry::new();
+        let room = TopicKey::new("room", false);
+        let mut a = sub(Vsn::V2, 8);
+        a.presence = false;
+        r.subscribe(&room, a.clone());
+        assert_eq!(r.deliver(&diff(&room, None)).delivered, 0);
+        a.presence = true;
+        r.subscribe(&room, a.clone());
+        assert_eq!(r.subscriber_count(&room), 1, "re-subscribing replaces the entry");
+        assert_eq!(r.deliver(&diff(&room, None)).delivered, 1);
+    }
+
+    #[test]
+    fn a_full_queue_does_not_stop_delivery_to_others() {
+        let r = Registry::new();
+        let room = TopicKey::new("room", false);
+        let (slow, fast) = (sub(Vsn::V2, 1), sub(Vsn::V2, 100));
+        r.subscribe(&room, slow.clone());
+        r.subscribe(&room, fast.clone());
+        for _ in 0..10 {
+            r.deliver(&diff(&room, None));
+        }
+        assert!(slow.outbound.is_overflowed());
+        assert_eq!(taken(&fast).len(), 10);
+    }
+
+    #[test]
+    fn empty_topics_are_removed() {
+        let r = Registry::new();
+        let room = TopicKey::new("room", false);
+        let a = sub(Vsn::V2, 8);
+        r.subscribe(&room, a.clone());
+        assert_eq!(r.topic_count(), 1);
+        r.unsubscribe(&room, a.id);
+        assert_eq!(r.topic_count(), 0);
+        assert_eq!(r.deliver(&diff(&room, None)).delivered, 0);
+    }
+}

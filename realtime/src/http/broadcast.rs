@@ -1,0 +1,135 @@
+//! REST broadcast: `POST /api/broadcast` (a batch) and `POST /api/broadcast/:topic/events/:event`
+//! (one message, JSON or binary body). Both answer 202 once the messages are on the bus.
+//!
+//! Authorization is `Authorization: Bearer <jwt>`, else an `apikey: <jwt>` header; a missing or
+//! refused token is `401 {"message":"Unauthorized"}`. Messages to private channels are dropped
+//! silently unless the policy grants broadcast write on that topic, as Supabase does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::auth::Claims;
+use crate::broadcast::Broadcast;
+use crate::channels::{ChannelEvent, EventKind, TopicKey};
+use crate::node::Node;
+use crate::transport::phoenix::UserData;
+
+const TOO_LARGE: &str = "Payload size exceeds tenant limit";
+
+async fn authorize(node: &Node, headers: &HeaderMap) -> Result<Claims, Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()));
+    let unauthorized = || (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized"}))).into_response();
+    let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or_else(unauthorized)?;
+    node.verifier.verify(token).await.map_err(|_| unauthorized())
+}
+
+fn unprocessable(errors: serde_json::Value) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors }))).into_response()
+}
+
+/// Whether `claims` may broadcast to `topic` (always on public channels).
+fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
+    !topic.is_private() || node.policy.channel_access(topic.sub_topic(), claims).broadcast_write
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    messages: Vec<RestMessage>,
+}
+
+#[derive(Deserialize)]
+struct RestMessage {
+    topic: String,
+    event: String,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    private: Option<serde_json::Value>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn flexible_bool(v: Option<&serde_json::Value>) -> bool {
+    match v {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let claims = match authorize(&node, &headers).await {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(error) => return unprocessable(json!({ "messages": [error.to_string()] })),
+    };
+    let limit = node.max_payload_bytes();
+    if batch.messages.iter().any(|m| m.payload.get().len() > limit) {
+        return unprocessable(json!({ "messages": [TOO_LARGE] }));
+    }
+    // The policy is asked once per topic of the batch.
+    let mut allowed: HashMap<TopicKey, bool> = HashMap::new();
+    for message in batch.messages {
+        let topic = TopicKey::new(&message.topic, flexible_bool(message.private.as_ref()));
+        let ok = *allowed.entry(topic.clone()).or_insert_with(|| may_write(&node, &topic, &claims));
+        if !ok {
+            continue;
+        }
+        let mut broadcast = Broadcast::from_data(message.event, UserData::Json(message.payload));
+        if let Some(id) = message.id {
+            broadcast.meta = RawValue::from_string(json!({ "id": id }).to_string()).ok();
+        }
+        node.bus.publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+pub async fn single(
+    State(node): State<Arc<Node>>,
+    Path((topic, event)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authorize(&node, &headers).await {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let data = match mime.as_str() {
+        "application/json" => match std::str::from_utf8(&body).ok().and_then(|t| RawValue::from_string(t.to_owned()).ok()) {
+            Some(raw) => UserData::Json(raw),
+            None => return unprocessable(json!({ "payload": ["is not valid JSON"] })),
+        },
+        "application/octet-stream" => UserData::Binary(body),
+        _ => {
+            let message = "Unsupported Media Type. Use application/json or application/octet-stream";
+            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "error": message }))).into_response();
+        }
+    };
+    if data.len() > node.max_payload_bytes() {
+        return unprocessable(json!({ "payload": [TOO_LARGE] }));
+    }
+    let private = params.get("private").is_some_and(|p| p.eq_ignore_ascii_case("true"));
+    let topic = TopicKey::new(&topic, private);
+    if may_write(&node, &topic, &claims) {
+        let broadcast = Broadcast::from_data(event, data);
+        node.bus.publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+    }
+    StatusCode::ACCEPTED.into_response()
+}

@@ -1,0 +1,49 @@
+//! HTTP routes: the WebSocket endpoints, health and readiness, and the REST broadcast API.
+//!
+//! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
+//! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
+
+mod broadcast;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tower_http::cors::CorsLayer;
+
+use crate::node::Node;
+use crate::transport::websocket;
+
+pub fn router(node: Arc<Node>) -> Router {
+    let api = Router::new()
+        .route("/broadcast", post(broadcast::batch))
+        .route("/broadcast/{topic}/events/{event}", post(broadcast::single))
+        // Browsers call the API cross-origin; Supabase answers CORS with `*`.
+        .layer(CorsLayer::permissive());
+    Router::new()
+        .route("/socket/websocket", get(websocket::handler))
+        .route("/realtime/v1/websocket", get(websocket::handler))
+        .route("/healthz", get(healthz))
+        .route("/healthcheck", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api", api.clone())
+        .nest("/socket/api", api.clone())
+        .nest("/realtime/v1/api", api)
+        .with_state(node)
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: 503 from the moment shutdown starts, so load balancers stop sending clients.
+async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
+    if node.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}

@@ -1,0 +1,62 @@
+//! The shared services of one running node, handed to every socket and HTTP handler.
+//!
+//! Owns nothing mutable itself: each service owns its state (registry, presence, limits), and
+//! the node only bundles them with the configuration and the shutdown signal.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::bus::LocalBus;
+use crate::channels::Registry;
+use crate::channels::access::ChannelPolicy;
+use crate::config::Config;
+use crate::limits::NodeLimits;
+use crate::presence::Presence;
+
+#[derive(Debug)]
+pub struct Node {
+    pub config: Arc<Config>,
+    pub verifier: Verifier,
+    pub policy: Box<dyn ChannelPolicy>,
+    pub registry: Arc<Registry>,
+    pub presence: Presence,
+    pub bus: LocalBus,
+    pub limits: NodeLimits,
+    /// Cancelled when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every socket task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+impl Node {
+    pub fn new(
+        config: Arc<Config>,
+        policy: Box<dyn ChannelPolicy>,
+        bus: LocalBus,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Node {
+            verifier: Verifier::new(config.server.auth.clone()),
+            policy,
+            registry: Arc::new(Registry::new()),
+            presence: Presence::new(bus.clone()),
+            limits: NodeLimits::new(config.server.limits.clone()),
+            bus,
+            shutdown,
+            tracker: TaskTracker::new(),
+            config,
+        }
+    }
+
+    /// Largest accepted broadcast or presence payload, in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.config.server.limits.max_payload_size_kb.saturating_mul(1000)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+}

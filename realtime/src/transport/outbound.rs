@@ -1,0 +1,201 @@
+//! A socket's bounded outbound queue: every frame for one client (replies, pushes and fan-out)
+//! passes through it, so the client sees them in the order they were queued.
+//!
+//! Producers (the registry's dispatcher, the socket's own session) never wait: a push into a full
+//! queue marks the socket as a slow consumer, drops what is queued and wakes the session, which
+//! closes the socket with [`SLOW_CONSUMER_CLOSE`]. One slow client therefore never delays the
+//! fan-out to the others. The queue holds no allocation while empty.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use axum::extract::ws::Message;
+use tokio::sync::Notify;
+
+/// WebSocket close code for a client that does not read its frames fast enough.
+pub const SLOW_CONSUMER_CLOSE: u16 = 4008;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the client is too slow: its outbound queue is full")]
+    Overflow,
+    #[error("the socket is closed")]
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    Overflowed,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Inner {
+    frames: VecDeque<Message>,
+    state: State,
+}
+
+#[derive(Debug)]
+pub struct Outbound {
+    inner: Mutex<Inner>,
+    wake: Notify,
+    capacity: usize,
+}
+
+/// What [`Outbound::take`] found.
+#[derive(Debug)]
+pub enum Taken {
+    Frames(VecDeque<Message>),
+    /// The queue overflowed: the socket must be closed as a slow consumer.
+    Overflowed,
+    Closed,
+}
+
+impl Outbound {
+    pub fn new(capacity: usize) -> Self {
+        Outbound {
+            inner: Mutex::new(Inner { frames: VecDeque::new(), state: State::Open }),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every critical
+        // section is a single push or swap), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, frame: Message) -> Result<(), PushError> {
+        let mut inner = self.lock();
+        match inner.state {
+            State::Open => {}
+            State::Overflowed => return Err(PushError::Overflow),
+            State::Closed => return Err(PushError::Closed),
+        }
+        if inner.frames.len() >= self.capacity {
+            inner.state = State::Overflowed;
+            inner.frames = VecDeque::new();
+            drop(inner);
+            self.wake.notify_one();
+            return Err(PushError::Overflow);
+        }
+        inner.frames.push_back(frame);
+        let first = inner.frames.len() == 1;
+        drop(inner);
+        // Only the empty → non-empty transition needs a wake-up: the session drains everything
+        // queued each time it wakes, and re-checks before it sleeps again.
+        if first {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes every queued frame.
+    pub fn take(&self) -> Taken {
+        let mut inner = self.lock();
+        match inner.state {
+            State::Open => Taken::Frames(std::mem::take(&mut inner.frames)),
+            State::Overflowed => Taken::Overflowed,
+            State::Closed => Taken::Closed,
+        }
+    }
+
+    pub fn is_overflowed(&self) -> bool {
+        self.lock().state == State::Overflowed
+    }
+
+    /// Refuses further frames and drops queued ones (the socket is going away).
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Open {
+            inner.state = State::Closed;
+        }
+        inner.frames = VecDeque::new();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until a frame was queued (or the queue overflowed) since the last wake-up.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
+    fn frames(taken: Taken) -> Vec<String> {
+        match taken {
+            Taken::Frames(f) => f.into_iter().map(|m| m.into_text().unwrap().to_string()).collect(),
+            other => panic!("expected frames, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keeps_order_and_empties_on_take() {
+        let q = Outbound::new(4);
+        q.push(text("a")).unwrap();
+        q.push(text("b")).unwrap();
+        assert_eq!(frames(q.take()), ["a", "b"]);
+        assert!(q.is_empty());
+        q.push(text("c")).unwrap();
+        assert_eq!(frames(q.take()), ["c"]);
+    }
+
+    #[test]
+    fn overflow_marks_the_consumer_slow_and_refuses_more() {
+        let q = Outbound::new(2);
+        q.push(text("a")).unwrap();
+        q.push(text("b")).unwrap();
+        assert_eq!(q.push(text("c")), Err(PushError::Overflow));
+        assert!(q.is_overflowed());
+        assert!(matches!(q.take(), Taken::Overflowed));
+        assert_eq!(q.push(text("d")), Err(PushError::Overflow));
+    }
+
+    #[test]
+    fn closed_queue_refuses_frames() {
+        let q = Outbound::new(2);
+        q.push(text("a")).unwrap();
+        q.close();
+        assert_eq!(q.push(text("b")), Err(PushError::Closed));
+        assert!(matches!(q.take(), Taken::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_waiting_consumer_and_overflow_wakes_it_too() {
+        let q = std::sync::Arc::new(Outbound::new(1));
+        let waiter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.wait().await })
+        };
+        tokio::task::yield_now().await;
+        q.push(text("a")).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        let _ = q.take();
+
+        // A wake-up stored while nobody waits is not lost.
+        q.push(text("b")).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), q.wait()).await.unwrap();
+
+        // Overflow (queue already holds "b") also wakes the consumer.
+        assert_eq!(q.push(text("c")), Err(PushError::Overflow));
+        tokio::time::timeout(Duration::from_secs(1), q.wait()).await.unwrap();
+    }
+}

@@ -1,0 +1,57 @@
+//! `access_token`: the client refreshes a channel's token (realtime-js does so whenever its
+//! session token changes). No reply. A refused token, or one that no longer grants read access
+//! to a private channel, shuts the channel down with a `system` error; a good one moves the
+//! expiry timer.
+
+use serde_json::Value;
+
+use super::Session;
+use super::join::channel_token;
+use crate::transport::phoenix::Inbound;
+
+impl Session {
+    pub(super) async fn access_token(&mut self, msg: &Inbound) {
+        let Some(token) = msg
+            .payload
+            .as_json()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .and_then(|v| channel_token(&v["access_token"]))
+        else {
+            return;
+        };
+        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        if ch.token.as_deref().unwrap_or(&self.api_key) == token {
+            return;
+        }
+        let claims = match self.node.verifier.verify(&token).await {
+            Ok(claims) => claims,
+            Err(error) => return self.shutdown_channel(&msg.topic, &error.to_string()),
+        };
+        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let access = if ch.key.is_private() {
+            let access = self.node.policy.channel_access(ch.key.sub_topic(), &claims);
+            if !access.can_join() {
+                let message = format!(
+                    "You no longer have permission to read from this Channel topic: {}",
+                    ch.key.sub_topic()
+                );
+                return self.shutdown_channel(&msg.topic, &message);
+            }
+            access
+        } else {
+            ch.access
+        };
+        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let changed = ch.access != access;
+        ch.token = Some(token);
+        ch.exp = claims.exp;
+        ch.access = access;
+        let (id, exp) = (ch.id, ch.exp);
+        if changed {
+            if let Some(ch) = self.channels.get(&msg.topic) {
+                self.node.registry.subscribe(&ch.key, self.subscriber(ch));
+            }
+        }
+        self.schedule_expiry(&msg.topic, id, exp);
+    }
+}

@@ -1,0 +1,43 @@
+//! `broadcast` from a client (text push or binary kind 3): checked, then published on the bus.
+//! With `ack` the client gets a reply once the message is handed on, or
+//! `"payload_size_exceeded"` when it is too large.
+
+use bytes::Bytes;
+
+use super::Session;
+use crate::broadcast::Broadcast;
+use crate::channels::{ChannelEvent, EventKind};
+use crate::transport::phoenix::{Inbound, Payload, Status};
+
+impl Session {
+    pub(super) fn broadcast(&mut self, mut msg: Inbound) {
+        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let payload = std::mem::replace(&mut msg.payload, Payload::Binary(Bytes::new()));
+        let message = match payload {
+            Payload::Json(raw) => match Broadcast::from_client_json(&raw) {
+                Some(b) => b,
+                None => return,
+            },
+            Payload::UserBroadcast { event, data } => Broadcast::from_data(event, data),
+            Payload::Binary(_) => return,
+        };
+        // Without write access (private channels) the message is dropped silently, even with
+        // `ack`, as Supabase does: the client's push times out.
+        if !ch.access.broadcast_write {
+            return;
+        }
+        if message.payload_size() > self.node.max_payload_bytes() {
+            if ch.ack {
+                self.reply(&msg, Status::Error, "\"payload_size_exceeded\"");
+            }
+            return;
+        }
+        let exclude = (!ch.self_broadcast).then_some(ch.id);
+        let ack = ch.ack;
+        let event = ChannelEvent::new(ch.key.clone(), exclude, EventKind::Broadcast(message));
+        self.node.bus.publish_channel_event(event);
+        if ack {
+            self.reply(&msg, Status::Ok, "{}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! `phx_join`: checks, in Supabase's order, the topic, the join rate, the channel count, the
+//! token and (private channels) the policy; then replies, registers the channel and pushes the
+//! presence state. Errors are replies `{"reason":"<Code>: <message>"}` sent after the channel
+//! error backoff, to damp reconnect storms.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::channel::Channel;
+use super::{Close, Session, Timer};
+use crate::channels::access::ChannelAccess;
+use crate::channels::registry::SubscriberId;
+use crate::channels::topic::{self, TopicError, TopicKey};
+use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
+use crate::transport::phoenix::{Inbound, Status};
+
+pub(super) const UNMATCHED: &str = r#"{"reason":"unmatched topic"}"#;
+
+/// The parts of a join payload the server uses. Parsing is lenient like Supabase's: whatever
+/// does not parse takes its default and the join goes on.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct JoinParams {
+    pub ack: bool,
+    pub self_broadcast: bool,
+    pub presence_enabled: bool,
+    /// `config.presence.key` when given and not empty.
+    pub presence_key: Option<String>,
+    pub private: bool,
+    /// `config.postgres_changes`, as sent.
+    pub postgres_changes: Vec<Value>,
+    /// `access_token` (or legacy `user_token`), unless it is an `sb_` key.
+    pub access_token: Option<String>,
+}
+
+impl JoinParams {
+    pub fn parse(payload: Option<&RawValue>) -> JoinParams {
+        let Some(v) = payload.and_then(|p| serde_json::from_str::<Value>(p.get()).ok()) else {
+            return JoinParams::default();
+        };
+        let config = &v["config"];
+        let presence_key = match &config["presence"]["key"] {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
+        JoinParams {
+            ack: flexible_bool(&config["broadcast"]["ack"]),
+            self_broadcast: flexible_bool(&config["broadcast"]["self"]),
+            presence_enabled: flexible_bool(&config["presence"]["enabled"]),
+            presence_key,
+            private: flexible_bool(&config["private"]),
+            postgres_changes: config["postgres_changes"].as_array().cloned().unwrap_or_default(),
+            access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
+        }
+    }
+}
+
+/// Supabase's `FlexibleBoolean`: a boolean or the strings "true"/"false" in any case.
+fn flexible_bool(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// A token usable for a channel: new-style `sb_` API keys are not JWTs and are ignored (the
+/// socket's key is used instead).
+pub(super) fn channel_token(v: &Value) -> Option<String> {
+    v.as_str().filter(|t| !t.trim().is_empty() && !t.starts_with("sb_")).map(str::to_owned)
+}
+
+/// Hook for Postgres Changes: the `postgres_changes` list of the join reply, one entry per
+/// requested binding in the same order (the client's params plus an integer `id`). Subscribing
+/// to changes is not implemented yet, so the list is always empty.
+fn postgres_changes_reply(_requested: &[Value]) -> Vec<Value> {
+    Vec::new()
+}
+
+pub(super) fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Session {
+    pub(super) async fn join(&mut self, mut msg: Inbound) {
+        // Phoenix uses the join's ref when the client sends no join_ref.
+        if msg.join_ref.is_none() {
+            msg.join_ref = msg.msg_ref.clone();
+        }
+        let sub_topic = match topic::sub_topic(&msg.topic) {
+            Ok(sub) => sub.to_owned(),
+            Err(TopicError::Unmatched) => return self.reply(&msg, Status::Error, UNMATCHED),
+            Err(e @ TopicError::NameRequired) => return self.join_error(&msg, &e.to_string(), None),
+        };
+        // A second join of a joined topic replaces the first channel.
+        if self.channels.contains_key(&msg.topic) {
+            self.close_channel(&msg.topic);
+        }
+        let params = JoinParams::parse(msg.payload.as_json());
+
+        if !self.node.limits.join(std::time::Instant::now()) {
+            return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
+        }
+        let limits = &self.node.config.server.limits;
+        if self.channels.len() >= limits.max_channels_per_client {
+            return self.join_error(&msg, TOO_MANY_CHANNELS_REASON, None);
+        }
+        let token = params.access_token.as_deref().unwrap_or(&self.api_key);
+        let claims = match self.node.verifier.verify(token).await {
+            Ok(claims) => claims,
+            Err(error) => return self.join_error(&msg, &error.join_reason(), None),
+        };
+        let access = if params.private {
+            self.node.policy.channel_access(&sub_topic, &claims)
+        } else {
+            ChannelAccess::ALL
+        };
+        if !access.can_join() {
+            let reason = format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}");
+            return self.join_error(&msg, &reason, None);
+        }
+
+        let ch = Channel {
+            key: TopicKey::new(&sub_topic, params.private),
+            join_ref: msg.join_ref.clone(),
+            id: SubscriberId::next(),
+            ack: params.ack,
+            self_broadcast: params.self_broadcast,
+            presence_enabled: params.presence_enabled || params.presence_key.is_some(),
+            presence_key: params.presence_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            tracked: false,
+            token: params.access_token.clone(),
+            exp: claims.exp,
+            access,
+            presence_calls: SlidingLog::new(
+                limits.max_client_presence_events_per_window,
+                limits.client_presence_window,
+            ),
+        };
+        // Order matters: the reply goes first, then the channel is registered (from here on it
+        // receives diffs and broadcasts), then the presence state is read. A diff racing the
+        // join may arrive twice, never zero times.
+        let response = serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
+        self.reply(&msg, Status::Ok, &response.to_string());
+        self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+        if ch.presence_enabled && ch.access.presence_read {
+            self.push_presence_state(&ch, &msg.topic);
+        }
+        self.schedule_expiry(&msg.topic, ch.id, ch.exp);
+        self.channels.insert(msg.topic, ch);
+    }
+
+    fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
+        let response = serde_json::json!({ "reason": reason }).to_string();
+        let frame = self.reply_frame(msg, Status::Error, &response);
+        self.send_delayed(frame, then);
+    }
+
+    pub(super) fn push_presence_state(&self, ch: &Channel, topic: &str) {
+        let state = self.node.presence.state(&ch.key);
+        self.push(ch.join_ref.as_deref(), topic, "presence_state", &state);
+    }
+
+    /// Arms the timer that closes the channel when its token expires at `exp` (Unix seconds).
+    pub(super) fn schedule_expiry(&mut self, topic: &str, subscriber: SubscriberId, exp: i64) {
+        let now = SystemTime::now();
+        let at = UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64);
+        let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+        self.schedule(Instant::now() + wait, Timer::TokenExpiry { topic: topic.to_owned(), subscriber });
+    }
+
+    /// The expiry timer fired: close the channel unless its token was refreshed meanwhile.
+    pub(super) fn token_expired(&mut self, topic: &str, subscriber: SubscriberId) {
+        let Some(ch) = self.channels.get(topic) else { return };
+        let now = unix_now();
+        if ch.id != subscriber || ch.exp > now {
+            return;
+        }
+        let message = format!("Token has expired {} seconds ago", now - ch.exp);
+        self.shutdown_channel(topic, &message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> JoinParams {
+        JoinParams::parse(Some(&RawValue::from_string(json.to_owned()).unwrap()))
+    }
+
+    #[test]
+    fn reads_realtime_js_join_payloads() {
+        let p = parse(
+            r#"{"config":{"broadcast":{"ack":true,"self":"TRUE"},"presence":{"key":"u1","enabled":false},
+                "postgres_changes":[{"event":"*","schema":"public"}],"private":"true"},
+               "access_token":"eyJ.x.y","version":"realtime-js/2.112.2"}"#,
+        );
+        assert!(p.ack && p.self_broadcast && p.private);
+        assert!(!p.presence_enabled);
+        assert_eq!(p.presence_key.as_deref(), Some("u1"));
+        assert_eq!(p.postgres_changes.len(), 1);
+        assert_eq!(p.access_token.as_deref(), Some("eyJ.x.y"));
+    }
+
+    #[test]
+    fn lenient_defaults_and_token_fallbacks() {
+        assert_eq!(parse("{}"), JoinParams::default());
+        assert_eq!(parse("[1]"), JoinParams::default());
+        let p = parse(r#"{"config":{"presence":{"key":""},"broadcast":{"self":1}},"user_token":"legacy"}"#);
+        assert_eq!(p.presence_key, None);
+        assert!(!p.self_broadcast);
+        assert_eq!(p.access_token.as_deref(), Some("legacy"));
+        assert_eq!(parse(r#"{"access_token":"sb_publishable_x"}"#).access_token, None);
+        assert_eq!(parse(r#"{"config":{"presence":{"key":7}}}"#).presence_key.as_deref(), Some("7"));
+    }
+}

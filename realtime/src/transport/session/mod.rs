@@ -1,0 +1,341 @@
+//! One client socket: reads its frames, runs the channel protocol, writes its outbound queue.
+//!
+//! A session is one task that owns everything about its socket: the joined channels (with their
+//! tokens and access), the timers (delayed error replies, token expiry, idle timeout) and the
+//! client's rate counters. Other tasks reach the client only through its [`Outbound`] queue.
+//! Each client event is handled in its own file; the loop here routes frames to them.
+//!
+//! Close codes (documented in `docs/protocol.md`): 1001 when the server shuts down, after the
+//! join rate limit and after 60 s without any frame; 4008 when the client does not read fast
+//! enough and its queue overflowed.
+
+mod access_token;
+mod broadcast;
+mod channel;
+mod heartbeat;
+mod join;
+mod leave;
+mod presence;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::SinkExt;
+use tokio::time::Instant;
+
+use self::channel::Channel;
+use super::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
+use super::phoenix::{self, Inbound, Status, Vsn};
+use crate::channels::registry::SubscriberId;
+use crate::limits::{OwnedConnectionSlot, WindowCounter};
+use crate::node::Node;
+
+/// How long a closing socket may take to send its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a session ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// The node is shutting down.
+    Shutdown,
+    /// The outbound queue overflowed.
+    SlowConsumer,
+    /// No frame arrived within the idle timeout.
+    Idle,
+    /// The node's join rate limit was hit (Supabase disconnects too).
+    JoinRate,
+    /// The client closed the socket or the connection failed.
+    Gone,
+}
+
+impl Close {
+    /// The close frame sent to the client, if any.
+    pub fn frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            Close::Shutdown => Some((1001, "server shutting down")),
+            Close::SlowConsumer => Some((SLOW_CONSUMER_CLOSE, "slow consumer")),
+            Close::Idle => Some((1001, "idle timeout")),
+            Close::JoinRate => Some((1001, "too many joins per second")),
+            Close::Gone => None,
+        }
+    }
+}
+
+/// Work a session has scheduled for later.
+#[derive(Debug)]
+enum Timer {
+    /// Send a frame (a delayed join error), then maybe close the socket.
+    Send { frame: String, then: Option<Close> },
+    /// The token of a channel expires now (unless it was refreshed since).
+    TokenExpiry { topic: String, subscriber: SubscriberId },
+}
+
+pub struct Session {
+    node: Arc<Node>,
+    vsn: Vsn,
+    outbound: Arc<Outbound>,
+    /// The token the socket connected with: the default token of its channels.
+    api_key: String,
+    /// Joined channels by wire topic (`realtime:<sub-topic>`).
+    channels: HashMap<String, Channel>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    last_activity: Instant,
+    client_events: WindowCounter,
+    pending_close: Option<Close>,
+    _slot: OwnedConnectionSlot,
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: String, slot: OwnedConnectionSlot) -> Self {
+        let limits = &node.config.server.limits;
+        Session {
+            outbound: Arc::new(Outbound::new(limits.outbound_queue_frames)),
+            client_events: WindowCounter::per_second(limits.max_events_per_second),
+            vsn,
+            api_key,
+            channels: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            last_activity: Instant::now(),
+            pending_close: None,
+            _slot: slot,
+            node,
+        }
+    }
+
+    /// Runs the socket until it closes.
+    pub async fn run(mut self, mut socket: WebSocket) {
+        let shutdown = self.node.shutdown.clone();
+        let outbound = self.outbound.clone();
+        let mut armed = self.next_deadline();
+        let sleep = tokio::time::sleep_until(armed);
+        tokio::pin!(sleep);
+        let close = loop {
+            // Replies and fan-out wait in one queue: write it out before reading more.
+            if let Err(close) = self.flush(&mut socket).await {
+                break close;
+            }
+            if let Some(close) = self.pending_close.take() {
+                break close;
+            }
+            tokio::select! {
+                biased;
+                // Shutdown first, then the client's queue, then its frames, then timers.
+                _ = shutdown.cancelled() => break Close::Shutdown,
+                _ = outbound.wait() => {}
+                frame = socket.recv() => match frame {
+                    Some(Ok(frame)) => {
+                        self.last_activity = Instant::now();
+                        self.on_frame(frame).await;
+                    }
+                    Some(Err(_)) | None => break Close::Gone,
+                },
+                _ = &mut sleep => {
+                    if let Some(close) = self.on_timers(Instant::now()) {
+                        break close;
+                    }
+                    armed = self.next_deadline();
+                    sleep.as_mut().reset(armed);
+                }
+            }
+            let next = self.next_deadline();
+            if next < armed {
+                armed = next;
+                sleep.as_mut().reset(armed);
+            }
+        };
+        self.finish(socket, close).await;
+    }
+
+    /// Writes every queued frame; returns why the socket must close if it must.
+    async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Close> {
+        loop {
+            let frames = match self.outbound.take() {
+                Taken::Frames(frames) if frames.is_empty() => return Ok(()),
+                Taken::Frames(frames) => frames,
+                Taken::Overflowed => return Err(Close::SlowConsumer),
+                Taken::Closed => return Err(Close::Gone),
+            };
+            let write = async {
+                for frame in frames {
+                    socket.feed(frame).await?;
+                }
+                socket.flush().await
+            };
+            // A client that stops reading blocks this write; keep watching for the queue
+            // overflowing behind it and for shutdown, so neither waits on the client.
+            let outbound = &self.outbound;
+            let overflow = async {
+                loop {
+                    outbound.wait().await;
+                    if outbound.is_overflowed() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.node.shutdown.cancelled() => return Err(Close::Shutdown),
+                _ = overflow => return Err(Close::SlowConsumer),
+                written = write => written.map_err(|_| Close::Gone)?,
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Message) {
+        let decoded = match frame {
+            Message::Text(text) => phoenix::decode_text(self.vsn, text.as_str()),
+            Message::Binary(data) => phoenix::decode_binary_frame(self.vsn, data),
+            // Pings are answered by the WebSocket layer; a close ends `recv` next.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return,
+        };
+        match decoded {
+            Ok(msg) => self.on_message(msg).await,
+            // Malformed frames are dropped and the connection kept, as Phoenix does.
+            Err(error) => tracing::debug!(%error, "dropped a malformed client frame"),
+        }
+    }
+
+    async fn on_message(&mut self, msg: Inbound) {
+        if msg.topic == "phoenix" && msg.event == "heartbeat" {
+            return self.heartbeat(&msg);
+        }
+        if msg.event == "phx_join" {
+            return self.join(msg).await;
+        }
+        let joined = self
+            .channels
+            .get(&msg.topic)
+            .is_some_and(|ch| msg.join_ref.is_none() || msg.join_ref == ch.join_ref);
+        if !joined {
+            return self.reply(&msg, Status::Error, r#"{"reason":"unmatched topic"}"#);
+        }
+        match msg.event.as_str() {
+            "phx_leave" => self.leave(&msg),
+            "access_token" => self.access_token(&msg).await,
+            "broadcast" => {
+                if self.count_client_event(&msg.topic) {
+                    self.broadcast(msg);
+                }
+            }
+            "presence" => {
+                if self.count_client_event(&msg.topic) {
+                    self.presence(&msg);
+                }
+            }
+            // Unknown events on a joined channel are ignored but count toward the rate.
+            _ => {
+                self.count_client_event(&msg.topic);
+            }
+        }
+    }
+
+    /// Counts a client event; over `max_events_per_second` the channel is shut down.
+    fn count_client_event(&mut self, topic: &str) -> bool {
+        if self.client_events.hit(std::time::Instant::now()) {
+            return true;
+        }
+        self.shutdown_channel(topic, crate::limits::TOO_MANY_MESSAGES);
+        false
+    }
+
+    fn on_timers(&mut self, now: Instant) -> Option<Close> {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Timer::Send { frame, then } => {
+                    self.send_text(frame);
+                    if then.is_some() {
+                        self.pending_close = then;
+                    }
+                }
+                Timer::TokenExpiry { topic, subscriber } => self.token_expired(&topic, subscriber),
+            }
+        }
+        if now >= self.last_activity + self.node.config.server.limits.idle_timeout {
+            return Some(Close::Idle);
+        }
+        None
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let idle = self.last_activity + self.node.config.server.limits.idle_timeout;
+        match self.timers.first_key_value() {
+            Some(((at, _), _)) => idle.min(*at),
+            None => idle,
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    /// Sends `frame` after the channel error backoff (at once when it is zero).
+    fn send_delayed(&mut self, frame: String, then: Option<Close>) {
+        let backoff = self.node.config.server.limits.channel_error_backoff;
+        if backoff.is_zero() {
+            self.send_text(frame);
+            if then.is_some() {
+                self.pending_close = then;
+            }
+        } else {
+            self.schedule(Instant::now() + backoff, Timer::Send { frame, then });
+        }
+    }
+
+    fn send_text(&self, frame: String) {
+        // A full queue marks the client as slow; the loop then closes the socket.
+        let _ = self.outbound.push(Message::Text(frame.into()));
+    }
+
+    /// Replies to `msg` with `{"status":…,"response":<response>}`.
+    fn reply(&self, msg: &Inbound, status: Status, response: &str) {
+        self.send_text(self.reply_frame(msg, status, response));
+    }
+
+    fn reply_frame(&self, msg: &Inbound, status: Status, response: &str) -> String {
+        phoenix::encode_reply(
+            self.vsn,
+            msg.join_ref.as_deref(),
+            msg.msg_ref.as_deref(),
+            &msg.topic,
+            status,
+            response,
+        )
+    }
+
+    /// A channel push (join_ref set, no ref), e.g. `presence_state` or `system`.
+    fn push(&self, join_ref: Option<&str>, topic: &str, event: &str, payload: &str) {
+        self.send_text(phoenix::encode_text(self.vsn, join_ref, None, topic, event, payload));
+    }
+
+    /// Leaves every channel; safe to call twice.
+    fn cleanup(&mut self) {
+        for (_, ch) in std::mem::take(&mut self.channels) {
+            self.forget(&ch);
+        }
+        self.outbound.close();
+    }
+
+    async fn finish(mut self, mut socket: WebSocket, close: Close) {
+        self.cleanup();
+        if let Some((code, reason)) = close.frame() {
+            let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Also runs when the task is aborted or panics: no registry entry or presence outlives
+        // its socket.
+        self.cleanup();
+    }
+}

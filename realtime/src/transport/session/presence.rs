@@ -1,0 +1,74 @@
+//! `presence` from a client: `{"type":"presence","event":"track","payload":{…}}` or
+//! `{"event":"untrack"}` (event names are case-insensitive). Replies ok, or an error reply.
+//!
+//! Unlike Supabase, a `track` on a channel joined without presence also pushes the current
+//! `presence_state`, so realtime-js (which waits for a state before applying diffs) shows it.
+
+use serde_json::Value;
+
+use super::Session;
+use crate::limits::{CLIENT_PRESENCE_RATE, TOO_MANY_PRESENCE_MESSAGES, TRACK_TOO_LARGE};
+use crate::transport::phoenix::{Inbound, Status};
+
+const NOT_A_MAP: &str = r#"{"reason":"Presence track payload must be a map"}"#;
+
+impl Session {
+    pub(super) fn presence(&mut self, msg: &Inbound) {
+        let Some(body) = msg.payload.as_json().and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        else {
+            return self.reply(msg, Status::Error, "{}");
+        };
+        let now = std::time::Instant::now();
+        if !self.node.limits.presence_event(now) {
+            return self.shutdown_channel(&msg.topic, TOO_MANY_PRESENCE_MESSAGES);
+        }
+        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        if !ch.presence_calls.hit(now) {
+            return self.shutdown_channel(&msg.topic, CLIENT_PRESENCE_RATE);
+        }
+        match body["event"].as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("track") => self.track(msg, body.get("payload")),
+            Some("untrack") => self.untrack(msg),
+            _ => self.reply(msg, Status::Error, "{}"),
+        }
+    }
+
+    fn track(&mut self, msg: &Inbound, payload: Option<&Value>) {
+        let Some(Value::Object(meta)) = payload else {
+            return self.reply(msg, Status::Error, NOT_A_MAP);
+        };
+        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        if !ch.access.presence_write {
+            return self.reply(msg, Status::Error, "{}");
+        }
+        let size = msg.payload.as_json().map_or(0, |raw| raw.get().len());
+        if size > self.node.max_payload_bytes() {
+            return self.shutdown_channel(&msg.topic, TRACK_TOO_LARGE);
+        }
+        if !ch.presence_enabled {
+            if let Some(ch) = self.channels.get_mut(&msg.topic) {
+                ch.presence_enabled = true;
+            }
+            if let Some(ch) = self.channels.get(&msg.topic) {
+                self.node.registry.subscribe(&ch.key, self.subscriber(ch));
+                if ch.access.presence_read {
+                    self.push_presence_state(ch, &msg.topic);
+                }
+            }
+        }
+        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        ch.tracked = true;
+        self.node.presence.track(&ch.key, ch.id, &ch.presence_key, meta.clone());
+        self.reply(msg, Status::Ok, "{}");
+    }
+
+    fn untrack(&mut self, msg: &Inbound) {
+        if let Some(ch) = self.channels.get_mut(&msg.topic) {
+            if ch.tracked {
+                ch.tracked = false;
+                self.node.presence.untrack(&ch.key, ch.id);
+            }
+        }
+        self.reply(msg, Status::Ok, "{}");
+    }
+}
