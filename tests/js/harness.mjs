@@ -111,7 +111,7 @@ export async function startServer() {
       throw new Error(`realtime exited early (${JSON.stringify(exited)}):\n${log}`)
     }
     try {
-      const res = await fetch(`${httpUrl}/healthz`)
+      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) })
       await res.body?.cancel()
       if (res.status === 200) break
     } catch {
