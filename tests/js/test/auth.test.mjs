@@ -145,6 +145,61 @@ for (const vsn of VSNS) {
       assert.deepEqual(privateInbox.items, [])
     })
 
+    test('presence on a private channel allowed by policy reaches other members', async () => {
+      const topic = uniqueTopic(ALLOWED_PRIVATE_PREFIX)
+      const events = new Inbox('private presence')
+      const watcher = client(vsn, { token: allowedToken() })
+        .channel(topic, { config: { private: true, presence: { key: 'watcher' } } })
+        .on('presence', { event: 'join' }, events.push)
+      await subscribed(watcher)
+      const member = client(vsn, { token: allowedToken() }).channel(topic, {
+        config: { private: true, presence: { key: 'member' } },
+      })
+      await subscribed(member)
+      assert.equal(await member.track({ name: 'M' }), 'ok')
+      const join = await events.next((e) => e.key === 'member')
+      assert.equal(join.newPresences[0].name, 'M')
+    })
+
+    test('REST broadcasts to a private channel are delivered only when the token may write', async () => {
+      const topic = uniqueTopic(ALLOWED_PRIVATE_PREFIX)
+      const inbox = new Inbox('private REST receiver')
+      const receiver = client(vsn, { token: allowedToken() })
+        .channel(topic, { config: { private: true } })
+        .on('broadcast', { event: '*' }, inbox.push)
+      await subscribed(receiver)
+      const restAs = (token) =>
+        client(vsn, { token, logger: () => {} }).channel(topic, { config: { private: true } })
+      // Denied: Supabase answers 202 and drops the message; only its absence is asserted.
+      await restAs(server.token({ sub: 'someone-else' }))
+        .httpSend('denied', { n: 1 })
+        .catch(() => {})
+      assert.deepEqual(await restAs(allowedToken()).httpSend('allowed', { n: 2 }), { success: true })
+      await inbox.next((m) => m.payload?.n === 2)
+      await absenceWindow(ABSENCE_WAIT_MS)
+      assert.deepEqual(
+        inbox.items.map((m) => m.event),
+        ['allowed']
+      )
+    })
+
+    test('setAuth() with a token that lost access closes the private channel', async () => {
+      const topic = uniqueTopic(ALLOWED_PRIVATE_PREFIX)
+      const c = client(vsn, { token: allowedToken() })
+      const system = new Inbox('system')
+      const statuses = new Inbox('statuses')
+      const channel = c
+        .channel(topic, { config: { private: true } })
+        .on('system', {}, system.push)
+      channel.subscribe(statuses.push)
+      assert.equal(await statuses.next(), 'SUBSCRIBED', 'the allowed token must join first')
+      await c.setAuth(server.token({ sub: 'someone-else' }))
+      const msg = await system.next((m) => m.status === 'error')
+      assert.equal(msg.extension, 'system')
+      assert.match(msg.message, new RegExp(`permission.* to read from this Channel topic: ${topic}$`))
+      await statuses.next((s) => s === 'CLOSED')
+    })
+
     test('a private channel denied by policy fails with the Unauthorized reason', async () => {
       // The policy opens `private-allowed*` to sub user-allowed only.
       for (const [token, topic] of [

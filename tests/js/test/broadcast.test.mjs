@@ -11,6 +11,7 @@ import {
   absenceWindow,
   connect,
   disconnectAll,
+  makeToken,
   startServer,
   subscribed,
   uniqueTopic,
@@ -106,27 +107,65 @@ for (const vsn of VSNS) {
       )
     })
 
-    test('httpSend() (single-message REST endpoint) reaches subscribers', async () => {
+    for (const path of ['/socket', '/realtime/v1']) {
+      test(`httpSend() (single-message REST endpoint) reaches subscribers (client on ${path})`, async () => {
+        const topic = uniqueTopic()
+        const { inbox } = await listener(client(vsn), topic)
+        const rest = client(vsn, { path }).channel(topic)
+        const result = await rest.httpSend('from-rest', { n: 11, text: 'via REST' })
+        assert.deepEqual(result, { success: true })
+        const got = await inbox.next(byN(11))
+        assert.equal(got.type, 'broadcast')
+        assert.equal(got.event, 'from-rest')
+        assert.deepEqual(got.payload, { n: 11, text: 'via REST' })
+      })
+
+      test(`send() before subscribing uses the batch REST endpoint and is delivered (client on ${path})`, async () => {
+        const topic = uniqueTopic()
+        const { inbox } = await listener(client(vsn), topic)
+        const rest = client(vsn, { path, logger: () => {} }).channel(topic)
+        assert.equal(rest.state, 'closed')
+        const status = await rest.send({ type: 'broadcast', event: 'batch', payload: { n: 12 } })
+        assert.equal(status, 'ok')
+        const got = await inbox.next(byN(12))
+        assert.equal(got.event, 'batch')
+        assert.deepEqual(got.payload, { n: 12 })
+      })
+    }
+
+    test('REST sends carry a setAuth() token as Authorization: Bearer and are delivered', async () => {
       const topic = uniqueTopic()
       const { inbox } = await listener(client(vsn), topic)
-      const rest = client(vsn).channel(topic)
-      const result = await rest.httpSend('from-rest', { n: 11, text: 'via REST' })
-      assert.deepEqual(result, { success: true })
-      const got = await inbox.next(byN(11))
-      assert.equal(got.type, 'broadcast')
-      assert.equal(got.event, 'from-rest')
-      assert.deepEqual(got.payload, { n: 11, text: 'via REST' })
+      const c = client(vsn, { logger: () => {} })
+      await c.setAuth(server.token({ sub: 'bearer-user' }))
+      const rest = c.channel(topic)
+      assert.deepEqual(await rest.httpSend('bearer', { n: 13 }), { success: true })
+      assert.equal(await rest.send({ type: 'broadcast', event: 'bearer', payload: { n: 14 } }), 'ok')
+      await inbox.next(byN(13))
+      await inbox.next(byN(14))
     })
 
-    test('send() before subscribing falls back to the batch REST endpoint and is delivered', async () => {
+    test('REST sends with a refused token fail (401 Unauthorized) and deliver nothing', async () => {
       const topic = uniqueTopic()
       const { inbox } = await listener(client(vsn), topic)
-      const rest = client(vsn, { logger: () => {} }).channel(topic)
-      const status = await rest.send({ type: 'broadcast', event: 'batch', payload: { n: 12 } })
-      assert.equal(status, 'ok')
-      const got = await inbox.next(byN(12))
-      assert.equal(got.event, 'batch')
-      assert.deepEqual(got.payload, { n: 12 })
+      const wrong = makeToken({}, { secret: 'not-the-server-secret' })
+      // The socket connects with a valid key; the bad token goes in Authorization.
+      const c = client(vsn, { logger: () => {} })
+      await c.setAuth(wrong)
+      const rest = c.channel(topic)
+      await assert.rejects(rest.httpSend('bad', { n: 15 }), { message: 'Unauthorized' })
+      assert.equal(await rest.send({ type: 'broadcast', event: 'bad', payload: { n: 16 } }), 'error')
+      // A bad apikey header alone (no Authorization) is refused too.
+      const keyOnly = client(vsn, { token: wrong, logger: () => {} }).channel(topic)
+      await assert.rejects(keyOnly.httpSend('bad', { n: 17 }), { message: 'Unauthorized' })
+      // A later valid REST message arrives; the refused ones never do.
+      await client(vsn).channel(topic).httpSend('good', { n: 18 })
+      await inbox.next(byN(18))
+      await absenceWindow(ABSENCE_WAIT_MS)
+      assert.deepEqual(
+        inbox.items.map((m) => m.payload.n),
+        [18]
+      )
     })
 
     test('removeChannel() stops delivery to that client', async () => {
