@@ -50,6 +50,11 @@ struct Options {
     concurrency: u64,
     topics: u64,
     vsn: Vsn,
+    /// Run the idle phase (connect rate, memory) and the fan-out phase.
+    idle_phase: bool,
+    fanout_phase: bool,
+    /// Join each idle socket to a topic (`join=0` measures bare sockets, for diagnosis).
+    idle_join: bool,
 }
 
 impl Options {
@@ -63,6 +68,9 @@ impl Options {
             concurrency: 100,
             topics: 100,
             vsn: Vsn::V2,
+            idle_phase: true,
+            fanout_phase: true,
+            idle_join: true,
         };
         for arg in args {
             let (key, value) = arg
@@ -82,6 +90,11 @@ impl Options {
                 "concurrency" => o.concurrency = number()?.max(1),
                 "topics" => o.topics = number()?.max(1),
                 "vsn" => o.vsn = Vsn::parse(value)?,
+                "phases" => {
+                    o.idle_phase = value.split(',').any(|p| p == "idle");
+                    o.fanout_phase = value.split(',').any(|p| p == "fanout");
+                }
+                "join" => o.idle_join = number()? != 0,
                 _ => bail!("unknown option {key:?}"),
             }
         }
@@ -165,8 +178,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
         "broadcast benchmark: server on {addr}, clients in child processes, vsn {}",
         o.vsn.as_str()
     );
+    let mut result = String::from("result broadcast");
+    let mut details = format!("vsn={}", o.vsn.as_str());
 
-    // 1. Warm-up.
+    // 1. Warm-up: first-use allocations (runtime, registry, TLS of worker threads).
     let mut warm = Clients::spawn(
         "idle",
         &base,
@@ -178,37 +193,95 @@ async fn run(o: Options) -> anyhow::Result<()> {
     }
     warm.close().await?;
 
-    // 2. Idle connections: connect rate and memory.
+    // Idle first, on a server that has not yet carried any fan-out traffic.
+    let idle = match o.idle_phase {
+        true => Some(idle_phase(&o, &base).await?),
+        false => None,
+    };
+    let fanout = match o.fanout_phase {
+        true => Some(fanout_phase(&o, &base).await?),
+        false => None,
+    };
+    if let Some((rate, cpu_ns)) = fanout {
+        result += &format!(" deliveries_per_s={rate:.0}");
+        details += &format!(
+            " subscribers={} messages_per_round={} rounds={} payload_bytes={} server_cpu_ns_per_delivery={cpu_ns:.0}",
+            o.subscribers, o.messages, o.rounds, o.payload
+        );
+    }
+    if let Some(idle) = idle {
+        result += &format!(
+            " bytes_per_idle_conn={:.0} connects_per_s={:.0}",
+            idle.bytes_per_conn, idle.connects_per_s
+        );
+        details += &format!(
+            " idle_conns={} idle_joined={} connect_concurrency={}",
+            idle.sockets, o.idle_join, o.concurrency
+        );
+    }
+
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(30), server).await {
+        Ok(joined) => joined.context("server task panicked")??,
+        Err(_) => eprintln!("server did not stop within 30 s of shutdown"),
+    }
+    println!("{result} {details}");
+    Ok(())
+}
+
+struct IdleResult {
+    sockets: u64,
+    connects_per_s: f64,
+    bytes_per_conn: f64,
+}
+
+/// Opens `idle` sockets (joined unless `join=0`): connect rate, then server RSS growth per socket.
+async fn idle_phase(o: &Options, base: &[String]) -> anyhow::Result<IdleResult> {
     let rss_before = proc_stats::rss_bytes().context("VmRSS")?;
     let mut idle = Clients::spawn(
         "idle",
-        &base,
-        &[format!("count={}", o.idle), format!("topics={}", o.topics)],
+        base,
+        &[
+            format!("count={}", o.idle),
+            format!("topics={}", o.topics),
+            format!("join={}", u8::from(o.idle_join)),
+        ],
     )?;
     let line = idle.expect("connected", Duration::from_secs(300)).await?;
     let rss_after = proc_stats::rss_bytes().context("VmRSS")?;
-    let (joined, failed) = (line.num("ok")?, line.num("failed")?);
+    let (sockets, failed) = (line.num("ok")?, line.num("failed")?);
     let connect_secs = line.num("elapsed_us")? as f64 / 1e6;
     idle.close().await?;
-    if failed > 0 || joined == 0 {
+    if failed > 0 || sockets == 0 {
         bail!("{failed} of {} idle sockets failed to open or join", o.idle);
     }
-    let connects_per_s = joined as f64 / connect_secs;
-    let bytes_per_idle_conn = rss_after.saturating_sub(rss_before) as f64 / joined as f64;
+    let connects_per_s = sockets as f64 / connect_secs;
+    let bytes_per_conn = rss_after.saturating_sub(rss_before) as f64 / sockets as f64;
     println!(
-        "idle: {joined} sockets opened and joined in {connect_secs:.2} s ({connects_per_s:.0}/s, \
-         concurrency {}); server RSS {:.1} MiB -> {:.1} MiB = {bytes_per_idle_conn:.0} B per connection; \
-         client RSS {:.1} MiB",
+        "idle: {sockets} sockets opened{} in {connect_secs:.2} s ({connects_per_s:.0}/s, concurrency {}); \
+         server RSS {:.1} MiB -> {:.1} MiB = {bytes_per_conn:.0} B per connection; client RSS {:.1} MiB",
+        if o.idle_join {
+            " and joined"
+        } else {
+            " (not joined)"
+        },
         o.concurrency,
         mib(rss_before),
         mib(rss_after),
         mib(line.num("client_rss")?)
     );
+    Ok(IdleResult {
+        sockets,
+        connects_per_s,
+        bytes_per_conn,
+    })
+}
 
-    // 3. Fan-out.
+/// Fan-out rounds: returns the median deliveries per second and server CPU ns per delivery.
+async fn fanout_phase(o: &Options, base: &[String]) -> anyhow::Result<(f64, f64)> {
     let mut fan = Clients::spawn(
         "fanout",
-        &base,
+        base,
         &[
             format!("subscribers={}", o.subscribers),
             format!("messages={}", o.messages),
@@ -227,11 +300,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
         let (delivered, expected) = (round.num("delivered")?, round.num("expected")?);
         let secs = round.num("elapsed_us")? as f64 / 1e6;
         let rate = delivered as f64 / secs;
+        let ns = server_cpu.as_nanos() as f64 / delivered.max(1) as f64;
         println!(
             "fan-out round: {delivered}/{expected} deliveries in {secs:.3} s = {rate:.0}/s; server CPU {:.0} ms \
-             ({:.0} ns/delivery), client CPU {:.0} ms, subscribers closed {}",
+             ({ns:.0} ns/delivery), client CPU {:.0} ms, subscribers closed {}",
             server_cpu.as_secs_f64() * 1e3,
-            server_cpu.as_nanos() as f64 / delivered.max(1) as f64,
             round.num("client_cpu_us")? as f64 / 1e3,
             round.num("closed")?
         );
@@ -239,31 +312,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
             bail!("round incomplete: {delivered} of {expected} deliveries arrived within the timeout");
         }
         rates.push(rate);
-        server_ns_per_delivery.push(server_cpu.as_nanos() as f64 / delivered.max(1) as f64);
+        server_ns_per_delivery.push(ns);
     }
     fan.expect("done", Duration::from_secs(30)).await?;
     fan.close().await?;
-
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), server).await {
-        Ok(joined) => joined.context("server task panicked")??,
-        Err(_) => eprintln!("server did not stop within 30 s of shutdown"),
-    }
-
-    let deliveries_per_s = median(&mut rates);
-    let cpu_ns = median(&mut server_ns_per_delivery);
-    println!(
-        "result broadcast deliveries_per_s={deliveries_per_s:.0} bytes_per_idle_conn={bytes_per_idle_conn:.0} \
-         connects_per_s={connects_per_s:.0} vsn={} subscribers={} messages_per_round={} rounds={} \
-         payload_bytes={} idle_conns={joined} connect_concurrency={} server_cpu_ns_per_delivery={cpu_ns:.0}",
-        o.vsn.as_str(),
-        o.subscribers,
-        o.messages,
-        o.rounds,
-        o.payload,
-        o.concurrency
-    );
-    Ok(())
+    Ok((median(&mut rates), median(&mut server_ns_per_delivery)))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -301,6 +354,8 @@ struct Clients {
 impl Clients {
     fn spawn(mode: &str, base: &[String], extra: &[String]) -> anyhow::Result<Clients> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            // A profiler preloaded into the server process (heaptrack) stays out of the clients.
+            .env_remove("LD_PRELOAD")
             .arg("broadcast-clients")
             .arg(mode)
             .args(base)

@@ -107,6 +107,11 @@ fn socket_url(base: &str, token: &str, vsn: Vsn) -> String {
 
 /// Opens a socket and joins `topic`; fails unless the join reply is ok.
 async fn open_joined(url: &str, vsn: Vsn, topic: &str) -> anyhow::Result<Ws> {
+    open(url, vsn, Some(topic)).await
+}
+
+/// Opens a socket and, given a topic, joins it; fails unless the join reply is ok.
+async fn open(url: &str, vsn: Vsn, topic: Option<&str>) -> anyhow::Result<Ws> {
     // Small buffers: the client side should not dominate the machine's memory.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -114,10 +119,12 @@ async fn open_joined(url: &str, vsn: Vsn, topic: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .context("WebSocket handshake")?;
-    ws.send(Message::text(join_frame(vsn, topic))).await?;
-    tokio::time::timeout(JOIN_TIMEOUT, await_join_reply(&mut ws, vsn))
-        .await
-        .context("no join reply in time")??;
+    if let Some(topic) = topic {
+        ws.send(Message::text(join_frame(vsn, topic))).await?;
+        tokio::time::timeout(JOIN_TIMEOUT, await_join_reply(&mut ws, vsn))
+            .await
+            .context("no join reply in time")??;
+    }
     Ok(ws)
 }
 
@@ -166,7 +173,7 @@ async fn open_many(
     vsn: Vsn,
     count: u64,
     concurrency: u64,
-    topic_of: impl Fn(u64) -> String,
+    topic_of: impl Fn(u64) -> Option<String>,
 ) -> (Vec<Ws>, u64, Option<String>) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1) as usize));
     let mut tasks = JoinSet::new();
@@ -177,7 +184,7 @@ async fn open_many(
         let url = url.to_owned();
         let topic = topic_of(i);
         tasks.spawn(async move {
-            let result = open_joined(&url, vsn, &topic).await;
+            let result = open(&url, vsn, topic.as_deref()).await;
             drop(permit);
             result
         });
@@ -214,9 +221,13 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
         args.num("concurrency")?,
         args.num("topics")?.max(1),
     );
+    // `join=0`: bare sockets, to tell the cost of a connection from the cost of a join.
+    let join = args.0.get("join").is_none_or(|v| v != "0");
     let started = Instant::now();
-    let (sockets, failed, first_error) =
-        open_many(&url, vsn, count, concurrency, |i| format!("idle-{}", i % topics)).await;
+    let (sockets, failed, first_error) = open_many(&url, vsn, count, concurrency, |i| {
+        join.then(|| format!("idle-{}", i % topics))
+    })
+    .await;
     let elapsed = started.elapsed();
     report_failure(failed, &first_error);
     println!(
@@ -256,7 +267,7 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (sockets, failed, first_error) =
-        open_many(&url, vsn, subscribers, concurrency, |_| topic.to_owned()).await;
+        open_many(&url, vsn, subscribers, concurrency, |_| Some(topic.to_owned())).await;
     report_failure(failed, &first_error);
     if failed > 0 {
         bail!("{failed} of {subscribers} subscribers could not join");
