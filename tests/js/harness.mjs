@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process'
 import { createHmac, randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -48,15 +48,32 @@ export function realtimeBinary() {
   return join(target, 'debug', 'realtime')
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+/**
+ * A free port below the kernel's ephemeral range. A port inside that range can be handed to one
+ * of our own outgoing connections while the server is still starting: polling /healthz then
+ * connects the socket to itself (TCP self-connect) and waits forever for an answer.
+ */
+async function freePort() {
+  let low = 32768
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+  } catch {
+    // not Linux: keep the usual default
+  }
+  const floor = 10000
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = floor + Math.floor(Math.random() * Math.max(1, low - floor))
+    if (await canListen(port)) return port
+  }
+  throw new Error('no free port below the ephemeral range')
+}
+
+function canListen(port) {
+  return new Promise((resolve) => {
     const server = createServer()
     server.unref()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
+    server.once('error', () => resolve(false))
+    server.listen(port, '0.0.0.0', () => server.close(() => resolve(true)))
   })
 }
 
@@ -198,10 +215,16 @@ export function connect(server, { vsn, token, path = '/socket', ...options } = {
  */
 export function subscribeStatus(channel, timeoutMs = EVENT_TIMEOUT_MS) {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no subscribe status for ${channel.topic} within ${timeoutMs} ms`)),
-      timeoutMs
-    )
+    const timer = setTimeout(() => {
+      const client = channel.socket
+      const seen = (client.received ?? []).slice(-5).map((m) => m.msg)
+      reject(
+        new Error(
+          `no subscribe status for ${channel.topic} within ${timeoutMs} ms ` +
+            `(socket ${client.connectionState()}, channel ${channel.state}, last received: ${JSON.stringify(seen)})`
+        )
+      )
+    }, timeoutMs)
     let settled = false
     channel.subscribe((status, err) => {
       if (settled) return
