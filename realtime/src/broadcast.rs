@@ -40,7 +40,9 @@ impl Broadcast {
     /// `{"type":"broadcast","event":"<e>","payload":<any>}`. `None` when it is not an object.
     pub fn from_client_json(payload: &RawValue) -> Option<Broadcast> {
         let fields: HashMap<String, &RawValue> = serde_json::from_str(payload.get()).ok()?;
-        let event = fields.get("event").and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        let event = fields
+            .get("event")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
         let is_broadcast = fields
             .get("type")
             .is_some_and(|raw| serde_json::from_str::<String>(raw.get()).is_ok_and(|t| t == EVENT));
@@ -61,7 +63,11 @@ impl Broadcast {
 
     /// From a binary kind 3 frame or a REST message.
     pub fn from_data(event: String, data: UserData) -> Broadcast {
-        Broadcast { event, body: Body::Data(data), meta: None }
+        Broadcast {
+            event,
+            body: Body::Data(data),
+            meta: None,
+        }
     }
 
     /// Size of the user payload, checked against `max_payload_size_kb`.
@@ -79,8 +85,9 @@ impl Broadcast {
             Body::Data(UserData::Binary(_)) => None,
             Body::Data(UserData::Json(inner)) => {
                 let meta = self.meta.as_deref().map(RawValue::get);
-                let mut out =
-                    String::with_capacity(inner.get().len() + self.event.len() + 48 + meta.map_or(0, str::len));
+                let mut out = String::with_capacity(
+                    inner.get().len() + self.event.len() + 48 + meta.map_or(0, str::len),
+                );
                 out.push_str("{\"event\":");
                 write_json_str(&mut out, &self.event);
                 if let Some(meta) = meta {
@@ -105,11 +112,14 @@ impl Broadcast {
             }
         }
         let payload = self.text_payload()?;
-        Some(Message::Text(phoenix::encode_text(vsn, None, None, wire_topic, EVENT, &payload).into()))
+        Some(Message::Text(
+            phoenix::encode_text(vsn, None, None, wire_topic, EVENT, &payload).into(),
+        ))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use bytes::Bytes;
 
@@ -128,11 +138,14 @@ mod tests {
         let b = Broadcast::from_client_json(&raw(r#"{"type":"broadcast","event":"pos","payload":{"x":1}}"#))
             .unwrap();
         assert_eq!(b.event, "pos");
-        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:room") else { panic!("binary") };
+        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:room") else {
+            panic!("binary")
+        };
         let mut want = vec![4u8, 13, 3, 0, 1];
         want.extend_from_slice(b"realtime:roompos{\"x\":1}");
         assert_eq!(frame.to_vec(), want);
-        let v1: serde_json::Value = serde_json::from_str(&text(b.encode(Vsn::V1, "realtime:room").unwrap())).unwrap();
+        let v1: serde_json::Value =
+            serde_json::from_str(&text(b.encode(Vsn::V1, "realtime:room").unwrap())).unwrap();
         assert_eq!(
             v1,
             serde_json::json!({"event":"broadcast","ref":null,"topic":"realtime:room",
@@ -144,7 +157,10 @@ mod tests {
     fn other_shapes_pass_through_verbatim_as_text() {
         let original = r#"{"type":"broadcast","event":"e","payload":1,"extra":true}"#;
         let b = Broadcast::from_client_json(&raw(original)).unwrap();
-        assert_eq!(text(b.encode(Vsn::V2, "realtime:r").unwrap()), format!("[null,null,\"realtime:r\",\"broadcast\",{original}]"));
+        assert_eq!(
+            text(b.encode(Vsn::V2, "realtime:r").unwrap()),
+            format!("[null,null,\"realtime:r\",\"broadcast\",{original}]")
+        );
         assert!(Broadcast::from_client_json(&raw("[1,2]")).is_none());
         assert!(Broadcast::from_client_json(&raw("\"x\"")).is_none());
     }
@@ -153,7 +169,10 @@ mod tests {
     fn binary_payloads_are_not_delivered_to_v1() {
         let b = Broadcast::from_data("bin".into(), UserData::Binary(Bytes::from_static(&[1, 2, 3])));
         assert!(b.encode(Vsn::V1, "realtime:r").is_none());
-        assert!(matches!(b.encode(Vsn::V2, "realtime:r"), Some(Message::Binary(_))));
+        assert!(matches!(
+            b.encode(Vsn::V2, "realtime:r"),
+            Some(Message::Binary(_))
+        ));
         assert_eq!(b.payload_size(), 3);
     }
 
@@ -161,9 +180,12 @@ mod tests {
     fn meta_goes_into_both_encodings() {
         let mut b = Broadcast::from_data("e".into(), UserData::Json(raw("{}")));
         b.meta = Some(raw(r#"{"id":"abc"}"#));
-        let v1: serde_json::Value = serde_json::from_str(&text(b.encode(Vsn::V1, "realtime:r").unwrap())).unwrap();
+        let v1: serde_json::Value =
+            serde_json::from_str(&text(b.encode(Vsn::V1, "realtime:r").unwrap())).unwrap();
         assert_eq!(v1["payload"]["meta"]["id"], "abc");
-        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:r") else { panic!() };
+        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:r") else {
+            panic!()
+        };
         assert_eq!(frame[3], 12, "metadata length");
     }
 

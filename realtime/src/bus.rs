@@ -24,7 +24,10 @@ impl LocalBus {
     pub fn new(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(capacity);
         let (channel_events, _) = broadcast::channel(capacity);
-        LocalBus { changes, channel_events }
+        LocalBus {
+            changes,
+            channel_events,
+        }
     }
 
     /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is

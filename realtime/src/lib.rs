@@ -15,6 +15,7 @@ pub mod http;
 pub mod limits;
 pub mod lsn;
 pub mod node;
+pub mod policy;
 pub mod presence;
 pub mod replication;
 pub mod server;

@@ -32,7 +32,12 @@ pub struct WindowCounter {
 
 impl WindowCounter {
     pub fn per_second(limit: u32) -> Self {
-        WindowCounter { limit, window: Duration::from_secs(1), start: Instant::now(), count: 0 }
+        WindowCounter {
+            limit,
+            window: Duration::from_secs(1),
+            start: Instant::now(),
+            count: 0,
+        }
     }
 
     /// Counts one event at `now`; `false` when it goes over the limit.
@@ -61,11 +66,19 @@ pub struct SlidingLog {
 
 impl SlidingLog {
     pub fn new(limit: u32, window: Duration) -> Self {
-        SlidingLog { limit: limit as usize, window, times: VecDeque::new() }
+        SlidingLog {
+            limit: limit as usize,
+            window,
+            times: VecDeque::new(),
+        }
     }
 
     pub fn hit(&mut self, now: Instant) -> bool {
-        while self.times.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window) {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
             self.times.pop_front();
         }
         if self.times.len() >= self.limit {
@@ -144,13 +157,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn window_counter_resets_each_window() {
         let t0 = Instant::now();
-        let mut c = WindowCounter { limit: 2, window: Duration::from_secs(1), start: t0, count: 0 };
+        let mut c = WindowCounter {
+            limit: 2,
+            window: Duration::from_secs(1),
+            start: t0,
+            count: 0,
+        };
         assert!(c.hit(t0));
         assert!(c.hit(t0));
         assert!(c.exceeded(t0));
@@ -166,7 +185,10 @@ mod tests {
         assert!(log.hit(t0));
         assert!(log.hit(t0 + Duration::from_secs(1)));
         assert!(!log.hit(t0 + Duration::from_secs(29)));
-        assert!(log.hit(t0 + Duration::from_secs(30)), "the first call left the window");
+        assert!(
+            log.hit(t0 + Duration::from_secs(30)),
+            "the first call left the window"
+        );
         assert!(!log.hit(t0 + Duration::from_secs(30)));
     }
 }

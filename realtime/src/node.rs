@@ -11,16 +11,17 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Verifier;
 use crate::bus::LocalBus;
 use crate::channels::Registry;
-use crate::channels::access::ChannelPolicy;
 use crate::config::Config;
 use crate::limits::NodeLimits;
+use crate::policy::PolicySet;
 use crate::presence::Presence;
 
 #[derive(Debug)]
 pub struct Node {
     pub config: Arc<Config>,
     pub verifier: Verifier,
-    pub policy: Box<dyn ChannelPolicy>,
+    /// Access rules of private channels (immutable; default deny).
+    pub policy: PolicySet,
     pub registry: Arc<Registry>,
     pub presence: Presence,
     pub bus: LocalBus,
@@ -32,12 +33,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(
-        config: Arc<Config>,
-        policy: Box<dyn ChannelPolicy>,
-        bus: LocalBus,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, policy: PolicySet, bus: LocalBus, shutdown: CancellationToken) -> Self {
         Node {
             verifier: Verifier::new(config.server.auth.clone()),
             policy,

@@ -80,7 +80,13 @@ impl Presence {
     }
 
     /// Tracks `meta` for channel `owner` under `key`, replacing what that channel tracked before.
-    pub fn track(&self, topic: &TopicKey, owner: SubscriberId, key: &str, meta: Map<String, Value>) -> TrackOutcome {
+    pub fn track(
+        &self,
+        topic: &TopicKey,
+        owner: SubscriberId,
+        key: &str,
+        meta: Map<String, Value>,
+    ) -> TrackOutcome {
         let mut shard = self.shard(topic);
         let state = shard.entry(topic.clone()).or_default();
         let phx_ref = self.new_ref();
@@ -89,17 +95,33 @@ impl Presence {
             Some(entry) => {
                 let old = std::mem::replace(
                     entry,
-                    Entry { owner, key: key.to_owned(), phx_ref_prev: Some(entry.phx_ref.clone()), phx_ref, meta },
+                    Entry {
+                        owner,
+                        key: key.to_owned(),
+                        phx_ref_prev: Some(entry.phx_ref.clone()),
+                        phx_ref,
+                        meta,
+                    },
                 );
                 (TrackOutcome::Updated, Some(diff_json(Some(entry), Some(&old))))
             }
             None => {
-                state.entries.push(Entry { owner, key: key.to_owned(), phx_ref, phx_ref_prev: None, meta });
+                state.entries.push(Entry {
+                    owner,
+                    key: key.to_owned(),
+                    phx_ref,
+                    phx_ref_prev: None,
+                    meta,
+                });
                 (TrackOutcome::Joined, Some(diff_json(state.entries.last(), None)))
             }
         };
         if let Some(diff) = diff {
-            self.bus.publish_channel_event(ChannelEvent::new(topic.clone(), None, EventKind::PresenceDiff(diff)));
+            self.bus.publish_channel_event(ChannelEvent::new(
+                topic.clone(),
+                None,
+                EventKind::PresenceDiff(diff),
+            ));
         }
         outcome
     }
@@ -107,14 +129,22 @@ impl Presence {
     /// Removes what channel `owner` tracked; returns whether there was anything.
     pub fn untrack(&self, topic: &TopicKey, owner: SubscriberId) -> bool {
         let mut shard = self.shard(topic);
-        let Some(state) = shard.get_mut(topic) else { return false };
-        let Some(i) = state.entries.iter().position(|e| e.owner == owner) else { return false };
+        let Some(state) = shard.get_mut(topic) else {
+            return false;
+        };
+        let Some(i) = state.entries.iter().position(|e| e.owner == owner) else {
+            return false;
+        };
         let old = state.entries.remove(i);
         if state.entries.is_empty() {
             shard.remove(topic);
         }
         let diff = diff_json(None, Some(&old));
-        self.bus.publish_channel_event(ChannelEvent::new(topic.clone(), None, EventKind::PresenceDiff(diff)));
+        self.bus.publish_channel_event(ChannelEvent::new(
+            topic.clone(),
+            None,
+            EventKind::PresenceDiff(diff),
+        ));
         true
     }
 
@@ -193,6 +223,7 @@ fn diff_json(join: Option<&Entry>, leave: Option<&Entry>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 
@@ -204,7 +235,9 @@ mod tests {
 
     fn next_diff(rx: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<ChannelEvent>>) -> Value {
         let event = rx.try_recv().expect("a diff was published");
-        let EventKind::PresenceDiff(diff) = &event.kind else { panic!("not a diff") };
+        let EventKind::PresenceDiff(diff) = &event.kind else {
+            panic!("not a diff")
+        };
         serde_json::from_str(diff).unwrap()
     }
 
@@ -216,16 +249,28 @@ mod tests {
         let room = TopicKey::new("room", false);
         let alice = SubscriberId::next();
 
-        assert_eq!(p.track(&room, alice, "u1", meta(json!({"name":"Alice"}))), TrackOutcome::Joined);
+        assert_eq!(
+            p.track(&room, alice, "u1", meta(json!({"name":"Alice"}))),
+            TrackOutcome::Joined
+        );
         let d = next_diff(&mut rx);
-        let first_ref = d["joins"]["u1"]["metas"][0]["phx_ref"].as_str().unwrap().to_owned();
+        let first_ref = d["joins"]["u1"]["metas"][0]["phx_ref"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(d["joins"]["u1"]["metas"][0]["name"], "Alice");
         assert_eq!(d["leaves"], json!({}));
 
-        assert_eq!(p.track(&room, alice, "u1", meta(json!({"name":"Alice"}))), TrackOutcome::Unchanged);
+        assert_eq!(
+            p.track(&room, alice, "u1", meta(json!({"name":"Alice"}))),
+            TrackOutcome::Unchanged
+        );
         assert!(rx.try_recv().is_err(), "no diff for an identical payload");
 
-        assert_eq!(p.track(&room, alice, "u1", meta(json!({"name":"Al"}))), TrackOutcome::Updated);
+        assert_eq!(
+            p.track(&room, alice, "u1", meta(json!({"name":"Al"}))),
+            TrackOutcome::Updated
+        );
         let d = next_diff(&mut rx);
         assert_eq!(d["joins"]["u1"]["metas"][0]["phx_ref_prev"], first_ref.as_str());
         assert_ne!(d["joins"]["u1"]["metas"][0]["phx_ref"], first_ref.as_str());
@@ -246,12 +291,24 @@ mod tests {
         let room = TopicKey::new("room", false);
         p.track(&room, SubscriberId::next(), "u1", meta(json!({"tab":1})));
         p.track(&room, SubscriberId::next(), "u2", meta(json!({})));
-        p.track(&room, SubscriberId::next(), "u1", meta(json!({"tab":2, "phx_ref":"spoof"})));
+        p.track(
+            &room,
+            SubscriberId::next(),
+            "u1",
+            meta(json!({"tab":2, "phx_ref":"spoof"})),
+        );
         let state: Value = serde_json::from_str(&p.state(&room)).unwrap();
         assert_eq!(state["u1"]["metas"].as_array().unwrap().len(), 2);
         assert_eq!(state["u1"]["metas"][1]["tab"], 2);
-        assert_ne!(state["u1"]["metas"][1]["phx_ref"], "spoof", "the server's ref wins");
+        assert_ne!(
+            state["u1"]["metas"][1]["phx_ref"], "spoof",
+            "the server's ref wins"
+        );
         assert_eq!(state["u2"]["metas"].as_array().unwrap().len(), 1);
-        assert_eq!(p.state(&TopicKey::new("room", true)), "{}", "private room is another topic");
+        assert_eq!(
+            p.state(&TopicKey::new("room", true)),
+            "{}",
+            "private room is another topic"
+        );
     }
 }

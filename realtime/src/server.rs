@@ -13,22 +13,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::LocalBus;
-use crate::channels::access::{ChannelPolicy, DenyAll};
 use crate::channels::registry;
 use crate::config::Config;
 use crate::http;
 use crate::node::Node;
+use crate::policy::{PolicyError, PolicySet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("invalid policy files: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Policies(Vec<PolicyError>),
 }
 
-/// The access rules of private channels. No policy set is wired in yet, so private channels
-/// are refused to everyone (default deny).
-fn channel_policy(_config: &Config) -> Box<dyn ChannelPolicy> {
-    Box::new(DenyAll)
+/// The access rules of private channels: the policy folder when there is one, else none
+/// (private channels are then refused to everyone but `service_role`).
+fn channel_policy(config: &Config) -> Result<PolicySet, ServerError> {
+    match config.server.resolved_policies_dir() {
+        Some(dir) => PolicySet::load(&dir).map_err(ServerError::Policies),
+        None => Ok(PolicySet::empty()),
+    }
 }
 
 /// Serves `listener` until `shutdown` is cancelled, then closes every socket and returns.
@@ -38,7 +43,7 @@ pub async fn run(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let policy = channel_policy(&config);
+    let policy = channel_policy(&config)?;
     let grace = config.server.shutdown_grace;
     let node = Arc::new(Node::new(config, policy, bus.clone(), shutdown.clone()));
 

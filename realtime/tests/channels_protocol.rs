@@ -1,5 +1,6 @@
 //! Channel protocol lifecycle against `server::run` on port 0: handshake, heartbeat, join, leave,
 //! duplicate joins, unmatched topics, token expiry and refresh, idle timeout, shutdown.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -17,7 +18,12 @@ async fn heartbeat_is_answered_on_both_paths_and_versions() {
             let url = format!("ws://{}{path}?apikey={}&vsn={vsn}", server.addr, token(60));
             let mut c = Client::connect(&url, vsn).await;
             let reply = c.heartbeat().await;
-            let Frame::Msg { topic, payload, v1, .. } = reply else { unreachable!() };
+            let Frame::Msg {
+                topic, payload, v1, ..
+            } = reply
+            else {
+                unreachable!()
+            };
             assert_eq!(topic, "phoenix");
             assert_eq!(payload, json!({"status": "ok", "response": {}}));
             assert_eq!(v1, vsn == "1.0.0");
@@ -26,7 +32,9 @@ async fn heartbeat_is_answered_on_both_paths_and_versions() {
     // Without vsn the server speaks 1.0.0.
     let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, token(60));
     let mut c = Client::connect(&url, "1.0.0").await;
-    let Frame::Msg { v1, .. } = c.heartbeat().await else { unreachable!() };
+    let Frame::Msg { v1, .. } = c.heartbeat().await else {
+        unreachable!()
+    };
     assert!(v1);
 }
 
@@ -35,14 +43,29 @@ async fn join_replies_ok_with_empty_postgres_changes() {
     let server = TestServer::start().await;
     for vsn in ["1.0.0", "2.0.0"] {
         let mut c = server.client(vsn).await;
-        let join_ref = c.join_raw("realtime:room", json!({"config": {"broadcast": {"self": false}}})).await;
-        let Frame::Msg { join_ref: jr, msg_ref, topic, event, payload, .. } = c.recv().await else { panic!() };
+        let join_ref = c
+            .join_raw("realtime:room", json!({"config": {"broadcast": {"self": false}}}))
+            .await;
+        let Frame::Msg {
+            join_ref: jr,
+            msg_ref,
+            topic,
+            event,
+            payload,
+            ..
+        } = c.recv().await
+        else {
+            panic!()
+        };
         assert_eq!((topic.as_str(), event.as_str()), ("realtime:room", "phx_reply"));
         assert_eq!(msg_ref, Value::String(join_ref.clone()));
         if vsn == "2.0.0" {
             assert_eq!(jr, Value::String(join_ref));
         }
-        assert_eq!(payload, json!({"status": "ok", "response": {"postgres_changes": []}}));
+        assert_eq!(
+            payload,
+            json!({"status": "ok", "response": {"postgres_changes": []}})
+        );
     }
 }
 
@@ -50,10 +73,18 @@ async fn join_replies_ok_with_empty_postgres_changes() {
 async fn messages_to_unjoined_or_foreign_topics_get_unmatched_topic() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
-    c.send(Some("1"), "realtime:nowhere", "broadcast", json!({"type": "broadcast", "event": "e", "payload": {}}))
-        .await;
+    c.send(
+        Some("1"),
+        "realtime:nowhere",
+        "broadcast",
+        json!({"type": "broadcast", "event": "e", "payload": {}}),
+    )
+    .await;
     let reply = c.recv_event("phx_reply").await;
-    assert_eq!(reply.payload(), &json!({"status": "error", "response": {"reason": "unmatched topic"}}));
+    assert_eq!(
+        reply.payload(),
+        &json!({"status": "error", "response": {"reason": "unmatched topic"}})
+    );
 
     c.join_raw("other:topic", json!({})).await;
     let reply = c.recv_event("phx_reply").await;
@@ -61,13 +92,31 @@ async fn messages_to_unjoined_or_foreign_topics_get_unmatched_topic() {
 
     c.join_raw("realtime:", json!({})).await;
     let reply = c.recv_event("phx_reply").await;
-    assert_eq!(reply.payload()["response"]["reason"], "TopicNameRequired: You must provide a topic name");
+    assert_eq!(
+        reply.payload()["response"]["reason"],
+        "TopicNameRequired: You must provide a topic name"
+    );
 
     // A joined topic with a stale join_ref is not matched either.
     let join_ref = c.join("realtime:room", json!({})).await;
-    c.send(Some("999"), "realtime:room", "presence", json!({"type": "presence", "event": "untrack"})).await;
-    assert_eq!(c.recv_event("phx_reply").await.payload()["response"]["reason"], "unmatched topic");
-    c.send(Some(&join_ref), "realtime:room", "presence", json!({"type": "presence", "event": "untrack"})).await;
+    c.send(
+        Some("999"),
+        "realtime:room",
+        "presence",
+        json!({"type": "presence", "event": "untrack"}),
+    )
+    .await;
+    assert_eq!(
+        c.recv_event("phx_reply").await.payload()["response"]["reason"],
+        "unmatched topic"
+    );
+    c.send(
+        Some(&join_ref),
+        "realtime:room",
+        "presence",
+        json!({"type": "presence", "event": "untrack"}),
+    )
+    .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
 }
 
@@ -77,19 +126,44 @@ async fn leave_replies_ok_then_closes_with_the_join_ref() {
     for vsn in ["1.0.0", "2.0.0"] {
         let mut c = server.client(vsn).await;
         let join_ref = c.join("realtime:room", json!({})).await;
-        let leave_ref = c.send(Some(&join_ref), "realtime:room", "phx_leave", json!({})).await;
-        let Frame::Msg { msg_ref, payload, .. } = c.recv_event("phx_reply").await else { panic!() };
+        let leave_ref = c
+            .send(Some(&join_ref), "realtime:room", "phx_leave", json!({}))
+            .await;
+        let Frame::Msg { msg_ref, payload, .. } = c.recv_event("phx_reply").await else {
+            panic!()
+        };
         assert_eq!(msg_ref, Value::String(leave_ref));
         assert_eq!(payload["status"], "ok");
-        let Frame::Msg { join_ref: jr, msg_ref, payload, .. } = c.recv_event("phx_close").await else { panic!() };
-        assert_eq!(msg_ref, Value::String(join_ref.clone()), "phx_close ref is the join ref");
+        let Frame::Msg {
+            join_ref: jr,
+            msg_ref,
+            payload,
+            ..
+        } = c.recv_event("phx_close").await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            msg_ref,
+            Value::String(join_ref.clone()),
+            "phx_close ref is the join ref"
+        );
         if vsn == "2.0.0" {
             assert_eq!(jr, Value::String(join_ref));
         }
         assert_eq!(payload, json!({}));
         // The channel is gone.
-        c.send(None, "realtime:room", "presence", json!({"type": "presence", "event": "untrack"})).await;
-        assert_eq!(c.recv_event("phx_reply").await.payload()["response"]["reason"], "unmatched topic");
+        c.send(
+            None,
+            "realtime:room",
+            "presence",
+            json!({"type": "presence", "event": "untrack"}),
+        )
+        .await;
+        assert_eq!(
+            c.recv_event("phx_reply").await.payload()["response"]["reason"],
+            "unmatched topic"
+        );
     }
 }
 
@@ -99,13 +173,32 @@ async fn duplicate_join_closes_the_old_channel_and_joins_again() {
     let mut c = server.client("2.0.0").await;
     let first = c.join("realtime:room", json!({})).await;
     let second = c.join_raw("realtime:room", json!({"config": {}})).await;
-    let Frame::Msg { msg_ref, event, .. } = c.recv().await else { panic!() };
+    let Frame::Msg { msg_ref, event, .. } = c.recv().await else {
+        panic!()
+    };
     assert_eq!((event.as_str(), msg_ref), ("phx_close", Value::String(first)));
-    let Frame::Msg { msg_ref, event, payload, .. } = c.recv().await else { panic!() };
-    assert_eq!((event.as_str(), msg_ref), ("phx_reply", Value::String(second.clone())));
+    let Frame::Msg {
+        msg_ref,
+        event,
+        payload,
+        ..
+    } = c.recv().await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (event.as_str(), msg_ref),
+        ("phx_reply", Value::String(second.clone()))
+    );
     assert_eq!(payload["status"], "ok");
     // The new channel works.
-    c.send(Some(&second), "realtime:room", "presence", json!({"type": "presence", "event": "untrack"})).await;
+    c.send(
+        Some(&second),
+        "realtime:room",
+        "presence",
+        json!({"type": "presence", "event": "untrack"}),
+    )
+    .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
 }
 
@@ -123,12 +216,25 @@ async fn malformed_frames_are_dropped_and_the_socket_kept() {
 async fn handshake_failures_are_http_errors_with_json_bodies() {
     let server = TestServer::start().await;
     let cases = [
-        (format!("ws://{}/socket/websocket?vsn=2.0.0", server.addr), 401, "API key is missing"),
-        (format!("ws://{}/socket/websocket?apikey=garbage", server.addr), 401, "The token provided is not a valid JWT"),
-        (format!("ws://{}/socket/websocket?apikey={}", server.addr, token(-10)), 401, "Token has expired"),
+        (
+            format!("ws://{}/socket/websocket?vsn=2.0.0", server.addr),
+            401,
+            "API key is missing",
+        ),
+        (
+            format!("ws://{}/socket/websocket?apikey=garbage", server.addr),
+            401,
+            "The token provided is not a valid JWT",
+        ),
+        (
+            format!("ws://{}/socket/websocket?apikey={}", server.addr, token(-10)),
+            401,
+            "Token has expired",
+        ),
     ];
     for (url, status, message) in cases {
-        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = tokio_tungstenite::connect_async(&url).await
+        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) =
+            tokio_tungstenite::connect_async(&url).await
         else {
             panic!("{url} was accepted");
         };
@@ -138,43 +244,72 @@ async fn handshake_failures_are_http_errors_with_json_bodies() {
     }
     // The x-api-key header wins over the query parameter.
     let url = format!("ws://{}/socket/websocket?apikey=garbage&vsn=2.0.0", server.addr);
-    let mut c = Client::connect_with_header(&url, "2.0.0", &token(60)).await.expect("header key accepted");
+    let mut c = Client::connect_with_header(&url, "2.0.0", &token(60))
+        .await
+        .expect("header key accepted");
     c.heartbeat().await;
     let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, token(60));
-    assert!(Client::connect_with_header(&url, "1.0.0", "garbage").await.is_err());
+    assert!(
+        Client::connect_with_header(&url, "1.0.0", "garbage")
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let server = TestServer::start().await;
-    assert_eq!(http(server.addr, "GET", "/healthz", &[], b"").await, (200, "ok".to_owned()));
-    assert_eq!(http(server.addr, "GET", "/readyz", &[], b"").await, (200, "ok".to_owned()));
+    assert_eq!(
+        http(server.addr, "GET", "/healthz", &[], b"").await,
+        (200, "ok".to_owned())
+    );
+    assert_eq!(
+        http(server.addr, "GET", "/readyz", &[], b"").await,
+        (200, "ok".to_owned())
+    );
 }
 
 #[tokio::test]
 async fn join_with_a_bad_access_token_is_refused_with_the_supabase_reason() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
-    c.join_raw("realtime:room", json!({"config": {}, "access_token": token(-5)})).await;
+    c.join_raw("realtime:room", json!({"config": {}, "access_token": token(-5)}))
+        .await;
     let reply = c.recv_event("phx_reply").await;
     assert_eq!(reply.payload()["status"], "error");
     let reason = reply.payload()["response"]["reason"].as_str().unwrap().to_owned();
-    assert!(reason.starts_with("InvalidJWTToken: Token has expired "), "{reason}");
+    assert!(
+        reason.starts_with("InvalidJWTToken: Token has expired "),
+        "{reason}"
+    );
 
-    c.join_raw("realtime:room", json!({"config": {}, "access_token": "not.a.jwt"})).await;
+    c.join_raw(
+        "realtime:room",
+        json!({"config": {}, "access_token": "not.a.jwt"}),
+    )
+    .await;
     let reply = c.recv_event("phx_reply").await;
-    assert_eq!(reply.payload()["response"]["reason"], "MalformedJWT: The token provided is not a valid JWT");
+    assert_eq!(
+        reply.payload()["response"]["reason"],
+        "MalformedJWT: The token provided is not a valid JWT"
+    );
 
     // `sb_` keys are not JWTs: the socket's API key is used instead.
-    c.join_raw("realtime:room", json!({"config": {}, "access_token": "sb_publishable_abc"})).await;
+    c.join_raw(
+        "realtime:room",
+        json!({"config": {}, "access_token": "sb_publishable_abc"}),
+    )
+    .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
 }
 
 #[tokio::test]
 async fn join_errors_wait_for_the_channel_error_backoff() {
-    let server = TestServer::start_with(|c| c.server.limits.channel_error_backoff = Duration::from_millis(700)).await;
+    let server =
+        TestServer::start_with(|c| c.server.limits.channel_error_backoff = Duration::from_millis(700)).await;
     let mut c = server.client("2.0.0").await;
-    c.join_raw("realtime:room", json!({"access_token": "not.a.jwt"})).await;
+    c.join_raw("realtime:room", json!({"access_token": "not.a.jwt"}))
+        .await;
     // Heartbeats are answered meanwhile: the backoff does not block the socket.
     c.heartbeat().await;
     c.expect_silence(Duration::from_millis(400)).await;
@@ -185,16 +320,31 @@ async fn join_errors_wait_for_the_channel_error_backoff() {
 async fn an_expiring_token_closes_its_channel_but_not_the_socket() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
-    let join_ref = c.join_raw("realtime:room", json!({"config": {}, "access_token": token(1)})).await;
+    let join_ref = c
+        .join_raw("realtime:room", json!({"config": {}, "access_token": token(1)}))
+        .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
-    let Frame::Msg { join_ref: jr, msg_ref, payload, .. } = c.recv_event("system").await else { panic!() };
+    let Frame::Msg {
+        join_ref: jr,
+        msg_ref,
+        payload,
+        ..
+    } = c.recv_event("system").await
+    else {
+        panic!()
+    };
     assert_eq!((jr, msg_ref), (Value::String(join_ref.clone()), Value::Null));
     assert_eq!(payload["channel"], "room");
     assert_eq!(payload["extension"], "system");
     assert_eq!(payload["status"], "error");
     let message = payload["message"].as_str().unwrap();
-    assert!(message.starts_with("Token has expired ") && message.ends_with(" seconds ago"), "{message}");
-    let Frame::Msg { msg_ref, .. } = c.recv_event("phx_close").await else { panic!() };
+    assert!(
+        message.starts_with("Token has expired ") && message.ends_with(" seconds ago"),
+        "{message}"
+    );
+    let Frame::Msg { msg_ref, .. } = c.recv_event("phx_close").await else {
+        panic!()
+    };
     assert_eq!(msg_ref, Value::String(join_ref));
     c.heartbeat().await;
 }
@@ -203,18 +353,41 @@ async fn an_expiring_token_closes_its_channel_but_not_the_socket() {
 async fn a_refreshed_token_keeps_the_channel_open() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
-    let join_ref = c.join_raw("realtime:room", json!({"config": {}, "access_token": token(1)})).await;
+    let join_ref = c
+        .join_raw("realtime:room", json!({"config": {}, "access_token": token(1)}))
+        .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
-    c.send(Some(&join_ref), "realtime:room", "access_token", json!({"access_token": token(3600)})).await;
+    c.send(
+        Some(&join_ref),
+        "realtime:room",
+        "access_token",
+        json!({"access_token": token(3600)}),
+    )
+    .await;
     // No reply to access_token, and no expiry once the old token's time has passed.
     c.expect_silence(Duration::from_millis(2200)).await;
-    c.send(Some(&join_ref), "realtime:room", "presence", json!({"type": "presence", "event": "untrack"})).await;
+    c.send(
+        Some(&join_ref),
+        "realtime:room",
+        "presence",
+        json!({"type": "presence", "event": "untrack"}),
+    )
+    .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
 
     // A refused token shuts the channel down with its message.
-    c.send(Some(&join_ref), "realtime:room", "access_token", json!({"access_token": "x.y.z"})).await;
+    c.send(
+        Some(&join_ref),
+        "realtime:room",
+        "access_token",
+        json!({"access_token": "x.y.z"}),
+    )
+    .await;
     let system = c.recv_event("system").await;
-    assert_eq!(system.payload()["message"], "The token provided is not a valid JWT");
+    assert_eq!(
+        system.payload()["message"],
+        "The token provided is not a valid JWT"
+    );
     c.recv_event("phx_close").await;
 }
 
@@ -240,9 +413,17 @@ async fn shutdown_closes_sockets_with_1001_and_returns() {
     b.heartbeat().await;
     let started = std::time::Instant::now();
     server.shutdown.cancel();
-    assert_eq!(a.recv().await, Frame::Close(Some(1001), "server shutting down".into()));
-    assert_eq!(b.recv().await, Frame::Close(Some(1001), "server shutting down".into()));
-    let result = tokio::time::timeout(Duration::from_secs(6), server.handle).await.expect("run returned");
+    assert_eq!(
+        a.recv().await,
+        Frame::Close(Some(1001), "server shutting down".into())
+    );
+    assert_eq!(
+        b.recv().await,
+        Frame::Close(Some(1001), "server shutting down".into())
+    );
+    let result = tokio::time::timeout(Duration::from_secs(6), server.handle)
+        .await
+        .expect("run returned");
     assert!(result.expect("task").is_ok());
     assert!(started.elapsed() < Duration::from_secs(5));
     // The listener is closed.

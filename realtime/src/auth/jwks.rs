@@ -43,6 +43,11 @@ pub enum JwksError {
     InsecureUrl(String),
 }
 
+/// Refuses JWKS URLs we would not fetch: https only, or http to a loopback host.
+pub fn check_url(url: &str) -> Result<(), JwksError> {
+    super::fetch::check_url(url)
+}
+
 /// One usable key of the set.
 struct Entry {
     kid: String,
@@ -225,6 +230,11 @@ impl Jwks {
             last_attempt: Mutex::new(None),
             min_refetch,
         })
+    }
+
+    /// The key set of an inline or file source (`None` for a URL).
+    pub fn fixed_set(&self) -> Option<&KeySet> {
+        self.fixed.as_deref()
     }
 
     /// The key for a token's `kid`. With `may_refetch`, an unknown kid refetches a URL source

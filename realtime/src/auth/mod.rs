@@ -23,7 +23,8 @@ pub struct Claims {
     /// Seconds since the Unix epoch.
     pub exp: i64,
     pub sub: Option<String>,
-    /// Every claim, for policies (`auth.jwt() ->> 'x'`).
+    /// Every claim, `role` and `sub` included: policies read claims from here only
+    /// (`auth.role()`, `auth.uid()`, `auth.jwt() ->> 'x'`).
     pub all: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -263,4 +264,5 @@ fn now() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests;

@@ -278,6 +278,17 @@ async fn rs256_es256_eddsa_verify_through_the_jwks() {
 }
 
 #[tokio::test]
+async fn ecdsa_zero_signature_is_refused() {
+    // CVE-2022-21449 ("psychic signatures"): r = s = 0 must never verify.
+    let k = keys();
+    let v = jwks_verifier(asymmetric_jwks(), None);
+    let token = sign(Algorithm::ES256, &k.ec, Some("ec1"), &fresh_claims());
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{}", b64(&[0u8; 64]));
+    assert_eq!(v.verify(&forged).await.unwrap_err(), AuthError::BadSignature);
+}
+
+#[tokio::test]
 async fn rsa_public_key_as_hmac_secret_is_refused() {
     let k = keys();
     let pem = fixture("rsa_public.pem");

@@ -30,7 +30,12 @@ pub enum EventKind {
 
 impl ChannelEvent {
     pub fn new(topic: TopicKey, exclude: Option<SubscriberId>, kind: EventKind) -> Self {
-        ChannelEvent { topic, exclude, kind, encoded: [OnceLock::new(), OnceLock::new()] }
+        ChannelEvent {
+            topic,
+            exclude,
+            kind,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
     }
 
     pub fn is_presence(&self) -> bool {

@@ -1,6 +1,5 @@
 //! Channels: topics, the registry of subscribers per topic, and the events delivered to them.
 
-pub mod access;
 pub mod event;
 pub mod registry;
 pub mod topic;

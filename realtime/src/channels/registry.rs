@@ -12,12 +12,12 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::event::ChannelEvent;
 use super::TopicKey;
+use super::event::ChannelEvent;
 use crate::transport::outbound::{Outbound, PushError};
 use crate::transport::phoenix::Vsn;
 
@@ -74,7 +74,9 @@ pub struct Delivery {
 
 impl Registry {
     pub fn new() -> Self {
-        Registry { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+        Registry {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
     }
 
     fn shard(&self, topic: &TopicKey) -> &Shard {
@@ -131,7 +133,9 @@ impl Registry {
             if !wanted || event.exclude == Some(sub.id) {
                 continue;
             }
-            let Some(frame) = event.frame(sub.vsn) else { continue };
+            let Some(frame) = event.frame(sub.vsn) else {
+                continue;
+            };
             match sub.outbound.push(frame.clone()) {
                 Ok(()) => stats.delivered += 1,
                 Err(PushError::Overflow) => stats.slow += 1,
@@ -153,7 +157,11 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 /// Delivers every channel event from the bus until `shutdown`.
-pub async fn dispatch(registry: Arc<Registry>, mut events: Receiver<Arc<ChannelEvent>>, shutdown: CancellationToken) {
+pub async fn dispatch(
+    registry: Arc<Registry>,
+    mut events: Receiver<Arc<ChannelEvent>>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             biased;
@@ -173,6 +181,7 @@ pub async fn dispatch(registry: Arc<Registry>, mut events: Receiver<Arc<ChannelE
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use axum::extract::ws::Message;
 
@@ -191,7 +200,11 @@ mod tests {
     }
 
     fn diff(topic: &TopicKey, exclude: Option<SubscriberId>) -> ChannelEvent {
-        ChannelEvent::new(topic.clone(), exclude, EventKind::PresenceDiff("{\"joins\":{},\"leaves\":{}}".into()))
+        ChannelEvent::new(
+            topic.clone(),
+            exclude,
+            EventKind::PresenceDiff("{\"joins\":{},\"leaves\":{}}".into()),
+        )
     }
 
     fn taken(s: &Subscriber) -> Vec<Message> {
@@ -211,10 +224,19 @@ mod tests {
         r.subscribe(&room, b.clone());
         r.subscribe(&private_room, c.clone());
         let stats = r.deliver(&diff(&room, Some(a.id)));
-        assert_eq!(stats, Delivery { delivered: 1, slow: 0 });
+        assert_eq!(
+            stats,
+            Delivery {
+                delivered: 1,
+                slow: 0
+            }
+        );
         assert!(taken(&a).is_empty());
         assert_eq!(taken(&b).len(), 1);
-        assert!(taken(&c).is_empty(), "private channel of the same name is another topic");
+        assert!(
+            taken(&c).is_empty(),
+            "private channel of the same name is another topic"
+        );
     }
 
     #[test]
@@ -225,7 +247,9 @@ mod tests {
         r.subscribe(&room, a.clone());
         r.subscribe(&room, b.clone());
         r.deliver(&diff(&room, None));
-        let (Message::Text(x), Message::Text(y)) = (taken(&a).remove(0), taken(&b).remove(0)) else { panic!() };
+        let (Message::Text(x), Message::Text(y)) = (taken(&a).remove(0), taken(&b).remove(0)) else {
+            panic!()
+        };
         assert_eq!(x.as_str().as_ptr(), y.as_str().as_ptr(), "same bytes, not a copy");
     }
 

@@ -36,7 +36,10 @@ pub struct TopicKey {
 
 impl TopicKey {
     pub fn new(sub_topic: &str, private: bool) -> Self {
-        TopicKey { sub_topic: Arc::from(sub_topic), private }
+        TopicKey {
+            sub_topic: Arc::from(sub_topic),
+            private,
+        }
     }
 
     pub fn sub_topic(&self) -> &str {
@@ -54,6 +57,7 @@ impl TopicKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -30,18 +30,35 @@ async fn authorize(node: &Node, headers: &HeaderMap) -> Result<Claims, Response>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()));
-    let unauthorized = || (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Unauthorized"}))).into_response();
-    let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or_else(unauthorized)?;
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"message": "Unauthorized"})),
+        )
+            .into_response()
+    };
+    let token = token
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
     node.verifier.verify(token).await.map_err(|_| unauthorized())
 }
 
 fn unprocessable(errors: serde_json::Value) -> Response {
-    (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({ "errors": errors }))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(json!({ "errors": errors })),
+    )
+        .into_response()
 }
 
 /// Whether `claims` may broadcast to `topic` (always on public channels).
 fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
-    !topic.is_private() || node.policy.channel_access(topic.sub_topic(), claims).broadcast_write
+    !topic.is_private()
+        || node
+            .policy
+            .channel_access(topic.sub_topic(), claims)
+            .broadcast_write
 }
 
 #[derive(Deserialize)]
@@ -85,7 +102,9 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
     let mut allowed: HashMap<TopicKey, bool> = HashMap::new();
     for message in batch.messages {
         let topic = TopicKey::new(&message.topic, flexible_bool(message.private.as_ref()));
-        let ok = *allowed.entry(topic.clone()).or_insert_with(|| may_write(&node, &topic, &claims));
+        let ok = *allowed
+            .entry(topic.clone())
+            .or_insert_with(|| may_write(&node, &topic, &claims));
         if !ok {
             continue;
         }
@@ -93,7 +112,8 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
         if let Some(id) = message.id {
             broadcast.meta = RawValue::from_string(json!({ "id": id }).to_string()).ok();
         }
-        node.bus.publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+        node.bus
+            .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
     }
     StatusCode::ACCEPTED.into_response()
 }
@@ -109,27 +129,45 @@ pub async fn single(
         Ok(claims) => claims,
         Err(response) => return response,
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let data = match mime.as_str() {
-        "application/json" => match std::str::from_utf8(&body).ok().and_then(|t| RawValue::from_string(t.to_owned()).ok()) {
+        "application/json" => match std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| RawValue::from_string(t.to_owned()).ok())
+        {
             Some(raw) => UserData::Json(raw),
             None => return unprocessable(json!({ "payload": ["is not valid JSON"] })),
         },
         "application/octet-stream" => UserData::Binary(body),
         _ => {
             let message = "Unsupported Media Type. Use application/json or application/octet-stream";
-            return (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(json!({ "error": message }))).into_response();
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(json!({ "error": message })),
+            )
+                .into_response();
         }
     };
     if data.len() > node.max_payload_bytes() {
         return unprocessable(json!({ "payload": [TOO_LARGE] }));
     }
-    let private = params.get("private").is_some_and(|p| p.eq_ignore_ascii_case("true"));
+    let private = params
+        .get("private")
+        .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     let topic = TopicKey::new(&topic, private);
     if may_write(&node, &topic, &claims) {
         let broadcast = Broadcast::from_data(event, data);
-        node.bus.publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+        node.bus
+            .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
     }
     StatusCode::ACCEPTED.into_response()
 }

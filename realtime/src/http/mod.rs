@@ -47,3 +47,29 @@ async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::bus::LocalBus;
+    use crate::config::Config;
+    use crate::policy::PolicySet;
+
+    #[tokio::test]
+    async fn readyz_turns_503_when_shutdown_starts() {
+        let shutdown = CancellationToken::new();
+        let node = Arc::new(Node::new(
+            Arc::new(Config::default()),
+            PolicySet::empty(),
+            LocalBus::new(8),
+            shutdown.clone(),
+        ));
+        assert_eq!(readyz(State(node.clone())).await.0, StatusCode::OK);
+        shutdown.cancel();
+        assert_eq!(readyz(State(node)).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(healthz().await, "ok");
+    }
+}

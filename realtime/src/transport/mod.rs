@@ -1,7 +1,7 @@
 //! Client transports: the Phoenix frame codec, per-socket sessions, their bounded outbound
 //! queues and the WebSocket endpoint.
 
-pub mod phoenix;
 pub mod outbound;
+pub mod phoenix;
 pub mod session;
 pub mod websocket;

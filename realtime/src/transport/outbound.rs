@@ -55,7 +55,10 @@ pub enum Taken {
 impl Outbound {
     pub fn new(capacity: usize) -> Self {
         Outbound {
-            inner: Mutex::new(Inner { frames: VecDeque::new(), state: State::Open }),
+            inner: Mutex::new(Inner {
+                frames: VecDeque::new(),
+                state: State::Open,
+            }),
             wake: Notify::new(),
             capacity: capacity.max(1),
         }
@@ -131,6 +134,7 @@ impl Outbound {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::Duration;
 
@@ -142,7 +146,10 @@ mod tests {
 
     fn frames(taken: Taken) -> Vec<String> {
         match taken {
-            Taken::Frames(f) => f.into_iter().map(|m| m.into_text().unwrap().to_string()).collect(),
+            Taken::Frames(f) => f
+                .into_iter()
+                .map(|m| m.into_text().unwrap().to_string())
+                .collect(),
             other => panic!("expected frames, got {other:?}"),
         }
     }
@@ -187,15 +194,22 @@ mod tests {
         };
         tokio::task::yield_now().await;
         q.push(text("a")).unwrap();
-        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = q.take();
 
         // A wake-up stored while nobody waits is not lost.
         q.push(text("b")).unwrap();
-        tokio::time::timeout(Duration::from_secs(1), q.wait()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), q.wait())
+            .await
+            .unwrap();
 
         // Overflow (queue already holds "b") also wakes the consumer.
         assert_eq!(q.push(text("c")), Err(PushError::Overflow));
-        tokio::time::timeout(Duration::from_secs(1), q.wait()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), q.wait())
+            .await
+            .unwrap();
     }
 }

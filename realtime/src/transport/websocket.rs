@@ -19,7 +19,7 @@ use crate::node::Node;
 
 /// Read buffer of each socket. Clients send little (joins, heartbeats, broadcasts), so a small
 /// buffer keeps idle connections cheap; larger frames grow it as needed.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {
@@ -43,7 +43,10 @@ pub async fn handler(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !node.is_ready() {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": "Realtime is shutting down" })))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": "Realtime is shutting down" })),
+        )
             .into_response();
     }
     let Some(key) = api_key(&headers, &params) else {
@@ -76,6 +79,7 @@ pub async fn handler(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

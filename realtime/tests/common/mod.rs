@@ -1,5 +1,6 @@
 //! Helpers for the channel server tests: a server on port 0, HS256 tokens, a Phoenix client over
 //! tokio-tungstenite and a raw HTTP/1.1 client.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -50,11 +51,19 @@ impl TestServer {
             LocalBus::new(4096),
             shutdown.clone(),
         ));
-        TestServer { addr, shutdown, handle }
+        TestServer {
+            addr,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn url(&self, vsn: &str) -> String {
-        format!("ws://{}/socket/websocket?apikey={}&vsn={vsn}", self.addr, token(3600))
+        format!(
+            "ws://{}/socket/websocket?apikey={}&vsn={vsn}",
+            self.addr,
+            token(3600)
+        )
     }
 
     pub async fn client(&self, vsn: &str) -> Client {
@@ -87,9 +96,22 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub enum Frame {
     /// A Phoenix message: `[join_ref, ref, topic, event, payload]` (v1 frames have no join_ref:
     /// it is `Value::Null` and `v1` is true).
-    Msg { join_ref: Value, msg_ref: Value, topic: String, event: String, payload: Value, v1: bool },
+    Msg {
+        join_ref: Value,
+        msg_ref: Value,
+        topic: String,
+        event: String,
+        payload: Value,
+        v1: bool,
+    },
     /// A binary kind 4 user broadcast.
-    UserBroadcast { topic: String, event: String, meta: String, enc: u8, data: Vec<u8> },
+    UserBroadcast {
+        topic: String,
+        event: String,
+        meta: String,
+        enc: u8,
+        data: Vec<u8>,
+    },
     Close(Option<u16>, String),
 }
 
@@ -119,14 +141,24 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &str, vsn: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Client { ws, vsn: vsn.to_owned(), next_ref: 0 }
+        Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 0,
+        }
     }
 
     pub async fn connect_with_header(url: &str, vsn: &str, key: &str) -> Result<Client, WsError> {
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("x-api-key", key.parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("x-api-key", key.parse().expect("header"));
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client { ws, vsn: vsn.to_owned(), next_ref: 0 })
+        Ok(Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 0,
+        })
     }
 
     pub fn v1(&self) -> bool {
@@ -155,10 +187,31 @@ impl Client {
     }
 
     /// Sends a binary kind 3 user broadcast.
-    pub async fn send_user_broadcast(&mut self, join_ref: &str, topic: &str, event: &str, enc: u8, data: &[u8]) -> String {
+    pub async fn send_user_broadcast(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        enc: u8,
+        data: &[u8],
+    ) -> String {
         let msg_ref = self.make_ref();
-        let mut frame = vec![3, join_ref.len() as u8, msg_ref.len() as u8, topic.len() as u8, event.len() as u8, 0, enc];
-        for part in [join_ref.as_bytes(), msg_ref.as_bytes(), topic.as_bytes(), event.as_bytes(), data] {
+        let mut frame = vec![
+            3,
+            join_ref.len() as u8,
+            msg_ref.len() as u8,
+            topic.len() as u8,
+            event.len() as u8,
+            0,
+            enc,
+        ];
+        for part in [
+            join_ref.as_bytes(),
+            msg_ref.as_bytes(),
+            topic.as_bytes(),
+            event.as_bytes(),
+            data,
+        ] {
             frame.extend_from_slice(part);
         }
         self.send_raw(Message::Binary(frame.into())).await;
@@ -181,7 +234,11 @@ impl Client {
     pub async fn join(&mut self, topic: &str, config: Value) -> String {
         let join_ref = self.join_raw(topic, json!({ "config": config })).await;
         let reply = self.recv_event("phx_reply").await;
-        assert_eq!(reply.payload()["status"], "ok", "join of {topic} refused: {reply:?}");
+        assert_eq!(
+            reply.payload()["status"],
+            "ok",
+            "join of {topic} refused: {reply:?}"
+        );
         join_ref
     }
 
@@ -223,7 +280,9 @@ impl Client {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.try_recv(left).await {
                 Some(frame) if frame.event() == event => return frame,
-                Some(Frame::Close(code, reason)) => panic!("closed ({code:?} {reason}) while waiting for {event}"),
+                Some(Frame::Close(code, reason)) => {
+                    panic!("closed ({code:?} {reason}) while waiting for {event}")
+                }
                 Some(_) => continue,
                 None => panic!("no {event} within {WAIT:?}"),
             }
@@ -240,20 +299,28 @@ impl Client {
     pub async fn heartbeat(&mut self) -> Frame {
         let msg_ref = self.send(None, "phoenix", "heartbeat", json!({})).await;
         let reply = self.recv_event("phx_reply").await;
-        let Frame::Msg { msg_ref: got, .. } = &reply else { unreachable!() };
+        let Frame::Msg { msg_ref: got, .. } = &reply else {
+            unreachable!()
+        };
         assert_eq!(got, &Value::String(msg_ref));
         reply
     }
 }
 
 pub fn decode_text(text: &str) -> Frame {
-    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
+    let v: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("server sent invalid JSON {text}: {e}"));
     match v {
         Value::Array(items) => {
             assert_eq!(items.len(), 5, "v2 frames have 5 elements: {text}");
             let mut it = items.into_iter();
-            let (join_ref, msg_ref, topic, event, payload) =
-                (it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            let (join_ref, msg_ref, topic, event, payload) = (
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+                it.next().unwrap(),
+            );
             Frame::Msg {
                 join_ref,
                 msg_ref,
@@ -264,7 +331,10 @@ pub fn decode_text(text: &str) -> Frame {
             }
         }
         Value::Object(map) => {
-            assert!(!map.contains_key("join_ref"), "v1 server frames carry no join_ref: {text}");
+            assert!(
+                !map.contains_key("join_ref"),
+                "v1 server frames carry no join_ref: {text}"
+            );
             let keys: Vec<&str> = map.keys().map(String::as_str).collect();
             assert_eq!(keys.len(), 4, "v1 frames have event, payload, ref, topic: {text}");
             Frame::Msg {
@@ -293,13 +363,28 @@ pub fn decode_kind4(data: &[u8]) -> Frame {
     let event = String::from_utf8(take(el)).unwrap();
     let meta = String::from_utf8(take(ml)).unwrap();
     let rest = data[5 + tl + el + ml..].to_vec();
-    Frame::UserBroadcast { topic, event, meta, enc, data: rest }
+    Frame::UserBroadcast {
+        topic,
+        event,
+        meta,
+        enc,
+        data: rest,
+    }
 }
 
 /// A raw HTTP/1.1 request; returns (status, body).
-pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -307,9 +392,19 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, 
     stream.write_all(request.as_bytes()).await.expect("write");
     stream.write_all(body).await.expect("write body");
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.expect("response in time").expect("read");
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

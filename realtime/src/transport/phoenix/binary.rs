@@ -79,11 +79,14 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self, len: u8) -> Result<String, FrameError> {
         let bytes = self.bytes(len)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| FrameError::Utf8)
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| FrameError::Utf8)
     }
 
     fn opt_ref(&mut self, len: u8) -> Result<Option<String>, FrameError> {
-        self.string(len).map(|s| if s.is_empty() { None } else { Some(s) })
+        self.string(len)
+            .map(|s| if s.is_empty() { None } else { Some(s) })
     }
 }
 
@@ -98,7 +101,13 @@ pub fn decode_binary(frame: Bytes) -> Result<Inbound, FrameError> {
             let topic = r.string(topic_len)?;
             let event = r.string(event_len)?;
             let data = frame.slice(r.pos..);
-            Ok(Inbound { join_ref, msg_ref, topic, event, payload: Payload::Binary(data) })
+            Ok(Inbound {
+                join_ref,
+                msg_ref,
+                topic,
+                event,
+                payload: Payload::Binary(data),
+            })
         }
         KIND_USER_BROADCAST_PUSH => {
             let (jr_len, ref_len, topic_len, event_len, meta_len, enc) =
@@ -124,7 +133,10 @@ pub fn decode_binary(frame: Bytes) -> Result<Inbound, FrameError> {
                 msg_ref,
                 topic,
                 event: "broadcast".to_owned(),
-                payload: Payload::UserBroadcast { event: user_event, data },
+                payload: Payload::UserBroadcast {
+                    event: user_event,
+                    data,
+                },
             })
         }
         other => Err(FrameError::BinaryKind(other)),

@@ -79,12 +79,20 @@ pub(super) fn ref_from_raw(raw: &RawValue) -> Option<Option<String>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn escapes_like_serde_json() {
-        for s in ["plain", "quote\"back\\slash", "line\nfeed\ttab\r", "\u{0}\u{1f}\u{7f}", "é ✓ 😀", ""] {
+        for s in [
+            "plain",
+            "quote\"back\\slash",
+            "line\nfeed\ttab\r",
+            "\u{0}\u{1f}\u{7f}",
+            "é ✓ 😀",
+            "",
+        ] {
             let mut out = String::new();
             write_json_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap(), "for {s:?}");

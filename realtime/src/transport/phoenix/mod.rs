@@ -138,7 +138,9 @@ fn decode_v2(text: &str) -> Result<Inbound, FrameError> {
     let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| FrameError::Json("2.0.0"))?;
     // `[join_ref, ref, topic, event, payload | _]`: extra elements are ignored, as Phoenix does.
     let [join_ref, msg_ref, topic, event, payload, ..] = items.as_slice() else {
-        return Err(FrameError::Shape("expected [join_ref, ref, topic, event, payload]"));
+        return Err(FrameError::Shape(
+            "expected [join_ref, ref, topic, event, payload]",
+        ));
     };
     let parse_ref = |raw: &RawValue| -> Result<Option<String>, FrameError> {
         json::ref_from_raw(raw).ok_or(FrameError::Shape("refs must be strings, integers or null"))

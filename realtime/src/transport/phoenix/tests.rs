@@ -1,5 +1,6 @@
 //! Golden-frame tests over the shared fixtures in `tests/fixtures/protocol/` (also read by the
 //! TypeScript SDK), plus a property test that no input makes the decoder panic.
+#![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -15,7 +16,10 @@ fn fixture(name: &str) -> Value {
 
 fn hex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn vsn_of(case: &Value) -> Vsn {
@@ -45,10 +49,22 @@ fn decodes_every_client_fixture() {
         }
         let inbound = result.unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = &case["decoded"];
-        assert_eq!(inbound.join_ref.as_deref(), opt(&want["join_ref"]), "{name}: join_ref");
+        assert_eq!(
+            inbound.join_ref.as_deref(),
+            opt(&want["join_ref"]),
+            "{name}: join_ref"
+        );
         assert_eq!(inbound.msg_ref.as_deref(), opt(&want["ref"]), "{name}: ref");
-        assert_eq!(inbound.topic, want["topic"].as_str().expect("topic"), "{name}: topic");
-        assert_eq!(inbound.event, want["event"].as_str().expect("event"), "{name}: event");
+        assert_eq!(
+            inbound.topic,
+            want["topic"].as_str().expect("topic"),
+            "{name}: topic"
+        );
+        assert_eq!(
+            inbound.event,
+            want["event"].as_str().expect("event"),
+            "{name}: event"
+        );
         match &inbound.payload {
             Payload::Json(raw) => {
                 let got: Value = serde_json::from_str(raw.get()).expect("payload json");
@@ -69,7 +85,11 @@ fn decodes_every_client_fixture() {
                 }
             }
             Payload::Binary(bytes) => {
-                assert_eq!(bytes.to_vec(), hex(want["payload_hex"].as_str().expect("hex")), "{name}");
+                assert_eq!(
+                    bytes.to_vec(),
+                    hex(want["payload_hex"].as_str().expect("hex")),
+                    "{name}"
+                );
             }
         }
     }
@@ -124,7 +144,11 @@ fn encodes_every_server_fixture_byte_for_byte() {
                 let meta = case["meta"].as_str().expect("meta");
                 let frame = encode_user_broadcast(topic, case["event"].as_str().expect("event"), meta, &data)
                     .expect("fits in a kind 4 frame");
-                assert_eq!(frame.to_vec(), hex(case["binary_hex"].as_str().expect("hex")), "{name}");
+                assert_eq!(
+                    frame.to_vec(),
+                    hex(case["binary_hex"].as_str().expect("hex")),
+                    "{name}"
+                );
             }
             other => panic!("{name}: unknown kind {other}"),
         }
@@ -141,7 +165,11 @@ fn supabase_kind3_test_vector() {
     assert_eq!(inbound.msg_ref.as_deref(), Some("123"));
     assert_eq!(inbound.topic, "topic");
     assert_eq!(inbound.event, "broadcast");
-    let Payload::UserBroadcast { event, data: UserData::Json(raw) } = inbound.payload else {
+    let Payload::UserBroadcast {
+        event,
+        data: UserData::Json(raw),
+    } = inbound.payload
+    else {
         panic!("expected a JSON user broadcast");
     };
     assert_eq!(event, "user_event");

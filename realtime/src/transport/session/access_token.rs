@@ -19,15 +19,20 @@ impl Session {
         else {
             return;
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
         if ch.token.as_deref().unwrap_or(&self.api_key) == token {
             return;
         }
-        let claims = match self.node.verifier.verify(&token).await {
+        // Boxed: the verify future is large (see `join`).
+        let claims = match Box::pin(self.node.verifier.verify(&token)).await {
             Ok(claims) => claims,
             Err(error) => return self.shutdown_channel(&msg.topic, &error.to_string()),
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
         let access = if ch.key.is_private() {
             let access = self.node.policy.channel_access(ch.key.sub_topic(), &claims);
             if !access.can_join() {
@@ -41,17 +46,16 @@ impl Session {
         } else {
             ch.access
         };
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(ch) = self.channel_mut(&msg.topic) else {
+            return;
+        };
         let changed = ch.access != access;
         ch.token = Some(token);
         ch.exp = claims.exp;
         ch.access = access;
-        let (id, exp) = (ch.id, ch.exp);
-        if changed {
-            if let Some(ch) = self.channels.get(&msg.topic) {
-                self.node.registry.subscribe(&ch.key, self.subscriber(ch));
-            }
+        ch.expires_at = super::join::expiry_instant(claims.exp);
+        if changed && let Some(ch) = self.channel(&msg.topic) {
+            self.node.registry.subscribe(&ch.key, self.subscriber(ch));
         }
-        self.schedule_expiry(&msg.topic, id, exp);
     }
 }

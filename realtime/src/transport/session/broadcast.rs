@@ -11,7 +11,9 @@ use crate::transport::phoenix::{Inbound, Payload, Status};
 
 impl Session {
     pub(super) fn broadcast(&mut self, mut msg: Inbound) {
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
         let payload = std::mem::replace(&mut msg.payload, Payload::Binary(Bytes::new()));
         let message = match payload {
             Payload::Json(raw) => match Broadcast::from_client_json(&raw) {

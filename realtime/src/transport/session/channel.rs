@@ -1,14 +1,18 @@
 //! A joined channel, as its session sees it.
 
-use crate::channels::access::ChannelAccess;
-use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::channels::TopicKey;
+use tokio::time::Instant;
+
+use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::limits::SlidingLog;
+use crate::policy::ChannelAccess;
 
 use super::Session;
 
 #[derive(Debug)]
 pub(super) struct Channel {
+    /// The wire topic, `realtime:<sub-topic>`.
+    pub topic: String,
     pub key: TopicKey,
     pub join_ref: Option<String>,
     /// This channel's identity in the registry and in presence.
@@ -18,19 +22,42 @@ pub(super) struct Channel {
     /// `config.broadcast.self`: receive one's own broadcasts.
     pub self_broadcast: bool,
     pub presence_enabled: bool,
-    pub presence_key: String,
+    /// `config.presence.key`; a UUID is generated on the first track when none was given.
+    pub presence_key: Option<String>,
     pub tracked: bool,
     /// The token given in the join or a later `access_token` event; `None` means the socket's
     /// API key.
     pub token: Option<String>,
     /// Expiry of the channel's token, Unix seconds.
     pub exp: i64,
+    /// When the expiry check runs (at `exp`).
+    pub expires_at: Instant,
     /// Everything on public channels; what the policy grants on private ones.
     pub access: ChannelAccess,
     pub presence_calls: SlidingLog,
 }
 
 impl Session {
+    pub(super) fn channel(&self, topic: &str) -> Option<&Channel> {
+        self.channels.iter().find(|ch| ch.topic == topic)
+    }
+
+    pub(super) fn channel_mut(&mut self, topic: &str) -> Option<&mut Channel> {
+        self.channels.iter_mut().find(|ch| ch.topic == topic)
+    }
+
+    pub(super) fn take_channel(&mut self, topic: &str) -> Option<Channel> {
+        let i = self.channels.iter().position(|ch| ch.topic == topic)?;
+        Some(self.channels.swap_remove(i))
+    }
+
+    /// Adds a channel. Sockets usually hold one or two channels: the list grows one slot at a
+    /// time so an idle socket carries no spare capacity.
+    pub(super) fn add_channel(&mut self, ch: Channel) {
+        self.channels.reserve_exact(1);
+        self.channels.push(ch);
+    }
+
     /// The registry entry of `ch` (who receives what follows from its access and settings).
     pub(super) fn subscriber(&self, ch: &Channel) -> Subscriber {
         Subscriber {

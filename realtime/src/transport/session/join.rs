@@ -10,11 +10,11 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::channel::Channel;
-use super::{Close, Session, Timer};
-use crate::channels::access::ChannelAccess;
+use super::{Close, Session};
 use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
 use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
+use crate::policy::ChannelAccess;
 use crate::transport::phoenix::{Inbound, Status};
 
 pub(super) const UNMATCHED: &str = r#"{"reason":"unmatched topic"}"#;
@@ -71,7 +71,9 @@ fn flexible_bool(v: &Value) -> bool {
 /// A token usable for a channel: new-style `sb_` API keys are not JWTs and are ignored (the
 /// socket's key is used instead).
 pub(super) fn channel_token(v: &Value) -> Option<String> {
-    v.as_str().filter(|t| !t.trim().is_empty() && !t.starts_with("sb_")).map(str::to_owned)
+    v.as_str()
+        .filter(|t| !t.trim().is_empty() && !t.starts_with("sb_"))
+        .map(str::to_owned)
 }
 
 /// Hook for Postgres Changes: the `postgres_changes` list of the join reply, one entry per
@@ -81,8 +83,16 @@ fn postgres_changes_reply(_requested: &[Value]) -> Vec<Value> {
     Vec::new()
 }
 
+/// The monotonic instant of Unix time `exp` (seconds).
+pub(super) fn expiry_instant(exp: i64) -> Instant {
+    let at = UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64);
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+}
+
 pub(super) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Session {
@@ -97,7 +107,7 @@ impl Session {
             Err(e @ TopicError::NameRequired) => return self.join_error(&msg, &e.to_string(), None),
         };
         // A second join of a joined topic replaces the first channel.
-        if self.channels.contains_key(&msg.topic) {
+        if self.channel(&msg.topic).is_some() {
             self.close_channel(&msg.topic);
         }
         let params = JoinParams::parse(msg.payload.as_json());
@@ -110,7 +120,8 @@ impl Session {
             return self.join_error(&msg, TOO_MANY_CHANNELS_REASON, None);
         }
         let token = params.access_token.as_deref().unwrap_or(&self.api_key);
-        let claims = match self.node.verifier.verify(token).await {
+        // Boxed: the verify future is large and would otherwise sit in every idle socket's task.
+        let claims = match Box::pin(self.node.verifier.verify(token)).await {
             Ok(claims) => claims,
             Err(error) => return self.join_error(&msg, &error.join_reason(), None),
         };
@@ -120,21 +131,25 @@ impl Session {
             ChannelAccess::ALL
         };
         if !access.can_join() {
-            let reason = format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}");
+            let reason = format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+            );
             return self.join_error(&msg, &reason, None);
         }
 
         let ch = Channel {
+            topic: msg.topic.clone(),
             key: TopicKey::new(&sub_topic, params.private),
             join_ref: msg.join_ref.clone(),
             id: SubscriberId::next(),
             ack: params.ack,
             self_broadcast: params.self_broadcast,
             presence_enabled: params.presence_enabled || params.presence_key.is_some(),
-            presence_key: params.presence_key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            presence_key: params.presence_key.clone(),
             tracked: false,
             token: params.access_token.clone(),
             exp: claims.exp,
+            expires_at: expiry_instant(claims.exp),
             access,
             presence_calls: SlidingLog::new(
                 limits.max_client_presence_events_per_window,
@@ -144,14 +159,14 @@ impl Session {
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
         // join may arrive twice, never zero times.
-        let response = serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
+        let response =
+            serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
         self.reply(&msg, Status::Ok, &response.to_string());
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         if ch.presence_enabled && ch.access.presence_read {
             self.push_presence_state(&ch, &msg.topic);
         }
-        self.schedule_expiry(&msg.topic, ch.id, ch.exp);
-        self.channels.insert(msg.topic, ch);
+        self.add_channel(ch);
     }
 
     fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
@@ -165,19 +180,15 @@ impl Session {
         self.push(ch.join_ref.as_deref(), topic, "presence_state", &state);
     }
 
-    /// Arms the timer that closes the channel when its token expires at `exp` (Unix seconds).
-    pub(super) fn schedule_expiry(&mut self, topic: &str, subscriber: SubscriberId, exp: i64) {
-        let now = SystemTime::now();
-        let at = UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64);
-        let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
-        self.schedule(Instant::now() + wait, Timer::TokenExpiry { topic: topic.to_owned(), subscriber });
-    }
-
-    /// The expiry timer fired: close the channel unless its token was refreshed meanwhile.
-    pub(super) fn token_expired(&mut self, topic: &str, subscriber: SubscriberId) {
-        let Some(ch) = self.channels.get(topic) else { return };
+    /// The expiry time of the channel on `topic` has come: close it, unless the wall clock
+    /// says otherwise (it was moved), in which case the check moves to the new time.
+    pub(super) fn token_expired(&mut self, topic: &str) {
         let now = unix_now();
-        if ch.id != subscriber || ch.exp > now {
+        let Some(ch) = self.channel_mut(topic) else {
+            return;
+        };
+        if ch.exp > now {
+            ch.expires_at = expiry_instant(ch.exp);
             return;
         }
         let message = format!("Token has expired {} seconds ago", now - ch.exp);
@@ -186,6 +197,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -216,6 +228,11 @@ mod tests {
         assert!(!p.self_broadcast);
         assert_eq!(p.access_token.as_deref(), Some("legacy"));
         assert_eq!(parse(r#"{"access_token":"sb_publishable_x"}"#).access_token, None);
-        assert_eq!(parse(r#"{"config":{"presence":{"key":7}}}"#).presence_key.as_deref(), Some("7"));
+        assert_eq!(
+            parse(r#"{"config":{"presence":{"key":7}}}"#)
+                .presence_key
+                .as_deref(),
+            Some("7")
+        );
     }
 }

@@ -13,16 +13,21 @@ impl Session {
 
     /// Sends `phx_close` for the channel on `topic` and forgets it.
     pub(super) fn close_channel(&mut self, topic: &str) {
-        let Some(ch) = self.channels.remove(topic) else { return };
+        let Some(ch) = self.take_channel(topic) else {
+            return;
+        };
         self.forget(&ch);
         let join_ref = ch.join_ref.as_deref();
-        let frame = crate::transport::phoenix::encode_text(self.vsn, join_ref, join_ref, topic, "phx_close", "{}");
+        let frame =
+            crate::transport::phoenix::encode_text(self.vsn, join_ref, join_ref, topic, "phx_close", "{}");
         self.send_text(frame);
     }
 
     /// Shuts a channel down with a `system` error (`message`) followed by `phx_close`.
     pub(super) fn shutdown_channel(&mut self, topic: &str, message: &str) {
-        let Some(ch) = self.channels.get(topic) else { return };
+        let Some(ch) = self.channel(topic) else {
+            return;
+        };
         let payload = serde_json::json!({
             "channel": ch.key.sub_topic(),
             "extension": "system",

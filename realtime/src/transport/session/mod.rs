@@ -17,7 +17,7 @@ mod join;
 mod leave;
 mod presence;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use self::channel::Channel;
 use super::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
 use super::phoenix::{self, Inbound, Status, Vsn};
-use crate::channels::registry::SubscriberId;
 use crate::limits::{OwnedConnectionSlot, WindowCounter};
 use crate::node::Node;
 
@@ -63,13 +62,13 @@ impl Close {
     }
 }
 
-/// Work a session has scheduled for later.
+/// A frame held back until `at` (a join error waiting out the channel error backoff), then
+/// maybe a close of the socket.
 #[derive(Debug)]
-enum Timer {
-    /// Send a frame (a delayed join error), then maybe close the socket.
-    Send { frame: String, then: Option<Close> },
-    /// The token of a channel expires now (unless it was refreshed since).
-    TokenExpiry { topic: String, subscriber: SubscriberId },
+struct Delayed {
+    at: Instant,
+    frame: String,
+    then: Option<Close>,
 }
 
 pub struct Session {
@@ -78,10 +77,10 @@ pub struct Session {
     outbound: Arc<Outbound>,
     /// The token the socket connected with: the default token of its channels.
     api_key: String,
-    /// Joined channels by wire topic (`realtime:<sub-topic>`).
-    channels: HashMap<String, Channel>,
-    timers: BTreeMap<(Instant, u64), Timer>,
-    timer_seq: u64,
+    /// Joined channels (a short list: lookups scan it). Each channel's token expiry is a
+    /// deadline of the session's one timer, like the idle timeout and delayed frames.
+    channels: Vec<Channel>,
+    delayed: Vec<Delayed>,
     last_activity: Instant,
     client_events: WindowCounter,
     pending_close: Option<Close>,
@@ -96,9 +95,8 @@ impl Session {
             client_events: WindowCounter::per_second(limits.max_events_per_second),
             vsn,
             api_key,
-            channels: HashMap::new(),
-            timers: BTreeMap::new(),
-            timer_seq: 0,
+            channels: Vec::new(),
+            delayed: Vec::new(),
             last_activity: Instant::now(),
             pending_close: None,
             _slot: slot,
@@ -129,7 +127,7 @@ impl Session {
                 frame = socket.recv() => match frame {
                     Some(Ok(frame)) => {
                         self.last_activity = Instant::now();
-                        self.on_frame(frame).await;
+                        Box::pin(self.on_frame(frame)).await;
                     }
                     Some(Err(_)) | None => break Close::Gone,
                 },
@@ -159,29 +157,35 @@ impl Session {
                 Taken::Overflowed => return Err(Close::SlowConsumer),
                 Taken::Closed => return Err(Close::Gone),
             };
-            let write = async {
-                for frame in frames {
-                    socket.feed(frame).await?;
-                }
-                socket.flush().await
-            };
-            // A client that stops reading blocks this write; keep watching for the queue
-            // overflowing behind it and for shutdown, so neither waits on the client.
-            let outbound = &self.outbound;
-            let overflow = async {
-                loop {
-                    outbound.wait().await;
-                    if outbound.is_overflowed() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = self.node.shutdown.cancelled() => return Err(Close::Shutdown),
-                _ = overflow => return Err(Close::SlowConsumer),
-                written = write => written.map_err(|_| Close::Gone)?,
+            // Boxed, like frame handling below: the write future is only alive while writing,
+            // so an idle socket's task does not carry its size.
+            Box::pin(self.write(socket, frames)).await?;
+        }
+    }
+
+    async fn write(&self, socket: &mut WebSocket, frames: VecDeque<Message>) -> Result<(), Close> {
+        let write = async {
+            for frame in frames {
+                socket.feed(frame).await?;
             }
+            socket.flush().await
+        };
+        // A client that stops reading blocks this write; keep watching for the queue
+        // overflowing behind it and for shutdown, so neither waits on the client.
+        let outbound = &self.outbound;
+        let overflow = async {
+            loop {
+                outbound.wait().await;
+                if outbound.is_overflowed() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.node.shutdown.cancelled() => Err(Close::Shutdown),
+            _ = overflow => Err(Close::SlowConsumer),
+            written = write => written.map_err(|_| Close::Gone),
         }
     }
 
@@ -207,8 +211,7 @@ impl Session {
             return self.join(msg).await;
         }
         let joined = self
-            .channels
-            .get(&msg.topic)
+            .channel(&msg.topic)
             .is_some_and(|ch| msg.join_ref.is_none() || msg.join_ref == ch.join_ref);
         if !joined {
             return self.reply(&msg, Status::Error, r#"{"reason":"unmatched topic"}"#);
@@ -243,19 +246,26 @@ impl Session {
     }
 
     fn on_timers(&mut self, now: Instant) -> Option<Close> {
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            match entry.remove() {
-                Timer::Send { frame, then } => {
-                    self.send_text(frame);
-                    if then.is_some() {
-                        self.pending_close = then;
-                    }
+        if self.delayed.iter().any(|d| d.at <= now) {
+            let (due, later): (Vec<Delayed>, Vec<Delayed>) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|d| d.at <= now);
+            self.delayed = later;
+            for Delayed { frame, then, .. } in due {
+                self.send_text(frame);
+                if then.is_some() {
+                    self.pending_close = then;
                 }
-                Timer::TokenExpiry { topic, subscriber } => self.token_expired(&topic, subscriber),
             }
+        }
+        let expired: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|ch| ch.expires_at <= now)
+            .map(|ch| ch.topic.clone())
+            .collect();
+        for topic in expired {
+            self.token_expired(&topic);
         }
         if now >= self.last_activity + self.node.config.server.limits.idle_timeout {
             return Some(Close::Idle);
@@ -263,17 +273,12 @@ impl Session {
         None
     }
 
+    /// The earliest of: idle timeout, a delayed frame, a channel's token expiry.
     fn next_deadline(&self) -> Instant {
         let idle = self.last_activity + self.node.config.server.limits.idle_timeout;
-        match self.timers.first_key_value() {
-            Some(((at, _), _)) => idle.min(*at),
-            None => idle,
-        }
-    }
-
-    fn schedule(&mut self, at: Instant, timer: Timer) {
-        self.timer_seq += 1;
-        self.timers.insert((at, self.timer_seq), timer);
+        let delayed = self.delayed.iter().map(|d| d.at);
+        let expiries = self.channels.iter().map(|ch| ch.expires_at);
+        delayed.chain(expiries).fold(idle, Instant::min)
     }
 
     /// Sends `frame` after the channel error backoff (at once when it is zero).
@@ -285,7 +290,11 @@ impl Session {
                 self.pending_close = then;
             }
         } else {
-            self.schedule(Instant::now() + backoff, Timer::Send { frame, then });
+            self.delayed.push(Delayed {
+                at: Instant::now() + backoff,
+                frame,
+                then,
+            });
         }
     }
 
@@ -312,12 +321,14 @@ impl Session {
 
     /// A channel push (join_ref set, no ref), e.g. `presence_state` or `system`.
     fn push(&self, join_ref: Option<&str>, topic: &str, event: &str, payload: &str) {
-        self.send_text(phoenix::encode_text(self.vsn, join_ref, None, topic, event, payload));
+        self.send_text(phoenix::encode_text(
+            self.vsn, join_ref, None, topic, event, payload,
+        ));
     }
 
     /// Leaves every channel; safe to call twice.
     fn cleanup(&mut self) {
-        for (_, ch) in std::mem::take(&mut self.channels) {
+        for ch in std::mem::take(&mut self.channels) {
             self.forget(&ch);
         }
         self.outbound.close();
@@ -326,7 +337,10 @@ impl Session {
     async fn finish(mut self, mut socket: WebSocket, close: Close) {
         self.cleanup();
         if let Some((code, reason)) = close.frame() {
-            let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
         }
     }

@@ -14,7 +14,10 @@ const NOT_A_MAP: &str = r#"{"reason":"Presence track payload must be a map"}"#;
 
 impl Session {
     pub(super) fn presence(&mut self, msg: &Inbound) {
-        let Some(body) = msg.payload.as_json().and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+        let Some(body) = msg
+            .payload
+            .as_json()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
         else {
             return self.reply(msg, Status::Error, "{}");
         };
@@ -22,7 +25,9 @@ impl Session {
         if !self.node.limits.presence_event(now) {
             return self.shutdown_channel(&msg.topic, TOO_MANY_PRESENCE_MESSAGES);
         }
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let Some(ch) = self.channel_mut(&msg.topic) else {
+            return;
+        };
         if !ch.presence_calls.hit(now) {
             return self.shutdown_channel(&msg.topic, CLIENT_PRESENCE_RATE);
         }
@@ -37,7 +42,9 @@ impl Session {
         let Some(Value::Object(meta)) = payload else {
             return self.reply(msg, Status::Error, NOT_A_MAP);
         };
-        let Some(ch) = self.channels.get(&msg.topic) else { return };
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
         if !ch.access.presence_write {
             return self.reply(msg, Status::Error, "{}");
         }
@@ -46,28 +53,35 @@ impl Session {
             return self.shutdown_channel(&msg.topic, TRACK_TOO_LARGE);
         }
         if !ch.presence_enabled {
-            if let Some(ch) = self.channels.get_mut(&msg.topic) {
+            if let Some(ch) = self.channel_mut(&msg.topic) {
                 ch.presence_enabled = true;
             }
-            if let Some(ch) = self.channels.get(&msg.topic) {
+            if let Some(ch) = self.channel(&msg.topic) {
                 self.node.registry.subscribe(&ch.key, self.subscriber(ch));
                 if ch.access.presence_read {
                     self.push_presence_state(ch, &msg.topic);
                 }
             }
         }
-        let Some(ch) = self.channels.get_mut(&msg.topic) else { return };
+        let node = self.node.clone();
+        let Some(ch) = self.channel_mut(&msg.topic) else {
+            return;
+        };
         ch.tracked = true;
-        self.node.presence.track(&ch.key, ch.id, &ch.presence_key, meta.clone());
+        let key = ch
+            .presence_key
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        node.presence.track(&ch.key, ch.id, key, meta.clone());
         self.reply(msg, Status::Ok, "{}");
     }
 
     fn untrack(&mut self, msg: &Inbound) {
-        if let Some(ch) = self.channels.get_mut(&msg.topic) {
-            if ch.tracked {
-                ch.tracked = false;
-                self.node.presence.untrack(&ch.key, ch.id);
-            }
+        let node = self.node.clone();
+        if let Some(ch) = self.channel_mut(&msg.topic)
+            && ch.tracked
+        {
+            ch.tracked = false;
+            node.presence.untrack(&ch.key, ch.id);
         }
         self.reply(msg, Status::Ok, "{}");
     }

@@ -1,0 +1,272 @@
+//! The policy expression language: a small subset of SQL, the language of Postgres RLS `USING`
+//! clauses, so that a table's RLS policy reads the same here.
+//!
+//! Pure and self-contained: text → tokens ([`lex`]) → tree ([`parse`]) → static type check
+//! ([`Expr::check`]) → evaluation against a [`Context`] ([`eval`]). Channel rules use it over JWT
+//! claims and topic parameters; table rules use it over claims and row columns. Parsing never
+//! panics and bounds nesting depth, so hostile or broken input gives an error, not a crash.
+//!
+//! Semantics follow SQL: three-valued logic (a comparison with NULL is NULL, `NULL AND false`
+//! is false), and a rule grants only when its expression is `true`.
+
+mod eval;
+mod lex;
+mod parse;
+mod types;
+
+use std::fmt;
+
+pub use eval::Context;
+pub use types::Type;
+
+/// The deepest nesting a parsed expression may have (parentheses, NOT, operator chains).
+pub const MAX_DEPTH: usize = 64;
+/// The longest expression text accepted.
+pub const MAX_LEN: usize = 64 * 1024;
+
+/// A runtime value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// A JSON value that is not turned into text: `auth.jwt()` and `->`.
+    Json(serde_json::Value),
+}
+
+/// The built-in functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    /// `auth.uid()`: the `sub` claim (text).
+    AuthUid,
+    /// `auth.role()`: the `role` claim (text).
+    AuthRole,
+    /// `auth.email()`: the `email` claim (text).
+    AuthEmail,
+    /// `auth.jwt()`: every claim (JSON).
+    AuthJwt,
+    /// `realtime.topic()`: the channel's sub-topic (text), as in Supabase's `realtime.messages`
+    /// policies. NULL outside channel rules.
+    RealtimeTopic,
+}
+
+impl Func {
+    fn name(self) -> &'static str {
+        match self {
+            Func::AuthUid => "auth.uid()",
+            Func::AuthRole => "auth.role()",
+            Func::AuthEmail => "auth.email()",
+            Func::AuthJwt => "auth.jwt()",
+            Func::RealtimeTopic => "realtime.topic()",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
+/// A parsed expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Literal(Value),
+    /// A name: a topic parameter in channel rules, a column in table rules.
+    Var(String),
+    Func(Func),
+    /// `base -> key` (JSON) or `base ->> key` (text). The key is text (object member) or an
+    /// integer (array element).
+    JsonGet {
+        base: Box<Expr>,
+        key: Box<Expr>,
+        as_text: bool,
+    },
+    Cast(Box<Expr>, Type),
+    Compare(Box<Expr>, CmpOp, Box<Expr>),
+    In {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    /// Flat lists keep long chains shallow.
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+}
+
+/// Why an expression was refused, with the byte offset in its text where that is known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    pub offset: Option<usize>,
+    pub message: String,
+}
+
+impl ExprError {
+    fn at(offset: usize, message: impl Into<String>) -> Self {
+        ExprError {
+            offset: Some(offset),
+            message: message.into(),
+        }
+    }
+
+    fn general(message: impl Into<String>) -> Self {
+        ExprError {
+            offset: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl Expr {
+    /// Parses expression text. Never panics.
+    pub fn parse(text: &str) -> Result<Expr, ExprError> {
+        parse::parse(text)
+    }
+
+    /// The variable names the expression reads, each once, in order of appearance.
+    pub fn variables(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.walk(&mut |e| {
+            if let Expr::Var(name) = e
+                && !out.contains(&name.as_str())
+            {
+                out.push(name.as_str());
+            }
+        });
+        out
+    }
+
+    /// Whether the expression reads any claim (through any `auth.*()` function).
+    pub fn reads_claims(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| {
+            if matches!(e, Expr::Func(f) if *f != Func::RealtimeTopic) {
+                found = true;
+            }
+        });
+        found
+    }
+
+    fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
+        f(self);
+        match self {
+            Expr::Literal(_) | Expr::Var(_) | Expr::Func(_) => {}
+            Expr::JsonGet { base, key, .. } => {
+                base.walk(f);
+                key.walk(f);
+            }
+            Expr::Cast(e, _) | Expr::Not(e) | Expr::IsNull { expr: e, .. } => e.walk(f),
+            Expr::Compare(a, _, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::In { expr, list, .. } => {
+                expr.walk(f);
+                list.iter().for_each(|e| e.walk(f));
+            }
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|e| e.walk(f)),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Bool(b) => f.write_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => write!(f, "{i}"),
+            // Debug keeps a `.0` or exponent, so the text parses back as a decimal.
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
+            Value::Json(j) => write!(f, "'{}'::jsonb", j.to_string().replace('\'', "''")),
+        }
+    }
+}
+
+/// SQL text of the expression, fully parenthesised where precedence could mislead.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, items: &[Expr], sep: &str| -> fmt::Result {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(sep)?;
+                }
+                write!(f, "{item}")?;
+            }
+            Ok(())
+        };
+        match self {
+            Expr::Literal(v) => write!(f, "{v}"),
+            Expr::Var(name) => {
+                let plain = name.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
+                    && name
+                        .chars()
+                        .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && !parse::is_keyword(name);
+                if plain {
+                    f.write_str(name)
+                } else {
+                    write!(f, "\"{}\"", name.replace('"', "\"\""))
+                }
+            }
+            Expr::Func(func) => f.write_str(func.name()),
+            Expr::JsonGet { base, key, as_text } => {
+                write!(f, "({base} {} {key})", if *as_text { "->>" } else { "->" })
+            }
+            Expr::Cast(e, t) => write!(f, "({e})::{}", t.name()),
+            Expr::Compare(a, op, b) => write!(f, "({a} {} {b})", op.symbol()),
+            Expr::In {
+                expr,
+                list: items,
+                negated,
+            } => {
+                write!(f, "({expr} {}IN (", if *negated { "NOT " } else { "" })?;
+                list(f, items, ", ")?;
+                f.write_str("))")
+            }
+            Expr::IsNull { expr, negated } => {
+                write!(f, "({expr} IS {}NULL)", if *negated { "NOT " } else { "" })
+            }
+            Expr::And(items) => {
+                f.write_str("(")?;
+                list(f, items, " AND ")?;
+                f.write_str(")")
+            }
+            Expr::Or(items) => {
+                f.write_str("(")?;
+                list(f, items, " OR ")?;
+                f.write_str(")")
+            }
+            Expr::Not(e) => write!(f, "(NOT {e})"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests;

@@ -1,0 +1,213 @@
+//! Reading policy files: every `*.toml` file of the folder (not sub-folders), in name order.
+//! Each file is checked completely and every problem is reported with its file and line, so one
+//! `realtime policies check` run shows them all.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::channel::{ACTIONS, ChannelAccess, ChannelRule};
+use super::expr::{Expr, Type};
+use super::topic::TopicPattern;
+use super::{PolicyError, PolicySet};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    #[serde(default)]
+    channel: Vec<ChannelToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelToml {
+    #[serde(default)]
+    description: Option<String>,
+    topic: Spanned<String>,
+    actions: Spanned<Vec<Spanned<String>>>,
+    when: Spanned<String>,
+}
+
+/// The largest policy file read: policies are hand-written.
+const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![PolicyError::new(
+            dir,
+            None,
+            format!("cannot read the policy folder: {e}"),
+        )]
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    let mut set = PolicySet::empty();
+    let mut errors = Vec::new();
+    for path in files {
+        let text = match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_FILE => {
+                errors.push(PolicyError::new(
+                    &path,
+                    None,
+                    format!("larger than {MAX_FILE} bytes"),
+                ));
+                continue;
+            }
+            _ => match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(PolicyError::new(
+                        &path,
+                        None,
+                        format!("cannot read the file: {e}"),
+                    ));
+                    continue;
+                }
+            },
+        };
+        match parse_file(&path, &text) {
+            Ok(rules) => {
+                set.channels.extend(rules);
+                set.files.push(path);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() { Ok(set) } else { Err(errors) }
+}
+
+/// Parses one file's text; `path` only names the file in errors.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<ChannelRule>, Vec<PolicyError>> {
+    let lines = Lines::new(text);
+    let file: FileToml = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| lines.line(s.start));
+        vec![PolicyError::new(path, line, e.message().trim().to_owned())]
+    })?;
+    let mut rules = Vec::new();
+    let mut errors = Vec::new();
+    for ch in file.channel {
+        match channel_rule(ch, text, &lines) {
+            Ok(rule) => rules.push(rule),
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|(line, msg)| PolicyError::new(path, Some(line), msg)),
+            ),
+        }
+    }
+    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+}
+
+fn channel_rule(ch: ChannelToml, text: &str, lines: &Lines) -> Result<ChannelRule, Vec<(usize, String)>> {
+    let mut errors = Vec::new();
+    let topic_line = lines.line(ch.topic.span().start);
+    let pattern = TopicPattern::parse(ch.topic.get_ref())
+        .map_err(|e| errors.push((topic_line, format!("topic {:?}: {e}", ch.topic.get_ref()))))
+        .ok();
+
+    let mut grants = ChannelAccess::default();
+    if ch.actions.get_ref().is_empty() {
+        errors.push((
+            lines.line(ch.actions.span().start),
+            "actions is empty: name at least one".to_owned(),
+        ));
+    }
+    for action in ch.actions.get_ref() {
+        match ChannelAccess::from_action(action.get_ref()) {
+            Some(a) => grants = grants.union(a),
+            None => errors.push((
+                lines.line(action.span().start),
+                format!(
+                    "unknown action {:?} (known: {})",
+                    action.get_ref(),
+                    ACTIONS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    let when_span = ch.when.span();
+    let when = match Expr::parse(ch.when.get_ref()) {
+        Err(e) => {
+            let line = expression_line(text, when_span, ch.when.get_ref(), e.offset, lines);
+            errors.push((line, format!("when: {}", e.message)));
+            None
+        }
+        Ok(expr) => {
+            if let Some(pattern) = &pattern {
+                let params: Vec<&str> = pattern.params().collect();
+                let var_type = |name: &str| params.contains(&name).then_some(Type::Text);
+                if let Err(e) = expr.check(&var_type) {
+                    let mut message = format!("when: {}", e.message);
+                    if message.contains("unknown name") {
+                        message.push_str(&if params.is_empty() {
+                            " (the topic pattern has no parameters)".to_owned()
+                        } else {
+                            format!(" (topic parameters: {})", params.join(", "))
+                        });
+                    }
+                    errors.push((lines.line(when_span.start), message));
+                }
+            }
+            Some(expr)
+        }
+    };
+    match (pattern, when) {
+        (Some(pattern), Some(when)) if errors.is_empty() => Ok(ChannelRule {
+            description: ch.description,
+            pattern,
+            grants,
+            when,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The line of a parse error inside a `when` string: the string's first content line plus the
+/// line breaks before the error offset. Exact for literal and multi-line strings; escapes such
+/// as `\n` in basic strings can shift it.
+fn expression_line(
+    text: &str,
+    span: Range<usize>,
+    expr: &str,
+    offset: Option<usize>,
+    lines: &Lines,
+) -> usize {
+    let raw = text.get(span.clone()).unwrap_or("");
+    let multi = raw.starts_with("\"\"\"") || raw.starts_with("'''");
+    let mut start = span.start + if multi { 3 } else { 1 };
+    if multi {
+        let after = text.get(start..).unwrap_or("");
+        if after.starts_with("\r\n") {
+            start += 2;
+        } else if after.starts_with('\n') {
+            start += 1;
+        }
+    }
+    let breaks = offset
+        .and_then(|o| expr.get(..o))
+        .map_or(0, |before| before.matches('\n').count());
+    lines.line(start) + breaks
+}
+
+/// Byte offset → 1-based line number.
+struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|s| *s <= offset).max(1)
+    }
+}
