@@ -163,7 +163,8 @@ impl RowChange {
     pub fn to_json(&self) -> String {
         use crate::replication::values::write_string;
         let mut out = String::with_capacity(
-            160 + self.new.as_ref().map_or(0, |r| r.json.len()) + self.old.as_ref().map_or(0, |r| r.json.len()),
+            160 + self.new.as_ref().map_or(0, |r| r.json.len())
+                + self.old.as_ref().map_or(0, |r| r.json.len()),
         );
         out.push_str("{\"position\":\"");
         out.push_str(&self.position.to_string());
@@ -228,7 +229,12 @@ pub fn format_timestamp(unix_micros: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -252,20 +258,36 @@ mod tests {
     #[test]
     fn formats_commit_timestamps_in_utc_with_milliseconds() {
         assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_timestamp(1_763_511_760_877_123), "2025-11-19T00:22:40.877Z");
+        assert_eq!(
+            format_timestamp(1_763_511_760_877_123),
+            "2025-11-19T00:22:40.877Z"
+        );
         assert_eq!(format_timestamp(951_782_400_000_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]
     fn positions_sort_as_strings_within_an_epoch() {
-        let p = |lsn: u64, index: u32| Position { epoch: Epoch(7), commit_lsn: Lsn(lsn), index };
-        let list = [p(1, 0), p(1, 1), p(1, 10), p(0x1_0000_0000, 0), p(u64::MAX, u32::MAX)];
+        let p = |lsn: u64, index: u32| Position {
+            epoch: Epoch(7),
+            commit_lsn: Lsn(lsn),
+            index,
+        };
+        let list = [
+            p(1, 0),
+            p(1, 1),
+            p(1, 10),
+            p(0x1_0000_0000, 0),
+            p(u64::MAX, u32::MAX),
+        ];
         for w in list.windows(2) {
             assert!(w[0].to_string() < w[1].to_string(), "{} !< {}", w[0], w[1]);
             assert_eq!(w[0].cmp_in_epoch(&w[1]), Some(std::cmp::Ordering::Less));
         }
-        let other = Position { epoch: Epoch(8), ..p(1, 0) };
+        let other = Position {
+            epoch: Epoch(8),
+            ..p(1, 0)
+        };
         assert_eq!(p(1, 0).cmp_in_epoch(&other), None);
     }
 }

@@ -27,7 +27,10 @@ pub fn connect_options(config: &DatabaseConfig) -> PgConnectOptions {
 
 /// A small pool: the control plane needs few connections.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new().max_connections(4).connect_with(connect_options(config)).await
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect_options(config))
+        .await
 }
 
 /// Applies the migrations in `migrations/` (the `realtime` schema only).

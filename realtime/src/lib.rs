@@ -7,6 +7,7 @@ pub mod auth;
 pub mod broadcast;
 pub mod bus;
 pub mod change;
+pub mod changes;
 pub mod channels;
 pub mod config;
 pub mod db;

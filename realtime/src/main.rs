@@ -48,6 +48,30 @@ enum Command {
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print what is wrong with a configuration (file and environment), naming each key.
+    Check {
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Validate every policy file of a folder, with file and line for each problem.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,8 +92,46 @@ fn main() -> std::process::ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(load_config(config.as_deref())?, false).await,
-        Command::Dev { data_dir, pg_port, fresh, config } => dev(config, data_dir, pg_port, fresh).await,
+        Command::Dev {
+            data_dir,
+            pg_port,
+            fresh,
+            config,
+        } => dev(config, data_dir, pg_port, fresh).await,
         Command::Tail { config } => tail(load_config(config.as_deref())?).await,
+        Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()),
+        Command::Policies(PoliciesCommand::Check { dir }) => policies_check(&dir),
+    }
+}
+
+fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
+    let problems = realtime::config::server::check_config(file, &process_env);
+    for problem in &problems {
+        println!("{problem}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == realtime::config::server::Severity::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!("{errors} error(s) in the configuration");
+    }
+    println!("configuration ok");
+    Ok(())
+}
+
+fn policies_check(dir: &Path) -> anyhow::Result<()> {
+    match realtime::policy::check_policies(dir) {
+        Ok(_) => {
+            println!("policies in {} are valid", dir.display());
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display())
+        }
     }
 }
 
@@ -104,7 +166,9 @@ async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
             }))
         }
         None => {
-            tracing::warn!("no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only");
+            tracing::warn!(
+                "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
+            );
             None
         }
     };
@@ -115,7 +179,12 @@ async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(config_file: Option<PathBuf>, data_dir: PathBuf, pg_port: u16, fresh: bool) -> anyhow::Result<()> {
+async fn dev(
+    config_file: Option<PathBuf>,
+    data_dir: PathBuf,
+    pg_port: u16,
+    fresh: bool,
+) -> anyhow::Result<()> {
     let mut config = load_config(config_file.as_deref())?;
     // The embedded database only when none is given.
     let _postgres = match &config.database {
@@ -129,25 +198,63 @@ async fn dev(config_file: Option<PathBuf>, data_dir: PathBuf, pg_port: u16, fres
                     .with_context(|| format!("cannot delete {}", data_dir.display()))?;
             }
             let data_dir = std::path::absolute(&data_dir)?;
-            let options = Options { data_dir: Some(data_dir), port: Some(pg_port), ..Options::default() };
+            let options = Options {
+                data_dir: Some(data_dir),
+                port: Some(pg_port),
+                ..Options::default()
+            };
             let postgres = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
                 .await?
                 .context("cannot start the local Postgres")?;
             let url = postgres.url("postgres");
-            println!("Local Postgres (wal_level=logical) is running; data in {}", postgres.data_dir().display());
+            println!(
+                "Local Postgres (wal_level=logical) is running; data in {}",
+                postgres.data_dir().display()
+            );
             println!("  connect:  psql {url}");
             println!(
                 "  publish a table:  ALTER PUBLICATION {} ADD TABLE your_table;",
-                config.replication.publications.first().map(String::as_str).unwrap_or("supabase_realtime")
+                config
+                    .replication
+                    .publications
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("supabase_realtime")
             );
             println!("It stops when realtime exits (Ctrl-C).");
             config.database = Some(DatabaseConfig::from_url(&url).map_err(anyhow::Error::msg)?);
             Some(postgres)
         }
     };
+    if config.server.auth.jwt_secret.is_none() && config.server.auth.jwks.is_none() {
+        // A dev-only secret, and keys signed with it, so a client can connect right away.
+        let secret = format!("{:032x}", rand::random::<u128>());
+        println!("JWT secret for this run: {secret}");
+        println!("  anon key:          {}", dev_key(&secret, "anon")?);
+        println!("  service_role key:  {}", dev_key(&secret, "service_role")?);
+        config.server.auth.jwt_secret = Some(realtime::config::Secret::new(secret));
+    }
+    println!(
+        "WebSocket: ws://localhost:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
+        config.server.port
+    );
     let result = serve(config, true).await;
     // `_postgres` drops here: the local server stops.
     result
+}
+
+/// An HS256 token for `role`, valid for a day: the keys `realtime dev` prints.
+fn dev_key(secret: &str, role: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({ "role": role, "iat": now, "exp": now + 86_400, "iss": "realtime-dev" });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &key,
+    )?)
 }
 
 /// Logs one line per change: table, kind and position, never row values.
@@ -174,7 +281,10 @@ async fn log_changes_of(bus: LocalBus) {
 }
 
 async fn tail(config: Config) -> anyhow::Result<()> {
-    let database = config.database.clone().context("tail needs a database: set DATABASE_URL")?;
+    let database = config
+        .database
+        .clone()
+        .context("tail needs a database: set DATABASE_URL")?;
     let bus = LocalBus::new(65_536);
     let mut changes = bus.subscribe_transactions();
     let shutdown = CancellationToken::new();

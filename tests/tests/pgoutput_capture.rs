@@ -306,7 +306,7 @@ fn kind(message: &Message) -> &'static str {
 }
 
 fn unhex(hex: &str) -> Result<Vec<u8>> {
-    ensure!(hex.len() % 2 == 0, "odd hex length");
+    ensure!(hex.len().is_multiple_of(2), "odd hex length");
     (0..hex.len())
         .step_by(2)
         .map(|i| Ok(u8::from_str_radix(hex.get(i..i + 2).context("hex")?, 16)?))

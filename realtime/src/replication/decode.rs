@@ -24,7 +24,11 @@ pub enum StreamError {
     #[error("a Begin arrived inside an open transaction")]
     NestedBegin,
     #[error("a tuple of {table} has {got} columns, but its Relation message has {expected}")]
-    ColumnCount { table: String, expected: usize, got: usize },
+    ColumnCount {
+        table: String,
+        expected: usize,
+        got: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -44,7 +48,12 @@ struct Open {
 
 impl Decoder {
     pub fn new(epoch: Epoch) -> Self {
-        Decoder { epoch, relations: RelationCache::default(), keys: HashMap::new(), open: None }
+        Decoder {
+            epoch,
+            relations: RelationCache::default(),
+            keys: HashMap::new(),
+            open: None,
+        }
     }
 
     /// True between a Begin and its Commit.
@@ -59,10 +68,16 @@ impl Decoder {
                 if self.open.is_some() {
                     return Err(StreamError::NestedBegin);
                 }
-                self.open = Some(Open { begin, changes: Vec::new() });
+                self.open = Some(Open {
+                    begin,
+                    changes: Vec::new(),
+                });
             }
             Message::Commit(commit) => {
-                let open = self.open.take().ok_or(StreamError::OutsideTransaction("Commit"))?;
+                let open = self
+                    .open
+                    .take()
+                    .ok_or(StreamError::OutsideTransaction("Commit"))?;
                 return Ok(Some(Transaction {
                     epoch: self.epoch,
                     xid: open.begin.xid,
@@ -116,12 +131,17 @@ impl Decoder {
     }
 
     fn table(&mut self, relation_id: u32) -> Result<(CachedTable, Arc<[String]>), StreamError> {
-        let cached = self.relations.get(relation_id).ok_or(StreamError::UnknownRelation(relation_id))?.clone();
+        let cached = self
+            .relations
+            .get(relation_id)
+            .ok_or(StreamError::UnknownRelation(relation_id))?
+            .clone();
         let keys = match self.keys.get(&relation_id) {
             Some((table, keys)) if Arc::ptr_eq(table, &cached.table) => keys.clone(),
             _ => {
                 let keys: Arc<[String]> = cached.table.columns.iter().map(json_key).collect();
-                self.keys.insert(relation_id, (cached.table.clone(), keys.clone()));
+                self.keys
+                    .insert(relation_id, (cached.table.clone(), keys.clone()));
                 keys
             }
         };
@@ -135,9 +155,15 @@ impl Decoder {
         new: Option<Row>,
         old: Option<Row>,
     ) -> Result<(), StreamError> {
-        let open = self.open.as_mut().ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
-        let position =
-            Position { epoch: self.epoch, commit_lsn: open.begin.final_lsn, index: open.changes.len() as u32 };
+        let open = self
+            .open
+            .as_mut()
+            .ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
+        let position = Position {
+            epoch: self.epoch,
+            commit_lsn: open.begin.final_lsn,
+            index: open.changes.len() as u32,
+        };
         open.changes.push(Arc::new(RowChange {
             position,
             commit_timestamp: open.begin.commit_timestamp + PG_EPOCH_MICROS,
@@ -210,7 +236,10 @@ fn build(
                     push_key(&mut json, &keys[i]);
                     let start = json.len() as u32;
                     json.push_str(previous);
-                    cells.push(Cell::Value { start, end: json.len() as u32 });
+                    cells.push(Cell::Value {
+                        start,
+                        end: json.len() as u32,
+                    });
                     continue;
                 }
                 None => {
@@ -228,12 +257,18 @@ fn build(
             Some(text) => {
                 let start = json.len() as u32;
                 write_json(kind, text, &mut json);
-                cells.push(Cell::Value { start, end: json.len() as u32 });
+                cells.push(Cell::Value {
+                    start,
+                    end: json.len() as u32,
+                });
             }
         }
     }
     json.push('}');
-    Ok(Row { json: json.into_boxed_str(), cells: cells.into_boxed_slice() })
+    Ok(Row {
+        json: json.into_boxed_str(),
+        cells: cells.into_boxed_slice(),
+    })
 }
 
 fn push_key(json: &mut String, key: &str) {
@@ -253,7 +288,10 @@ fn key_row(table: &Table, keys: &[String], new: &Row) -> Row {
                 push_key(&mut json, &keys[i]);
                 let start = json.len() as u32;
                 json.push_str(value);
-                cells.push(Cell::Value { start, end: json.len() as u32 });
+                cells.push(Cell::Value {
+                    start,
+                    end: json.len() as u32,
+                });
             }
             (true, None) if new.cells[i] == Cell::Null => {
                 push_key(&mut json, &keys[i]);
@@ -264,5 +302,8 @@ fn key_row(table: &Table, keys: &[String], new: &Row) -> Row {
         }
     }
     json.push('}');
-    Row { json: json.into_boxed_str(), cells: cells.into_boxed_slice() }
+    Row {
+        json: json.into_boxed_str(),
+        cells: cells.into_boxed_slice(),
+    }
 }

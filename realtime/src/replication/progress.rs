@@ -30,7 +30,12 @@ pub struct Progress {
 impl Progress {
     /// Starts from the position already confirmed (the slot's, or our own from before a reconnect).
     pub fn new(confirmed: Lsn) -> Self {
-        Progress { received: confirmed, handed: confirmed, idle_through: confirmed, last_sent: None }
+        Progress {
+            received: confirmed,
+            handed: confirmed,
+            idle_through: confirmed,
+            last_sent: None,
+        }
     }
 
     pub fn on_received(&mut self, wal_end: Lsn) {
@@ -93,7 +98,11 @@ mod tests {
     fn keepalives_confirm_only_while_idle() {
         let mut p = Progress::new(Lsn(100));
         p.on_keepalive(Lsn(900), false);
-        assert_eq!(p.confirmed(), Lsn(100), "a transaction is open: its changes are not handed yet");
+        assert_eq!(
+            p.confirmed(),
+            Lsn(100),
+            "a transaction is open: its changes are not handed yet"
+        );
         assert_eq!(p.received(), Lsn(900));
         p.on_keepalive(Lsn(1000), true);
         assert_eq!(p.confirmed(), Lsn(1000));

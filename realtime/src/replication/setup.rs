@@ -57,9 +57,10 @@ impl SetupError {
         let user = config.user.clone();
         match (error.sqlstate(), &error) {
             (Some("42501"), _) => SetupError::NoReplicationRole(user),
-            (Some("28P01" | "28000"), WireError::Server(e)) => {
-                SetupError::Authentication { user, message: e.message.clone() }
-            }
+            (Some("28P01" | "28000"), WireError::Server(e)) => SetupError::Authentication {
+                user,
+                message: e.message.clone(),
+            },
             (Some("3D000"), _) => SetupError::NoDatabase(config.dbname.clone()),
             _ => SetupError::Wire(error),
         }
@@ -80,14 +81,21 @@ pub async fn identify(conn: &mut ReplicationConnection) -> Result<System, SetupE
     Ok(System {
         system_identifier: rows.first("systemid").ok_or_else(missing)?.to_owned(),
         timeline: rows.first("timeline").and_then(|t| t.parse().ok()).unwrap_or(0),
-        wal_position: rows.first("xlogpos").and_then(|p| p.parse().ok()).unwrap_or_default(),
+        wal_position: rows
+            .first("xlogpos")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default(),
     })
 }
 
 pub async fn check_wal_level(conn: &mut ReplicationConnection) -> Result<(), SetupError> {
     let rows = conn.simple_query("SHOW wal_level").await?;
     let level = rows.first("wal_level").unwrap_or("unknown").to_owned();
-    if level == "logical" { Ok(()) } else { Err(SetupError::WalLevel(level)) }
+    if level == "logical" {
+        Ok(())
+    } else {
+        Err(SetupError::WalLevel(level))
+    }
 }
 
 /// Makes sure every configured publication exists, creating missing ones (empty: tables are
@@ -97,15 +105,23 @@ pub async fn ensure_publications(
     config: &ReplicationConfig,
 ) -> Result<(), SetupError> {
     for name in &config.publications {
-        let sql = format!("SELECT 1 AS found FROM pg_publication WHERE pubname = {}", quote_literal(name));
+        let sql = format!(
+            "SELECT 1 AS found FROM pg_publication WHERE pubname = {}",
+            quote_literal(name)
+        );
         if !conn.simple_query(&sql).await?.rows.is_empty() {
             continue;
         }
         if !config.manage_publication {
             return Err(SetupError::PublicationMissing(name.clone()));
         }
-        match conn.simple_query(&format!("CREATE PUBLICATION {}", quote_ident(name))).await {
-            Ok(_) => tracing::info!(publication = %name, "created the publication; add tables with ALTER PUBLICATION ... ADD TABLE"),
+        match conn
+            .simple_query(&format!("CREATE PUBLICATION {}", quote_ident(name)))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(publication = %name, "created the publication; add tables with ALTER PUBLICATION ... ADD TABLE")
+            }
             // Created concurrently by another instance: fine.
             Err(e) if e.sqlstate() == Some("42710") => {}
             Err(e) => return Err(e.into()),
@@ -138,44 +154,72 @@ pub async fn ensure_slot(
     );
     let rows = conn.simple_query(&sql).await?;
     if !rows.rows.is_empty() {
-        let unusable = |problem: String| SetupError::SlotUnusable { slot: slot.clone(), problem };
+        let unusable = |problem: String| SetupError::SlotUnusable {
+            slot: slot.clone(),
+            problem,
+        };
         if rows.first("slot_type") != Some("logical") || rows.first("plugin") != Some("pgoutput") {
             return Err(unusable("it is not a logical pgoutput slot".into()));
         }
         if rows.first("database") != Some(database) {
-            return Err(unusable(format!("it belongs to database {:?}", rows.first("database").unwrap_or(""))));
+            return Err(unusable(format!(
+                "it belongs to database {:?}",
+                rows.first("database").unwrap_or("")
+            )));
         }
         if rows.first("wal_status") == Some("lost") {
-            return Err(unusable("it was invalidated (wal_status = lost: it fell behind max_slot_wal_keep_size)".into()));
+            return Err(unusable(
+                "it was invalidated (wal_status = lost: it fell behind max_slot_wal_keep_size)".into(),
+            ));
         }
         if let Some(pid) = rows.first("active_pid") {
-            return Err(SetupError::SlotBusy { slot: slot.clone(), holder: holder(conn, pid).await });
+            return Err(SetupError::SlotBusy {
+                slot: slot.clone(),
+                holder: holder(conn, pid).await,
+            });
         }
-        let confirmed_flush = rows.first("confirmed_flush_lsn").and_then(|l| l.parse().ok()).unwrap_or_default();
-        return Ok(Slot { created: false, confirmed_flush });
+        let confirmed_flush = rows
+            .first("confirmed_flush_lsn")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_default();
+        return Ok(Slot {
+            created: false,
+            confirmed_flush,
+        });
     }
     let temporary = if config.temporary_slot { " TEMPORARY" } else { "" };
-    let create = format!("CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot));
+    let create = format!(
+        "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+        quote_ident(slot)
+    );
     match conn.simple_query(&create).await {
         Ok(rows) => {
-            let confirmed_flush = rows.first("consistent_point").and_then(|l| l.parse().ok()).unwrap_or_default();
+            let confirmed_flush = rows
+                .first("consistent_point")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or_default();
             tracing::info!(slot = %slot, temporary = config.temporary_slot, %confirmed_flush, "created the replication slot");
-            Ok(Slot { created: true, confirmed_flush })
+            Ok(Slot {
+                created: true,
+                confirmed_flush,
+            })
         }
         // Created concurrently: the next attempt finds it (and who holds it).
-        Err(e) if e.sqlstate() == Some("42710") => {
-            Err(SetupError::SlotBusy { slot: slot.clone(), holder: "another process that just created it".into() })
-        }
+        Err(e) if e.sqlstate() == Some("42710") => Err(SetupError::SlotBusy {
+            slot: slot.clone(),
+            holder: "another process that just created it".into(),
+        }),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Describes the backend holding a slot: its PID, application and address.
 pub async fn holder(conn: &mut ReplicationConnection, pid: &str) -> String {
-    let Ok(pid_num) = pid.parse::<i32>() else { return format!("PID {pid}") };
-    let sql = format!(
-        "SELECT application_name, client_addr::text FROM pg_stat_activity WHERE pid = {pid_num}"
-    );
+    let Ok(pid_num) = pid.parse::<i32>() else {
+        return format!("PID {pid}");
+    };
+    let sql =
+        format!("SELECT application_name, client_addr::text FROM pg_stat_activity WHERE pid = {pid_num}");
     match conn.simple_query(&sql).await {
         Ok(rows) if !rows.rows.is_empty() => format!(
             "PID {pid} (application {:?}, client {})",
@@ -199,16 +243,18 @@ pub async fn resolve_epoch(
         return Ok(fresh());
     }
     let schema = |e: sqlx::Error| SetupError::Schema(e.to_string());
-    let stored: Option<(i64, String)> =
-        sqlx::query_as("SELECT epoch, system_identifier FROM realtime.replication_epochs WHERE slot_name = $1")
-            .bind(&config.slot_name)
-            .fetch_optional(pool)
-            .await
-            .map_err(schema)?;
-    if let Some((epoch, system_identifier)) = stored {
-        if !slot.created && system_identifier == system.system_identifier {
-            return Ok(Epoch(epoch as u64));
-        }
+    let stored: Option<(i64, String)> = sqlx::query_as(
+        "SELECT epoch, system_identifier FROM realtime.replication_epochs WHERE slot_name = $1",
+    )
+    .bind(&config.slot_name)
+    .fetch_optional(pool)
+    .await
+    .map_err(schema)?;
+    if let Some((epoch, system_identifier)) = stored
+        && !slot.created
+        && system_identifier == system.system_identifier
+    {
+        return Ok(Epoch(epoch as u64));
     }
     let epoch = fresh();
     sqlx::query(

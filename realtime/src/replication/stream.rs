@@ -52,9 +52,13 @@ impl ReplicationError {
 pub enum State {
     Starting,
     /// Streaming from the slot in this epoch.
-    Streaming { epoch: Epoch },
+    Streaming {
+        epoch: Epoch,
+    },
     /// Waiting to retry after `reason`.
-    Retrying { reason: String },
+    Retrying {
+        reason: String,
+    },
     Stopped,
 }
 
@@ -77,7 +81,12 @@ pub struct Replication {
 
 impl Replication {
     pub fn new(database: DatabaseConfig, config: ReplicationConfig, bus: LocalBus) -> Self {
-        Replication { database, config, bus, state: watch::channel(State::Starting).0 }
+        Replication {
+            database,
+            config,
+            bus,
+            state: watch::channel(State::Starting).0,
+        }
     }
 
     /// Runs until `shutdown` (returns `Ok`) or a fatal setup error (returns it).
@@ -100,10 +109,16 @@ impl Replication {
                 Err(e) => e,
             };
             // A session that made progress resets the backoff.
-            failures = if watermark.handed > streamed_before { 1 } else { failures.saturating_add(1) };
+            failures = if watermark.handed > streamed_before {
+                1
+            } else {
+                failures.saturating_add(1)
+            };
             let delay = backoff(failures);
             tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "replication interrupted");
-            self.state.send_replace(State::Retrying { reason: error.to_string() });
+            self.state.send_replace(State::Retrying {
+                reason: error.to_string(),
+            });
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.state.send_replace(State::Stopped);
@@ -130,19 +145,27 @@ impl Replication {
         let pool = match pool {
             Some(p) => p.clone(),
             None => {
-                let p = db::connect(&self.database).await.map_err(|e| SetupError::Schema(e.to_string()))?;
-                db::migrate(&p).await.map_err(|e| SetupError::Schema(e.to_string()))?;
+                let p = db::connect(&self.database)
+                    .await
+                    .map_err(|e| SetupError::Schema(e.to_string()))?;
+                db::migrate(&p)
+                    .await
+                    .map_err(|e| SetupError::Schema(e.to_string()))?;
                 *pool = Some(p.clone());
                 p
             }
         };
         let epoch = setup::resolve_epoch(&pool, &self.config, &system, &slot).await?;
         if watermark.epoch != Some(epoch) {
-            *watermark = Watermark { epoch: Some(epoch), handed: Lsn::ZERO };
+            *watermark = Watermark {
+                epoch: Some(epoch),
+                handed: Lsn::ZERO,
+            };
         }
         // What the slot confirmed was handed on by an earlier run: never deliver it twice.
         watermark.handed = watermark.handed.max(slot.confirmed_flush);
-        conn.start_replication(&setup::start_command(&self.config, watermark.handed)).await?;
+        conn.start_replication(&setup::start_command(&self.config, watermark.handed))
+            .await?;
         tracing::info!(slot = %self.config.slot_name, %epoch, from = %watermark.handed, "streaming changes");
         self.state.send_replace(State::Streaming { epoch });
         self.stream(conn, epoch, shutdown, watermark).await
@@ -214,7 +237,9 @@ impl Replication {
 
 /// Full-jitter exponential backoff: a random delay up to `base · 2^(failures-1)`, capped.
 fn backoff(failures: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
     let millis = rand::rng().random_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64);
     Duration::from_millis(millis.max(50))
 }

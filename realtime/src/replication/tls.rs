@@ -32,7 +32,10 @@ pub fn client_config(config: &DatabaseConfig) -> Result<rustls::ClientConfig, St
             }
         }
     };
-    Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
 }
 
 fn root_store(config: &DatabaseConfig) -> Result<RootCertStore, String> {
@@ -43,7 +46,9 @@ fn root_store(config: &DatabaseConfig) -> Result<RootCertStore, String> {
                 .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
             for cert in certs {
                 let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -103,7 +108,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
                 ..

@@ -97,7 +97,11 @@ impl Rows {
 #[derive(Debug)]
 pub enum ReplicationMessage {
     /// XLogData: the WAL start of this record and a pgoutput message.
-    XLogData { wal_start: Lsn, wal_end: Lsn, data: Bytes },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        data: Bytes,
+    },
     /// Primary keepalive: the walsender's sent position and whether it wants a reply now.
     Keepalive { wal_end: Lsn, reply_requested: bool },
 }
@@ -116,7 +120,9 @@ pub struct ReplicationConnection {
 
 impl std::fmt::Debug for ReplicationConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationConnection").field("backend_pid", &self.backend_pid).finish()
+        f.debug_struct("ReplicationConnection")
+            .field("backend_pid", &self.backend_pid)
+            .finish()
     }
 }
 
@@ -126,7 +132,10 @@ impl ReplicationConnection {
         let target = format!("{}:{}", config.host, config.port);
         let tcp = TcpStream::connect((config.host.as_str(), config.port))
             .await
-            .map_err(|source| WireError::Connect { target: target.clone(), source })?;
+            .map_err(|source| WireError::Connect {
+                target: target.clone(),
+                source,
+            })?;
         tcp.set_nodelay(true)?;
         let stream = negotiate_tls(tcp, config).await?;
         let mut conn = ReplicationConnection {
@@ -160,8 +169,11 @@ impl ReplicationConnection {
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationMd5Password(body) => {
-                    let hash =
-                        postgres_protocol::authentication::md5_hash(config.user.as_bytes(), password, body.salt());
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        config.user.as_bytes(),
+                        password,
+                        body.salt(),
+                    );
                     frontend::password_message(hash.as_bytes(), &mut self.write)?;
                     self.flush().await?;
                 }
@@ -172,7 +184,9 @@ impl ReplicationConnection {
                         has_scram |= m == SCRAM_SHA_256;
                     }
                     if !has_scram {
-                        return Err(WireError::Auth("the server offers no SASL mechanism we support".into()));
+                        return Err(WireError::Auth(
+                            "the server offers no SASL mechanism we support".into(),
+                        ));
                     }
                     let s = ScramSha256::new(password, ChannelBinding::unsupported());
                     frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.write)?;
@@ -180,17 +194,24 @@ impl ReplicationConnection {
                     scram = Some(s);
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
-                    let s = scram.as_mut().ok_or_else(|| protocol("SASL continue without a start"))?;
-                    s.update(body.data()).map_err(|e| WireError::Auth(e.to_string()))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("SASL continue without a start"))?;
+                    s.update(body.data())
+                        .map_err(|e| WireError::Auth(e.to_string()))?;
                     frontend::sasl_response(s.message(), &mut self.write)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSaslFinal(body) => {
-                    let s = scram.as_mut().ok_or_else(|| protocol("SASL final without a start"))?;
-                    s.finish(body.data()).map_err(|e| WireError::Auth(e.to_string()))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("SASL final without a start"))?;
+                    s.finish(body.data())
+                        .map_err(|e| WireError::Auth(e.to_string()))?;
                 }
                 backend::Message::ParameterStatus(p) => {
-                    self.parameters.insert(p.name()?.to_owned(), p.value()?.to_owned());
+                    self.parameters
+                        .insert(p.name()?.to_owned(), p.value()?.to_owned());
                 }
                 backend::Message::BackendKeyData(k) => self.backend_pid = k.process_id(),
                 backend::Message::ReadyForQuery(_) => return Ok(()),
@@ -216,9 +237,7 @@ impl ReplicationConnection {
                     let buf = r.buffer();
                     let row = r
                         .ranges()
-                        .map(|range| {
-                            Ok(range.map(|range| String::from_utf8_lossy(&buf[range]).into_owned()))
-                        })
+                        .map(|range| Ok(range.map(|range| String::from_utf8_lossy(&buf[range]).into_owned())))
                         .collect()?;
                     rows.rows.push(row);
                 }
@@ -366,12 +385,19 @@ fn parse_copy_data(mut data: Bytes) -> Result<ReplicationMessage, WireError> {
             let wal_start = Lsn(data.get_u64());
             let wal_end = Lsn(data.get_u64());
             let _send_time = data.get_i64();
-            Ok(ReplicationMessage::XLogData { wal_start, wal_end, data })
+            Ok(ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+            })
         }
         b'k' if data.len() >= 17 => {
             let wal_end = Lsn(data.get_u64());
             let _send_time = data.get_i64();
-            Ok(ReplicationMessage::Keepalive { wal_end, reply_requested: data.get_u8() == 1 })
+            Ok(ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested: data.get_u8() == 1,
+            })
         }
         _ => Err(protocol("unknown or short CopyData message")),
     }
@@ -400,7 +426,9 @@ fn protocol(what: &str) -> WireError {
 /// Microseconds since 2000-01-01 UTC, Postgres's epoch.
 fn pg_now() -> i64 {
     const PG_EPOCH_OFFSET_SECS: i64 = 946_684_800;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (now.as_micros() as i64) - PG_EPOCH_OFFSET_SECS * 1_000_000
 }
 
@@ -423,7 +451,10 @@ async fn negotiate_tls(mut tcp: TcpStream, config: &DatabaseConfig) -> Result<Bo
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let name = rustls::pki_types::ServerName::try_from(config.host.clone())
         .map_err(|e| WireError::Tls(format!("invalid host name for TLS: {e}")))?;
-    let stream = connector.connect(name, tcp).await.map_err(|e| WireError::Tls(e.to_string()))?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| WireError::Tls(e.to_string()))?;
     Ok(Box::new(stream))
 }
 

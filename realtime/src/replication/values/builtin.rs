@@ -238,7 +238,10 @@ pub(super) fn by_oid(oid: u32) -> Option<(&'static str, ValueKind)> {
 
 /// The built-in type with this `typname` (Type messages name types, they do not number them).
 pub(super) fn by_name(name: &str) -> Option<ValueKind> {
-    TYPES.iter().find(|entry| entry.1 == name).map(|entry| kind(entry.2))
+    TYPES
+        .iter()
+        .find(|entry| entry.1 == name)
+        .map(|entry| kind(entry.2))
 }
 
 fn kind(def: Def) -> ValueKind {
@@ -252,10 +255,13 @@ fn kind(def: Def) -> ValueKind {
         Timestamptz => ValueKind::Timestamptz,
         Date => ValueKind::Date,
         Text => ValueKind::Text,
-        Array(element, delimiter) => {
-            ValueKind::Array { element: Box::new(element_kind(element)), delimiter }
-        }
-        Vector(element) => ValueKind::Vector { element: Box::new(element_kind(element)) },
+        Array(element, delimiter) => ValueKind::Array {
+            element: Box::new(element_kind(element)),
+            delimiter,
+        },
+        Vector(element) => ValueKind::Vector {
+            element: Box::new(element_kind(element)),
+        },
     }
 }
 

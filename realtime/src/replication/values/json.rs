@@ -30,12 +30,11 @@ pub fn write_string(s: &str, out: &mut String) {
 pub(super) fn write_escaped(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        if !NEEDS_ESCAPE[byte as usize] {
-            continue;
-        }
-        // Escaped bytes are ASCII, so `start..index` ends on a character boundary.
-        out.push_str(&s[start..index]);
+    let mut index = 0;
+    while let Some(found) = next_escape(bytes, index) {
+        // Escaped bytes are ASCII, so `start..found` ends on a character boundary.
+        out.push_str(&s[start..found]);
+        let byte = bytes[found];
         match byte {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -51,9 +50,38 @@ pub(super) fn write_escaped(s: &str, out: &mut String) {
                 out.push(HEX[usize::from(byte & 0xf)] as char);
             }
         }
-        start = index + 1;
+        start = found + 1;
+        index = found + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// The position of the first byte at or after `from` that needs escaping. Most text has none,
+/// so eight bytes are tested at a time (SWAR: a lane's high bit is set when the lane is below
+/// 0x20, or equal to `"` or `\`; bytes >= 0x80 never match).
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let hits = (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+            | zero_in(w ^ (ONES * u64::from(b'"')))
+            | zero_in(w ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            // The lowest flagged lane is exact (borrows only propagate upwards).
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes
+        .get(i..)?
+        .iter()
+        .position(|b| NEEDS_ESCAPE[usize::from(*b)])
+        .map(|p| i + p)
 }
 
 /// Whether `s` is exactly one JSON number (`-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`): what
@@ -188,7 +216,10 @@ fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
-        match *b.get(i)? {
+        // Ordinary characters are skipped eight at a time; what remains is `"`, `\` or a
+        // control character (invalid unescaped).
+        i = next_escape(b, i)?;
+        match b[i] {
             b'"' => return Some(i + 1),
             b'\\' => {
                 i += 1;
@@ -214,8 +245,7 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
                     _ => return None,
                 }
             }
-            0..=0x1f => return None,
-            _ => i += 1,
+            _ => return None,
         }
     }
 }
@@ -298,11 +328,44 @@ mod tests {
     }
 
     #[test]
+    fn escapes_are_found_at_every_position_of_the_word_scan() {
+        for len in 0..20 {
+            for pos in 0..len {
+                for special in [
+                    '"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é', ' ', '!', '#', '[', ']',
+                ] {
+                    let mut s: Vec<char> = std::iter::repeat_n('a', len).collect();
+                    s[pos] = special;
+                    if pos + 2 < len {
+                        s[pos + 2] = '"';
+                    }
+                    let s: String = s.into_iter().collect();
+                    assert_eq!(escaped(&s), serde_json::to_string(&s).expect("string"), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn numbers_follow_json_grammar() {
         for ok in ["0", "-0", "12", "-12.5", "1e+100", "1E5", "1.5e-07", "0.000100"] {
             assert!(is_number(ok), "{ok}");
         }
-        for bad in ["", "-", "01", "1.", ".5", "+1", "1e", "1e+", "NaN", "Infinity", "-Infinity", "1 ", "0x1"] {
+        for bad in [
+            "",
+            "-",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1 ",
+            "0x1",
+        ] {
             assert!(!is_number(bad), "{bad}");
         }
     }
@@ -323,9 +386,27 @@ mod tests {
             assert!(serde_json::from_str::<serde_json::Value>(s).is_ok(), "{s}");
         }
         let invalid = [
-            "", " ", "[1,]", "{\"a\"}", "{\"a\":}", "{,}", "[1 2]", "01", "\"\\x\"", "\"a\tb\"", "tru",
-            "true false", "{\"a\":1,}", "[", "]", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "{1:2}",
-            "[1}", "{\"a\":1]",
+            "",
+            " ",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{,}",
+            "[1 2]",
+            "01",
+            "\"\\x\"",
+            "\"a\tb\"",
+            "tru",
+            "true false",
+            "{\"a\":1,}",
+            "[",
+            "]",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "{1:2}",
+            "[1}",
+            "{\"a\":1]",
         ];
         for s in invalid {
             assert!(!is_valid(s), "{s}");

@@ -39,15 +39,22 @@ pub enum ValueKind {
     /// Everything else is a JSON string of the text form (text, uuid, time, interval, bytea,
     /// enums, user-defined types, ...).
     Text,
-    Array { element: Box<ValueKind>, delimiter: u8 },
+    Array {
+        element: Box<ValueKind>,
+        delimiter: u8,
+    },
     /// `int2vector`/`oidvector`: space-separated elements without braces, an array to `to_jsonb`.
-    Vector { element: Box<ValueKind> },
+    Vector {
+        element: Box<ValueKind>,
+    },
     /// A composite (row) type: an object keyed by field name, in field order. Type messages do
     /// not carry fields, so this kind is built from the catalog (`pg_attribute` of `typrelid`,
     /// dropped attributes left out); a composite known only by name converts as [`Text`].
     ///
     /// [`Text`]: ValueKind::Text
-    Composite { fields: Arc<[Field]> },
+    Composite {
+        fields: Arc<[Field]>,
+    },
 }
 
 /// One field of a composite type.
@@ -66,7 +73,10 @@ pub struct PgType {
 
 /// Built-in types (OID < 10000) are fixed, so they need no catalog lookup.
 pub fn builtin(oid: u32) -> Option<PgType> {
-    builtin::by_oid(oid).map(|(name, kind)| PgType { name: name.into(), kind })
+    builtin::by_oid(oid).map(|(name, kind)| PgType {
+        name: name.into(),
+        kind,
+    })
 }
 
 /// A user type described by a Type message. For a domain, Postgres sends the base type's
@@ -74,15 +84,24 @@ pub fn builtin(oid: u32) -> Option<PgType> {
 /// `pg_catalog` namespace as the empty string.
 pub fn from_type_message(namespace: &str, name: &str) -> PgType {
     let catalog = namespace.is_empty() || namespace == "pg_catalog";
-    let kind = catalog.then(|| builtin::by_name(name)).flatten().unwrap_or_else(|| {
-        if name.starts_with('_') {
-            // An array of a user type (enum, composite, ...): its elements are text.
-            ValueKind::Array { element: Box::new(ValueKind::Text), delimiter: b',' }
-        } else {
-            ValueKind::Text
-        }
-    });
-    PgType { name: name.into(), kind }
+    let kind = catalog
+        .then(|| builtin::by_name(name))
+        .flatten()
+        .unwrap_or_else(|| {
+            if name.starts_with('_') {
+                // An array of a user type (enum, composite, ...): its elements are text.
+                ValueKind::Array {
+                    element: Box::new(ValueKind::Text),
+                    delimiter: b',',
+                }
+            } else {
+                ValueKind::Text
+            }
+        });
+    PgType {
+        name: name.into(),
+        kind,
+    }
 }
 
 /// Appends the JSON form of one value's text to `out`. Never fails: text that does not parse
@@ -148,29 +167,37 @@ fn write_or_string(s: &str, out: &mut String, write: impl FnOnce(&mut String) ->
 /// `-infinity` and anything else without that shape is written as it is.
 fn write_timestamp(s: &str, with_offset: bool, out: &mut String) {
     let b = s.as_bytes();
-    let separator = match s.find(' ') {
+    let separator = match b.iter().position(|&c| c == b' ') {
         Some(i) if i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit) => i,
         _ => return write_string(s, out),
     };
-    let (date, rest) = (&s[..separator], &s[separator + 1..]);
-    out.push('"');
-    json::write_escaped(date, out);
-    out.push('T');
-    // The time part holds no sign, so the first one starts the offset.
-    let offset_end = match rest.find(['+', '-']) {
-        Some(sign) if with_offset => {
-            let end = rest[sign..].find(' ').map_or(rest.len(), |i| sign + i);
-            (!rest[sign..end].contains(':')).then_some(end)
-        }
-        _ => None,
+    // The time part holds no sign, so the first one after the separator starts the offset,
+    // which runs to the ` BC` suffix or the end.
+    let hours_only_offset_end = if with_offset {
+        b[separator..]
+            .iter()
+            .position(|&c| c == b'+' || c == b'-')
+            .and_then(|sign| {
+                let sign = separator + sign;
+                let end = b[sign..]
+                    .iter()
+                    .position(|&c| c == b' ')
+                    .map_or(b.len(), |i| sign + i);
+                (!b[sign..end].contains(&b':')).then_some(end)
+            })
+    } else {
+        None
     };
-    match offset_end {
+    out.push('"');
+    json::write_escaped(&s[..separator], out);
+    out.push('T');
+    match hours_only_offset_end {
         Some(end) => {
-            json::write_escaped(&rest[..end], out);
+            json::write_escaped(&s[separator + 1..end], out);
             out.push_str(":00");
-            json::write_escaped(&rest[end..], out);
+            json::write_escaped(&s[end..], out);
         }
-        None => json::write_escaped(rest, out),
+        None => json::write_escaped(&s[separator + 1..], out),
     }
     out.push('"');
 }

@@ -14,7 +14,10 @@ fn json(kind: &ValueKind, text: &str) -> String {
 }
 
 fn array(element: ValueKind) -> ValueKind {
-    ValueKind::Array { element: Box::new(element), delimiter: b',' }
+    ValueKind::Array {
+        element: Box::new(element),
+        delimiter: b',',
+    }
 }
 
 fn kind_of(oid: u32) -> ValueKind {
@@ -32,7 +35,11 @@ fn scalars_convert_like_to_jsonb() {
         (Float, "-0", "-0"),
         (Float, "NaN", r#""NaN""#),
         (Float, "-Infinity", r#""-Infinity""#),
-        (Numeric, "12345678901234567890.000100", "12345678901234567890.000100"),
+        (
+            Numeric,
+            "12345678901234567890.000100",
+            "12345678901234567890.000100",
+        ),
         (Numeric, "Infinity", r#""Infinity""#),
         (Json, r#"{"a": [1, "é"]}"#, r#"{"a": [1, "é"]}"#),
         (Json, "not json", r#""not json""#),
@@ -41,11 +48,31 @@ fn scalars_convert_like_to_jsonb() {
         (Timestamp, "2024-02-29 23:59:59.5", r#""2024-02-29T23:59:59.5""#),
         (Timestamp, "0044-03-15 10:00:00 BC", r#""0044-03-15T10:00:00 BC""#),
         (Timestamp, "-infinity", r#""-infinity""#),
-        (Timestamptz, "2024-01-02 01:04:05.123456+00", r#""2024-01-02T01:04:05.123456+00:00""#),
-        (Timestamptz, "2020-01-01 00:00:00+05:30", r#""2020-01-01T00:00:00+05:30""#),
-        (Timestamptz, "1900-01-01 00:00:00+00:19:32", r#""1900-01-01T00:00:00+00:19:32""#),
-        (Timestamptz, "2020-01-01 00:00:00-08", r#""2020-01-01T00:00:00-08:00""#),
-        (Timestamptz, "0044-03-15 10:00:00.5+00 BC", r#""0044-03-15T10:00:00.5+00:00 BC""#),
+        (
+            Timestamptz,
+            "2024-01-02 01:04:05.123456+00",
+            r#""2024-01-02T01:04:05.123456+00:00""#,
+        ),
+        (
+            Timestamptz,
+            "2020-01-01 00:00:00+05:30",
+            r#""2020-01-01T00:00:00+05:30""#,
+        ),
+        (
+            Timestamptz,
+            "1900-01-01 00:00:00+00:19:32",
+            r#""1900-01-01T00:00:00+00:19:32""#,
+        ),
+        (
+            Timestamptz,
+            "2020-01-01 00:00:00-08",
+            r#""2020-01-01T00:00:00-08:00""#,
+        ),
+        (
+            Timestamptz,
+            "0044-03-15 10:00:00.5+00 BC",
+            r#""0044-03-15T10:00:00.5+00:00 BC""#,
+        ),
         (Timestamptz, "infinity", r#""infinity""#),
         (Text, "a \"q\" \\ \n", r#""a \"q\" \\ \n""#),
         (Text, r"\xdeadbeef", r#""\\xdeadbeef""#),
@@ -71,9 +98,28 @@ fn builtin_table_names_and_kinds() {
     expect(1042, "bpchar", ValueKind::Text);
     expect(1007, "_int4", array(ValueKind::Integer));
     expect(1185, "_timestamptz", array(ValueKind::Timestamptz));
-    expect(1020, "_box", ValueKind::Array { element: Box::new(ValueKind::Text), delimiter: b';' });
-    expect(22, "int2vector", ValueKind::Vector { element: Box::new(ValueKind::Integer) });
-    expect(1006, "_int2vector", array(ValueKind::Vector { element: Box::new(ValueKind::Integer) }));
+    expect(
+        1020,
+        "_box",
+        ValueKind::Array {
+            element: Box::new(ValueKind::Text),
+            delimiter: b';',
+        },
+    );
+    expect(
+        22,
+        "int2vector",
+        ValueKind::Vector {
+            element: Box::new(ValueKind::Integer),
+        },
+    );
+    expect(
+        1006,
+        "_int2vector",
+        array(ValueKind::Vector {
+            element: Box::new(ValueKind::Integer),
+        }),
+    );
     expect(3904, "int4range", ValueKind::Text);
     assert_eq!(builtin(2276), None, "pseudo-type any");
     assert_eq!(builtin(16384), None);
@@ -83,7 +129,10 @@ fn builtin_table_names_and_kinds() {
 fn type_messages_resolve_builtin_names_in_pg_catalog_only() {
     // A domain over int4 arrives under its base type's name.
     assert_eq!(from_type_message("", "int4").kind, ValueKind::Integer);
-    assert_eq!(from_type_message("pg_catalog", "_numeric").kind, array(ValueKind::Numeric));
+    assert_eq!(
+        from_type_message("pg_catalog", "_numeric").kind,
+        array(ValueKind::Numeric)
+    );
     assert_eq!(from_type_message("public", "int4").kind, ValueKind::Text);
     assert_eq!(from_type_message("public", "mood").kind, ValueKind::Text);
     assert_eq!(from_type_message("public", "_mood").kind, array(ValueKind::Text));
@@ -101,19 +150,35 @@ fn arrays_convert_elements_by_kind() {
         (&ints, "[0:1]={1,2}", "[1,2]"),
         (&ints, "[-2:-1][1:1]={{1},{2}}", "[[1],[2]]"),
         (&ints, " { 1 , 2 } ", "[1,2]"),
-        (&text, r#"{"a b","c\"d",NULL,"NULL",""}"#, r#"["a b","c\"d",null,"NULL",""]"#),
+        (
+            &text,
+            r#"{"a b","c\"d",NULL,"NULL",""}"#,
+            r#"["a b","c\"d",null,"NULL",""]"#,
+        ),
         (&text, r#"{null,Null,"\\"}"#, r#"[null,null,"\\"]"#),
         (&text, r"{a\,b,\NULL,x\ }", r#"["a,b","NULL","x "]"#),
         (&text, "{\"é\\😀\"}", "[\"é😀\"]"),
-        (&array(ValueKind::Float), "{NaN,1.5,-Infinity}", r#"["NaN",1.5,"-Infinity"]"#),
+        (
+            &array(ValueKind::Float),
+            "{NaN,1.5,-Infinity}",
+            r#"["NaN",1.5,"-Infinity"]"#,
+        ),
         (&array(ValueKind::Bool), "{t,f,NULL}", "[true,false,null]"),
-        (&array(ValueKind::Json), r#"{"{\"a\": [1]}",NULL,"\"s\""}"#, r#"[{"a": [1]},null,"s"]"#),
+        (
+            &array(ValueKind::Json),
+            r#"{"{\"a\": [1]}",NULL,"\"s\""}"#,
+            r#"[{"a": [1]},null,"s"]"#,
+        ),
         (
             &array(ValueKind::Timestamptz),
             r#"{"2024-01-02 01:04:05+00",infinity}"#,
             r#"["2024-01-02T01:04:05+00:00","infinity"]"#,
         ),
-        (&kind_of(1020), "{(1,1),(0,0);(3,3),(2,2)}", r#"["(1,1),(0,0)","(3,3),(2,2)"]"#),
+        (
+            &kind_of(1020),
+            "{(1,1),(0,0);(3,3),(2,2)}",
+            r#"["(1,1),(0,0)","(3,3),(2,2)"]"#,
+        ),
         (&kind_of(1006), r#"{"1 2",3,""}"#, "[[1,2],[3],[]]"),
     ];
     for (kind, text, expected) in cases {
@@ -125,8 +190,23 @@ fn arrays_convert_elements_by_kind() {
 fn malformed_arrays_become_strings() {
     let ints = array(ValueKind::Integer);
     for text in [
-        "", "{", "{1", "{1,}", "{,1}", "{1}}", "{1}x", "1,2", "{{1},2}", "{1,{2}}", "[0:1]{1}", "[x]={1}",
-        "{\"a}", "{a\"b}", "{{{{{{{1}}}}}}}", "{1\\", "{\"\\",
+        "",
+        "{",
+        "{1",
+        "{1,}",
+        "{,1}",
+        "{1}}",
+        "{1}x",
+        "1,2",
+        "{{1},2}",
+        "{1,{2}}",
+        "[0:1]{1}",
+        "[x]={1}",
+        "{\"a}",
+        "{a\"b}",
+        "{{{{{{{1}}}}}}}",
+        "{1\\",
+        "{\"\\",
     ] {
         let out = json(&ints, text);
         let parsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
@@ -137,8 +217,13 @@ fn malformed_arrays_become_strings() {
 
 #[test]
 fn composites_become_objects_keyed_by_field() {
-    let field = |name: &str, kind: ValueKind| Field { name: name.into(), kind };
-    let inner = ValueKind::Composite { fields: Arc::from([field("x", ValueKind::Bool)]) };
+    let field = |name: &str, kind: ValueKind| Field {
+        name: name.into(),
+        kind,
+    };
+    let inner = ValueKind::Composite {
+        fields: Arc::from([field("x", ValueKind::Bool)]),
+    };
     let row = ValueKind::Composite {
         fields: Arc::from([
             field("a", ValueKind::Integer),
@@ -157,10 +242,22 @@ fn composites_become_objects_keyed_by_field() {
         r#"{"a":null,"b":"","c":null,"d":{"x":false},"e":""}"#
     );
     // Too few or too many fields, or no parentheses: the text as a string.
-    for text in ["(1,x)", "(1,x,,(t),,)", "1,x,,(t),", "(1,x,,(t),", "(1,x,,(t),) y"] {
-        assert_eq!(json(&row, text), serde_json::to_string(text).expect("string"), "{text}");
+    for text in [
+        "(1,x)",
+        "(1,x,,(t),,)",
+        "1,x,,(t),",
+        "(1,x,,(t),",
+        "(1,x,,(t),) y",
+    ] {
+        assert_eq!(
+            json(&row, text),
+            serde_json::to_string(text).expect("string"),
+            "{text}"
+        );
     }
-    let empty = ValueKind::Composite { fields: Arc::from([]) };
+    let empty = ValueKind::Composite {
+        fields: Arc::from([]),
+    };
     assert_eq!(json(&empty, "()"), "{}");
 }
 
@@ -181,7 +278,10 @@ fn invalid_utf8_is_replaced() {
 fn every_kind() -> Vec<ValueKind> {
     let mut kinds: Vec<ValueKind> = (0..10_000).filter_map(builtin).map(|ty| ty.kind).collect();
     kinds.dedup();
-    let field = |name: &str, kind: ValueKind| Field { name: name.into(), kind };
+    let field = |name: &str, kind: ValueKind| Field {
+        name: name.into(),
+        kind,
+    };
     let row = ValueKind::Composite {
         fields: Arc::from([field("a", ValueKind::Integer), field("b", array(ValueKind::Json))]),
     };
@@ -206,7 +306,7 @@ proptest! {
             write_json(&kind, &bytes, &mut out);
             out.push(']');
             prop_assert!(
-                serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+                serde_json::from_str::<serde::de::IgnoredAny>(&out).is_ok(),
                 "{kind:?} {bytes:?} -> {out}"
             );
         }

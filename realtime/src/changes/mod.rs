@@ -1,0 +1,3 @@
+//! Postgres Changes: who sees what of each row change.
+
+pub mod access;
