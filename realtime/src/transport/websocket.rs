@@ -110,6 +110,7 @@ pub async fn handler(
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let socket = Connection::new(TokioIo::new(upgraded), max_message);
+                    let key = node.share_key(key);
                     Session::new(node, vsn, key, slot).run(socket).await;
                 }
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),

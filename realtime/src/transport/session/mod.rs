@@ -86,7 +86,7 @@ pub struct Session {
     vsn: Vsn,
     outbound: Arc<Outbound>,
     /// The token the socket connected with: the default token of its channels.
-    api_key: String,
+    api_key: Arc<str>,
     /// Joined channels (a short list: lookups scan it). Each channel's token expiry is a
     /// deadline of the session's one timer, like the idle timeout and delayed frames.
     channels: Vec<Channel>,
@@ -100,7 +100,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: String, slot: OwnedConnectionSlot) -> Self {
+    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: Arc<str>, slot: OwnedConnectionSlot) -> Self {
         let limits = &node.config.server.limits;
         Session {
             outbound: Arc::new(Outbound::new(limits.outbound_queue_frames)),
@@ -284,7 +284,7 @@ impl Session {
             .channels
             .iter()
             .filter(|ch| ch.expires_at <= now)
-            .map(|ch| ch.topic.clone())
+            .map(|ch| ch.key.wire_topic())
             .collect();
         for topic in expired {
             self.token_expired(&topic);
