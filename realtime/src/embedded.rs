@@ -32,7 +32,7 @@ pub enum EmbeddedError {
 }
 
 /// How to start an embedded cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Data folder to use (created and initialised when missing). `None`: a fresh temporary one,
     /// removed on drop.
@@ -41,16 +41,6 @@ pub struct Options {
     pub port: Option<u16>,
     /// Extra `postgresql.conf` settings, on top of the logical-replication defaults.
     pub settings: Vec<(String, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            data_dir: None,
-            port: None,
-            settings: Vec::new(),
-        }
-    }
 }
 
 impl Options {
@@ -312,10 +302,10 @@ fn default_settings() -> Vec<(String, String)> {
 /// `/usr/lib/postgresql/*/bin` (Debian keeps them off `PATH`).
 pub fn find_bindir() -> Option<PathBuf> {
     let has_initdb = |p: &Path| p.join("initdb").is_file();
-    if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
-        if has_initdb(&dir) {
-            return Some(dir);
-        }
+    if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from)
+        && has_initdb(&dir)
+    {
+        return Some(dir);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -334,8 +324,7 @@ pub fn find_bindir() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY-free check: root's home-independent uid via the `id` command would cost a process;
-    // /proc/self/status is always there on Linux.
+    // The real uid from /proc (Linux), without unsafe code or a child process.
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

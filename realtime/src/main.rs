@@ -1,6 +1,7 @@
 //! The `realtime` binary: parses the command line, installs logging, and calls the library.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -8,7 +9,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use realtime::bus::LocalBus;
-use realtime::config::{Config, process_env};
+use realtime::config::{Config, DatabaseConfig, process_env};
+use realtime::embedded::{EmbeddedPostgres, Options};
+use realtime::replication::Replication;
 
 #[derive(Parser)]
 #[command(name = "realtime", version, about = "Realtime service for Postgres")]
@@ -25,25 +28,121 @@ enum Command {
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the service on a throwaway local Postgres (wal_level=logical) that it starts and stops
+    /// itself; with DATABASE_URL set, use that database instead.
+    Dev {
+        /// Data folder of the local Postgres (kept between runs).
+        #[arg(long, default_value = ".realtime/dev-postgres")]
+        data_dir: PathBuf,
+        /// Port of the local Postgres.
+        #[arg(long, default_value_t = 54322)]
+        pg_port: u16,
+        /// Delete the data folder first.
+        #[arg(long)]
+        fresh: bool,
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print every change as one JSON line on stdout (uses the configured slot and publications).
+    Tail {
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Policy tools.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print what is wrong with a configuration (file and environment), naming each key.
+    Check {
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Validate every policy file of a folder, with file and line for each problem.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     install_tracing();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(load_config(config.as_deref())?)),
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => serve(load_config(config.as_deref())?, false).await,
+        Command::Dev {
+            data_dir,
+            pg_port,
+            fresh,
+            config,
+        } => dev(config, data_dir, pg_port, fresh).await,
+        Command::Tail { config } => tail(load_config(config.as_deref())?).await,
+        Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()),
+        Command::Policies(PoliciesCommand::Check { dir }) => policies_check(&dir),
+    }
+}
+
+fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
+    let problems = realtime::config::server::check_config(file, &process_env);
+    for problem in &problems {
+        println!("{problem}");
+    }
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == realtime::config::server::Severity::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!("{errors} error(s) in the configuration");
+    }
+    println!("configuration ok");
+    Ok(())
+}
+
+fn policies_check(dir: &Path) -> anyhow::Result<()> {
+    match realtime::policy::check_policies(dir) {
+        Ok(_) => {
+            println!("policies in {} are valid", dir.display());
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                println!("{error}");
+            }
+            anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display())
+        }
+    }
+}
+
+fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
     Config::load(file, &process_env).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow::anyhow!("invalid configuration:\n{}", list.join("\n"))
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let bus = LocalBus::new(4096);
@@ -52,7 +151,171 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on port {}", config.server.port))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if log_changes {
+        tokio::spawn(log_changes_of(bus.clone()));
+    }
+    let replication = match &config.database {
+        Some(database) => {
+            let task = Replication::new(database.clone(), config.replication.clone(), bus.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                let result = task.run(stop.clone()).await;
+                // A fatal replication error stops the whole service: it needs a person.
+                stop.cancel();
+                result
+            }))
+        }
+        None => {
+            tracing::warn!(
+                "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
+            );
+            None
+        }
+    };
     realtime::server::run(config, listener, bus, shutdown).await?;
+    if let Some(task) = replication {
+        task.await.context("the replication task panicked")??;
+    }
+    Ok(())
+}
+
+async fn dev(
+    config_file: Option<PathBuf>,
+    data_dir: PathBuf,
+    pg_port: u16,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    let mut config = load_config(config_file.as_deref())?;
+    // The embedded database only when none is given.
+    let _postgres = match &config.database {
+        Some(database) => {
+            tracing::info!(database = %database, "using the configured database");
+            None
+        }
+        None => {
+            if fresh && data_dir.exists() {
+                std::fs::remove_dir_all(&data_dir)
+                    .with_context(|| format!("cannot delete {}", data_dir.display()))?;
+            }
+            let data_dir = std::path::absolute(&data_dir)?;
+            let options = Options {
+                data_dir: Some(data_dir),
+                port: Some(pg_port),
+                ..Options::default()
+            };
+            let postgres = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
+                .await?
+                .context("cannot start the local Postgres")?;
+            let url = postgres.url("postgres");
+            println!(
+                "Local Postgres (wal_level=logical) is running; data in {}",
+                postgres.data_dir().display()
+            );
+            println!("  connect:  psql {url}");
+            println!(
+                "  publish a table:  ALTER PUBLICATION {} ADD TABLE your_table;",
+                config
+                    .replication
+                    .publications
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("supabase_realtime")
+            );
+            println!("It stops when realtime exits (Ctrl-C).");
+            config.database = Some(DatabaseConfig::from_url(&url).map_err(anyhow::Error::msg)?);
+            Some(postgres)
+        }
+    };
+    if config.server.auth.jwt_secret.is_none() && config.server.auth.jwks.is_none() {
+        // A dev-only secret, and keys signed with it, so a client can connect right away.
+        let secret = format!("{:032x}", rand::random::<u128>());
+        println!("JWT secret for this run: {secret}");
+        println!("  anon key:          {}", dev_key(&secret, "anon")?);
+        println!("  service_role key:  {}", dev_key(&secret, "service_role")?);
+        config.server.auth.jwt_secret = Some(realtime::config::Secret::new(secret));
+    }
+    println!(
+        "WebSocket: ws://localhost:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
+        config.server.port
+    );
+    let result = serve(config, true).await;
+    // `_postgres` drops here: the local server stops.
+    result
+}
+
+/// An HS256 token for `role`, valid for a day: the keys `realtime dev` prints.
+fn dev_key(secret: &str, role: &str) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({ "role": role, "iat": now, "exp": now + 86_400, "iss": "realtime-dev" });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &key,
+    )?)
+}
+
+/// Logs one line per change: table, kind and position, never row values.
+async fn log_changes_of(bus: LocalBus) {
+    let mut changes = bus.subscribe_transactions();
+    loop {
+        match changes.recv().await {
+            Ok(transaction) => {
+                for change in &transaction.changes {
+                    tracing::info!(
+                        table = %format!("{}.{}", change.table.schema, change.table.name),
+                        kind = change.kind.as_str(),
+                        position = %change.position,
+                        "change"
+                    );
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "change log fell behind")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn tail(config: Config) -> anyhow::Result<()> {
+    let database = config
+        .database
+        .clone()
+        .context("tail needs a database: set DATABASE_URL")?;
+    let bus = LocalBus::new(65_536);
+    let mut changes = bus.subscribe_transactions();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let task = Replication::new(database, config.replication.clone(), bus);
+    let stop = shutdown.clone();
+    let replication = tokio::spawn(async move {
+        let result = task.run(stop.clone()).await;
+        stop.cancel();
+        result
+    });
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        tokio::select! {
+            received = changes.recv() => match received {
+                Ok(transaction) => {
+                    for change in &transaction.changes {
+                        writeln!(stdout, "{}", change.to_json())?;
+                    }
+                    stdout.flush()?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    anyhow::bail!("tail fell {n} transactions behind; its output is incomplete")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    drop(stdout);
+    replication.await.context("the replication task panicked")??;
     Ok(())
 }
 
@@ -69,6 +332,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+        _ = shutdown.cancelled() => return,
     }
     tracing::info!("shutting down");
     shutdown.cancel();

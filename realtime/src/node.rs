@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
 use crate::bus::LocalBus;
+use crate::changes::service::Changes;
 use crate::channels::Registry;
 use crate::config::Config;
 use crate::limits::NodeLimits;
@@ -21,7 +22,9 @@ pub struct Node {
     pub config: Arc<Config>,
     pub verifier: Verifier,
     /// Access rules of private channels (immutable; default deny).
-    pub policy: PolicySet,
+    pub policy: Arc<PolicySet>,
+    /// Postgres Changes subscriptions; `None` when no database is configured.
+    pub changes: Option<Arc<Changes>>,
     pub registry: Arc<Registry>,
     pub presence: Presence,
     pub bus: LocalBus,
@@ -36,9 +39,15 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: Arc<Config>, policy: PolicySet, bus: LocalBus, shutdown: CancellationToken) -> Self {
+        let policy = Arc::new(policy);
+        let changes = config
+            .database
+            .as_ref()
+            .map(|database| Arc::new(Changes::new(database, &config.replication, policy.clone())));
         Node {
             verifier: Verifier::new(config.server.auth.clone()),
             policy,
+            changes,
             registry: Arc::new(Registry::new()),
             presence: Presence::new(bus.clone()),
             limits: NodeLimits::new(config.server.limits.clone()),

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::channel::{ACTIONS, ChannelAccess, ChannelRule};
 use super::expr::{Expr, Type};
+use super::table::{self, TableName, TableRule};
 use super::topic::TopicPattern;
 use super::{PolicyError, PolicySet};
 
@@ -18,6 +19,28 @@ use super::{PolicyError, PolicySet};
 struct FileToml {
     #[serde(default)]
     channel: Vec<ChannelToml>,
+    #[serde(default)]
+    table: Vec<TableToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableToml {
+    #[serde(default)]
+    description: Option<String>,
+    table: Spanned<String>,
+    #[serde(default)]
+    roles: Option<Spanned<Vec<Spanned<String>>>>,
+    rows: Spanned<String>,
+    #[serde(default)]
+    columns: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// The rules of one file.
+#[derive(Default)]
+pub struct FileRules {
+    pub channels: Vec<ChannelRule>,
+    pub tables: Vec<(TableName, TableRule)>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +95,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
         };
         match parse_file(&path, &text) {
             Ok(rules) => {
-                set.channels.extend(rules);
+                set.add(rules);
                 set.files.push(path);
             }
             Err(e) => errors.extend(e),
@@ -82,17 +105,26 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
 }
 
 /// Parses one file's text; `path` only names the file in errors.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<ChannelRule>, Vec<PolicyError>> {
+pub fn parse_file(path: &Path, text: &str) -> Result<FileRules, Vec<PolicyError>> {
     let lines = Lines::new(text);
     let file: FileToml = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| lines.line(s.start));
         vec![PolicyError::new(path, line, e.message().trim().to_owned())]
     })?;
-    let mut rules = Vec::new();
+    let mut rules = FileRules::default();
     let mut errors = Vec::new();
     for ch in file.channel {
         match channel_rule(ch, text, &lines) {
-            Ok(rule) => rules.push(rule),
+            Ok(rule) => rules.channels.push(rule),
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|(line, msg)| PolicyError::new(path, Some(line), msg)),
+            ),
+        }
+    }
+    for t in file.table {
+        match table_rule(t, path, text, &lines) {
+            Ok(rule) => rules.tables.push(rule),
             Err(errs) => errors.extend(
                 errs.into_iter()
                     .map(|(line, msg)| PolicyError::new(path, Some(line), msg)),
@@ -163,6 +195,81 @@ fn channel_rule(ch: ChannelToml, text: &str, lines: &Lines) -> Result<ChannelRul
             grants,
             when,
         }),
+        _ => Err(errors),
+    }
+}
+
+/// Checks a `[[table]]` rule as far as it can be without the table's columns (the rest is
+/// checked when the rules are bound to the table).
+fn table_rule(
+    t: TableToml,
+    path: &Path,
+    text: &str,
+    lines: &Lines,
+) -> Result<(TableName, TableRule), Vec<(usize, String)>> {
+    let mut errors = Vec::new();
+    let name = TableName::parse(t.table.get_ref())
+        .map_err(|e| {
+            errors.push((
+                lines.line(t.table.span().start),
+                format!("table {:?}: {e}", t.table.get_ref()),
+            ))
+        })
+        .ok();
+    let names =
+        |list: Option<Spanned<Vec<Spanned<String>>>>, what: &str, errors: &mut Vec<(usize, String)>| {
+            let list = list?;
+            if list.get_ref().is_empty() {
+                errors.push((
+                    lines.line(list.span().start),
+                    format!("{what} is empty: leave it out to mean all {what}"),
+                ));
+            }
+            let mut out: Vec<String> = Vec::new();
+            for item in list.get_ref() {
+                let line = lines.line(item.span().start);
+                if item.get_ref().is_empty() {
+                    errors.push((line, format!("{what}: empty name")));
+                } else if out.contains(item.get_ref()) {
+                    errors.push((line, format!("{what}: {:?} is listed twice", item.get_ref())));
+                } else {
+                    out.push(item.get_ref().clone());
+                }
+            }
+            Some(out)
+        };
+    let roles = names(t.roles, "roles", &mut errors);
+    let columns_line = t.columns.as_ref().map_or(0, |c| lines.line(c.span().start));
+    let columns = names(t.columns, "columns", &mut errors);
+    let rows_span = t.rows.span();
+    let rows_line = lines.line(rows_span.start);
+    let rows = match Expr::parse(t.rows.get_ref()) {
+        Err(e) => {
+            let line = expression_line(text, rows_span, t.rows.get_ref(), e.offset, lines);
+            errors.push((line, format!("rows: {}", e.message)));
+            None
+        }
+        Ok(expr) => match table::check_rows_at_load(&expr) {
+            Ok(()) => Some(expr),
+            Err(message) => {
+                errors.push((rows_line, format!("rows: {message}")));
+                None
+            }
+        },
+    };
+    match (name, rows) {
+        (Some(name), Some(rows)) if errors.is_empty() => Ok((
+            name,
+            TableRule {
+                description: t.description,
+                roles,
+                rows,
+                columns,
+                file: path.to_owned(),
+                rows_line,
+                columns_line,
+            },
+        )),
         _ => Err(errors),
     }
 }

@@ -9,12 +9,14 @@
 mod channel;
 pub mod expr;
 mod load;
+pub mod table;
 pub mod topic;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use channel::{ChannelAccess, ChannelRule};
+pub use table::{BoundRules, ColumnSet, OldImage, TableName, TableRules, Visibility};
 
 use crate::auth::Claims;
 
@@ -25,6 +27,8 @@ pub const BYPASS_ROLE: &str = "service_role";
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     channels: Vec<ChannelRule>,
+    /// Sorted by table name; one entry per table, holding the rules of every file.
+    tables: Vec<TableRules>,
     files: Vec<PathBuf>,
 }
 
@@ -37,7 +41,7 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
         PolicyError {
             file: file.to_owned(),
             line,
@@ -68,11 +72,41 @@ impl PolicySet {
 
     /// Parses one policy file's text (`name` is used in error messages).
     pub fn from_toml(name: &Path, text: &str) -> Result<PolicySet, Vec<PolicyError>> {
-        let channels = load::parse_file(name, text)?;
-        Ok(PolicySet {
-            channels,
-            files: vec![name.to_owned()],
-        })
+        let rules = load::parse_file(name, text)?;
+        let mut set = PolicySet::empty();
+        set.add(rules);
+        set.files.push(name.to_owned());
+        Ok(set)
+    }
+
+    fn add(&mut self, rules: load::FileRules) {
+        self.channels.extend(rules.channels);
+        for (name, rule) in rules.tables {
+            match self.tables.binary_search_by(|t| t.table.cmp(&name)) {
+                Ok(i) => self.tables[i].rules.push(rule),
+                Err(i) => self.tables.insert(
+                    i,
+                    TableRules {
+                        table: name,
+                        rules: vec![rule],
+                    },
+                ),
+            }
+        }
+    }
+
+    /// The rules for a table, or `None` when no file has a rule for it: then Postgres decides
+    /// (column privileges and row-level security, see `changes::access`).
+    pub fn table_rules(&self, schema: &str, name: &str) -> Option<&TableRules> {
+        self.tables
+            .binary_search_by(|t| (t.table.schema.as_str(), t.table.name.as_str()).cmp(&(schema, name)))
+            .ok()
+            .map(|i| &self.tables[i])
+    }
+
+    /// Every table that has rules, sorted by name.
+    pub fn tables(&self) -> &[TableRules] {
+        &self.tables
     }
 
     /// What `claims` may do on the private channel `sub_topic` (the topic without its
@@ -94,7 +128,7 @@ impl PolicySet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
+        self.channels.is_empty() && self.tables.is_empty()
     }
 }
 

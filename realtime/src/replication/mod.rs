@@ -1,9 +1,18 @@
 //! Logical replication: a pgoutput stream from Postgres becomes ordered [`crate::change::Transaction`]s.
 //!
-//! Layers, one file each: `wire` (the Postgres connection), `pgoutput` (pure bytes → messages),
-//! `relations` (the relation and type cache), `values` (text values → JSON as `to_jsonb`),
-//! `decode` (messages → row events).
+//! Layers, one file each: `wire` (the Postgres connection) and `tls`, `setup` (checks, publication,
+//! slot, epoch), `stream` (the task and its loop), `progress` (what to confirm), `pgoutput` (pure
+//! bytes → messages), `relations` (the relation and type cache), `values` (text values → JSON as
+//! `to_jsonb`), `decode` (messages → row events).
 
+pub mod decode;
 pub mod pgoutput;
+pub mod progress;
 pub mod relations;
+pub mod setup;
+pub mod stream;
+pub mod tls;
 pub mod values;
+pub mod wire;
+
+pub use stream::{Replication, ReplicationError, State};

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::change::Table;
+use crate::change::{Column, ReplicaIdentity, Table};
 use crate::replication::pgoutput::{Relation, TypeMessage};
-use crate::replication::values::{PgType, ValueKind};
+use crate::replication::values::{self, PgType, ValueKind};
 
 /// A table plus how to convert each of its columns.
 #[derive(Clone, Debug)]
@@ -26,11 +26,57 @@ pub struct RelationCache {
 }
 
 impl RelationCache {
-    pub fn apply_type(&mut self, _message: &TypeMessage) {}
+    /// Remembers a user type (OID ≥ 10000) so that columns of that type get its name and
+    /// conversion. A later Type message for the same OID replaces it.
+    pub fn apply_type(&mut self, message: &TypeMessage) {
+        let pg_type = values::from_type_message(&message.namespace, &message.name);
+        self.types.insert(message.oid, pg_type);
+    }
 
     /// Replaces the entry for the relation and returns it.
-    pub fn apply_relation(&mut self, _message: &Relation) -> Option<&CachedTable> {
-        None
+    ///
+    /// Returns `None` (and forgets any previous entry, which is stale now) for a replica identity
+    /// byte Postgres does not send: changes of that relation then fail as unknown rather than
+    /// being read under a guessed identity.
+    pub fn apply_relation(&mut self, message: &Relation) -> Option<&CachedTable> {
+        let Some(replica_identity) = replica_identity(message.replica_identity) else {
+            self.tables.remove(&message.id);
+            return None;
+        };
+        let mut kinds = Vec::with_capacity(message.columns.len());
+        let columns: Vec<Column> = message
+            .columns
+            .iter()
+            .map(|c| {
+                let pg_type = self.column_type(c.type_oid);
+                kinds.push(pg_type.kind);
+                Column {
+                    name: Arc::from(c.name.as_str()),
+                    type_name: pg_type.name,
+                    type_oid: c.type_oid,
+                    key: c.flags & 1 != 0,
+                }
+            })
+            .collect();
+        // pgoutput sends an empty namespace for pg_catalog.
+        let schema = if message.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            message.namespace.as_str()
+        };
+        let table = Table {
+            oid: message.id,
+            schema: Arc::from(schema),
+            name: Arc::from(message.name.as_str()),
+            replica_identity,
+            columns: columns.into(),
+        };
+        let cached = CachedTable {
+            table: Arc::new(table),
+            kinds: kinds.into(),
+        };
+        self.tables.insert(message.id, cached);
+        self.tables.get(&message.id)
     }
 
     pub fn get(&self, relation_id: u32) -> Option<&CachedTable> {
@@ -45,5 +91,160 @@ impl RelationCache {
                 name: Arc::from(oid.to_string()),
                 kind: ValueKind::Text,
             })
+    }
+}
+
+fn replica_identity(byte: u8) -> Option<ReplicaIdentity> {
+    match byte {
+        b'd' => Some(ReplicaIdentity::Default),
+        b'n' => Some(ReplicaIdentity::Nothing),
+        b'f' => Some(ReplicaIdentity::Full),
+        b'i' => Some(ReplicaIdentity::Index),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::pgoutput::RelationColumn;
+
+    fn column(flags: u8, name: &str, type_oid: u32) -> RelationColumn {
+        RelationColumn {
+            flags,
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        }
+    }
+
+    fn relation(identity: u8, columns: Vec<RelationColumn>) -> Relation {
+        Relation {
+            id: 16385,
+            namespace: "public".into(),
+            name: "items".into(),
+            replica_identity: identity,
+            columns,
+        }
+    }
+
+    fn names(cached: &CachedTable) -> Vec<&str> {
+        cached.table.columns.iter().map(|c| &*c.name).collect()
+    }
+
+    #[test]
+    fn relation_becomes_a_table_with_key_flags() {
+        let mut cache = RelationCache::default();
+        let cached = cache
+            .apply_relation(&relation(
+                b'd',
+                vec![column(1, "id", 23), column(0, "title", 25), column(1, "org", 20)],
+            ))
+            .expect("cached");
+        assert_eq!(
+            (&*cached.table.schema, &*cached.table.name, cached.table.oid),
+            ("public", "items", 16385)
+        );
+        assert_eq!(cached.table.replica_identity, ReplicaIdentity::Default);
+        assert_eq!(names(cached), ["id", "title", "org"]);
+        let keys: Vec<bool> = cached.table.columns.iter().map(|c| c.key).collect();
+        assert_eq!(keys, [true, false, true]);
+        let oids: Vec<u32> = cached.table.columns.iter().map(|c| c.type_oid).collect();
+        assert_eq!(oids, [23, 25, 20]);
+        assert_eq!(cached.kinds.len(), 3);
+        assert!(cache.get(16385).is_some());
+        assert!(cache.get(16386).is_none());
+    }
+
+    #[test]
+    fn resent_relation_replaces_the_entry() {
+        let mut cache = RelationCache::default();
+        cache.apply_relation(&relation(
+            b'd',
+            vec![column(1, "id", 23), column(0, "title", 25), column(0, "gone", 25)],
+        ));
+        let before = cache.get(16385).expect("cached").table.clone();
+
+        // ALTER TABLE: "title" renamed to "name", "gone" dropped, "extra" added; then
+        // REPLICA IDENTITY FULL, which marks every column as key.
+        let resent = relation(
+            b'f',
+            vec![column(1, "id", 23), column(1, "name", 25), column(1, "extra", 16)],
+        );
+        let after = cache.apply_relation(&resent).expect("cached").clone();
+        assert_eq!(names(&after), ["id", "name", "extra"]);
+        assert_eq!(after.table.replica_identity, ReplicaIdentity::Full);
+        assert!(after.table.columns.iter().all(|c| c.key));
+        assert_eq!(after.kinds.len(), 3);
+        assert_eq!(cache.get(16385).expect("cached").table, after.table);
+        // Changes already decoded keep the table as it was when they were made.
+        assert_eq!(before.columns.len(), 3);
+        assert_eq!(&*before.columns[1].name, "title");
+        assert_eq!(before.replica_identity, ReplicaIdentity::Default);
+    }
+
+    #[test]
+    fn type_message_makes_a_user_type_known() {
+        let mut cache = RelationCache::default();
+        let columns = vec![column(1, "id", 23), column(0, "feeling", 16390)];
+        // Before the Type message the OID is unknown: named by its number, converted as text.
+        let unknown = cache
+            .apply_relation(&relation(b'd', columns.clone()))
+            .expect("cached")
+            .clone();
+        assert_eq!(&*unknown.table.columns[1].type_name, "16390");
+        assert_eq!(unknown.kinds[1], ValueKind::Text);
+
+        cache.apply_type(&TypeMessage {
+            oid: 16390,
+            namespace: "public".into(),
+            name: "mood".into(),
+        });
+        assert_eq!(
+            cache.column_type(16390),
+            values::from_type_message("public", "mood")
+        );
+        let known = cache.apply_relation(&relation(b'd', columns)).expect("cached");
+        assert_eq!(&*known.table.columns[1].type_name, "mood");
+        assert_eq!(known.kinds[1], values::from_type_message("public", "mood").kind);
+
+        // A domain's Type message carries its base type: the column is named and converted as it.
+        cache.apply_type(&TypeMessage {
+            oid: 16426,
+            namespace: String::new(),
+            name: "int4".into(),
+        });
+        assert_eq!(cache.column_type(16426), values::from_type_message("", "int4"));
+    }
+
+    #[test]
+    fn identity_bytes_map_and_unknown_ones_forget_the_entry() {
+        let mut cache = RelationCache::default();
+        for (byte, identity) in [
+            (b'd', ReplicaIdentity::Default),
+            (b'n', ReplicaIdentity::Nothing),
+            (b'f', ReplicaIdentity::Full),
+            (b'i', ReplicaIdentity::Index),
+        ] {
+            let cached = cache
+                .apply_relation(&relation(byte, vec![column(1, "id", 23)]))
+                .expect("cached");
+            assert_eq!(cached.table.replica_identity, identity);
+        }
+        assert!(
+            cache
+                .apply_relation(&relation(b'x', vec![column(1, "id", 23)]))
+                .is_none()
+        );
+        assert!(cache.get(16385).is_none(), "a stale entry must not survive");
+    }
+
+    #[test]
+    fn empty_namespace_is_pg_catalog() {
+        let mut cache = RelationCache::default();
+        let mut message = relation(b'd', vec![]);
+        message.namespace = String::new();
+        let cached = cache.apply_relation(&message).expect("cached");
+        assert_eq!(&*cached.table.schema, "pg_catalog");
     }
 }

@@ -10,6 +10,8 @@ fn main() -> anyhow::Result<()> {
     match which.as_str() {
         "cdc" => bench::cdc::main(),
         "broadcast" => bench::broadcast::main(),
+        // The broadcast benchmark's load generator, started by `broadcast` as a child process.
+        "broadcast-clients" => bench::broadcast::clients_main(),
         _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast>"),
     }
 }

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value as Json};
 
-use super::{CmpOp, Expr, Func, Type, Value};
+use super::{CmpOp, Expr, Func, Type, Value, time};
 
 /// What an expression can read.
 pub trait Context {
@@ -15,6 +15,10 @@ pub trait Context {
     /// The value of a name: a topic parameter, a column. Unknown names are NULL (the loader
     /// refuses them before evaluation is ever reached).
     fn var(&self, name: &str) -> Value;
+    /// The value of a resolved column ([`Expr::Column`]); NULL where there are no columns.
+    fn column(&self, _index: usize) -> Value {
+        Value::Null
+    }
     /// The channel sub-topic for `realtime.topic()`.
     fn topic(&self) -> Option<&str> {
         None
@@ -31,6 +35,7 @@ impl Expr {
         match self {
             Expr::Literal(v) => v.clone(),
             Expr::Var(name) => ctx.var(name),
+            Expr::Column { index, .. } => ctx.column(*index),
             Expr::Func(f) => func(*f, ctx),
             Expr::JsonGet { base, key, as_text } => {
                 let Some(base) = json(base, ctx) else {
@@ -209,6 +214,9 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         // Byte order, as in the C collation.
         (Value::Text(x), Value::Text(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
         (Value::Json(x), Value::Json(y)) => (x == y).then_some(Ordering::Equal).or(Some(Ordering::Less)),
+        (Value::Timestamp(x), Value::Timestamp(y)) => Some(x.cmp(y)),
+        (Value::Timestamp(x), Value::Text(y)) => time::parse(y).map(|y| x.cmp(&y)),
+        (Value::Text(x), Value::Timestamp(y)) => time::parse(x).map(|x| x.cmp(y)),
         _ => None,
     }
 }
@@ -226,6 +234,7 @@ fn cast(v: Value, ty: Type) -> Value {
             Value::Bool(b) => Value::Text(if b { "true" } else { "false" }.to_owned()),
             Value::Int(i) => Value::Text(i.to_string()),
             Value::Float(f) => Value::Text(f.to_string()),
+            Value::Timestamp(t) => Value::Text(time::format(t)),
             _ => Value::Null,
         },
         (v, Type::Int) => match v {
@@ -257,6 +266,11 @@ fn cast(v: Value, ty: Type) -> Value {
             _ => Value::Null,
         },
         (Value::Text(s), Type::Uuid) => uuid(&s).map_or(Value::Null, Value::Text),
+        (v, Type::Timestamp) => match v {
+            Value::Timestamp(t) => Value::Timestamp(t),
+            Value::Text(s) => time::parse(&s).map_or(Value::Null, Value::Timestamp),
+            _ => Value::Null,
+        },
         (_, Type::Uuid) => Value::Null,
         (v, Type::Json) => match v {
             Value::Json(j) => Value::Json(j),
@@ -266,6 +280,7 @@ fn cast(v: Value, ty: Type) -> Value {
             Value::Float(f) => {
                 serde_json::Number::from_f64(f).map_or(Value::Null, |n| Value::Json(Json::Number(n)))
             }
+            Value::Timestamp(t) => Value::Json(Json::String(time::format(t))),
             Value::Null => Value::Null,
         },
     }

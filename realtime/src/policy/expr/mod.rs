@@ -12,6 +12,7 @@
 mod eval;
 mod lex;
 mod parse;
+pub mod time;
 mod types;
 
 use std::fmt;
@@ -34,6 +35,9 @@ pub enum Value {
     Text(String),
     /// A JSON value that is not turned into text: `auth.jwt()` and `->`.
     Json(serde_json::Value),
+    /// Microseconds since the Unix epoch, UTC (`timestamptz`, `timestamp` read as UTC, `date`
+    /// at midnight); [`time::INFINITY`] and [`time::NEG_INFINITY`] for the infinities.
+    Timestamp(i64),
 }
 
 /// The built-in functions.
@@ -93,6 +97,12 @@ pub enum Expr {
     Literal(Value),
     /// A name: a topic parameter in channel rules, a column in table rules.
     Var(String),
+    /// A column of a table rule, resolved to its index in the table when the rule is bound to a
+    /// table ([`Expr::resolve_columns`]), so evaluation reads it without a name lookup.
+    Column {
+        index: usize,
+        name: String,
+    },
     Func(Func),
     /// `base -> key` (JSON) or `base ->> key` (text). The key is text (object member) or an
     /// integer (array element).
@@ -116,6 +126,27 @@ pub enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
+}
+
+/// The claims an expression reads (see [`Expr::claims_read`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimsRead {
+    /// Every claim is read (`auth.jwt()` used whole).
+    pub all: bool,
+    /// Top-level claim names, each once.
+    pub names: Vec<String>,
+}
+
+impl ClaimsRead {
+    /// Adds what `other` reads.
+    pub fn merge(&mut self, other: &ClaimsRead) {
+        self.all |= other.all;
+        for name in &other.names {
+            if !self.names.contains(name) {
+                self.names.push(name.clone());
+            }
+        }
+    }
 }
 
 /// Why an expression was refused, with the byte offset in its text where that is known.
@@ -172,10 +203,109 @@ impl Expr {
         found
     }
 
+    /// Whether the expression uses `realtime.topic()`.
+    pub fn reads_topic(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| found |= matches!(e, Expr::Func(Func::RealtimeTopic)));
+        found
+    }
+
+    /// Replaces every name by the column `index_of` gives it; names it does not know stay
+    /// names (the type check reports them). Used once per table when rules are bound.
+    pub fn resolve_columns(&self, index_of: &dyn Fn(&str) -> Option<usize>) -> Expr {
+        let go = |e: &Expr| Box::new(e.resolve_columns(index_of));
+        match self {
+            Expr::Var(name) => match index_of(name) {
+                Some(index) => Expr::Column {
+                    index,
+                    name: name.clone(),
+                },
+                None => Expr::Var(name.clone()),
+            },
+            Expr::Literal(_) | Expr::Column { .. } | Expr::Func(_) => self.clone(),
+            Expr::JsonGet { base, key, as_text } => Expr::JsonGet {
+                base: go(base),
+                key: go(key),
+                as_text: *as_text,
+            },
+            Expr::Cast(e, ty) => Expr::Cast(go(e), *ty),
+            Expr::Compare(a, op, b) => Expr::Compare(go(a), *op, go(b)),
+            Expr::In { expr, list, negated } => Expr::In {
+                expr: go(expr),
+                list: list.iter().map(|e| e.resolve_columns(index_of)).collect(),
+                negated: *negated,
+            },
+            Expr::IsNull { expr, negated } => Expr::IsNull {
+                expr: go(expr),
+                negated: *negated,
+            },
+            Expr::And(items) => Expr::And(items.iter().map(|e| e.resolve_columns(index_of)).collect()),
+            Expr::Or(items) => Expr::Or(items.iter().map(|e| e.resolve_columns(index_of)).collect()),
+            Expr::Not(e) => Expr::Not(go(e)),
+        }
+    }
+
+    /// The resolved column indexes the expression reads, each once, in order of appearance.
+    pub fn columns(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.walk(&mut |e| {
+            if let Expr::Column { index, .. } = e
+                && !out.contains(index)
+            {
+                out.push(*index);
+            }
+        });
+        out
+    }
+
+    /// Which claims the expression reads, so that callers whose claims agree on those share one
+    /// evaluation: `auth.uid()` reads `sub`, `auth.role()` `role`, `auth.email()` `email`,
+    /// `auth.jwt() ->> 'x'` and `auth.jwt() -> 'x'` read `x`; any other use of `auth.jwt()`
+    /// reads every claim.
+    pub fn claims_read(&self) -> ClaimsRead {
+        let mut read = ClaimsRead::default();
+        self.collect_claims(&mut read);
+        read
+    }
+
+    fn collect_claims(&self, read: &mut ClaimsRead) {
+        let mut add = |name: &str| {
+            if !read.names.iter().any(|n| n == name) {
+                read.names.push(name.to_owned());
+            }
+        };
+        match self {
+            Expr::Func(Func::AuthUid) => add("sub"),
+            Expr::Func(Func::AuthRole) => add("role"),
+            Expr::Func(Func::AuthEmail) => add("email"),
+            Expr::Func(Func::AuthJwt) => read.all = true,
+            Expr::Func(Func::RealtimeTopic) | Expr::Literal(_) | Expr::Var(_) | Expr::Column { .. } => {}
+            Expr::JsonGet { base, key, .. } => match (&**base, &**key) {
+                (Expr::Func(Func::AuthJwt), Expr::Literal(Value::Text(name))) => add(name),
+                // An integer key on the claims object is always NULL: nothing is read.
+                (Expr::Func(Func::AuthJwt), Expr::Literal(Value::Int(_))) => {}
+                _ => {
+                    base.collect_claims(read);
+                    key.collect_claims(read);
+                }
+            },
+            Expr::Cast(e, _) | Expr::Not(e) | Expr::IsNull { expr: e, .. } => e.collect_claims(read),
+            Expr::Compare(a, _, b) => {
+                a.collect_claims(read);
+                b.collect_claims(read);
+            }
+            Expr::In { expr, list, .. } => {
+                expr.collect_claims(read);
+                list.iter().for_each(|e| e.collect_claims(read));
+            }
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|e| e.collect_claims(read)),
+        }
+    }
+
     fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
         f(self);
         match self {
-            Expr::Literal(_) | Expr::Var(_) | Expr::Func(_) => {}
+            Expr::Literal(_) | Expr::Var(_) | Expr::Column { .. } | Expr::Func(_) => {}
             Expr::JsonGet { base, key, .. } => {
                 base.walk(f);
                 key.walk(f);
@@ -204,6 +334,7 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{x:?}"),
             Value::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
             Value::Json(j) => write!(f, "'{}'::jsonb", j.to_string().replace('\'', "''")),
+            Value::Timestamp(t) => write!(f, "'{}'::timestamptz", time::format(*t)),
         }
     }
 }
@@ -222,7 +353,7 @@ impl fmt::Display for Expr {
         };
         match self {
             Expr::Literal(v) => write!(f, "{v}"),
-            Expr::Var(name) => {
+            Expr::Var(name) | Expr::Column { name, .. } => {
                 let plain = name.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
                     && name
                         .chars()

@@ -231,7 +231,7 @@ impl Parser {
         Type::from_name(&name).ok_or_else(|| {
             ExprError::at(
                 at,
-                format!("unknown type {name:?} (use text, int, numeric, bool, uuid or jsonb)"),
+                format!("unknown type {name:?} (use text, int, numeric, bool, uuid, jsonb or timestamptz)"),
             )
         })
     }

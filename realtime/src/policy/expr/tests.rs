@@ -250,6 +250,72 @@ fn variables_and_claim_use_are_reported() {
     assert!(Expr::parse("auth.role() = 'a'").unwrap().reads_claims());
 }
 
+#[test]
+fn timestamps_compare_as_instants() {
+    assert_eq!(
+        eval("'2024-01-02T00:30:00+01:00'::timestamptz < '2024-01-02'"),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        eval("'2024-01-02'::timestamptz = '2024-01-02 00:00:00Z'"),
+        Value::Bool(true)
+    );
+    assert_eq!(eval("'infinity'::timestamptz > '9999-12-31'"), Value::Bool(true));
+    assert_eq!(eval("'not a time'::timestamptz IS NULL"), Value::Bool(true));
+    assert_eq!(
+        eval("'2024-01-02'::timestamptz::text"),
+        Value::Text("2024-01-02T00:00:00+00:00".into())
+    );
+    let ts = |name: &str| (name == "at").then_some(Type::Timestamp);
+    assert!(Expr::parse("at >= '2024-01-01'").unwrap().check(&ts).is_ok());
+    assert!(Expr::parse("at > 5").unwrap().check(&ts).is_err());
+    assert!(
+        Expr::parse("at > (auth.jwt() ->> 'since')::timestamptz")
+            .unwrap()
+            .check(&ts)
+            .is_ok()
+    );
+}
+
+#[test]
+fn columns_resolve_to_indexes_and_claim_reads_are_listed() {
+    let e = Expr::parse("owner = auth.uid() AND done AND auth.jwt() -> 'app' ->> 'org' = team").unwrap();
+    let resolved = e.resolve_columns(&|name| ["owner", "done", "team"].iter().position(|n| *n == name));
+    assert_eq!(resolved.columns(), [0, 1, 2]);
+    assert!(resolved.variables().is_empty());
+    assert_eq!(
+        resolved.to_string(),
+        e.to_string(),
+        "columns print as their names"
+    );
+    let read = e.claims_read();
+    assert!(!read.all);
+    assert_eq!(read.names, ["sub", "app"]);
+    assert!(Expr::parse("auth.jwt() = auth.jwt()").unwrap().claims_read().all);
+    assert!(
+        Expr::parse("auth.jwt() ->> owner = 'x'")
+            .unwrap()
+            .claims_read()
+            .all
+    );
+    struct Cols;
+    impl Context for Cols {
+        fn claims(&self) -> Option<&Map<String, serde_json::Value>> {
+            None
+        }
+        fn var(&self, _: &str) -> Value {
+            Value::Null
+        }
+        fn column(&self, index: usize) -> Value {
+            Value::Int(index as i64 * 10)
+        }
+    }
+    let e = Expr::parse("a = 0 AND b = 10").unwrap();
+    let resolved = e.resolve_columns(&|name| ["a", "b"].iter().position(|n| *n == name));
+    assert!(resolved.is_true(&Cols));
+    assert!(!e.is_true(&Cols), "unresolved names are read through var()");
+}
+
 /// Fragments that make random text look like expressions, so the generator reaches deep parser
 /// paths and not only the tokenizer.
 fn fragment() -> impl Strategy<Value = String> {
@@ -280,6 +346,8 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("::int".to_owned()),
         Just("::uuid".to_owned()),
         Just("::jsonb".to_owned()),
+        Just("::timestamptz".to_owned()),
+        Just("'2024-01-02T03:04:05+01:00'".to_owned()),
         "[ -~]{0,3}",
     ]
 }

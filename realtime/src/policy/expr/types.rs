@@ -16,6 +16,9 @@ pub enum Type {
     /// Text in the canonical lower-case 8-4-4-4-12 form; compares with text.
     Uuid,
     Json,
+    /// `timestamptz`, `timestamp` and `date`: compares with timestamps and with text, which is
+    /// read as a timestamp when compared (as Postgres reads an untyped literal).
+    Timestamp,
 }
 
 impl Type {
@@ -27,6 +30,7 @@ impl Type {
             "bool" | "boolean" => Type::Bool,
             "uuid" => Type::Uuid,
             "json" | "jsonb" => Type::Json,
+            "timestamptz" | "timestamp" | "date" => Type::Timestamp,
             _ => return None,
         })
     }
@@ -40,6 +44,7 @@ impl Type {
             Type::Text => "text",
             Type::Uuid => "uuid",
             Type::Json => "jsonb",
+            Type::Timestamp => "timestamptz",
         }
     }
 
@@ -58,6 +63,8 @@ impl Type {
             || a == b
             || (a.is_number() && b.is_number())
             || (a.is_text() && b.is_text())
+            || (a == Type::Timestamp && b == Type::Text)
+            || (a == Type::Text && b == Type::Timestamp)
     }
 }
 
@@ -70,6 +77,7 @@ impl Value {
             Value::Float(_) => Type::Float,
             Value::Text(_) => Type::Text,
             Value::Json(_) => Type::Json,
+            Value::Timestamp(_) => Type::Timestamp,
         }
     }
 }
@@ -100,7 +108,7 @@ impl Expr {
     pub fn type_of(&self, var_type: &dyn Fn(&str) -> Option<Type>) -> Result<Type, ExprError> {
         Ok(match self {
             Expr::Literal(v) => v.type_of(),
-            Expr::Var(name) => {
+            Expr::Var(name) | Expr::Column { name, .. } => {
                 var_type(name).ok_or_else(|| ExprError::general(format!("unknown name `{name}`")))?
             }
             Expr::Func(f) => f.result_type(),

@@ -3,6 +3,7 @@
 use crate::channels::TopicKey;
 use tokio::time::Instant;
 
+use crate::changes::subscription::Binding;
 use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::limits::SlidingLog;
 use crate::policy::ChannelAccess;
@@ -33,6 +34,8 @@ pub(super) struct Channel {
     /// Everything on public channels; what the policy grants on private ones.
     pub access: ChannelAccess,
     pub presence_calls: SlidingLog,
+    /// The live Postgres Changes bindings (empty: the channel has none).
+    pub changes: Vec<Binding>,
 }
 
 impl Channel {
@@ -77,6 +80,9 @@ impl Session {
     /// Removes `ch` from the registry and its presence from the topic.
     pub(super) fn forget(&self, ch: &Channel) {
         self.node.registry.unsubscribe(&ch.key, ch.id);
+        if !ch.changes.is_empty() {
+            self.unsubscribe_changes(ch.id);
+        }
         if ch.tracked {
             self.node.presence.untrack(&ch.key, ch.id);
         }

@@ -15,6 +15,7 @@ mod channel;
 mod heartbeat;
 mod join;
 mod leave;
+mod postgres_changes;
 mod presence;
 
 use std::collections::VecDeque;

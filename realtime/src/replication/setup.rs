@@ -1,0 +1,302 @@
+//! Startup of a replication session: checks with specific errors, the publication, the slot, and
+//! the epoch. Each failure says what is wrong and what to do about it.
+
+use sqlx::PgPool;
+
+use crate::change::Epoch;
+use crate::config::{DatabaseConfig, ReplicationConfig};
+use crate::lsn::Lsn;
+use crate::replication::wire::{ReplicationConnection, WireError, quote_ident, quote_literal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "Postgres has wal_level={0}, but logical replication needs wal_level=logical: run `ALTER SYSTEM SET wal_level = logical` (or set it in postgresql.conf) and restart Postgres"
+    )]
+    WalLevel(String),
+    #[error(
+        "role {0:?} may not start replication: run `ALTER ROLE {0} WITH REPLICATION` as a superuser, or connect as a role that has it"
+    )]
+    NoReplicationRole(String),
+    #[error(
+        "publication {0:?} does not exist and realtime is configured not to create it: run `CREATE PUBLICATION {0} FOR TABLE ...`, or set MANAGE_PUBLICATION=true"
+    )]
+    PublicationMissing(String),
+    #[error("replication slot {slot:?} is in use by {holder}; waiting for it to be released")]
+    SlotBusy { slot: String, holder: String },
+    #[error(
+        "replication slot {slot:?} exists but {problem}: drop it (`SELECT pg_drop_replication_slot('{slot}')`) or choose another SLOT_NAME"
+    )]
+    SlotUnusable { slot: String, problem: String },
+    #[error("authentication as {user:?} failed: {message}")]
+    Authentication { user: String, message: String },
+    #[error("database {0:?} does not exist")]
+    NoDatabase(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("cannot prepare the realtime schema: {0}")]
+    Schema(String),
+}
+
+impl SetupError {
+    /// Fatal errors need a person to change something; retrying cannot help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            SetupError::WalLevel(_)
+                | SetupError::NoReplicationRole(_)
+                | SetupError::PublicationMissing(_)
+                | SetupError::SlotUnusable { .. }
+                | SetupError::Authentication { .. }
+                | SetupError::NoDatabase(_)
+        )
+    }
+
+    /// Classifies a failed connection attempt.
+    pub fn from_connect(error: WireError, config: &DatabaseConfig) -> SetupError {
+        let user = config.user.clone();
+        match (error.sqlstate(), &error) {
+            (Some("42501"), _) => SetupError::NoReplicationRole(user),
+            (Some("28P01" | "28000"), WireError::Server(e)) => SetupError::Authentication {
+                user,
+                message: e.message.clone(),
+            },
+            (Some("3D000"), _) => SetupError::NoDatabase(config.dbname.clone()),
+            _ => SetupError::Wire(error),
+        }
+    }
+}
+
+/// What IDENTIFY_SYSTEM says about the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct System {
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub wal_position: Lsn,
+}
+
+pub async fn identify(conn: &mut ReplicationConnection) -> Result<System, SetupError> {
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    let missing = || WireError::Protocol("IDENTIFY_SYSTEM returned no row".into());
+    Ok(System {
+        system_identifier: rows.first("systemid").ok_or_else(missing)?.to_owned(),
+        timeline: rows.first("timeline").and_then(|t| t.parse().ok()).unwrap_or(0),
+        wal_position: rows
+            .first("xlogpos")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default(),
+    })
+}
+
+pub async fn check_wal_level(conn: &mut ReplicationConnection) -> Result<(), SetupError> {
+    let rows = conn.simple_query("SHOW wal_level").await?;
+    let level = rows.first("wal_level").unwrap_or("unknown").to_owned();
+    if level == "logical" {
+        Ok(())
+    } else {
+        Err(SetupError::WalLevel(level))
+    }
+}
+
+/// Makes sure every configured publication exists, creating missing ones (empty: tables are
+/// added by the user) when allowed.
+pub async fn ensure_publications(
+    conn: &mut ReplicationConnection,
+    config: &ReplicationConfig,
+) -> Result<(), SetupError> {
+    for name in &config.publications {
+        let sql = format!(
+            "SELECT 1 AS found FROM pg_publication WHERE pubname = {}",
+            quote_literal(name)
+        );
+        if !conn.simple_query(&sql).await?.rows.is_empty() {
+            continue;
+        }
+        if !config.manage_publication {
+            return Err(SetupError::PublicationMissing(name.clone()));
+        }
+        match conn
+            .simple_query(&format!("CREATE PUBLICATION {}", quote_ident(name)))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(publication = %name, "created the publication; add tables with ALTER PUBLICATION ... ADD TABLE")
+            }
+            // Created concurrently by another instance: fine.
+            Err(e) if e.sqlstate() == Some("42710") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The slot this session streams from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// Created by this session: a new history begins.
+    pub created: bool,
+    /// Where the slot will resume (its `confirmed_flush_lsn`).
+    pub confirmed_flush: Lsn,
+}
+
+/// Finds or creates the slot. A permanent slot that another process holds is reported as busy,
+/// naming the holder.
+pub async fn ensure_slot(
+    conn: &mut ReplicationConnection,
+    config: &ReplicationConfig,
+    database: &str,
+) -> Result<Slot, SetupError> {
+    let slot = &config.slot_name;
+    let sql = format!(
+        "SELECT plugin, slot_type, database, temporary::text, active_pid::text, confirmed_flush_lsn::text, wal_status \
+         FROM pg_replication_slots WHERE slot_name = {}",
+        quote_literal(slot)
+    );
+    let rows = conn.simple_query(&sql).await?;
+    if !rows.rows.is_empty() {
+        let unusable = |problem: String| SetupError::SlotUnusable {
+            slot: slot.clone(),
+            problem,
+        };
+        if rows.first("slot_type") != Some("logical") || rows.first("plugin") != Some("pgoutput") {
+            return Err(unusable("it is not a logical pgoutput slot".into()));
+        }
+        if rows.first("database") != Some(database) {
+            return Err(unusable(format!(
+                "it belongs to database {:?}",
+                rows.first("database").unwrap_or("")
+            )));
+        }
+        if rows.first("wal_status") == Some("lost") {
+            return Err(unusable(
+                "it was invalidated (wal_status = lost: it fell behind max_slot_wal_keep_size)".into(),
+            ));
+        }
+        if let Some(pid) = rows.first("active_pid") {
+            return Err(SetupError::SlotBusy {
+                slot: slot.clone(),
+                holder: holder(conn, pid).await,
+            });
+        }
+        let confirmed_flush = rows
+            .first("confirmed_flush_lsn")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_default();
+        return Ok(Slot {
+            created: false,
+            confirmed_flush,
+        });
+    }
+    let temporary = if config.temporary_slot { " TEMPORARY" } else { "" };
+    let create = format!(
+        "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+        quote_ident(slot)
+    );
+    match conn.simple_query(&create).await {
+        Ok(rows) => {
+            let confirmed_flush = rows
+                .first("consistent_point")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or_default();
+            tracing::info!(slot = %slot, temporary = config.temporary_slot, %confirmed_flush, "created the replication slot");
+            Ok(Slot {
+                created: true,
+                confirmed_flush,
+            })
+        }
+        // Created concurrently: the next attempt finds it (and who holds it).
+        Err(e) if e.sqlstate() == Some("42710") => Err(SetupError::SlotBusy {
+            slot: slot.clone(),
+            holder: "another process that just created it".into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Describes the backend holding a slot: its PID, application and address.
+pub async fn holder(conn: &mut ReplicationConnection, pid: &str) -> String {
+    let Ok(pid_num) = pid.parse::<i32>() else {
+        return format!("PID {pid}");
+    };
+    let sql =
+        format!("SELECT application_name, client_addr::text FROM pg_stat_activity WHERE pid = {pid_num}");
+    match conn.simple_query(&sql).await {
+        Ok(rows) if !rows.rows.is_empty() => format!(
+            "PID {pid} (application {:?}, client {})",
+            rows.first("application_name").unwrap_or(""),
+            rows.first("client_addr").unwrap_or("local socket")
+        ),
+        _ => format!("PID {pid}"),
+    }
+}
+
+/// The epoch of this session's history. A new slot, a temporary slot, or a different database
+/// system means a new epoch; otherwise the stored one continues.
+pub async fn resolve_epoch(
+    pool: &PgPool,
+    config: &ReplicationConfig,
+    system: &System,
+    slot: &Slot,
+) -> Result<Epoch, SetupError> {
+    let fresh = || Epoch(rand::random::<u64>() >> 1);
+    if config.temporary_slot {
+        return Ok(fresh());
+    }
+    let schema = |e: sqlx::Error| SetupError::Schema(e.to_string());
+    let stored: Option<(i64, String)> = sqlx::query_as(
+        "SELECT epoch, system_identifier FROM realtime.replication_epochs WHERE slot_name = $1",
+    )
+    .bind(&config.slot_name)
+    .fetch_optional(pool)
+    .await
+    .map_err(schema)?;
+    if let Some((epoch, system_identifier)) = stored
+        && !slot.created
+        && system_identifier == system.system_identifier
+    {
+        return Ok(Epoch(epoch as u64));
+    }
+    let epoch = fresh();
+    sqlx::query(
+        "INSERT INTO realtime.replication_epochs (slot_name, epoch, system_identifier) VALUES ($1, $2, $3) \
+         ON CONFLICT (slot_name) DO UPDATE SET epoch = excluded.epoch, \
+         system_identifier = excluded.system_identifier, created_at = now()",
+    )
+    .bind(&config.slot_name)
+    .bind(epoch.0 as i64)
+    .bind(&system.system_identifier)
+    .execute(pool)
+    .await
+    .map_err(schema)?;
+    tracing::info!(slot = %config.slot_name, %epoch, "a new epoch begins: positions from before are not resumable");
+    Ok(epoch)
+}
+
+/// `START_REPLICATION` for the configured slot and publications, from `start` (the server
+/// resumes at the later of `start` and the slot's confirmed position).
+pub fn start_command(config: &ReplicationConfig, start: Lsn) -> String {
+    let publications: Vec<String> = config.publications.iter().map(|p| quote_ident(p)).collect();
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL {start} (\"proto_version\" '1', \"publication_names\" {}, \"messages\" 'true')",
+        quote_ident(&config.slot_name),
+        quote_literal(&publications.join(","))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_command_quotes_names() {
+        let config = ReplicationConfig {
+            slot_name: "s1".into(),
+            publications: vec!["Pub".into(), "o'k".into()],
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(
+            start_command(&config, Lsn(0x1_0000_0010)),
+            "START_REPLICATION SLOT \"s1\" LOGICAL 1/10 (\"proto_version\" '1', \"publication_names\" '\"Pub\",\"o''k\"', \"messages\" 'true')"
+        );
+    }
+}

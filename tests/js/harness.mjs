@@ -1,0 +1,368 @@
+// Test harness: starts the `realtime` server binary on a free port, makes HS256 tokens, connects
+// the published `@supabase/realtime-js` client, and waits on events with timeouts.
+//
+// It builds nothing: the binary comes from REALTIME_BIN, or
+// $CARGO_TARGET_DIR/debug/realtime with CARGO_TARGET_DIR defaulting to ~/.cache/realtime-target.
+
+import { spawn } from 'node:child_process'
+import { createHmac, randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { homedir, tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+import { RealtimeClient } from '@supabase/realtime-js'
+import WebSocket from 'ws'
+
+/** Both serializers every test runs under. */
+export const VSNS = ['1.0.0', '2.0.0']
+
+/** How long any awaited event may take before the test fails. */
+export const EVENT_TIMEOUT_MS = 5000
+
+/**
+ * How long a test waits to show that something does NOT arrive. It always starts after a later
+ * message on the same socket has arrived, so the server had its chance to send the unwanted one.
+ */
+export const ABSENCE_WAIT_MS = 500
+
+/** Sub-topics the test policy opens to readers whose JWT `sub` is `user-allowed`. */
+export const ALLOWED_PRIVATE_PREFIX = 'private-allowed'
+
+/**
+ * The policy file written into POLICIES_DIR: private channels whose sub-topic starts with
+ * `private-allowed` may be read and written (broadcast and presence) by authenticated users whose
+ * `sub` is `user-allowed`; everything else private is denied by default.
+ */
+export const TEST_POLICY = `# Test policy for the realtime-js end-to-end tests (format: policies/README.md).
+[[channel]]
+description = "Allowed test rooms: one user only"
+topic = "${ALLOWED_PRIVATE_PREFIX}*"
+actions = ["broadcast", "presence"]
+when = "auth.role() = 'authenticated' AND auth.uid() = 'user-allowed'"
+`
+
+export function realtimeBinary() {
+  if (process.env.REALTIME_BIN) return process.env.REALTIME_BIN
+  const target = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'realtime-target')
+  return join(target, 'debug', 'realtime')
+}
+
+/**
+ * A free port below the kernel's ephemeral range. A port inside that range can be handed to one
+ * of our own outgoing connections while the server is still starting: polling /healthz then
+ * connects the socket to itself (TCP self-connect) and waits forever for an answer.
+ */
+async function freePort() {
+  let low = 32768
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+  } catch {
+    // not Linux: keep the usual default
+  }
+  const floor = 10000
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = floor + Math.floor(Math.random() * Math.max(1, low - floor))
+    if (await canListen(port)) return port
+  }
+  throw new Error('no free port below the ephemeral range')
+}
+
+function canListen(port) {
+  return new Promise((resolve) => {
+    const server = createServer()
+    server.unref()
+    server.once('error', () => resolve(false))
+    server.listen(port, '0.0.0.0', () => server.close(() => resolve(true)))
+  })
+}
+
+/**
+ * Starts `realtime serve` and waits until `GET /healthz` answers 200.
+ * Returns `{ port, secret, wsUrl(path), httpUrl, token(claims), stop() }`.
+ */
+export async function startServer() {
+  const bin = realtimeBinary()
+  if (!existsSync(bin)) {
+    throw new Error(
+      `realtime binary not found at ${bin}: build it with \`cargo build -p realtime\` or set REALTIME_BIN`
+    )
+  }
+  const port = await freePort()
+  const secret = randomBytes(32).toString('hex')
+  const policiesDir = mkdtempSync(join(tmpdir(), 'realtime-js-policies-'))
+  writeFileSync(join(policiesDir, 'channels.toml'), TEST_POLICY)
+
+  const env = { ...process.env }
+  // The tests need the broadcast/presence-only server, whatever the caller's shell has set.
+  for (const key of ['DATABASE_URL', 'DB_HOST', 'REALTIME_CONFIG', 'JWT_SECRET', 'JWT_JWKS']) {
+    delete env[key]
+  }
+  Object.assign(env, {
+    PORT: String(port),
+    API_JWT_SECRET: secret,
+    CHANNEL_ERROR_BACKOFF_MS: '0',
+    CONNECT_ERROR_BACKOFF_MS: '0',
+    POLICIES_DIR: policiesDir,
+  })
+  const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // The server's log, kept for the failure message (tokens are never logged by the server).
+  let log = ''
+  const keep = (chunk) => {
+    log = (log + chunk.toString()).slice(-20000)
+  }
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
+  let exited = null
+  const exit = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal }
+      resolve(exited)
+    })
+  })
+
+  const httpUrl = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 20000
+  for (;;) {
+    if (exited) {
+      throw new Error(`realtime exited early (${JSON.stringify(exited)}):\n${log}`)
+    }
+    try {
+      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) })
+      await res.body?.cancel()
+      if (res.status === 200) break
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`realtime did not answer /healthz within 20 s:\n${log}`)
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+
+  return {
+    port,
+    secret,
+    httpUrl,
+    /** The WebSocket base URL realtime-js is given (it appends `/websocket`). */
+    wsBase(path = '/socket') {
+      return `ws://127.0.0.1:${port}${path}`
+    },
+    token(claims = {}, opts = {}) {
+      return makeToken(claims, { secret, ...opts })
+    },
+    log: () => log,
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10000)
+        await exit
+        clearTimeout(timer)
+      }
+      rmSync(policiesDir, { recursive: true, force: true })
+      return exited
+    },
+  }
+}
+
+const b64url = (value) =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url')
+
+/**
+ * An HS256 JWT (or `alg: none` with `{ alg: 'none' }`). Claims default to an authenticated user
+ * valid for an hour; `exp` may be overridden, or removed with `exp: undefined`.
+ */
+export function makeToken(claims = {}, { secret, alg = 'HS256' } = {}) {
+  const now = Math.floor(Date.now() / 1000)
+  const body = { role: 'authenticated', sub: 'user-1', iat: now, exp: now + 3600, ...claims }
+  for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key]
+  const header = { alg, typ: 'JWT' }
+  const signingInput = `${b64url(header)}.${b64url(body)}`
+  if (alg === 'none') return `${signingInput}.`
+  if (alg !== 'HS256') throw new Error(`makeToken: unsupported alg ${alg}`)
+  const signature = createHmac('sha256', secret).update(signingInput).digest('base64url')
+  return `${signingInput}.${signature}`
+}
+
+/**
+ * A connected RealtimeClient. Every message the client decodes is recorded in `client.received`
+ * (through the public `logger` option), so tests can check what reached the wire even after a
+ * channel's callbacks are gone.
+ */
+export function connect(server, { vsn, token, path = '/socket', ...options } = {}) {
+  const received = []
+  const client = new RealtimeClient(server.wsBase(path), {
+    transport: WebSocket,
+    vsn,
+    params: { apikey: token ?? server.token() },
+    timeout: EVENT_TIMEOUT_MS,
+    // Reconnect quickly in tests; the default backs off up to 10 s.
+    reconnectAfterMs: () => 200,
+    logger: (kind, msg, data) => {
+      if (kind === 'receive') received.push({ msg, data })
+    },
+    ...options,
+  })
+  client.received = received
+  client.connect()
+  return client
+}
+
+/**
+ * Subscribes and resolves with the first terminal status: `{ status: 'SUBSCRIBED' }` or
+ * `{ status, err }` for CHANNEL_ERROR, TIMED_OUT or CLOSED. Rejects if none comes in time.
+ */
+export function subscribeStatus(channel, timeoutMs = EVENT_TIMEOUT_MS) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const client = channel.socket
+      const seen = (client.received ?? []).slice(-5).map((m) => m.msg)
+      reject(
+        new Error(
+          `no subscribe status for ${channel.topic} within ${timeoutMs} ms ` +
+            `(socket ${client.connectionState()}, channel ${channel.state}, last received: ${JSON.stringify(seen)})`
+        )
+      )
+    }, timeoutMs)
+    let settled = false
+    channel.subscribe((status, err) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resolve({ status, err })
+    })
+  })
+}
+
+/** Subscribes and fails unless the channel reaches SUBSCRIBED. */
+export async function subscribed(channel, timeoutMs = EVENT_TIMEOUT_MS) {
+  const { status, err } = await subscribeStatus(channel, timeoutMs)
+  if (status !== 'SUBSCRIBED') {
+    throw new Error(`${channel.topic}: expected SUBSCRIBED, got ${status}: ${err?.message ?? ''}`)
+  }
+  return channel
+}
+
+/**
+ * Collects values (events from callbacks) and lets a test await the first one matching a
+ * predicate, with a timeout.
+ */
+export class Inbox {
+  constructor(label = 'inbox') {
+    this.label = label
+    this.items = []
+    this.waiters = []
+  }
+
+  /** A callback to hand to `channel.on(...)`. */
+  get push() {
+    return (item) => {
+      this.items.push(item)
+      this.waiters = this.waiters.filter((w) => {
+        if (w.predicate(item)) {
+          clearTimeout(w.timer)
+          w.resolve(item)
+          return false
+        }
+        return true
+      })
+    }
+  }
+
+  /** The first item (already received or future) matching `predicate`. */
+  next(predicate = () => true, timeoutMs = EVENT_TIMEOUT_MS, what = 'a matching item') {
+    const found = this.items.find(predicate)
+    if (found !== undefined) return Promise.resolve(found)
+    return new Promise((resolve, reject) => {
+      const waiter = { predicate, resolve }
+      waiter.timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter)
+        reject(
+          new Error(
+            `${this.label}: no ${what} within ${timeoutMs} ms; got ${JSON.stringify(
+              this.items.map(describe)
+            )}`
+          )
+        )
+      }, timeoutMs)
+      this.waiters.push(waiter)
+    })
+  }
+}
+
+function describe(item) {
+  if (item instanceof ArrayBuffer) return `ArrayBuffer(${item.byteLength})`
+  if (item && typeof item === 'object' && item.payload instanceof ArrayBuffer) {
+    return { ...item, payload: `ArrayBuffer(${item.payload.byteLength})` }
+  }
+  return item
+}
+
+/** Resolves after `ms`: only for showing that something does NOT arrive (see ABSENCE_WAIT_MS). */
+export function absenceWindow(ms = ABSENCE_WAIT_MS) {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** A unique sub-topic, so tests never see each other's messages. */
+let topicCounter = 0
+export function uniqueTopic(prefix = 'room') {
+  topicCounter += 1
+  return `${prefix}-${process.pid}-${topicCounter}-${randomBytes(3).toString('hex')}`
+}
+
+/** Disconnects every client, ignoring ones already closed. */
+export async function disconnectAll(clients) {
+  await Promise.all(
+    clients.splice(0).map(async (client) => {
+      try {
+        await client.removeAllChannels()
+      } catch {
+        // already gone
+      }
+      try {
+        await client.disconnect()
+      } catch {
+        // already gone
+      }
+    })
+  )
+}
+
+/**
+ * Attempts a raw WebSocket handshake and resolves with `{ status, body }` when the server refuses
+ * it with an HTTP response, or `{ status: 101 }` when it upgrades.
+ */
+export function rawHandshake(server, query, path = '/socket/websocket') {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}${path}?${new URLSearchParams(query)}`)
+    const timer = setTimeout(() => {
+      ws.terminate()
+      reject(new Error('handshake did not finish in time'))
+    }, EVENT_TIMEOUT_MS)
+    ws.on('unexpected-response', (_req, res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => (body += chunk))
+      res.on('end', () => {
+        clearTimeout(timer)
+        ws.terminate()
+        let json = null
+        try {
+          json = JSON.parse(body)
+        } catch {
+          // left as text
+        }
+        resolve({ status: res.statusCode, body, json })
+      })
+    })
+    ws.on('open', () => {
+      clearTimeout(timer)
+      ws.close()
+      resolve({ status: 101 })
+    })
+    ws.on('error', () => {
+      // 'unexpected-response' handles refusals; other errors surface through the timeout.
+    })
+  })
+}
