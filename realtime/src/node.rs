@@ -3,7 +3,7 @@
 //! Owns nothing mutable itself: each service owns its state (registry, presence, limits), and
 //! the node only bundles them with the configuration and the shutdown signal.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +33,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Every socket task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The API key of the latest handshake (see [`Node::share_key`]).
+    last_key: Mutex<Option<Arc<str>>>,
 }
 
 impl Node {
@@ -52,6 +54,7 @@ impl Node {
             bus,
             shutdown,
             tracker: TaskTracker::new(),
+            last_key: Mutex::new(None),
             config,
         }
     }
@@ -59,6 +62,21 @@ impl Node {
     /// Largest accepted broadcast or presence payload, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.config.server.limits.max_payload_size_kb.saturating_mul(1000)
+    }
+
+    /// The API key as a shared string: sockets presenting the same key as the previous
+    /// handshake share one copy (typically every browser of an app sends its one public key),
+    /// which keeps idle connections small.
+    pub fn share_key(&self, key: String) -> Arc<str> {
+        let mut last = self.last_key.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some(shared) if **shared == *key => shared.clone(),
+            _ => {
+                let shared: Arc<str> = Arc::from(key);
+                *last = Some(shared.clone());
+                shared
+            }
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -127,7 +127,7 @@ impl Dispatcher {
             }
             let has_pk = self.primary_key(&change.table).await.is_some();
             let rules = self.rules.get(&change.table.oid).and_then(|(_, r)| r.clone());
-            let mut frames: HashMap<(Arc<str>, Vsn, Vec<u32>, usize), Utf8Bytes> = HashMap::new();
+            let mut frames: HashMap<(Arc<str>, Vsn, Vec<u32>, usize), Bytes> = HashMap::new();
             let mut payloads: HashMap<String, Option<Arc<str>>> = HashMap::new();
             for (_, subscription) in &subscriptions {
                 let claims = &subscription.claims;
@@ -177,7 +177,7 @@ impl Dispatcher {
                     .or_insert_with(|| encode_push(&interest, change.kind, &data))
                     .clone();
                 // A full queue closes that socket (its session sees the overflow); others go on.
-                let _ = interest.subscription.outbound.push(Message::Text(frame));
+                let _ = interest.subscription.outbound.push(frame);
             }
         }
     }
@@ -314,7 +314,7 @@ fn narrow_old(old: &OldImage, columns: &ColumnSet) -> OldImage {
     }
 }
 
-fn encode_push(interest: &Interest, kind: ChangeKind, data: &str) -> Utf8Bytes {
+fn encode_push(interest: &Interest, kind: ChangeKind, data: &str) -> Bytes {
     let s = &interest.subscription;
     let text = if s.legacy {
         phoenix::encode_text(s.vsn, None, None, &s.topic, kind.as_str(), data)
@@ -328,5 +328,5 @@ fn encode_push(interest: &Interest, kind: ChangeKind, data: &str) -> Utf8Bytes {
             &push_payload(&interest.ids, data),
         )
     };
-    Utf8Bytes::from(text)
+    crate::transport::ws::frame::text(&text)
 }

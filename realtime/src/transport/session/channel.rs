@@ -12,8 +12,6 @@ use super::Session;
 
 #[derive(Debug)]
 pub(super) struct Channel {
-    /// The wire topic, `realtime:<sub-topic>`.
-    pub topic: String,
     pub key: TopicKey,
     pub join_ref: Option<String>,
     /// This channel's identity in the registry and in presence.
@@ -40,17 +38,24 @@ pub(super) struct Channel {
     pub changes: Vec<Binding>,
 }
 
+impl Channel {
+    /// Whether this channel is the one of wire topic `topic` (`realtime:<sub-topic>`).
+    pub fn is_on(&self, topic: &str) -> bool {
+        topic.strip_prefix(crate::channels::topic::PREFIX) == Some(self.key.sub_topic())
+    }
+}
+
 impl Session {
     pub(super) fn channel(&self, topic: &str) -> Option<&Channel> {
-        self.channels.iter().find(|ch| ch.topic == topic)
+        self.channels.iter().find(|ch| ch.is_on(topic))
     }
 
     pub(super) fn channel_mut(&mut self, topic: &str) -> Option<&mut Channel> {
-        self.channels.iter_mut().find(|ch| ch.topic == topic)
+        self.channels.iter_mut().find(|ch| ch.is_on(topic))
     }
 
     pub(super) fn take_channel(&mut self, topic: &str) -> Option<Channel> {
-        let i = self.channels.iter().position(|ch| ch.topic == topic)?;
+        let i = self.channels.iter().position(|ch| ch.is_on(topic))?;
         Some(self.channels.swap_remove(i))
     }
 

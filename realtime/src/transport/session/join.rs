@@ -136,7 +136,6 @@ impl Session {
         }
 
         let ch = Channel {
-            topic: msg.topic.clone(),
             key: TopicKey::new(&sub_topic, params.private),
             join_ref: msg.join_ref.clone(),
             id: SubscriberId::next(),
