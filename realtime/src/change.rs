@@ -420,7 +420,7 @@ mod tests {
     fn positions_print_as_fixed_width_hex() {
         let p = Position {
             epoch: Epoch(0xab),
-            commit_lsn: Lsn(0x16B_374c),
+            commit_lsn: Lsn(0x016b_374c),
             index: 0x2f,
         };
         assert_eq!(p.to_string(), "00000000000000ab-00000000016B374C-0000002F");
