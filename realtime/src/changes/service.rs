@@ -194,6 +194,7 @@ impl Changes {
             schema: published.schema.as_str().into(),
             name: published.name.as_str().into(),
             replica_identity: ReplicaIdentity::Default,
+            json: Default::default(),
             columns: rows
                 .into_iter()
                 .map(|(name, oid, type_name, key)| Column {
