@@ -206,7 +206,9 @@ async fn dev(
             let postgres = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
                 .await?
                 .context("cannot start the local Postgres")?;
-            postgres.psql("postgres", DEV_ROLES).context("cannot create the dev roles")?;
+            postgres
+                .psql("postgres", DEV_ROLES)
+                .context("cannot create the dev roles")?;
             let url = postgres.url("postgres");
             println!(
                 "Local Postgres (wal_level=logical) is running; data in {}",
