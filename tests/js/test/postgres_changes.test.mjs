@@ -151,6 +151,54 @@ for (const vsn of VSNS) {
   })
 }
 
+describe('liveness options and publication changes', () => {
+  test('postgres_changes_options.wait delays SUBSCRIBED until the subscription is live', async () => {
+    for (const vsn of VSNS) {
+      const c = client(vsn)
+      const inbox = new Inbox('wait')
+      const system = new Inbox('wait system')
+      const id = vsn === '1.0.0' ? 30_001 : 30_002
+      const channel = c
+        .channel(uniqueTopic('db'), { config: { postgres_changes_options: { wait: true, timeout: 5000 } } })
+        .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'todos', filter: `id=eq.${id}` }, inbox.push)
+        .on('system', {}, system.push)
+      await subscribed(channel)
+      // Live at SUBSCRIBED: the system message came first, and a write right now arrives.
+      assert.ok(
+        system.items.some((m) => m.message === 'Subscribed to PostgreSQL'),
+        `"Subscribed to PostgreSQL" before SUBSCRIBED: ${JSON.stringify(system.items)}`
+      )
+      await server.sql(`INSERT INTO todos (id, title) VALUES (${id}, 'waited')`)
+      await inbox.next((p) => p.new.id === id)
+    }
+  })
+
+  test('a table added to the publication while running is picked up; live subscriptions stay', async () => {
+    const c = client('2.0.0')
+    const live = await changes(c, { event: 'INSERT', schema: 'public', table: 'todos' }, 'live')
+    await server.sql('CREATE TABLE later (id int PRIMARY KEY, v text)')
+    const refused = new Inbox('refused')
+    const early = c
+      .channel(uniqueTopic('db'))
+      .on('postgres_changes', { event: '*', schema: 'public', table: 'later' }, () => {})
+      .on('system', {}, refused.push)
+    await subscribed(early)
+    const error = await refused.next((m) => m.extension === 'postgres_changes')
+    assert.equal(error.status, 'error', 'not yet published')
+
+    await server.sql('ALTER PUBLICATION supabase_realtime ADD TABLE later')
+    const added = await changes(c, { event: 'INSERT', schema: 'public', table: 'later' }, 'added')
+    await server.sql(`INSERT INTO later VALUES (1, 'new table')`)
+    await server.sql(`INSERT INTO todos (id, title) VALUES (40000, 'still live')`)
+    assert.equal((await added.inbox.next((p) => p.table === 'later')).new.v, 'new table')
+    await live.inbox.next((p) => p.new.id === 40000)
+
+    await server.sql('ALTER PUBLICATION supabase_realtime DROP TABLE later')
+    await server.sql(`INSERT INTO todos (id, title) VALUES (40001, 'after the drop')`)
+    await live.inbox.next((p) => p.new.id === 40001)
+  })
+})
+
 describe('who sees what under a table policy', () => {
   test('owners see only their rows, never the hidden column nor a previous owner\'s values', async () => {
     const a = await changes(client('2.0.0', { sub: 'alice' }), { event: '*', schema: 'public', table: 'notes' }, 'alice')
