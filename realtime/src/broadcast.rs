@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::Message;
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::transport::phoenix::{self, UserData, Vsn, write_json_str};
+use crate::transport::ws::frame;
 
 /// The event name of every broadcast frame.
 pub const EVENT: &str = "broadcast";
@@ -102,35 +103,42 @@ impl Broadcast {
         }
     }
 
-    /// The frame for receivers speaking `vsn` on `wire_topic`, or `None` when this message
-    /// cannot be delivered to them.
-    pub fn encode(&self, vsn: Vsn, wire_topic: &str) -> Option<Message> {
+    /// The WebSocket frame for receivers speaking `vsn` on `wire_topic`, or `None` when this
+    /// message cannot be delivered to them.
+    pub fn encode(&self, vsn: Vsn, wire_topic: &str) -> Option<Bytes> {
         if let (Vsn::V2, Body::Data(data)) = (vsn, &self.body) {
             let meta = self.meta.as_deref().map_or("", RawValue::get);
             if let Some(frame) = phoenix::encode_user_broadcast(wire_topic, &self.event, meta, data) {
-                return Some(Message::Binary(frame));
+                return Some(frame::binary(&frame));
             }
         }
         let payload = self.text_payload()?;
-        Some(Message::Text(
-            phoenix::encode_text(vsn, None, None, wire_topic, EVENT, &payload).into(),
-        ))
+        Some(frame::text(&phoenix::encode_text(
+            vsn, None, None, wire_topic, EVENT, &payload,
+        )))
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
+    use crate::transport::ws::frame::{OpCode, decode_server};
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
     }
 
-    fn text(m: Message) -> String {
-        m.into_text().expect("text frame").to_string()
+    fn text(f: Bytes) -> String {
+        let (opcode, payload) = decode_server(&f).unwrap();
+        assert_eq!(opcode, OpCode::Text);
+        String::from_utf8(payload.to_vec()).unwrap()
+    }
+
+    fn binary(f: Option<Bytes>) -> Option<Vec<u8>> {
+        let f = f?;
+        let (opcode, payload) = decode_server(&f).unwrap();
+        (opcode == OpCode::Binary).then(|| payload.to_vec())
     }
 
     #[test]
@@ -138,7 +146,7 @@ mod tests {
         let b = Broadcast::from_client_json(&raw(r#"{"type":"broadcast","event":"pos","payload":{"x":1}}"#))
             .unwrap();
         assert_eq!(b.event, "pos");
-        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:room") else {
+        let Some(frame) = binary(b.encode(Vsn::V2, "realtime:room")) else {
             panic!("binary")
         };
         let mut want = vec![4u8, 13, 3, 0, 1];
@@ -169,10 +177,7 @@ mod tests {
     fn binary_payloads_are_not_delivered_to_v1() {
         let b = Broadcast::from_data("bin".into(), UserData::Binary(Bytes::from_static(&[1, 2, 3])));
         assert!(b.encode(Vsn::V1, "realtime:r").is_none());
-        assert!(matches!(
-            b.encode(Vsn::V2, "realtime:r"),
-            Some(Message::Binary(_))
-        ));
+        assert!(binary(b.encode(Vsn::V2, "realtime:r")).is_some());
         assert_eq!(b.payload_size(), 3);
     }
 
@@ -183,7 +188,7 @@ mod tests {
         let v1: serde_json::Value =
             serde_json::from_str(&text(b.encode(Vsn::V1, "realtime:r").unwrap())).unwrap();
         assert_eq!(v1["payload"]["meta"]["id"], "abc");
-        let Some(Message::Binary(frame)) = b.encode(Vsn::V2, "realtime:r") else {
+        let Some(frame) = binary(b.encode(Vsn::V2, "realtime:r")) else {
             panic!()
         };
         assert_eq!(frame[3], 12, "metadata length");

@@ -3,13 +3,14 @@
 //! Owns nothing mutable itself: each service owns its state (registry, presence, limits), and
 //! the node only bundles them with the configuration and the shutdown signal.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
 use crate::bus::LocalBus;
+use crate::changes::service::Changes;
 use crate::channels::Registry;
 use crate::config::Config;
 use crate::limits::NodeLimits;
@@ -21,7 +22,9 @@ pub struct Node {
     pub config: Arc<Config>,
     pub verifier: Verifier,
     /// Access rules of private channels (immutable; default deny).
-    pub policy: PolicySet,
+    pub policy: Arc<PolicySet>,
+    /// Postgres Changes subscriptions; `None` when no database is configured.
+    pub changes: Option<Arc<Changes>>,
     pub registry: Arc<Registry>,
     pub presence: Presence,
     pub bus: LocalBus,
@@ -30,19 +33,28 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Every socket task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The API key of the latest handshake (see [`Node::share_key`]).
+    last_key: Mutex<Option<Arc<str>>>,
 }
 
 impl Node {
     pub fn new(config: Arc<Config>, policy: PolicySet, bus: LocalBus, shutdown: CancellationToken) -> Self {
+        let policy = Arc::new(policy);
+        let changes = config
+            .database
+            .as_ref()
+            .map(|database| Arc::new(Changes::new(database, &config.replication, policy.clone())));
         Node {
             verifier: Verifier::new(config.server.auth.clone()),
             policy,
+            changes,
             registry: Arc::new(Registry::new()),
             presence: Presence::new(bus.clone()),
             limits: NodeLimits::new(config.server.limits.clone()),
             bus,
             shutdown,
             tracker: TaskTracker::new(),
+            last_key: Mutex::new(None),
             config,
         }
     }
@@ -50,6 +62,21 @@ impl Node {
     /// Largest accepted broadcast or presence payload, in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.config.server.limits.max_payload_size_kb.saturating_mul(1000)
+    }
+
+    /// The API key as a shared string: sockets presenting the same key as the previous
+    /// handshake share one copy (typically every browser of an app sends its one public key),
+    /// which keeps idle connections small.
+    pub fn share_key(&self, key: String) -> Arc<str> {
+        let mut last = self.last_key.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some(shared) if **shared == *key => shared.clone(),
+            _ => {
+                let shared: Arc<str> = Arc::from(key);
+                *last = Some(shared.clone());
+                shared
+            }
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -54,6 +54,15 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    // Likewise for committed changes: the dispatcher reads the bus from before the first join.
+    if let Some(changes) = &node.changes {
+        tokio::spawn(crate::changes::dispatch::run(
+            changes.clone(),
+            bus.subscribe_transactions(),
+            shutdown.clone(),
+        ));
+    }
+
     let listener = listener.tap_io(|tcp| {
         // Frames are small and latency matters more than packet count.
         if let Err(error) = tcp.set_nodelay(true) {

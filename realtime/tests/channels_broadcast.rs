@@ -293,6 +293,25 @@ async fn rest_batch_and_single_broadcasts() {
     );
     let (status, _) = http(server.addr, "POST", "/api/broadcast", &[], b"{\"messages\":[]}").await;
     assert_eq!(status, 401);
+
+    // Browsers preflight the cross-origin POST.
+    let preflight = [
+        ("Origin", "https://app.example"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization,apikey,content-type",
+        ),
+    ];
+    let (status, _) = http(
+        server.addr,
+        "OPTIONS",
+        "/realtime/v1/api/broadcast",
+        &preflight,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

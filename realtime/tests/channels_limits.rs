@@ -138,3 +138,21 @@ async fn oversized_track_shuts_the_channel_down() {
     assert_eq!(system.payload()["message"], "Track message size exceeded");
     c.recv_event("phx_close").await;
 }
+
+#[tokio::test]
+async fn too_many_presence_messages_per_second_on_the_node() {
+    let server = TestServer::start_with(|c| c.server.limits.max_presence_events_per_second = 1).await;
+    let mut c = server.client("2.0.0").await;
+    let join_ref = c.join("realtime:room", json!({"presence": {"key": "k"}})).await;
+    let track = json!({"type": "presence", "event": "track", "payload": {"n": 1}});
+    c.send(Some(&join_ref), "realtime:room", "presence", track.clone())
+        .await;
+    c.recv_event("phx_reply").await;
+    c.send(Some(&join_ref), "realtime:room", "presence", track).await;
+    let system = c.recv_event("system").await;
+    assert_eq!(
+        system.payload()["message"],
+        "Too many presence messages per second"
+    );
+    c.recv_event("phx_close").await;
+}

@@ -429,3 +429,39 @@ async fn shutdown_closes_sockets_with_1001_and_returns() {
     // The listener is closed.
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn websocket_control_frames_and_size_limit() {
+    use futures::{SinkExt, StreamExt};
+    let server = TestServer::start_with(|c| c.server.limits.max_frame_size = 1000).await;
+    let mut c = server.client("2.0.0").await;
+    c.send_raw(Message::Ping(vec![1, 2, 3].into())).await;
+    let pong = tokio::time::timeout(WAIT, c.ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, Message::Pong(vec![1, 2, 3].into()));
+
+    // The client's close is answered with a close.
+    c.ws.send(Message::Close(None)).await.unwrap();
+    let Frame::Close(code, _) = c.recv().await else {
+        panic!()
+    };
+    assert_eq!(code, Some(1000));
+
+    // A message over max_frame_size closes the socket with 1009.
+    let mut c = server.client("2.0.0").await;
+    c.send_raw(Message::Text("x".repeat(2000).into())).await;
+    assert_eq!(
+        c.recv().await,
+        Frame::Close(Some(1009), "message too large".into())
+    );
+}
+
+#[tokio::test]
+async fn plain_http_on_the_websocket_path_is_refused() {
+    let server = TestServer::start().await;
+    let (status, _) = http(server.addr, "GET", "/socket/websocket?vsn=2.0.0", &[], b"").await;
+    assert_eq!(status, 426);
+}

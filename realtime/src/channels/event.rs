@@ -5,12 +5,13 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::ws::Message;
+use bytes::Bytes;
 
 use super::TopicKey;
 use super::registry::SubscriberId;
 use crate::broadcast::Broadcast;
 use crate::transport::phoenix::{self, Vsn};
+use crate::transport::ws::frame;
 
 #[derive(Debug)]
 pub struct ChannelEvent {
@@ -18,7 +19,7 @@ pub struct ChannelEvent {
     /// A subscriber that must not receive the event (the sender of a broadcast with `self: false`).
     pub exclude: Option<SubscriberId>,
     pub kind: EventKind,
-    encoded: [OnceLock<Option<Message>>; 2],
+    encoded: [OnceLock<Option<Bytes>>; 2],
 }
 
 #[derive(Debug)]
@@ -42,9 +43,9 @@ impl ChannelEvent {
         matches!(self.kind, EventKind::PresenceDiff(_))
     }
 
-    /// The frame for receivers speaking `vsn`, encoded on first use; `None` when the event
-    /// cannot be delivered in that version (binary payloads to v1).
-    pub fn frame(&self, vsn: Vsn) -> Option<&Message> {
+    /// The WebSocket frame for receivers speaking `vsn`, encoded on first use; `None` when the
+    /// event cannot be delivered in that version (binary payloads to v1).
+    pub fn frame(&self, vsn: Vsn) -> Option<&Bytes> {
         let slot = match vsn {
             Vsn::V1 => &self.encoded[0],
             Vsn::V2 => &self.encoded[1],
@@ -53,9 +54,14 @@ impl ChannelEvent {
             let topic = self.topic.wire_topic();
             match &self.kind {
                 EventKind::Broadcast(b) => b.encode(vsn, &topic),
-                EventKind::PresenceDiff(diff) => Some(Message::Text(
-                    phoenix::encode_text(vsn, None, None, &topic, "presence_diff", diff).into(),
-                )),
+                EventKind::PresenceDiff(diff) => Some(frame::text(&phoenix::encode_text(
+                    vsn,
+                    None,
+                    None,
+                    &topic,
+                    "presence_diff",
+                    diff,
+                ))),
             }
         })
         .as_ref()

@@ -5,3 +5,4 @@ pub mod outbound;
 pub mod phoenix;
 pub mod session;
 pub mod websocket;
+pub mod ws;

@@ -1,6 +1,8 @@
 //! A socket's bounded outbound queue: every frame for one client (replies, pushes and fan-out)
 //! passes through it, so the client sees them in the order they were queued.
 //!
+//! Items are encoded WebSocket frames (`transport::ws::frame`), shared between receivers.
+//!
 //! Producers (the registry's dispatcher, the socket's own session) never wait: a push into a full
 //! queue marks the socket as a slow consumer, drops what is queued and wakes the session, which
 //! closes the socket with [`SLOW_CONSUMER_CLOSE`]. One slow client therefore never delays the
@@ -9,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use axum::extract::ws::Message;
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 /// WebSocket close code for a client that does not read its frames fast enough.
@@ -32,7 +34,7 @@ enum State {
 
 #[derive(Debug)]
 struct Inner {
-    frames: VecDeque<Message>,
+    frames: VecDeque<Bytes>,
     state: State,
 }
 
@@ -46,7 +48,7 @@ pub struct Outbound {
 /// What [`Outbound::take`] found.
 #[derive(Debug)]
 pub enum Taken {
-    Frames(VecDeque<Message>),
+    Frames(VecDeque<Bytes>),
     /// The queue overflowed: the socket must be closed as a slow consumer.
     Overflowed,
     Closed,
@@ -71,7 +73,7 @@ impl Outbound {
     }
 
     /// Queues a frame without waiting.
-    pub fn push(&self, frame: Message) -> Result<(), PushError> {
+    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
         let mut inner = self.lock();
         match inner.state {
             State::Open => {}
@@ -140,15 +142,15 @@ mod tests {
 
     use super::*;
 
-    fn text(s: &str) -> Message {
-        Message::Text(s.into())
+    fn text(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
     }
 
     fn frames(taken: Taken) -> Vec<String> {
         match taken {
             Taken::Frames(f) => f
                 .into_iter()
-                .map(|m| m.into_text().unwrap().to_string())
+                .map(|m| String::from_utf8(m.to_vec()).unwrap())
                 .collect(),
             other => panic!("expected frames, got {other:?}"),
         }

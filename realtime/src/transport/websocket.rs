@@ -8,18 +8,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
 
 use super::phoenix::Vsn;
 use super::session::Session;
+use super::ws::Connection;
 use crate::limits::{NodeLimits, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS};
 use crate::node::Node;
-
-/// Read buffer of each socket. Clients send little (joins, heartbeats, broadcasts), so a small
-/// buffer keeps idle connections cheap; larger frames grow it as needed.
-const READ_BUFFER: usize = 512;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {
@@ -31,6 +32,37 @@ fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<Stri
         .map(str::to_owned)
 }
 
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The client's key when the request is a valid WebSocket upgrade (RFC 6455 §4.2.1).
+fn upgrade_key(request: &Request) -> Option<HeaderValue> {
+    let headers = request.headers();
+    let valid = request.method() == Method::GET
+        && header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    valid
+        .then(|| headers.get(header::SEC_WEBSOCKET_KEY).cloned())
+        .flatten()
+}
+
 async fn refuse(node: &Node, status: StatusCode, message: &str) -> Response {
     tokio::time::sleep(node.config.server.limits.connect_error_backoff).await;
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
@@ -39,17 +71,20 @@ async fn refuse(node: &Node, status: StatusCode, message: &str) -> Response {
 pub async fn handler(
     State(node): State<Arc<Node>>,
     Query(params): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
     if !node.is_ready() {
+        let body = axum::Json(serde_json::json!({ "error": "Realtime is shutting down" }));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    let Some(client_key) = upgrade_key(&request) else {
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "error": "Realtime is shutting down" })),
+            StatusCode::UPGRADE_REQUIRED,
+            axum::Json(serde_json::json!({ "error": "WebSocket upgrade expected" })),
         )
             .into_response();
-    }
-    let Some(key) = api_key(&headers, &params) else {
+    };
+    let Some(key) = api_key(request.headers(), &params) else {
         return refuse(&node, StatusCode::UNAUTHORIZED, "API key is missing").await;
     };
     let Some(vsn) = Vsn::parse(params.get("vsn").map(String::as_str)) else {
@@ -65,23 +100,49 @@ pub async fn handler(
     if node.limits.joins_exceeded(std::time::Instant::now()) {
         return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_JOINS).await;
     }
-    let limits = &node.config.server.limits;
-    // Counted from the handshake on, so shutdown also waits for sockets still upgrading.
-    let tracked = node.tracker.token();
-    upgrade
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(limits.max_frame_size)
-        .max_frame_size(limits.max_frame_size)
-        .on_upgrade(move |socket| async move {
-            let _tracked = tracked;
-            Session::new(node, vsn, key, slot).run(socket).await;
-        })
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let max_message = node.config.server.limits.max_frame_size;
+    // Tracked from the handshake on, so shutdown also waits for sockets still upgrading.
+    let task = node.tracker.track_future({
+        let node = node.clone();
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket = Connection::new(TokioIo::new(upgraded), max_message);
+                    let key = node.share_key(key);
+                    Session::new(node, vsn, key, slot).run(socket).await;
+                }
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            }
+        }
+    });
+    tokio::spawn(task);
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(client_key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 
     #[test]
     fn header_key_wins_over_query() {

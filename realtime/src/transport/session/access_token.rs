@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::Session;
 use super::join::channel_token;
+use super::postgres_changes::{Requested, Target};
 use crate::transport::phoenix::Inbound;
 
 impl Session {
@@ -56,6 +57,26 @@ impl Session {
         ch.expires_at = super::join::expiry_instant(claims.exp);
         if changed && let Some(ch) = self.channel(&msg.topic) {
             self.node.registry.subscribe(&ch.key, self.subscriber(ch));
+        }
+        // Postgres Changes follow the new claims: checked again, then re-subscribed.
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
+        if ch.changes.is_empty() {
+            return;
+        }
+        let requested: Requested = ch.changes.iter().map(|b| (Value::Null, Ok(b.clone()))).collect();
+        let (sub_topic, join_ref, id) = (ch.key.sub_topic().to_owned(), ch.join_ref.clone(), ch.id);
+        self.unsubscribe_changes(id);
+        let target = Target {
+            topic: &msg.topic,
+            sub_topic: &sub_topic,
+            join_ref: join_ref.as_deref(),
+            id,
+        };
+        let live = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+        if let Some(ch) = self.channel_mut(&msg.topic) {
+            ch.changes = live;
         }
     }
 }

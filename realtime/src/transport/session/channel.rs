@@ -3,6 +3,7 @@
 use crate::channels::TopicKey;
 use tokio::time::Instant;
 
+use crate::changes::subscription::Binding;
 use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::limits::SlidingLog;
 use crate::policy::ChannelAccess;
@@ -11,8 +12,6 @@ use super::Session;
 
 #[derive(Debug)]
 pub(super) struct Channel {
-    /// The wire topic, `realtime:<sub-topic>`.
-    pub topic: String,
     pub key: TopicKey,
     pub join_ref: Option<String>,
     /// This channel's identity in the registry and in presence.
@@ -35,19 +34,28 @@ pub(super) struct Channel {
     /// Everything on public channels; what the policy grants on private ones.
     pub access: ChannelAccess,
     pub presence_calls: SlidingLog,
+    /// The live Postgres Changes bindings (empty: the channel has none).
+    pub changes: Vec<Binding>,
+}
+
+impl Channel {
+    /// Whether this channel is the one of wire topic `topic` (`realtime:<sub-topic>`).
+    pub fn is_on(&self, topic: &str) -> bool {
+        topic.strip_prefix(crate::channels::topic::PREFIX) == Some(self.key.sub_topic())
+    }
 }
 
 impl Session {
     pub(super) fn channel(&self, topic: &str) -> Option<&Channel> {
-        self.channels.iter().find(|ch| ch.topic == topic)
+        self.channels.iter().find(|ch| ch.is_on(topic))
     }
 
     pub(super) fn channel_mut(&mut self, topic: &str) -> Option<&mut Channel> {
-        self.channels.iter_mut().find(|ch| ch.topic == topic)
+        self.channels.iter_mut().find(|ch| ch.is_on(topic))
     }
 
     pub(super) fn take_channel(&mut self, topic: &str) -> Option<Channel> {
-        let i = self.channels.iter().position(|ch| ch.topic == topic)?;
+        let i = self.channels.iter().position(|ch| ch.is_on(topic))?;
         Some(self.channels.swap_remove(i))
     }
 
@@ -72,6 +80,9 @@ impl Session {
     /// Removes `ch` from the registry and its presence from the topic.
     pub(super) fn forget(&self, ch: &Channel) {
         self.node.registry.unsubscribe(&ch.key, ch.id);
+        if !ch.changes.is_empty() {
+            self.unsubscribe_changes(ch.id);
+        }
         if ch.tracked {
             self.node.presence.untrack(&ch.key, ch.id);
         }

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::channel::Channel;
+use super::postgres_changes::{self, Target};
 use super::{Close, Session};
 use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
@@ -33,6 +34,9 @@ pub(super) struct JoinParams {
     pub postgres_changes: Vec<Value>,
     /// `access_token` (or legacy `user_token`), unless it is an `sb_` key.
     pub access_token: Option<String>,
+    /// `config.postgres_changes_options.wait`: reply to the join only once the changes
+    /// subscription is live.
+    pub changes_wait: bool,
 }
 
 impl JoinParams {
@@ -55,6 +59,7 @@ impl JoinParams {
             private: flexible_bool(&config["private"]),
             postgres_changes: config["postgres_changes"].as_array().cloned().unwrap_or_default(),
             access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
+            changes_wait: flexible_bool(&config["postgres_changes_options"]["wait"]),
         }
     }
 }
@@ -74,13 +79,6 @@ pub(super) fn channel_token(v: &Value) -> Option<String> {
     v.as_str()
         .filter(|t| !t.trim().is_empty() && !t.starts_with("sb_"))
         .map(str::to_owned)
-}
-
-/// Hook for Postgres Changes: the `postgres_changes` list of the join reply, one entry per
-/// requested binding in the same order (the client's params plus an integer `id`). Subscribing
-/// to changes is not implemented yet, so the list is always empty.
-fn postgres_changes_reply(_requested: &[Value]) -> Vec<Value> {
-    Vec::new()
 }
 
 /// The monotonic instant of Unix time `exp` (seconds).
@@ -138,7 +136,6 @@ impl Session {
         }
 
         let ch = Channel {
-            topic: msg.topic.clone(),
             key: TopicKey::new(&sub_topic, params.private),
             join_ref: msg.join_ref.clone(),
             id: SubscriberId::next(),
@@ -155,16 +152,38 @@ impl Session {
                 limits.max_client_presence_events_per_window,
                 limits.client_presence_window,
             ),
+            changes: Vec::new(),
         };
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
         // join may arrive twice, never zero times.
+        let requested = postgres_changes::parse(&params.postgres_changes);
         let response =
-            serde_json::json!({ "postgres_changes": postgres_changes_reply(&params.postgres_changes) });
-        self.reply(&msg, Status::Ok, &response.to_string());
+            serde_json::json!({ "postgres_changes": postgres_changes::reply(&requested) }).to_string();
+        // Changes subscribe after the reply, unless the client asked to wait until they are live.
+        let mut ch = ch;
+        if params.changes_wait && !requested.is_empty() {
+            let target = Target {
+                topic: &msg.topic,
+                sub_topic: &sub_topic,
+                join_ref: msg.join_ref.as_deref(),
+                id: ch.id,
+            };
+            ch.changes = self.subscribe_changes(target, &claims, &requested).await;
+        }
+        self.reply(&msg, Status::Ok, &response);
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         if ch.presence_enabled && ch.access.presence_read {
             self.push_presence_state(&ch, &msg.topic);
+        }
+        if !params.changes_wait && !requested.is_empty() {
+            let target = Target {
+                topic: &msg.topic,
+                sub_topic: &sub_topic,
+                join_ref: msg.join_ref.as_deref(),
+                id: ch.id,
+            };
+            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.add_channel(ch);
     }

@@ -15,19 +15,22 @@ mod channel;
 mod heartbeat;
 mod join;
 mod leave;
+mod postgres_changes;
 mod presence;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::SinkExt;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use self::channel::Channel;
 use super::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
 use super::phoenix::{self, Inbound, Status, Vsn};
+use super::ws::frame::{self, OpCode};
+use super::ws::{Connection, Message, WsError};
 use crate::limits::{OwnedConnectionSlot, WindowCounter};
 use crate::node::Node;
 
@@ -45,7 +48,12 @@ pub enum Close {
     Idle,
     /// The node's join rate limit was hit (Supabase disconnects too).
     JoinRate,
-    /// The client closed the socket or the connection failed.
+    /// The client sent a close frame: it is answered.
+    ClientClosed,
+    /// The client broke the WebSocket protocol (close code 1002, or 1009 for a message over
+    /// the frame size limit).
+    Protocol(u16),
+    /// The connection failed or the client vanished.
     Gone,
 }
 
@@ -57,6 +65,9 @@ impl Close {
             Close::SlowConsumer => Some((SLOW_CONSUMER_CLOSE, "slow consumer")),
             Close::Idle => Some((1001, "idle timeout")),
             Close::JoinRate => Some((1001, "too many joins per second")),
+            Close::ClientClosed => Some((1000, "")),
+            Close::Protocol(1009) => Some((1009, "message too large")),
+            Close::Protocol(code) => Some((code, "protocol error")),
             Close::Gone => None,
         }
     }
@@ -76,7 +87,7 @@ pub struct Session {
     vsn: Vsn,
     outbound: Arc<Outbound>,
     /// The token the socket connected with: the default token of its channels.
-    api_key: String,
+    api_key: Arc<str>,
     /// Joined channels (a short list: lookups scan it). Each channel's token expiry is a
     /// deadline of the session's one timer, like the idle timeout and delayed frames.
     channels: Vec<Channel>,
@@ -84,11 +95,13 @@ pub struct Session {
     last_activity: Instant,
     client_events: WindowCounter,
     pending_close: Option<Close>,
+    /// Frames taken from the queue and being written (empty, unallocated, between writes).
+    writing: VecDeque<Bytes>,
     _slot: OwnedConnectionSlot,
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: String, slot: OwnedConnectionSlot) -> Self {
+    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: Arc<str>, slot: OwnedConnectionSlot) -> Self {
         let limits = &node.config.server.limits;
         Session {
             outbound: Arc::new(Outbound::new(limits.outbound_queue_frames)),
@@ -99,13 +112,14 @@ impl Session {
             delayed: Vec::new(),
             last_activity: Instant::now(),
             pending_close: None,
+            writing: VecDeque::new(),
             _slot: slot,
             node,
         }
     }
 
     /// Runs the socket until it closes.
-    pub async fn run(mut self, mut socket: WebSocket) {
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>) {
         let shutdown = self.node.shutdown.clone();
         let outbound = self.outbound.clone();
         let mut armed = self.next_deadline();
@@ -125,11 +139,13 @@ impl Session {
                 _ = shutdown.cancelled() => break Close::Shutdown,
                 _ = outbound.wait() => {}
                 frame = socket.recv() => match frame {
-                    Some(Ok(frame)) => {
+                    Ok(Message::Close(_)) => break Close::ClientClosed,
+                    Ok(message) => {
                         self.last_activity = Instant::now();
-                        Box::pin(self.on_frame(frame)).await;
+                        Box::pin(self.on_frame(message)).await;
                     }
-                    Some(Err(_)) | None => break Close::Gone,
+                    Err(WsError::Protocol(error)) => break Close::Protocol(error.close_code()),
+                    Err(WsError::Io(_) | WsError::Eof) => break Close::Gone,
                 },
                 _ = &mut sleep => {
                     if let Some(close) = self.on_timers(Instant::now()) {
@@ -149,9 +165,12 @@ impl Session {
     }
 
     /// Writes every queued frame; returns why the socket must close if it must.
-    async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Close> {
+    async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut Connection<S>,
+    ) -> Result<(), Close> {
         loop {
-            let frames = match self.outbound.take() {
+            self.writing = match self.outbound.take() {
                 Taken::Frames(frames) if frames.is_empty() => return Ok(()),
                 Taken::Frames(frames) => frames,
                 Taken::Overflowed => return Err(Close::SlowConsumer),
@@ -159,20 +178,18 @@ impl Session {
             };
             // Boxed, like frame handling below: the write future is only alive while writing,
             // so an idle socket's task does not carry its size.
-            Box::pin(self.write(socket, frames)).await?;
+            Box::pin(self.write(socket)).await?;
+            self.writing = VecDeque::new();
         }
     }
 
-    async fn write(&self, socket: &mut WebSocket, frames: VecDeque<Message>) -> Result<(), Close> {
-        let write = async {
-            for frame in frames {
-                socket.feed(frame).await?;
-            }
-            socket.flush().await
-        };
+    async fn write<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut Connection<S>,
+    ) -> Result<(), Close> {
+        let (writing, outbound, node) = (&mut self.writing, &self.outbound, &self.node);
         // A client that stops reading blocks this write; keep watching for the queue
         // overflowing behind it and for shutdown, so neither waits on the client.
-        let outbound = &self.outbound;
         let overflow = async {
             loop {
                 outbound.wait().await;
@@ -183,18 +200,24 @@ impl Session {
         };
         tokio::select! {
             biased;
-            _ = self.node.shutdown.cancelled() => Err(Close::Shutdown),
+            _ = node.shutdown.cancelled() => Err(Close::Shutdown),
             _ = overflow => Err(Close::SlowConsumer),
-            written = write => written.map_err(|_| Close::Gone),
+            written = socket.send_all(writing) => written.map_err(|_| Close::Gone),
         }
     }
 
     async fn on_frame(&mut self, frame: Message) {
         let decoded = match frame {
-            Message::Text(text) => phoenix::decode_text(self.vsn, text.as_str()),
+            Message::Text(text) => match std::str::from_utf8(&text) {
+                Ok(text) => phoenix::decode_text(self.vsn, text),
+                Err(_) => return tracing::debug!("dropped a text frame that is not UTF-8"),
+            },
             Message::Binary(data) => phoenix::decode_binary_frame(self.vsn, data),
-            // Pings are answered by the WebSocket layer; a close ends `recv` next.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return,
+            Message::Ping(data) => {
+                let _ = self.outbound.push(frame::encode(OpCode::Pong, &data));
+                return;
+            }
+            Message::Close(_) => return,
         };
         match decoded {
             Ok(msg) => self.on_message(msg).await,
@@ -262,7 +285,7 @@ impl Session {
             .channels
             .iter()
             .filter(|ch| ch.expires_at <= now)
-            .map(|ch| ch.topic.clone())
+            .map(|ch| ch.key.wire_topic())
             .collect();
         for topic in expired {
             self.token_expired(&topic);
@@ -300,7 +323,7 @@ impl Session {
 
     fn send_text(&self, frame: String) {
         // A full queue marks the client as slow; the loop then closes the socket.
-        let _ = self.outbound.push(Message::Text(frame.into()));
+        let _ = self.outbound.push(frame::text(&frame));
     }
 
     /// Replies to `msg` with `{"status":…,"response":<response>}`.
@@ -334,15 +357,17 @@ impl Session {
         self.outbound.close();
     }
 
-    async fn finish(mut self, mut socket: WebSocket, close: Close) {
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>, close: Close) {
         self.cleanup();
-        if let Some((code, reason)) = close.frame() {
-            let frame = Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }));
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
-        }
+        let Some((code, reason)) = close.frame() else {
+            return;
+        };
+        // A write cut short must be completed before the close frame, or the client would read
+        // the close frame's bytes as the rest of that frame.
+        let mut frames = std::mem::take(&mut self.writing);
+        socket.keep_unfinished(&mut frames);
+        frames.push_back(frame::close(code, reason));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_all(&mut frames)).await;
     }
 }
 

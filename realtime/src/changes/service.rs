@@ -1,0 +1,256 @@
+//! Postgres Changes subscriptions: checked at join, held while the channel lives, read by the
+//! dispatcher for every change.
+//!
+//! Owns the subscription table (channel → its bindings and claims), the catalog lookups done at
+//! subscribe time, and the Postgres-side access checks shared with the dispatcher. Sessions add
+//! and remove subscriptions; the dispatcher only reads a snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use sqlx::PgPool;
+
+use crate::auth::Claims;
+use crate::change::{Column, ReplicaIdentity, Table};
+use crate::changes::access::{Access, AccessOptions, key_selectable};
+use crate::changes::payload::PayloadLimits;
+use crate::changes::subscription::Binding;
+use crate::channels::registry::SubscriberId;
+use crate::config::{DatabaseConfig, ReplicationConfig};
+use crate::policy::{ColumnSet, PolicySet};
+use crate::transport::outbound::Outbound;
+use crate::transport::phoenix::Vsn;
+
+/// One channel's Postgres Changes subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    pub outbound: Arc<Outbound>,
+    pub vsn: Vsn,
+    /// The wire topic, `realtime:<sub-topic>`.
+    pub topic: Arc<str>,
+    pub claims: Arc<Claims>,
+    /// The bindings that passed the subscribe checks.
+    pub bindings: Vec<Binding>,
+    /// A legacy join (no `config`): pushes carry the change kind as event and `data` alone.
+    pub legacy: bool,
+}
+
+/// The Postgres Changes side of a node.
+#[derive(Debug)]
+pub struct Changes {
+    pool: PgPool,
+    pub access: Access,
+    pub policy: Arc<PolicySet>,
+    publications: Vec<String>,
+    pub limits: PayloadLimits,
+    subscriptions: RwLock<HashMap<SubscriberId, Arc<Subscription>>>,
+    generation: AtomicU64,
+}
+
+/// A published table as the catalog describes it.
+#[derive(Clone, Debug)]
+struct PublishedTable {
+    oid: u32,
+    schema: String,
+    name: String,
+}
+
+impl Changes {
+    /// Connects lazily: nothing is opened until the first subscription needs the catalog.
+    pub fn new(
+        database: &DatabaseConfig,
+        replication: &ReplicationConfig,
+        policy: Arc<PolicySet>,
+    ) -> Changes {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(crate::db::connect_options(database));
+        Changes {
+            access: Access::new(pool.clone(), AccessOptions::default()),
+            pool,
+            policy,
+            publications: replication.publications.clone(),
+            limits: PayloadLimits::default(),
+            subscriptions: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Checks each binding for `claims`: the table is published, the role may read it (or a
+    /// policy rule covers it), and the filter names visible columns with valid values. Returns
+    /// the `system` error message of each refused binding, in order.
+    pub async fn check(&self, bindings: &[Binding], claims: &Claims) -> Vec<Result<(), String>> {
+        let published = match self.published_tables().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the publication's tables");
+                let message = "Realtime was unable to connect to the project database".to_owned();
+                return bindings.iter().map(|_| Err(message.clone())).collect();
+            }
+        };
+        let mut out = Vec::with_capacity(bindings.len());
+        for binding in bindings {
+            out.push(self.check_one(binding, claims, &published).await);
+        }
+        out
+    }
+
+    async fn check_one(
+        &self,
+        binding: &Binding,
+        claims: &Claims,
+        published: &[PublishedTable],
+    ) -> Result<(), String> {
+        let matched: Vec<&PublishedTable> = published
+            .iter()
+            .filter(|t| binding.matches_table(&t.schema, &t.name))
+            .collect();
+        let params = describe(binding);
+        if matched.is_empty() {
+            return Err(format!(
+                "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [{params}]"
+            ));
+        }
+        let exception = |e: String| {
+            format!(
+                "Unable to subscribe to changes with given parameters. An exception happened so please check your connect parameters: [{params}]. Exception: {e}"
+            )
+        };
+        for published in matched {
+            let table = self
+                .catalog_table(published)
+                .await
+                .map_err(|e| exception(e.to_string()))?;
+            let visible = match self.policy.table_rules(&table.schema, &table.name) {
+                Some(rules) => {
+                    let keys: Vec<&str> = table.columns.iter().filter(|c| c.key).map(|c| &*c.name).collect();
+                    let bound = rules
+                        .bind_with_primary_key(&table, &keys)
+                        .map_err(|e| exception(e.to_string()))?;
+                    bound.filterable_columns(&claims.role)
+                }
+                None => {
+                    let info = self
+                        .access
+                        .table(table.oid)
+                        .await
+                        .map_err(|e| exception(e.to_string()))?;
+                    let privileges = self
+                        .access
+                        .privileges(&claims.role, table.oid)
+                        .await
+                        .map_err(|e| exception(e.to_string()))?;
+                    if !privileges.role_exists || !key_selectable(&table, &info, &privileges) {
+                        return Err(exception(format!("permission denied for table {}", table.name)));
+                    }
+                    privileges.column_set(&table)
+                }
+            };
+            binding
+                .bind(&table, Some(&visible))
+                .map_err(|e| exception(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Tables in the configured publications, read now: tables added to or dropped from the
+    /// publication while the service runs count at once.
+    async fn published_tables(&self) -> Result<Vec<PublishedTable>, sqlx::Error> {
+        let rows: Vec<(sqlx::postgres::types::Oid, String, String)> = sqlx::query_as(
+            "SELECT c.oid, pt.schemaname::text, pt.tablename::text FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             WHERE pt.pubname = ANY($1)",
+        )
+        .bind(&self.publications)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(oid, schema, name)| PublishedTable {
+                oid: oid.0,
+                schema,
+                name,
+            })
+            .collect())
+    }
+
+    /// The table's columns from the catalog, with the primary key marked as key: what a filter
+    /// binds to before the stream has described the table.
+    async fn catalog_table(&self, published: &PublishedTable) -> Result<Table, sqlx::Error> {
+        let rows: Vec<(String, sqlx::postgres::types::Oid, String, bool)> = sqlx::query_as(
+            "SELECT a.attname::text, a.atttypid, t.typname::text, \
+                    coalesce(a.attnum = ANY(i.indkey), false) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .bind(sqlx::postgres::types::Oid(published.oid))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Table {
+            oid: published.oid,
+            schema: published.schema.as_str().into(),
+            name: published.name.as_str().into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: rows
+                .into_iter()
+                .map(|(name, oid, type_name, key)| Column {
+                    name: name.into(),
+                    type_name: type_name.into(),
+                    type_oid: oid.0,
+                    key,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn subscribe(&self, id: SubscriberId, subscription: Subscription) {
+        write(&self.subscriptions).insert(id, Arc::new(subscription));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn unsubscribe(&self, id: SubscriberId) {
+        if write(&self.subscriptions).remove(&id).is_some() {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The current subscriptions, with a generation that changes whenever they do.
+    pub fn snapshot(&self) -> (u64, Vec<(SubscriberId, Arc<Subscription>)>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let map = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
+        (generation, map.iter().map(|(k, v)| (*k, v.clone())).collect())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The primary key columns of a table as the catalog has them (cached by `access`).
+    pub async fn primary_key(&self, table: &Table) -> Option<ColumnSet> {
+        let info = self.access.table(table.oid).await.ok()?;
+        info.has_primary_key().then(|| info.key_set(table))
+    }
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The binding as Supabase prints it in its subscribe errors.
+fn describe(binding: &Binding) -> String {
+    let filters = binding
+        .params
+        .get("filter")
+        .and_then(|f| f.as_str())
+        .map(|f| format!("[{f}]"))
+        .unwrap_or_else(|| "[]".to_owned());
+    format!(
+        "event: {}, schema: {}, table: {}, filters: {filters}",
+        binding.event.as_str(),
+        binding.schema,
+        binding.table.as_deref().unwrap_or("*")
+    )
+}

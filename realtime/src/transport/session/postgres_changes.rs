@@ -1,0 +1,127 @@
+//! Postgres Changes on a channel: the bindings of `config.postgres_changes` echoed in the join
+//! reply, checked against the publication and the subscriber's access, then subscribed. The
+//! `system` message "Subscribed to PostgreSQL" goes out only once the subscription is live:
+//! every change committed after it reaches the client.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::Session;
+use crate::auth::Claims;
+use crate::changes::service::Subscription;
+use crate::changes::subscription::{Binding, BindingError};
+use crate::channels::registry::SubscriberId;
+
+/// The bindings of a join as the client sent them, each parsed or refused.
+pub(super) type Requested = Vec<(Value, Result<Binding, BindingError>)>;
+
+pub(super) fn parse(entries: &[Value]) -> Requested {
+    entries.iter().map(|e| (e.clone(), Binding::parse(e))).collect()
+}
+
+/// The `postgres_changes` list of the join reply: every entry as sent, in order, plus its id
+/// (realtime-js matches them by index and rejects the join on any mismatch).
+pub(super) fn reply(requested: &Requested) -> Vec<Value> {
+    requested
+        .iter()
+        .map(|(sent, parsed)| match parsed {
+            Ok(binding) => binding.reply_entry(),
+            Err(_) => {
+                let mut entry = sent.clone();
+                if let Some(map) = entry.as_object_mut() {
+                    map.insert("id".into(), Value::from(0u32));
+                }
+                entry
+            }
+        })
+        .collect()
+}
+
+fn system(extension: &str, status: &str, message: &str, sub_topic: &str) -> String {
+    serde_json::json!({ "channel": sub_topic, "extension": extension, "message": message, "status": status })
+        .to_string()
+}
+
+/// What a channel needs to (re)subscribe its bindings.
+pub(super) struct Target<'a> {
+    pub topic: &'a str,
+    pub sub_topic: &'a str,
+    pub join_ref: Option<&'a str>,
+    pub id: SubscriberId,
+}
+
+impl Session {
+    /// Checks and subscribes the bindings; pushes one `system` error per refused binding and
+    /// "Subscribed to PostgreSQL" when at least one is live. Returns the live bindings.
+    pub(super) async fn subscribe_changes(
+        &mut self,
+        target: Target<'_>,
+        claims: &Claims,
+        requested: &Requested,
+    ) -> Vec<Binding> {
+        let Target {
+            topic,
+            sub_topic,
+            join_ref,
+            id,
+        } = target;
+        let mut candidates = Vec::new();
+        for (_, parsed) in requested {
+            match parsed {
+                Ok(binding) => candidates.push(binding.clone()),
+                Err(error) => {
+                    let payload = system("postgres_changes", "error", &error.to_string(), sub_topic);
+                    self.push(join_ref, topic, "system", &payload);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let Some(changes) = self.node.changes.clone() else {
+            let payload = system(
+                "postgres_changes",
+                "error",
+                "Realtime was unable to connect to the project database",
+                sub_topic,
+            );
+            self.push(join_ref, topic, "system", &payload);
+            return Vec::new();
+        };
+        let checks = Box::pin(changes.check(&candidates, claims)).await;
+        let mut live = Vec::new();
+        for (binding, check) in candidates.into_iter().zip(checks) {
+            match check {
+                Ok(()) => live.push(binding),
+                Err(message) => {
+                    let payload = system("postgres_changes", "error", &message, sub_topic);
+                    self.push(join_ref, topic, "system", &payload);
+                }
+            }
+        }
+        if live.is_empty() {
+            return live;
+        }
+        changes.subscribe(
+            id,
+            Subscription {
+                outbound: self.outbound.clone(),
+                vsn: self.vsn,
+                topic: Arc::from(topic),
+                claims: Arc::new(claims.clone()),
+                bindings: live.clone(),
+                legacy: false,
+            },
+        );
+        let payload = system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic);
+        self.push(join_ref, topic, "system", &payload);
+        live
+    }
+
+    pub(super) fn unsubscribe_changes(&self, id: SubscriberId) {
+        if let Some(changes) = &self.node.changes {
+            changes.unsubscribe(id);
+        }
+    }
+}
