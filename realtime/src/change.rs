@@ -347,8 +347,8 @@ impl TimestampText {
             }
         }
         digits(&mut buf[0..4], y);
-        digits(&mut buf[5..7], i64::from(m));
-        digits(&mut buf[8..10], i64::from(d));
+        digits(&mut buf[5..7], m);
+        digits(&mut buf[8..10], d);
         digits(&mut buf[11..13], hh);
         digits(&mut buf[14..16], mm);
         digits(&mut buf[17..19], ss);
