@@ -224,7 +224,11 @@ fn token(secret: &str, i: u64, groups: u64) -> anyhow::Result<String> {
 /// waits for the "Subscribed to PostgreSQL" system push.
 async fn open_subscribed(url: &str, token: &str) -> anyhow::Result<Ws> {
     let url = format!("{url}?apikey={token}&vsn=1.0.0");
-    let config = WebSocketConfig::default().write_buffer_size(0);
+    // tungstenite zeroes its whole read buffer chunk per read: the 128 KiB default made the
+    // subscribers, not the server, the bottleneck.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .context("WebSocket handshake")?;
