@@ -22,7 +22,6 @@
 mod clients;
 mod proc_stats;
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -37,6 +36,7 @@ use realtime::bus::LocalBus;
 use realtime::config::server::{AuthConfig, Limits, ServerConfig};
 use realtime::config::{Config, Secret};
 
+use super::Line;
 use clients::Vsn;
 pub use clients::main as clients_main;
 
@@ -328,22 +328,6 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// One step line of a child: its first word and `key=value` fields.
-#[derive(Debug)]
-struct Line {
-    fields: HashMap<String, String>,
-}
-
-impl Line {
-    fn num(&self, key: &str) -> anyhow::Result<u64> {
-        self.fields
-            .get(key)
-            .with_context(|| format!("child line lacks {key}"))?
-            .parse()
-            .with_context(|| format!("child line's {key} is not a number"))
-    }
-}
-
 /// A load-generator child process and its line protocol.
 struct Clients {
     child: Child,
@@ -380,15 +364,7 @@ impl Clients {
             .await
             .with_context(|| format!("load generator: no `{word}` line within {within:?}"))??
             .with_context(|| format!("load generator exited before `{word}`"))?;
-        let mut parts = line.split_whitespace();
-        if parts.next() != Some(word) {
-            bail!("load generator: expected `{word}`, got {line:?}");
-        }
-        let fields = parts
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(Line { fields })
+        Line::parse(&line, word, "load generator")
     }
 
     /// Tells the child to close its sockets and waits for it to exit.

@@ -21,6 +21,8 @@
 
 mod clients;
 
+use super::Line;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -476,22 +478,6 @@ fn check_counts(
     Ok(())
 }
 
-/// One line of the child: its first word and `key=value` fields.
-#[derive(Debug)]
-struct Line {
-    fields: HashMap<String, String>,
-}
-
-impl Line {
-    fn num(&self, key: &str) -> anyhow::Result<u64> {
-        self.fields
-            .get(key)
-            .with_context(|| format!("child line lacks {key}"))?
-            .parse()
-            .with_context(|| format!("child line's {key} is not a number"))
-    }
-}
-
 /// The subscriber child process: `progress` lines update [`Clients::delivered`], other lines
 /// are answers.
 struct Clients {
@@ -593,15 +579,7 @@ impl Clients {
             .await
             .with_context(|| format!("subscribers: no `{word}` line within {within:?}"))?
             .with_context(|| format!("subscribers exited before `{word}`"))?;
-        let mut parts = line.split_whitespace();
-        if parts.next() != Some(word) {
-            bail!("subscribers: expected `{word}`, got {line:?}");
-        }
-        let fields = parts
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Ok(Line { fields })
+        Line::parse(&line, word, "subscribers")
     }
 
     async fn command(&mut self, command: &str) -> anyhow::Result<()> {

@@ -1,3 +1,39 @@
+//! The benchmarks, and the line protocol their load-generator child processes answer in:
+//! one line per step, a first word naming the step, then `key=value` fields.
+
 pub mod broadcast;
 pub mod cdc;
 pub mod changes;
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+
+/// One step line of a child: its first word (checked by [`Line::parse`]) and its fields.
+#[derive(Debug)]
+pub struct Line {
+    fields: HashMap<String, String>,
+}
+
+impl Line {
+    /// Parses `text`, which must start with `word`; `who` names the child in errors.
+    pub fn parse(text: &str, word: &str, who: &str) -> anyhow::Result<Line> {
+        let mut parts = text.split_whitespace();
+        if parts.next() != Some(word) {
+            bail!("{who}: expected `{word}`, got {text:?}");
+        }
+        let fields = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Line { fields })
+    }
+
+    pub fn num(&self, key: &str) -> anyhow::Result<u64> {
+        self.fields
+            .get(key)
+            .with_context(|| format!("child line lacks {key}"))?
+            .parse()
+            .with_context(|| format!("child line's {key} is not a number"))
+    }
+}
