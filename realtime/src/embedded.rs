@@ -167,9 +167,12 @@ impl EmbeddedPostgres {
     fn initdb(&self) -> Result<(), EmbeddedError> {
         std::fs::create_dir_all(&self.data_dir).map_err(io("create the data folder"))?;
         chown_to_postgres(&self.data_dir)?;
-        let pwfile = self.data_dir.with_extension("pw");
+        // The password file lives in a folder of its own that the postgres user can read
+        // (the data folder's parent may not be open to it).
+        let pwdir = temp_folder()?;
+        let pwfile = pwdir.join("pw");
         std::fs::write(&pwfile, SUPERUSER_PASSWORD).map_err(io("write the password file"))?;
-        chown_to_postgres(&pwfile)?;
+        chown_to_postgres(&pwdir)?;
         let data = self.data_dir.to_string_lossy().into_owned();
         let result = self.run(
             "initdb",
@@ -188,7 +191,7 @@ impl EmbeddedPostgres {
                 "--no-instructions",
             ],
         );
-        let _ = std::fs::remove_file(&pwfile);
+        let _ = std::fs::remove_dir_all(&pwdir);
         result.map(|_| ())
     }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod broadcast;
 pub mod bus;
+pub mod calendar;
 pub mod change;
 pub mod changes;
 pub mod channels;

@@ -206,6 +206,9 @@ async fn dev(
             let postgres = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(options))
                 .await?
                 .context("cannot start the local Postgres")?;
+            postgres
+                .psql("postgres", DEV_ROLES)
+                .context("cannot create the dev roles")?;
             let url = postgres.url("postgres");
             println!(
                 "Local Postgres (wal_level=logical) is running; data in {}",
@@ -242,6 +245,19 @@ async fn dev(
     // `_postgres` drops here: the local server stops.
     result
 }
+
+/// The roles Supabase projects have, so that tokens with `role: anon | authenticated |
+/// service_role` work against the dev database as they do there. Tables created later in
+/// `public` are readable by all three (row-level security and policy files still apply).
+const DEV_ROLES: &str = "
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
+END $$;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO anon, authenticated, service_role;
+";
 
 /// An HS256 token for `role`, valid for a day: the keys `realtime dev` prints.
 fn dev_key(secret: &str, role: &str) -> anyhow::Result<String> {

@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process'
 import { createHmac, randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -80,8 +80,12 @@ function canListen(port) {
 /**
  * Starts `realtime serve` and waits until `GET /healthz` answers 200.
  * Returns `{ port, secret, wsUrl(path), httpUrl, token(claims), stop() }`.
+ *
+ * With `{ database: true }` it runs `realtime dev` instead, which starts a throwaway Postgres of
+ * its own (wal_level=logical); the result then also has `sql(text)`, running SQL there as the
+ * superuser through `psql`. `policy` replaces the policy file's text.
  */
-export async function startServer() {
+export async function startServer({ database = false, policy = TEST_POLICY } = {}) {
   const bin = realtimeBinary()
   if (!existsSync(bin)) {
     throw new Error(
@@ -91,7 +95,11 @@ export async function startServer() {
   const port = await freePort()
   const secret = randomBytes(32).toString('hex')
   const policiesDir = mkdtempSync(join(tmpdir(), 'realtime-js-policies-'))
-  writeFileSync(join(policiesDir, 'channels.toml'), TEST_POLICY)
+  writeFileSync(join(policiesDir, 'channels.toml'), policy)
+  const pgDir = database ? mkdtempSync(join(tmpdir(), 'realtime-js-pg-')) : null
+  // The postgres user runs the server and must be able to enter the folder.
+  if (pgDir) chmodSync(pgDir, 0o755)
+  const pgPort = database ? await freePort() : null
 
   const env = { ...process.env }
   // The tests need the broadcast/presence-only server, whatever the caller's shell has set.
@@ -105,7 +113,10 @@ export async function startServer() {
     CONNECT_ERROR_BACKOFF_MS: '0',
     POLICIES_DIR: policiesDir,
   })
-  const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const args = database
+    ? ['dev', '--data-dir', join(pgDir, 'data'), '--pg-port', String(pgPort), '--fresh']
+    : ['serve']
+  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
   // The server's log, kept for the failure message (tokens are never logged by the server).
   let log = ''
   const keep = (chunk) => {
@@ -122,7 +133,7 @@ export async function startServer() {
   })
 
   const httpUrl = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 20000
+  const deadline = Date.now() + (database ? 60000 : 20000)
   for (;;) {
     if (exited) {
       throw new Error(`realtime exited early (${JSON.stringify(exited)}):\n${log}`)
@@ -136,7 +147,7 @@ export async function startServer() {
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`realtime did not answer /healthz within 20 s:\n${log}`)
+      throw new Error(`realtime did not answer /healthz in time:\n${log}`)
     }
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -153,6 +164,11 @@ export async function startServer() {
       return makeToken(claims, { secret, ...opts })
     },
     log: () => log,
+    /** Runs SQL in the embedded database (only with `{ database: true }`). */
+    sql(text) {
+      if (!database) throw new Error('startServer({ database: true }) has no database')
+      return psql(pgPort, text)
+    },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM')
@@ -161,9 +177,26 @@ export async function startServer() {
         clearTimeout(timer)
       }
       rmSync(policiesDir, { recursive: true, force: true })
+      if (pgDir) rmSync(pgDir, { recursive: true, force: true })
       return exited
     },
   }
+}
+
+/** Runs `psql` against the embedded cluster on `port`; resolves with its output. */
+function psql(port, text) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'psql',
+      ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-c', text],
+      { env: { ...process.env, PGPASSWORD: 'postgres' }, stdio: ['ignore', 'pipe', 'pipe'] }
+    )
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    child.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`psql: ${err}`))))
+  })
 }
 
 const b64url = (value) =>

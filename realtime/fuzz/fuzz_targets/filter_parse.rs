@@ -39,6 +39,7 @@ fn fixture() -> &'static (Table, Row, Row) {
             schema: "public".into(),
             name: "t".into(),
             replica_identity: ReplicaIdentity::Default,
+            json: Default::default(),
             columns: Arc::from(
                 COLUMNS
                     .iter()

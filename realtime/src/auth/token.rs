@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::{AuthError, Claims};
+use crate::config::percent_decode;
 
 /// The longest token we look at. Real JWTs are a few KB; this bounds the work an attacker can
 /// make us do (URL-decoding, base64, JSON) before any signature check.
@@ -28,30 +29,9 @@ pub struct Parsed<'a> {
 /// The token as the client sent it, URL-decoded (realtime-js puts it in a query string) and with
 /// every whitespace character removed (copied tokens often carry line breaks).
 pub fn clean(raw: &str) -> String {
+    // `+` stays as is (a JWT never contains one); a broken escape leaves the raw text.
     let decoded = percent_decode(raw).unwrap_or_else(|| raw.to_owned());
     decoded.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
-/// `%XX` decoding; `+` stays as is (a JWT never contains one, and `URI.decode` keeps it too).
-/// `None` on a broken escape or a result that is not UTF-8, in which case the raw text is used.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Splits and decodes a cleaned token. Anything that is not three base64url parts whose first

@@ -78,7 +78,7 @@ impl Dispatcher {
         let mut decisions: HashMap<(u32, String), Vec<Visibility>> = HashMap::new();
         let tables = tables_of(transaction);
         for table in &tables {
-            let rules = self.bound_rules(table);
+            let rules = self.bound_rules(table).await;
             let table_changes: Vec<&RowChange> = transaction
                 .changes
                 .iter()
@@ -183,19 +183,33 @@ impl Dispatcher {
     }
 
     /// Rules for the table bound to its current shape; `None` when no rule names the table.
-    fn bound_rules(&mut self, table: &Arc<Table>) -> Option<Option<Arc<BoundRules>>> {
+    async fn bound_rules(&mut self, table: &Arc<Table>) -> Option<Option<Arc<BoundRules>>> {
         let rules = self.changes.policy.table_rules(&table.schema, &table.name)?;
         if let Some((seen, bound)) = self.rules.get(&table.oid)
             && Arc::ptr_eq(seen, table)
         {
             return Some(bound.clone());
         }
-        let pk_names: Vec<String> = table
-            .columns
-            .iter()
-            .filter(|c| c.key)
-            .map(|c| c.name.to_string())
-            .collect();
+        // The catalog's primary key: under REPLICA IDENTITY FULL the stream marks every column
+        // as key, which is not what "key-only" images should show.
+        let pk_names: Vec<String> = match self.changes.primary_key_names(table.oid).await {
+            Ok(names) if !names.is_empty() => names,
+            Ok(_) => table
+                .columns
+                .iter()
+                .filter(|c| c.key)
+                .map(|c| c.name.to_string())
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, table = %table.name, "cannot read the primary key; using the replica identity");
+                table
+                    .columns
+                    .iter()
+                    .filter(|c| c.key)
+                    .map(|c| c.name.to_string())
+                    .collect()
+            }
+        };
         let pk_refs: Vec<&str> = pk_names.iter().map(String::as_str).collect();
         let bound = match rules.bind_with_primary_key(table, &pk_refs) {
             Ok(b) => Some(Arc::new(b)),

@@ -194,6 +194,7 @@ impl Changes {
             schema: published.schema.as_str().into(),
             name: published.name.as_str().into(),
             replica_identity: ReplicaIdentity::Default,
+            json: Default::default(),
             columns: rows
                 .into_iter()
                 .map(|(name, oid, type_name, key)| Column {
@@ -228,10 +229,26 @@ impl Changes {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The primary key columns of a table as the catalog has them (cached by `access`).
+    /// The primary key column names of a table as the catalog has them (empty: none).
+    pub async fn primary_key_names(&self, oid: u32) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+        )
+        .bind(sqlx::postgres::types::Oid(oid))
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The primary key columns of a table, or `None` when it has none.
     pub async fn primary_key(&self, table: &Table) -> Option<ColumnSet> {
-        let info = self.access.table(table.oid).await.ok()?;
-        info.has_primary_key().then(|| info.key_set(table))
+        let names = self.primary_key_names(table.oid).await.ok()?;
+        let indexes = names
+            .iter()
+            .filter_map(|n| table.columns.iter().position(|c| *c.name == **n));
+        let set = ColumnSet::from_indexes(table.columns.len(), indexes);
+        (!names.is_empty()).then_some(set)
     }
 }
 

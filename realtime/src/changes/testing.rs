@@ -18,6 +18,7 @@ pub(crate) fn table(columns: &[(&str, &str, u32)]) -> Table {
         schema: "public".into(),
         name: "t".into(),
         replica_identity: ReplicaIdentity::Default,
+        json: Default::default(),
         columns: columns
             .iter()
             .enumerate()

@@ -195,7 +195,8 @@ impl DatabaseConfig {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` decoding (`+` stays as is). `None` on a broken escape or a result that is not UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -10,6 +10,7 @@ pub mod server;
 
 use std::path::Path;
 
+pub(crate) use database::percent_decode;
 pub use database::{DatabaseConfig, ReplicationConfig, SslMode};
 pub use secret::Secret;
 pub use server::ServerConfig;

@@ -4,13 +4,12 @@
 //! transaction when its Commit arrives. Owns the relation cache of the session, so a re-sent
 //! Relation message (after DDL) applies to every later change, even inside one transaction.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::change::{Cell, ChangeKind, Column, Epoch, Position, Row, RowChange, Table, Transaction};
+use crate::change::{Cell, ChangeKind, Epoch, Position, Row, RowChange, Table, Transaction};
 use crate::replication::pgoutput::{Begin, Datum, Message, OldKind, Tuple};
 use crate::replication::relations::{CachedTable, RelationCache};
-use crate::replication::values::{ValueKind, write_json, write_string};
+use crate::replication::values::{ValueKind, write_json};
 
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -35,8 +34,6 @@ pub enum StreamError {
 pub struct Decoder {
     epoch: Epoch,
     relations: RelationCache,
-    /// `"name":` prefixes of each table's columns, rebuilt when the table is re-described.
-    keys: HashMap<u32, (Arc<Table>, Arc<[String]>)>,
     open: Option<Open>,
 }
 
@@ -51,7 +48,6 @@ impl Decoder {
         Decoder {
             epoch,
             relations: RelationCache::default(),
-            keys: HashMap::new(),
             open: None,
         }
     }
@@ -92,60 +88,45 @@ impl Decoder {
             }
             Message::Type(t) => self.relations.apply_type(&t),
             Message::Insert(insert) => {
-                let (cached, keys) = self.table(insert.relation_id)?;
-                let new = build_row(&cached, &keys, &insert.new, None)?;
-                self.push(cached.table, ChangeKind::Insert, Some(new), None)?;
+                let cached = table(&self.relations, insert.relation_id)?;
+                let new = build_row(cached, &insert.new, None)?;
+                let table = cached.table.clone();
+                self.push(table, ChangeKind::Insert, Some(new), None)?;
             }
             Message::Update(update) => {
-                let (cached, keys) = self.table(update.relation_id)?;
+                let cached = table(&self.relations, update.relation_id)?;
                 let old = match &update.old {
-                    Some((kind, tuple)) => Some((*kind, build_row(&cached, &keys, tuple, Some(*kind))?)),
+                    Some((kind, tuple)) => Some((*kind, build_row(cached, tuple, Some(*kind))?)),
                     None => None,
                 };
                 // Unchanged TOAST values are only knowable from a full old row.
                 let full_old = old.as_ref().filter(|(k, _)| *k == OldKind::Full).map(|(_, r)| r);
-                let new = build_row_filled(&cached, &keys, &update.new, full_old)?;
+                let new = build_row_filled(cached, &update.new, full_old)?;
                 let old = match old {
                     Some((_, row)) => row,
                     // The key did not change: the old key is the new row's key.
-                    None => key_row(&cached.table, &keys, &new),
+                    None => key_row(cached, &new),
                 };
-                self.push(cached.table, ChangeKind::Update, Some(new), Some(old))?;
+                let table = cached.table.clone();
+                self.push(table, ChangeKind::Update, Some(new), Some(old))?;
             }
             Message::Delete(delete) => {
-                let (cached, keys) = self.table(delete.relation_id)?;
+                let cached = table(&self.relations, delete.relation_id)?;
                 let (kind, tuple) = &delete.old;
-                let old = build_row(&cached, &keys, tuple, Some(*kind))?;
-                self.push(cached.table, ChangeKind::Delete, None, Some(old))?;
+                let old = build_row(cached, tuple, Some(*kind))?;
+                let table = cached.table.clone();
+                self.push(table, ChangeKind::Delete, None, Some(old))?;
             }
             Message::Truncate(truncate) => {
                 for id in truncate.relation_ids {
-                    let (cached, _) = self.table(id)?;
-                    self.push(cached.table, ChangeKind::Truncate, None, None)?;
+                    let table = table(&self.relations, id)?.table.clone();
+                    self.push(table, ChangeKind::Truncate, None, None)?;
                 }
             }
             // Replication origins and logical messages carry no row changes.
             Message::Origin(_) | Message::Message(_) => {}
         }
         Ok(None)
-    }
-
-    fn table(&mut self, relation_id: u32) -> Result<(CachedTable, Arc<[String]>), StreamError> {
-        let cached = self
-            .relations
-            .get(relation_id)
-            .ok_or(StreamError::UnknownRelation(relation_id))?
-            .clone();
-        let keys = match self.keys.get(&relation_id) {
-            Some((table, keys)) if Arc::ptr_eq(table, &cached.table) => keys.clone(),
-            _ => {
-                let keys: Arc<[String]> = cached.table.columns.iter().map(json_key).collect();
-                self.keys
-                    .insert(relation_id, (cached.table.clone(), keys.clone()));
-                keys
-            }
-        };
-        Ok((cached, keys))
     }
 
     fn push(
@@ -176,49 +157,42 @@ impl Decoder {
     }
 }
 
-fn json_key(column: &Column) -> String {
-    let mut key = String::with_capacity(column.name.len() + 3);
-    write_string(&column.name, &mut key);
-    key.push(':');
-    key
+fn table(relations: &RelationCache, relation_id: u32) -> Result<&CachedTable, StreamError> {
+    relations
+        .get(relation_id)
+        .ok_or(StreamError::UnknownRelation(relation_id))
 }
 
-fn build_row(
-    cached: &CachedTable,
-    keys: &[String],
-    tuple: &Tuple,
-    old: Option<OldKind>,
-) -> Result<Row, StreamError> {
-    build(cached, keys, tuple, old, None)
+fn build_row(cached: &CachedTable, tuple: &Tuple, old: Option<OldKind>) -> Result<Row, StreamError> {
+    build(cached, tuple, old, None)
 }
 
 fn build_row_filled(
     cached: &CachedTable,
-    keys: &[String],
     tuple: &Tuple,
     fill_from: Option<&Row>,
 ) -> Result<Row, StreamError> {
-    build(cached, keys, tuple, None, fill_from)
+    build(cached, tuple, None, fill_from)
 }
 
 /// Writes the JSON object of one tuple. In a key-only old tuple (`K`), non-key columns are not
 /// part of the image. Unchanged TOAST values are taken from `fill_from` when it has them.
 fn build(
     cached: &CachedTable,
-    keys: &[String],
     tuple: &Tuple,
     old: Option<OldKind>,
     fill_from: Option<&Row>,
 ) -> Result<Row, StreamError> {
     let table = &cached.table;
-    if tuple.len() != table.columns.len() {
+    let keys = &cached.keys;
+    if tuple.len() != table.columns.len() || keys.len() != table.columns.len() {
         return Err(StreamError::ColumnCount {
             table: format!("{}.{}", table.schema, table.name),
             expected: table.columns.len(),
             got: tuple.len(),
         });
     }
-    let mut json = String::with_capacity(64 + tuple.len() * 16);
+    let mut json = String::with_capacity(json_len_hint(cached, tuple, old));
     let mut cells = Vec::with_capacity(tuple.len());
     json.push('{');
     for (i, datum) in tuple.iter().enumerate() {
@@ -271,6 +245,32 @@ fn build(
     })
 }
 
+/// The length of the row image in the common case (no escapes, no filled-in TOAST values), so
+/// that the buffer is allocated once and `into_boxed_str` need not shrink it.
+fn json_len_hint(cached: &CachedTable, tuple: &Tuple, old: Option<OldKind>) -> usize {
+    let mut len = 1; // the braces, less the first entry's comma
+    for (i, datum) in tuple.iter().enumerate() {
+        let (Some(key), Some(column)) = (cached.keys.get(i), cached.table.columns.get(i)) else {
+            break;
+        };
+        if old == Some(OldKind::Key) && !column.key {
+            continue;
+        }
+        len += key.len() + 1;
+        len += match datum {
+            Datum::Null => 4,
+            Datum::Unchanged => 0,
+            Datum::Text(bytes) | Datum::Binary(bytes) => match cached.kinds.get(i) {
+                Some(ValueKind::Integer | ValueKind::Float | ValueKind::Numeric) => bytes.len(),
+                Some(ValueKind::Bool) if **bytes == *b"t" => 4,
+                Some(ValueKind::Bool) if **bytes == *b"f" => 5,
+                _ => bytes.len() + 2,
+            },
+        };
+    }
+    len.max(2)
+}
+
 fn push_key(json: &mut String, key: &str) {
     if json.len() > 1 {
         json.push(',');
@@ -279,7 +279,8 @@ fn push_key(json: &mut String, key: &str) {
 }
 
 /// The old row of an UPDATE that did not change the key: the key columns of the new row.
-fn key_row(table: &Table, keys: &[String], new: &Row) -> Row {
+fn key_row(cached: &CachedTable, new: &Row) -> Row {
+    let (table, keys) = (&cached.table, &cached.keys);
     let mut json = String::from("{");
     let mut cells = Vec::with_capacity(new.cells.len());
     for (i, column) in table.columns.iter().enumerate() {

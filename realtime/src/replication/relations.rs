@@ -5,6 +5,7 @@
 //! in a session.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::change::{Column, ReplicaIdentity, Table};
@@ -17,12 +18,39 @@ pub struct CachedTable {
     pub table: Arc<Table>,
     /// One per column, in column order.
     pub kinds: Arc<[ValueKind]>,
+    /// Each column's `"name":` key, escaped once here rather than in every row image.
+    pub keys: Arc<[Box<str>]>,
 }
+
+/// Maps keyed by OID: looked up once per change, so hashed by one multiplication rather than
+/// SipHash (OIDs come from the server, not from clients who could aim for collisions).
+type OidMap<V> = HashMap<u32, V, BuildHasherDefault<OidHasher>>;
 
 #[derive(Debug, Default)]
 pub struct RelationCache {
-    tables: HashMap<u32, CachedTable>,
-    types: HashMap<u32, PgType>,
+    tables: OidMap<CachedTable>,
+    types: OidMap<PgType>,
+}
+
+/// Fibonacci hashing of a `u32`: spreads consecutive OIDs over the high bits the table uses.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u32` keys are hashed here; this keeps any other key correct, just slower.
+        for &b in bytes {
+            self.write_u32(u32::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl RelationCache {
@@ -69,11 +97,14 @@ impl RelationCache {
             schema: Arc::from(schema),
             name: Arc::from(message.name.as_str()),
             replica_identity,
+            json: Default::default(),
             columns: columns.into(),
         };
+        let keys = table.columns.iter().map(json_key).collect();
         let cached = CachedTable {
             table: Arc::new(table),
             kinds: kinds.into(),
+            keys,
         };
         self.tables.insert(message.id, cached);
         self.tables.get(&message.id)
@@ -92,6 +123,14 @@ impl RelationCache {
                 kind: ValueKind::Text,
             })
     }
+}
+
+/// `"name":` for a column, as it starts each of its entries in a row image.
+fn json_key(column: &Column) -> Box<str> {
+    let mut key = String::with_capacity(column.name.len() + 3);
+    values::write_string(&column.name, &mut key);
+    key.push(':');
+    key.into_boxed_str()
 }
 
 fn replica_identity(byte: u8) -> Option<ReplicaIdentity> {
@@ -152,6 +191,8 @@ mod tests {
         let oids: Vec<u32> = cached.table.columns.iter().map(|c| c.type_oid).collect();
         assert_eq!(oids, [23, 25, 20]);
         assert_eq!(cached.kinds.len(), 3);
+        let keys: Vec<&str> = cached.keys.iter().map(|k| &**k).collect();
+        assert_eq!(keys, [r#""id":"#, r#""title":"#, r#""org":"#]);
         assert!(cache.get(16385).is_some());
         assert!(cache.get(16386).is_none());
     }
@@ -237,6 +278,15 @@ mod tests {
                 .is_none()
         );
         assert!(cache.get(16385).is_none(), "a stale entry must not survive");
+    }
+
+    #[test]
+    fn row_keys_are_escaped_column_names() {
+        let mut cache = RelationCache::default();
+        let cached = cache
+            .apply_relation(&relation(b'd', vec![column(1, "say \"hi\"\\", 23)]))
+            .expect("cached");
+        assert_eq!(&*cached.keys[0], r#""say \"hi\"\\":"#);
     }
 
     #[test]

@@ -201,11 +201,14 @@ impl Replication {
                             tracing::debug!(end_lsn = %transaction.end_lsn, "dropping a transaction that was handed on before");
                             continue;
                         }
-                        for change in &transaction.changes {
-                            tracing::trace!(
-                                schema = %change.table.schema, table = %change.table.name,
-                                kind = change.kind.as_str(), position = %change.position, "change"
-                            );
+                        // One check per transaction instead of one per change.
+                        if tracing::enabled!(tracing::Level::TRACE) {
+                            for change in &transaction.changes {
+                                tracing::trace!(
+                                    schema = %change.table.schema, table = %change.table.name,
+                                    kind = change.kind.as_str(), position = %change.position, "change"
+                                );
+                            }
                         }
                         let end = transaction.end_lsn;
                         self.bus.publish_transaction(Arc::new(transaction));

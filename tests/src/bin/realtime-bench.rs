@@ -1,7 +1,7 @@
 //! `realtime-bench`: benchmarks that start their own Postgres and server on loopback and print
 //! their numbers, ending with one `result <name> key=value ...` line.
 //!
-//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast>`
+//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes>`
 
 mod bench;
 
@@ -12,6 +12,9 @@ fn main() -> anyhow::Result<()> {
         "broadcast" => bench::broadcast::main(),
         // The broadcast benchmark's load generator, started by `broadcast` as a child process.
         "broadcast-clients" => bench::broadcast::clients_main(),
-        _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast>"),
+        "changes" => bench::changes::main(),
+        // The changes benchmark's subscribers, started by `changes` as a child process.
+        "changes-clients" => bench::changes::clients_main(),
+        _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast|changes>"),
     }
 }

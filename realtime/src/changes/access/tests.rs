@@ -65,6 +65,7 @@ fn table(identity: ReplicaIdentity) -> Arc<Table> {
         schema: "public".into(),
         name: "emp".into(),
         replica_identity: identity,
+        json: Default::default(),
         columns: vec![col("id", true), col("name", false), col("salary", false)].into(),
     })
 }

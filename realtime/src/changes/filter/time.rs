@@ -9,6 +9,7 @@
 //! as Postgres does.
 
 use super::scalar::pg_space;
+use crate::calendar::{days_from_civil, days_in_month};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// 1970-01-01 counted from 2000-01-01.
@@ -55,7 +56,8 @@ pub(super) fn parse(text: &str, kind: Kind) -> Option<i64> {
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let days = days_from_civil(year, month, day);
+    // Days since 2000-01-01 (Postgres's epoch), 10,957 days after the Unix epoch.
+    let days = days_from_civil(year, month, day) - 10_957;
 
     let mut micros = 0i64;
     let mut offset_secs = 0i64;
@@ -232,30 +234,6 @@ impl Cursor<'_> {
         }
         Some(sign * ((hours * 60 + minutes) * 60 + seconds))
     }
-}
-
-fn is_leap(year: i64) -> bool {
-    year.rem_euclid(4) == 0 && (year.rem_euclid(100) != 0 || year.rem_euclid(400) == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// (astronomical year, month, day) → days since 2000-01-01, proleptic Gregorian.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468 - 10_957
 }
 
 #[cfg(test)]

@@ -152,6 +152,7 @@ fn todos() -> Table {
         schema: "public".into(),
         name: "todos".into(),
         replica_identity: ReplicaIdentity::Default,
+        json: Default::default(),
         columns: Arc::from(vec![
             column("id", "int8", 20, true),
             column("title", "text", 25, false),

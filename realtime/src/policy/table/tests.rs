@@ -54,6 +54,7 @@ fn todos(identity: ReplicaIdentity) -> Arc<Table> {
         schema: "public".into(),
         name: "todos".into(),
         replica_identity: identity,
+        json: Default::default(),
         columns: vec![
             col("id", "int8", true),
             col("owner", "text", false),

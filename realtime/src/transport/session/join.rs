@@ -169,7 +169,7 @@ impl Session {
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
             };
-            ch.changes = self.subscribe_changes(target, &claims, &requested).await;
+            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.reply(&msg, Status::Ok, &response);
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));

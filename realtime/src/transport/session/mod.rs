@@ -34,8 +34,10 @@ use super::ws::{Connection, Message, WsError};
 use crate::limits::{OwnedConnectionSlot, WindowCounter};
 use crate::node::Node;
 
-/// How long a closing socket may take to send its close frame.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a closing socket may take to send its close frame. A slow consumer's frame waits
+/// behind the bytes it has not read yet: a client that stalled for a few seconds still learns
+/// why it was closed (4008); one that never reads costs this task at most this long.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

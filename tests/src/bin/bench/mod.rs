@@ -1,2 +1,3 @@
 pub mod broadcast;
 pub mod cdc;
+pub mod changes;

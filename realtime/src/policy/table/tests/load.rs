@@ -10,6 +10,7 @@ fn rows_read_typed_column_values() {
         schema: "app".into(),
         name: "events".into(),
         replica_identity: ReplicaIdentity::Default,
+        json: Default::default(),
         columns: [
             ("id", "uuid", true),
             ("at", "timestamptz", false),
@@ -282,6 +283,7 @@ fn the_example_file_binds_to_its_table() {
         schema: "public".into(),
         name: "todos".into(),
         replica_identity: ReplicaIdentity::Full,
+        json: Default::default(),
         columns: [
             ("id", "int8"),
             ("user_id", "uuid"),

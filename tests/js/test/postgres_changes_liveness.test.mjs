@@ -1,0 +1,67 @@
+// The promise behind "Subscribed to PostgreSQL", with the published realtime-js client against
+// `realtime dev`: a row committed right after that message arrives must be delivered. Many
+// trials, each on a fresh channel, so a race between subscribing and the replication stream
+// shows up as a missing row.
+
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+
+import { Inbox, VSNS, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+
+/** Trials per serializer, unless the time budget runs out first. */
+const TRIALS = 200
+const BUDGET_MS = 60_000
+
+let server
+const clients = []
+before(async () => {
+  server = await startServer({ database: true })
+  await server.sql(`DO $$ BEGIN
+      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+  await server.sql(`
+    CREATE TABLE live (id int PRIMARY KEY, v text);
+    GRANT SELECT ON live TO authenticated;
+  `)
+  await server.sql(`DO $$ BEGIN
+      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE live`)
+})
+after(async () => {
+  await disconnectAll(clients)
+  await server?.stop()
+})
+
+for (const vsn of VSNS) {
+  describe(`postgres changes liveness (vsn ${vsn})`, () => {
+    test(`up to ${TRIALS} fresh channels: a write right after "Subscribed to PostgreSQL" arrives`, async (t) => {
+      const c = connect(server, { vsn, token: server.token() })
+      clients.push(c)
+      const base = vsn === '1.0.0' ? 100_000 : 200_000
+      const started = Date.now()
+      const missed = []
+      let done = 0
+      for (let i = 0; i < TRIALS && Date.now() - started < BUDGET_MS; i++) {
+        const id = base + i
+        const inbox = new Inbox(`trial ${i}`)
+        const system = new Inbox(`trial ${i} system`)
+        // Alternate filtered and unfiltered bindings: both paths must be live at the promise.
+        const binding = { event: 'INSERT', schema: 'public', table: 'live', ...(i % 2 ? { filter: `id=eq.${id}` } : {}) }
+        const channel = c.channel(uniqueTopic('live')).on('postgres_changes', binding, inbox.push).on('system', {}, system.push)
+        await subscribed(channel)
+        const status = await system.next((m) => m.extension === 'postgres_changes', undefined, 'a postgres_changes system message')
+        assert.equal(status.status, 'ok', status.message)
+        await server.sql(`INSERT INTO live VALUES (${id}, 'trial')`)
+        try {
+          await inbox.next((p) => p.new.id === id)
+        } catch {
+          missed.push(id - base)
+        }
+        await c.removeChannel(channel)
+        done += 1
+      }
+      t.diagnostic(`${done} trials in ${Date.now() - started} ms`)
+      assert.deepEqual(missed, [], `trials whose row never arrived (of ${done})`)
+      assert.ok(done >= 50, `only ${done} trials fit in ${BUDGET_MS} ms`)
+    })
+  })
+}
