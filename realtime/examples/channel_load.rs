@@ -63,8 +63,13 @@ fn main() {
         let sockets = connect_many(&url, idle, 64).await;
         let connect_secs = started.elapsed().as_secs_f64();
         let mut sockets = join_all(sockets, |i| format!("realtime:idle-{}", i % 100)).await;
+        let at_once_kb = rss_kb(pid);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_kb = rss_kb(pid);
+        println!(
+            "idle memory right after the last join: {:.0} bytes per connection",
+            (at_once_kb - base) as f64 * 1024.0 / idle as f64
+        );
         println!(
             "connect: {idle} sockets in {connect_secs:.2} s = {:.0} connects/s (each with a WebSocket handshake and JWT check)",
             idle as f64 / connect_secs

@@ -163,7 +163,8 @@ impl Session {
                 sleep.as_mut().reset(armed);
             }
         };
-        self.finish(socket, close).await;
+        // Boxed: closing is rare, and its write would otherwise size every idle socket's task.
+        Box::pin(self.finish(socket, close)).await;
     }
 
     /// Writes every queued frame; returns why the socket must close if it must.
@@ -378,5 +379,38 @@ impl Drop for Session {
         // Also runs when the task is aborted or panics: no registry entry or presence outlives
         // its socket.
         self.cleanup();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::bus::LocalBus;
+    use crate::config::Config;
+    use crate::limits::NodeLimits;
+    use crate::policy::PolicySet;
+
+    /// Every idle socket is one task holding this future: keep it small (the goal is ≤ 4 KB of
+    /// memory per idle connection, all included). Rarely-live work (frame handling, writes,
+    /// closing) is boxed so that it does not count here.
+    #[tokio::test]
+    async fn the_idle_session_future_stays_small() {
+        let node = Arc::new(Node::new(
+            Arc::new(Config::default()),
+            PolicySet::empty(),
+            LocalBus::new(8),
+            CancellationToken::new(),
+        ));
+        let slot = NodeLimits::acquire_connection(&node).unwrap();
+        let session = Session::new(node, Vsn::V2, Arc::from("key"), slot);
+        let (_client, server) = tokio::io::duplex(64);
+        let future = session.run(Connection::new(server, 1024));
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1280, "the session future is {size} bytes");
     }
 }
