@@ -4,6 +4,9 @@
 //! so consumers have one input and never know where an event came from. Broadcast and presence
 //! traffic takes the same road: sessions, the REST API and presence publish [`ChannelEvent`]s,
 //! and the channel registry's dispatcher is their one consumer on this node.
+//!
+//! The replication task's gauges and counters ([`ReplicationMetrics`]) travel with the bus too:
+//! whoever serves `/metrics` reads them without knowing where the task runs.
 
 use std::sync::Arc;
 
@@ -11,6 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::change::Transaction;
 use crate::channels::ChannelEvent;
+use crate::metrics::ReplicationMetrics;
 
 /// In-process bus for one node. Receivers that fall behind by more than the capacity see
 /// `RecvError::Lagged` and must treat it as a gap; they never slow the sender.
@@ -18,6 +22,7 @@ use crate::channels::ChannelEvent;
 pub struct LocalBus {
     changes: broadcast::Sender<Arc<Transaction>>,
     channel_events: broadcast::Sender<Arc<ChannelEvent>>,
+    replication: Arc<ReplicationMetrics>,
 }
 
 impl LocalBus {
@@ -27,7 +32,13 @@ impl LocalBus {
         LocalBus {
             changes,
             channel_events,
+            replication: Arc::default(),
         }
+    }
+
+    /// The replication task's figures: it writes them, `/metrics` reads them.
+    pub fn replication_metrics(&self) -> &Arc<ReplicationMetrics> {
+        &self.replication
     }
 
     /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is

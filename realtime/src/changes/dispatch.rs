@@ -45,6 +45,10 @@ pub async fn run(
                 Err(RecvError::Closed) => return,
             },
         };
+        if transaction.overflow.is_some() {
+            crate::changes::overflow::notify(&dispatcher.changes, &transaction);
+            continue;
+        }
         dispatcher.transaction(&transaction).await;
     }
 }

@@ -4,6 +4,10 @@
 //! Owns the replication connection, the decoder (with its relation cache) and the watermark of
 //! what was handed on. One loop, `select!`ed with shutdown first: keepalive replies never wait
 //! behind downstream, because handing to the bus never blocks.
+//!
+//! Each session finds the slot or replaces it: a missing slot (first start, or dropped) or an
+//! invalidated one (`wal_status = lost`) is created anew, and with it a new epoch begins, so no
+//! client resumes silently across the gap. The slot watchdog runs beside the sessions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,10 +22,12 @@ use crate::change::Epoch;
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::db;
 use crate::lsn::Lsn;
-use crate::replication::decode::{Decoder, StreamError};
+use crate::metrics::ReplicationMetrics;
+use crate::replication::decode::{Decoder, StreamError, TransactionLimits};
 use crate::replication::pgoutput::{self, DecodeError};
 use crate::replication::progress::Progress;
-use crate::replication::setup::{self, SetupError};
+use crate::replication::setup::{self, SetupError, SlotFound};
+use crate::replication::watchdog;
 use crate::replication::wire::{ReplicationConnection, ReplicationMessage, WireError};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -91,12 +97,21 @@ impl Replication {
 
     /// Runs until `shutdown` (returns `Ok`) or a fatal setup error (returns it).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReplicationError> {
+        let watchdog = shutdown.child_token();
+        tokio::spawn(watchdog::run(
+            self.database.clone(),
+            self.config.clone(),
+            self.bus.replication_metrics().clone(),
+            watchdog.clone(),
+        ));
+        let _stop_watchdog = watchdog.drop_guard();
         let mut watermark = Watermark::default();
         let mut pool: Option<PgPool> = None;
         let mut failures: u32 = 0;
         loop {
             let streamed_before = watermark.handed;
             let result = self.session(&shutdown, &mut watermark, &mut pool).await;
+            self.metrics().set_streaming(false);
             let error = match result {
                 Ok(()) => {
                     self.state.send_replace(State::Stopped);
@@ -108,6 +123,7 @@ impl Replication {
                 }
                 Err(e) => e,
             };
+            ReplicationMetrics::count(&self.metrics().interruptions, 1);
             // A session that made progress resets the backoff.
             failures = if watermark.handed > streamed_before {
                 1
@@ -141,7 +157,6 @@ impl Replication {
         let system = setup::identify(&mut conn).await?;
         setup::check_wal_level(&mut conn).await?;
         setup::ensure_publications(&mut conn, &self.config).await?;
-        let slot = setup::ensure_slot(&mut conn, &self.config, &self.database.dbname).await?;
         let pool = match pool {
             Some(p) => p.clone(),
             None => {
@@ -155,7 +170,13 @@ impl Replication {
                 p
             }
         };
-        let epoch = setup::resolve_epoch(&pool, &self.config, &system, &slot).await?;
+        let slot = self.slot(&mut conn, &pool).await?;
+        let known = *watermark;
+        let handed = |epoch: Epoch| (known.epoch == Some(epoch)).then_some(known.handed);
+        let (epoch, new) = setup::resolve_epoch(&pool, &self.config, &system, &slot, handed).await?;
+        if new {
+            ReplicationMetrics::count(&self.metrics().epochs_started, 1);
+        }
         if watermark.epoch != Some(epoch) {
             *watermark = Watermark {
                 epoch: Some(epoch),
@@ -168,7 +189,35 @@ impl Replication {
             .await?;
         tracing::info!(slot = %self.config.slot_name, %epoch, from = %watermark.handed, "streaming changes");
         self.state.send_replace(State::Streaming { epoch });
+        self.metrics().set_streaming(true);
         self.stream(conn, epoch, shutdown, watermark).await
+    }
+
+    /// The slot to stream from: the existing one, or a new one in place of a missing or
+    /// invalidated slot.
+    async fn slot(&self, conn: &mut ReplicationConnection, pool: &PgPool) -> Result<setup::Slot, SetupError> {
+        match setup::find_slot(conn, &self.config, &self.database.dbname).await? {
+            SlotFound::Usable(slot) => return Ok(slot),
+            SlotFound::Missing => {}
+            SlotFound::Invalidated => {
+                tracing::warn!(
+                    slot = %self.config.slot_name,
+                    "the replication slot was invalidated (wal_status = lost: it fell behind max_slot_wal_keep_size); \
+                     dropping and recreating it: changes since it fell behind are lost and clients must refetch"
+                );
+                ReplicationMetrics::count(&self.metrics().slots_invalidated, 1);
+                setup::drop_slot(conn, &self.config).await?;
+            }
+        }
+        // Forgotten first: a crash right after creating the slot must not continue the old epoch.
+        setup::forget_epoch(pool, &self.config).await?;
+        let slot = setup::create_slot(conn, &self.config).await?;
+        ReplicationMetrics::count(&self.metrics().slots_created, 1);
+        Ok(slot)
+    }
+
+    fn metrics(&self) -> &ReplicationMetrics {
+        self.bus.replication_metrics()
     }
 
     async fn stream(
@@ -178,7 +227,13 @@ impl Replication {
         shutdown: &CancellationToken,
         watermark: &mut Watermark,
     ) -> Result<(), ReplicationError> {
-        let mut decoder = Decoder::new(epoch);
+        let mut decoder = Decoder::with_limits(
+            epoch,
+            TransactionLimits {
+                max_changes: self.config.max_transaction_changes,
+                max_bytes: self.config.max_transaction_bytes,
+            },
+        );
         let mut progress = Progress::new(watermark.handed);
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,6 +266,7 @@ impl Replication {
                             }
                         }
                         let end = transaction.end_lsn;
+                        self.count(&transaction);
                         self.bus.publish_transaction(Arc::new(transaction));
                         watermark.handed = end;
                         progress.on_handed(end);
@@ -234,6 +290,25 @@ impl Replication {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Replication {
+    fn count(&self, transaction: &crate::change::Transaction) {
+        let metrics = self.metrics();
+        ReplicationMetrics::count(&metrics.transactions, 1);
+        ReplicationMetrics::count(&metrics.changes, transaction.changes.len() as u64);
+        if let Some(overflow) = &transaction.overflow {
+            ReplicationMetrics::count(&metrics.overflowed_transactions, 1);
+            tracing::warn!(
+                changes = overflow.changes,
+                tables = overflow.tables.len(),
+                max_changes = self.config.max_transaction_changes,
+                max_bytes = self.config.max_transaction_bytes,
+                commit_lsn = %transaction.commit_lsn,
+                "a transaction was too large to keep; its subscribers are told to refetch"
+            );
         }
     }
 }
