@@ -278,6 +278,8 @@ pub struct StoredEpoch {
     pub system_identifier: String,
     /// The consistent point of the slot, when the service created it.
     pub slot_consistent_point: Option<Lsn>,
+    /// A new slot was about to replace this epoch's slot.
+    pub replacing: bool,
 }
 
 /// Why the stored epoch cannot continue with this slot (`None`: it continues).
@@ -299,6 +301,9 @@ pub fn new_epoch_reason(
     if slot.created {
         return Some("the slot was created");
     }
+    if stored.replacing {
+        return Some("the slot was being replaced when the service stopped");
+    }
     if stored.system_identifier != system.system_identifier {
         return Some("the database system changed");
     }
@@ -316,13 +321,13 @@ pub fn new_epoch_reason(
     None
 }
 
-/// Forgets the slot's epoch before a new slot is created, so that a crash between creating the
-/// slot and recording its epoch can never continue the old history.
-pub async fn forget_epoch(pool: &PgPool, config: &ReplicationConfig) -> Result<(), SetupError> {
+/// Marks the slot's epoch as ending before a new slot is created, so that a crash between
+/// creating the slot and recording its epoch can never continue the old history.
+pub async fn mark_replacing(pool: &PgPool, config: &ReplicationConfig) -> Result<(), SetupError> {
     if config.temporary_slot {
         return Ok(());
     }
-    sqlx::query("DELETE FROM realtime.replication_epochs WHERE slot_name = $1")
+    sqlx::query("UPDATE realtime.replication_epochs SET replacing = true WHERE slot_name = $1")
         .bind(&config.slot_name)
         .execute(pool)
         .await
@@ -345,17 +350,19 @@ pub async fn resolve_epoch(
         return Ok((fresh(), true));
     }
     let schema = |e: sqlx::Error| SetupError::Schema(e.to_string());
-    let stored: Option<(i64, String, Option<String>)> = sqlx::query_as(
-        "SELECT epoch, system_identifier, slot_consistent_point FROM realtime.replication_epochs WHERE slot_name = $1",
+    let stored: Option<(i64, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT epoch, system_identifier, slot_consistent_point, replacing \
+         FROM realtime.replication_epochs WHERE slot_name = $1",
     )
     .bind(&config.slot_name)
     .fetch_optional(pool)
     .await
     .map_err(schema)?;
-    let stored = stored.map(|(epoch, system_identifier, start)| StoredEpoch {
+    let stored = stored.map(|(epoch, system_identifier, start, replacing)| StoredEpoch {
         epoch: Epoch(epoch as u64),
         system_identifier,
         slot_consistent_point: start.and_then(|s| s.parse().ok()),
+        replacing,
     });
     let handed = stored.as_ref().and_then(|s| handed(s.epoch));
     let Some(reason) = new_epoch_reason(stored.as_ref(), system, slot, handed) else {
@@ -368,7 +375,7 @@ pub async fn resolve_epoch(
          VALUES ($1, $2, $3, $4) \
          ON CONFLICT (slot_name) DO UPDATE SET epoch = excluded.epoch, \
          system_identifier = excluded.system_identifier, \
-         slot_consistent_point = excluded.slot_consistent_point, created_at = now()",
+         slot_consistent_point = excluded.slot_consistent_point, replacing = false, created_at = now()",
     )
     .bind(&config.slot_name)
     .bind(epoch.0 as i64)
@@ -415,6 +422,7 @@ mod tests {
             epoch: Epoch(5),
             system_identifier: "sys".into(),
             slot_consistent_point: start.map(Lsn),
+            replacing: false,
         }
     }
 
@@ -467,6 +475,15 @@ mod tests {
         }
         let reason = new_epoch_reason(Some(&stored(None)), &system("other"), &found(500), None);
         assert_eq!(reason, Some("the database system changed"));
+        let replacing = StoredEpoch {
+            replacing: true,
+            ..stored(None)
+        };
+        let reason = new_epoch_reason(Some(&replacing), &sys, &found(500), None);
+        assert_eq!(
+            reason,
+            Some("the slot was being replaced when the service stopped")
+        );
     }
 
     #[test]

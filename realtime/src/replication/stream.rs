@@ -209,8 +209,8 @@ impl Replication {
                 setup::drop_slot(conn, &self.config).await?;
             }
         }
-        // Forgotten first: a crash right after creating the slot must not continue the old epoch.
-        setup::forget_epoch(pool, &self.config).await?;
+        // Marked first: a crash right after creating the slot must not continue the old epoch.
+        setup::mark_replacing(pool, &self.config).await?;
         let slot = setup::create_slot(conn, &self.config).await?;
         ReplicationMetrics::count(&self.metrics().slots_created, 1);
         Ok(slot)
