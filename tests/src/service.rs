@@ -216,15 +216,11 @@ impl Subscriber {
             .send(Message::text(join.to_string()))
             .await
             .expect("send the join");
-        loop {
-            match subscriber.next(Duration::from_secs(30)).await {
-                Some(Incoming::System(p)) if p["message"] == "Subscribed to PostgreSQL" => {
-                    return subscriber;
-                }
-                Some(Incoming::System(p)) => panic!("subscription refused: {p}"),
-                Some(other) => panic!("before the subscription: {other:?}"),
-                None => panic!("not subscribed within 30 s"),
-            }
+        match subscriber.next(Duration::from_secs(30)).await {
+            Some(Incoming::System(p)) if p["message"] == "Subscribed to PostgreSQL" => subscriber,
+            Some(Incoming::System(p)) => panic!("subscription refused: {p}"),
+            Some(other) => panic!("before the subscription: {other:?}"),
+            None => panic!("not subscribed within 30 s"),
         }
     }
 
