@@ -183,7 +183,7 @@ async fn a_busy_socket_still_has_its_channel_closed_when_the_token_expires() {
             if write.feed(Message::Text(text.into())).await.is_err() {
                 break;
             }
-            if n % 256 == 0 && write.flush().await.is_err() {
+            if n.is_multiple_of(256) && write.flush().await.is_err() {
                 break;
             }
         }
