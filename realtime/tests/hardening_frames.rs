@@ -213,6 +213,56 @@ async fn oversized_messages_close_with_1009_before_they_are_read() {
     healthy.heartbeat().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_from_many_clients_keep_memory_bounded() {
+    const LIMIT: usize = 1024 * 1024;
+    const CLIENTS: usize = 20;
+    let limit = LIMIT.to_string();
+    let server = ServerProcess::start(&[("MAX_FRAME_SIZE", limit.as_str())]).await;
+    let rss_start = server.rss_kib();
+    // Rounds of 20 clients at once, each sending a 1.5 MiB message in 64 KiB fragments.
+    let mut after_round = Vec::new();
+    for _ in 0..5 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CLIENTS {
+            let addr = server.addr;
+            tasks.spawn(async move {
+                let mut raw = RawWs::connect(addr, "2.0.0").await;
+                let part = vec![b' '; 64 * 1024];
+                for i in 0..24 {
+                    let b0 = match i {
+                        0 => 0x01,
+                        23 => 0x80,
+                        _ => 0x00,
+                    };
+                    // The server stops reading at the limit; later writes may fail.
+                    if raw.stream.write_all(&frame(b0, &part)).await.is_err() {
+                        break;
+                    }
+                }
+                raw.recv_close().await
+            });
+        }
+        while let Some(close) = tasks.join_next().await {
+            assert_eq!(close.unwrap(), (1009, "message too large".into()));
+        }
+        after_round.push(server.rss_kib());
+    }
+    println!(
+        "oversized messages: 5 rounds of {CLIENTS} × 1.5 MiB (limit 1 MiB): RSS {rss_start} KiB -> {after_round:?} KiB"
+    );
+    let (first, last) = (after_round[0], after_round[after_round.len() - 1]);
+    // At most every client's buffer at the limit, twice over; and no growth from round to round.
+    let bound = rss_start + (2 * CLIENTS * LIMIT / 1024) as u64;
+    assert!(
+        first < bound,
+        "RSS {first} KiB after the first round, over {bound} KiB"
+    );
+    assert!(last <= first + 4 * 1024, "RSS kept growing: {after_round:?}");
+    let mut c = Client::connect(&server.url(&token(60), "2.0.0"), "2.0.0").await;
+    c.heartbeat().await;
+}
+
 #[tokio::test]
 async fn oversized_and_deep_payloads_are_refused_and_not_delivered() {
     let server = TestServer::start_with(|c| c.server.limits.max_payload_size_kb = 1).await;
