@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
-use super::{SECRET, WAIT, http};
+use super::{SECRET, http};
 
 pub struct ServerProcess {
     pub addr: SocketAddr,
@@ -167,11 +167,4 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port below the ephemeral range");
-}
-
-/// Waits `WAIT` at most for `future`.
-pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no result within {WAIT:?}"))
 }
