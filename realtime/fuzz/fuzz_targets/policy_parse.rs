@@ -30,7 +30,14 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("price", "numeric", "12345678901234567890.0001"),
 ];
 
-const TOPICS: &[&str] = &["room:1", "org:acme:room:red", "", "a:b:c", "dm-ann-bob", "ünï:çødé"];
+const TOPICS: &[&str] = &[
+    "room:1",
+    "org:acme:room:red",
+    "",
+    "a:b:c",
+    "dm-ann-bob",
+    "ünï:çødé",
+];
 
 struct Fixture {
     claims: Vec<Claims>,
@@ -76,7 +83,9 @@ fn fixture() -> &'static Fixture {
                     "email": "a@b.c", "app_metadata": {"org": "acme", "level": 3, "rooms": ["1", "red"]}})),
                 claims(json!({"role": "anon", "exp": 1})),
                 claims(json!({"role": "service_role", "exp": 1})),
-                claims(json!({"role": "authenticated", "sub": 7, "exp": 1, "app_metadata": [1, {"org": null}]})),
+                claims(
+                    json!({"role": "authenticated", "sub": 7, "exp": 1, "app_metadata": [1, {"org": null}]}),
+                ),
             ],
             columns: COLUMNS
                 .iter()
