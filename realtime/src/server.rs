@@ -1,16 +1,25 @@
-//! The HTTP and WebSocket server: binds the routes, runs until shutdown, then drains.
+//! The HTTP and WebSocket server: accepts connections, serves the routes, runs until shutdown,
+//! then drains.
+//!
+//! Each connection is HTTP/1.1 (WebSockets upgrade from it). A client must send its request
+//! head within `handshake_timeout` and keep it under [`MAX_REQUEST_HEAD`] (else 431), so slow
+//! or bloated handshakes (slowloris) cost a connection for a bounded time only.
 //!
 //! Shutdown (the `CancellationToken`): `/readyz` turns 503 at once, the listener stops
-//! accepting, every socket closes with 1001 (each session watches the token itself, since
-//! axum's graceful shutdown does not cover upgraded connections), and `run` returns when all
-//! socket tasks ended or the grace period (`shutdown_grace`) ran out, whichever comes first.
+//! accepting, HTTP connections finish their request and close, every socket closes with 1001
+//! (each session watches the token itself: an upgraded connection is no longer HTTP's), and
+//! `run` returns when all of them ended or the grace period (`shutdown_grace`) ran out,
+//! whichever comes first.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::LocalBus;
 use crate::channels::registry;
@@ -19,10 +28,12 @@ use crate::http;
 use crate::node::Node;
 use crate::policy::{PolicyError, PolicySet};
 
+/// The longest request head (request line and headers) accepted. A JWT in the query string or
+/// the `x-api-key` header is a few KB; a head larger than this is answered 431.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("HTTP server failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("invalid policy files: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policies(Vec<PolicyError>),
 }
@@ -63,35 +74,23 @@ pub async fn run(
         ));
     }
 
-    let listener = listener.tap_io(|tcp| {
-        // Frames are small and latency matters more than packet count.
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let serve = axum::serve(listener, http::router(node.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let mut serve = tokio::spawn(serve);
+    let connections = TaskTracker::new();
+    let accepting = tokio::spawn(accept(
+        listener,
+        http::router(node.clone()),
+        node.config.server.limits.handshake_timeout,
+        shutdown.clone(),
+        connections.clone(),
+    ));
+    shutdown.cancelled().await;
+    // The listener is dropped when the accept loop ends: no new connections from here on.
+    let _ = accepting.await;
 
-    let served = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        result = &mut serve => Some(result),
-    };
-    if let Some(result) = served {
-        // The server stopped on its own: an I/O failure.
-        dispatcher.abort();
-        return match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.into()),
-            Err(join) => Err(std::io::Error::other(join).into()),
-        };
-    }
-
+    connections.close();
     node.tracker.close();
     let drained = tokio::time::timeout(grace, async {
         node.tracker.wait().await;
-        let _ = serve.await;
+        connections.wait().await;
     })
     .await;
     if drained.is_err() {
@@ -102,4 +101,69 @@ pub async fn run(
     }
     dispatcher.abort();
     Ok(())
+}
+
+/// Accepts connections until `shutdown`, serving each on its own task (tracked by
+/// `connections`). Accept errors (out of file descriptors, mostly) are logged and retried after
+/// a pause rather than ending the server.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .max_header_size(MAX_REQUEST_HEAD);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept connections; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // Frames are small and latency matters more than packet count.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        tokio::spawn(connections.track_future(async move {
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight (a handshake hands its socket over first).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // Timeouts, oversized heads and clients that vanish end here; nothing to act on.
+            if let Err(error) = served {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        }));
+    }
+}
+
+/// Errors of one connection that arrived and went before it was accepted.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

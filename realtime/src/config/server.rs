@@ -97,6 +97,9 @@ pub struct Limits {
     pub connect_error_backoff: Duration,
     /// Sockets without a heartbeat for this long are closed.
     pub idle_timeout: Duration,
+    /// Time a client has to send a request head (a WebSocket handshake included) and a REST
+    /// request its body; slower connections are closed (slowloris).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -115,6 +118,7 @@ impl Default for Limits {
             channel_error_backoff: Duration::from_millis(5000),
             connect_error_backoff: Duration::from_millis(2000),
             idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -364,6 +368,7 @@ fn load_limits(r: &mut Reader<'_, '_>) -> Limits {
         "connect_error_backoff_ms"
     );
     millis!(idle_timeout, "IDLE_TIMEOUT_MS", "idle_timeout_ms");
+    millis!(handshake_timeout, "HANDSHAKE_TIMEOUT_MS", "handshake_timeout_ms");
     if l.client_presence_window.is_zero() {
         r.errors.push(ConfigError::new(
             blame(
@@ -378,6 +383,17 @@ fn load_limits(r: &mut Reader<'_, '_>) -> Limits {
     if l.idle_timeout.is_zero() {
         r.errors.push(ConfigError::new(
             blame(r.sources, "IDLE_TIMEOUT_MS", "limits", "idle_timeout_ms"),
+            "must be more than 0",
+        ));
+    }
+    if l.handshake_timeout.is_zero() {
+        r.errors.push(ConfigError::new(
+            blame(
+                r.sources,
+                "HANDSHAKE_TIMEOUT_MS",
+                "limits",
+                "handshake_timeout_ms",
+            ),
             "must be more than 0",
         ));
     }
@@ -525,6 +541,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "channel_error_backoff_ms",
             "connect_error_backoff_ms",
             "idle_timeout_ms",
+            "handshake_timeout_ms",
         ],
     ),
 ];

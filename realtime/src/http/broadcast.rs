@@ -20,9 +20,14 @@ use crate::auth::Claims;
 use crate::broadcast::Broadcast;
 use crate::channels::{ChannelEvent, EventKind, TopicKey};
 use crate::node::Node;
-use crate::transport::phoenix::UserData;
+use crate::transport::phoenix::{MAX_JSON_DEPTH, UserData, within_depth};
 
 const TOO_LARGE: &str = "Payload size exceeds tenant limit";
+
+/// The answer to a payload nested deeper than [`MAX_JSON_DEPTH`].
+fn too_deep() -> String {
+    format!("nests deeper than {MAX_JSON_DEPTH} levels")
+}
 
 async fn authorize(node: &Node, headers: &HeaderMap) -> Result<Claims, Response> {
     let bearer = headers
@@ -90,6 +95,9 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
         Ok(claims) => claims,
         Err(response) => return response,
     };
+    if !within_depth(&body, MAX_JSON_DEPTH) {
+        return unprocessable(json!({ "messages": [too_deep()] }));
+    }
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(error) => return unprocessable(json!({ "messages": [error.to_string()] })),
@@ -140,6 +148,9 @@ pub async fn single(
         .trim()
         .to_ascii_lowercase();
     let data = match mime.as_str() {
+        "application/json" if !within_depth(&body, MAX_JSON_DEPTH) => {
+            return unprocessable(json!({ "payload": [too_deep()] }));
+        }
         "application/json" => match std::str::from_utf8(&body)
             .ok()
             .and_then(|t| RawValue::from_string(t.to_owned()).ok())

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use tower_http::cors::CorsLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::node::Node;
 use crate::transport::websocket;
@@ -21,6 +22,12 @@ pub fn router(node: Arc<Node>) -> Router {
     let api = Router::new()
         .route("/broadcast", post(broadcast::batch))
         .route("/broadcast/{topic}/events/{event}", post(broadcast::single))
+        // A body that trickles in must not hold its connection for longer than a handshake may
+        // (the server bounds the request head the same way).
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            node.config.server.limits.handshake_timeout,
+        ))
         // Browsers call the API cross-origin; Supabase answers CORS with `*`.
         .layer(CorsLayer::permissive());
     Router::new()

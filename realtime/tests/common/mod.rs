@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use realtime::bus::LocalBus;
 use realtime::config::{Config, Secret};
 
+pub mod process;
+
 pub const SECRET: &str = "test-secret-with-enough-length-for-hs256";
 pub const WAIT: Duration = Duration::from_secs(5);
 

@@ -54,6 +54,7 @@ outbound_queue_frames = 16
 channel_error_backoff_ms = 17
 connect_error_backoff_ms = 18
 idle_timeout_ms = 19000
+handshake_timeout_ms = 20000
 "#;
     let s = load(file, &[]).expect("valid file").server;
     assert_eq!(s.port, 4100);
@@ -103,6 +104,7 @@ idle_timeout_ms = 19000
     assert_eq!(l.channel_error_backoff, Duration::from_millis(17));
     assert_eq!(l.connect_error_backoff, Duration::from_millis(18));
     assert_eq!(l.idle_timeout, Duration::from_secs(19));
+    assert_eq!(l.handshake_timeout, Duration::from_secs(20));
     // `config check` knows every key the loader reads.
     let path = std::env::temp_dir().join(format!("realtime-config-all-{}.toml", std::process::id()));
     std::fs::write(&path, file).expect("write temp config");
@@ -184,6 +186,7 @@ fn each_bad_value_names_its_key() {
         ("CHANNEL_ERROR_BACKOFF_MS", "-5"),
         ("CONNECT_ERROR_BACKOFF_MS", "soon"),
         ("IDLE_TIMEOUT_MS", "0"),
+        ("HANDSHAKE_TIMEOUT_MS", "0"),
         ("SHUTDOWN_GRACE_PERIOD_MS", "1s"),
         ("JWT_CLAIM_VALIDATORS", "{iss: x}"),
         ("JWT_CLAIM_VALIDATORS", "[\"iss\"]"),

@@ -121,6 +121,9 @@ pub fn decode_binary(frame: Bytes) -> Result<Inbound, FrameError> {
             let data = match enc {
                 0 => UserData::Binary(rest),
                 1 => {
+                    if !super::within_depth(&rest, super::MAX_JSON_DEPTH) {
+                        return Err(FrameError::TooDeep);
+                    }
                     let text = std::str::from_utf8(&rest).map_err(|_| FrameError::Utf8)?;
                     let raw = RawValue::from_string(text.to_owned())
                         .map_err(|_| FrameError::Json("2.0.0 binary"))?;

@@ -1,11 +1,50 @@
-//! Small JSON helpers for the frame codec: string escaping for hand-built frames and lenient
-//! parsing of message refs.
+//! Small JSON helpers for the frame codec: string escaping for hand-built frames, lenient
+//! parsing of message refs, and the nesting limit of client JSON.
 
 use std::fmt::Write as _;
 
 use serde::Deserializer;
 use serde::de::{self, Visitor};
 use serde_json::value::RawValue;
+
+/// The deepest nesting of arrays and objects accepted in client JSON (a whole text frame, or a
+/// JSON payload of a binary frame or a REST request). Payloads are relayed as sent, wrapped in
+/// up to two more levels, so this stays well under the 128 levels common parsers accept
+/// (serde_json's default): nothing we deliver is too deep for a receiver to read.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Whether `text` nests arrays and objects at most `max` levels deep. Counts brackets outside
+/// strings in one pass without validating anything (the parser does that), so it is safe to
+/// run first on any bytes.
+pub fn within_depth(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
 
 /// Appends `s` as a JSON string literal (quoted and escaped).
 pub fn write_json_str(out: &mut String, s: &str) {
@@ -97,6 +136,21 @@ mod tests {
             write_json_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap(), "for {s:?}");
         }
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(within_depth(nested(3).as_bytes(), 3));
+        assert!(!within_depth(nested(4).as_bytes(), 3));
+        assert!(!within_depth("[{[{".as_bytes(), 3), "unclosed counts too");
+        assert!(within_depth(br#"[{"a":"[[[[{{{{","b":"\"[[[["}]"#, 2));
+        assert!(
+            !within_depth(br#"[{"a":"\\","b":[[]]}]"#, 3),
+            "an escaped backslash ends"
+        );
+        assert!(within_depth(b"]]]][[", 2), "stray closers do not go negative");
+        assert!(within_depth(b"", 0));
     }
 
     #[test]

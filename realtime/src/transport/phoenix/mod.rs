@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use binary::{Encoding, UserData, decode_binary, encode_user_broadcast};
-pub use json::write_json_str;
+pub use json::{MAX_JSON_DEPTH, within_depth, write_json_str};
 
 /// Serializer version chosen by the client at connect time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,10 +94,16 @@ pub enum FrameError {
     Utf8,
     #[error("binary frame encoding {0} is unknown")]
     Encoding(u8),
+    #[error("JSON nests deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
 }
 
 /// Decodes a text frame.
 pub fn decode_text(vsn: Vsn, text: &str) -> Result<Inbound, FrameError> {
+    // Checked before parsing, so that no deeper value is ever parsed, stored or relayed.
+    if !within_depth(text.as_bytes(), MAX_JSON_DEPTH) {
+        return Err(FrameError::TooDeep);
+    }
     match vsn {
         Vsn::V1 => decode_v1(text),
         Vsn::V2 => decode_v2(text),

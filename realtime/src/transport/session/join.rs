@@ -1,5 +1,6 @@
-//! `phx_join`: checks, in Supabase's order, the topic, the join rate, the channel count, the
-//! token and (private channels) the policy; then replies, registers the channel and pushes the
+//! `phx_join`: checks, in Supabase's order, the topic, the join rate (which every channel join
+//! counts against, refused ones too), the channel count, the token and (private channels) the
+//! policy; then replies, registers the channel and pushes the
 //! presence state. Errors are replies `{"reason":"<Code>: <message>"}` sent after the channel
 //! error backoff, to damp reconnect storms.
 
@@ -99,10 +100,19 @@ impl Session {
         if msg.join_ref.is_none() {
             msg.join_ref = msg.msg_ref.clone();
         }
-        let sub_topic = match topic::sub_topic(&msg.topic) {
+        // Topics outside `realtime:` are not channels (Phoenix answers them at once).
+        let topic = topic::sub_topic(&msg.topic);
+        if topic == Err(TopicError::Unmatched) {
+            return self.reply(&msg, Status::Error, UNMATCHED);
+        }
+        // Every channel join counts, refused ones included: each refusal waits out the error
+        // backoff in this session, so uncounted ones would pile up without bound.
+        if !self.node.limits.join(std::time::Instant::now()) {
+            return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
+        }
+        let sub_topic = match topic {
             Ok(sub) => sub.to_owned(),
-            Err(TopicError::Unmatched) => return self.reply(&msg, Status::Error, UNMATCHED),
-            Err(e @ TopicError::NameRequired) => return self.join_error(&msg, &e.to_string(), None),
+            Err(e) => return self.join_error(&msg, &e.to_string(), None),
         };
         // A second join of a joined topic replaces the first channel.
         if self.channel(&msg.topic).is_some() {
@@ -110,9 +120,6 @@ impl Session {
         }
         let params = JoinParams::parse(msg.payload.as_json());
 
-        if !self.node.limits.join(std::time::Instant::now()) {
-            return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
-        }
         let limits = &self.node.config.server.limits;
         if self.channels.len() >= limits.max_channels_per_client {
             return self.join_error(&msg, TOO_MANY_CHANNELS_REASON, None);

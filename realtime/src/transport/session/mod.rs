@@ -135,12 +135,15 @@ impl Session {
             if let Some(close) = self.pending_close.take() {
                 break close;
             }
+            // A socket that will be closed once a delayed reply is out reads nothing more: a
+            // flood would only pile up work for a client that is leaving.
+            let reading = !self.delayed.iter().any(|d| d.then.is_some());
             tokio::select! {
                 biased;
                 // Shutdown first, then the client's queue, then its frames, then timers.
                 _ = shutdown.cancelled() => break Close::Shutdown,
                 _ = outbound.wait() => {}
-                frame = socket.recv() => match frame {
+                frame = socket.recv(), if reading => match frame {
                     Ok(Message::Close(_)) => break Close::ClientClosed,
                     Ok(message) => {
                         self.last_activity = Instant::now();
