@@ -22,3 +22,4 @@ pub mod presence;
 pub mod replication;
 pub mod server;
 pub mod transport;
+pub mod window;
