@@ -1,7 +1,7 @@
 //! The resume window: the recent committed transactions kept in memory so that a client coming
 //! back with its last position can be sent exactly what it missed.
 //!
-//! Pure (no I/O, no clock: callers pass the time). Two owners apply the same rule:
+//! Pure (no I/O; callers pass the time, read with [`now_micros`]). Two owners apply the same rule:
 //! - the changes dispatcher keeps the transactions themselves ([`Window`]) and answers
 //!   [`Window::after`] for resuming subscriptions;
 //! - the replication task keeps only their LSNs, commit times and sizes ([`Retention`]) and
@@ -45,6 +45,14 @@ impl WindowLimits {
         let max_age = i64::try_from(self.max_age.as_micros()).unwrap_or(i64::MAX);
         age > max_age || total_bytes > self.max_bytes
     }
+}
+
+/// The wall clock in microseconds since the Unix epoch, the scale of commit timestamps: what
+/// both owners of the window pass as "now".
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// The memory a transaction takes in the window, estimated from what it holds: row JSON, cell

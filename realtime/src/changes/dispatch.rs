@@ -174,7 +174,7 @@ impl Dispatcher {
                 );
                 let frame = frames
                     .entry(frame_key)
-                    .or_insert_with(|| encode_push(&interest, change.kind, &data))
+                    .or_insert_with(|| encode_push(&interest, change, &data))
                     .clone();
                 // A full queue closes that socket (its session sees the overflow); others go on.
                 let _ = interest.subscription.outbound.push(frame);
@@ -314,10 +314,10 @@ fn narrow_old(old: &OldImage, columns: &ColumnSet) -> OldImage {
     }
 }
 
-fn encode_push(interest: &Interest, kind: ChangeKind, data: &str) -> Bytes {
+fn encode_push(interest: &Interest, change: &RowChange, data: &str) -> Bytes {
     let s = &interest.subscription;
     let text = if s.legacy {
-        phoenix::encode_text(s.vsn, None, None, &s.topic, kind.as_str(), data)
+        phoenix::encode_text(s.vsn, None, None, &s.topic, change.kind.as_str(), data)
     } else {
         phoenix::encode_text(
             s.vsn,
@@ -325,7 +325,7 @@ fn encode_push(interest: &Interest, kind: ChangeKind, data: &str) -> Bytes {
             None,
             &s.topic,
             "postgres_changes",
-            &push_payload(&interest.ids, data),
+            &push_payload(&interest.ids, &change.position, data),
         )
     };
     crate::transport::ws::frame::text(&text)

@@ -7,6 +7,7 @@
 //! - [`access`]: Postgres's own privileges and row-level security, for tables without rules.
 //! - [`payload`]: the `data` object of a push, encoded once per subscriber group, and the push
 //!   payload spliced around it.
+//! - [`resume`]: the `since` a resuming client sends and the `system` messages about it.
 //!
 //! All but `access` are pure (no I/O).
 
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod filter;
 mod inspect;
 pub mod payload;
+pub mod resume;
 pub mod service;
 pub mod subscription;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use sqlx::PgPool;
 
 use crate::auth::Claims;
-use crate::change::{Column, ReplicaIdentity, Table};
+use crate::change::{Column, Position, ReplicaIdentity, Table};
 use crate::changes::access::{Access, AccessOptions, key_selectable};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::subscription::Binding;
@@ -34,6 +34,9 @@ pub struct Subscription {
     pub bindings: Vec<Binding>,
     /// A legacy join (no `config`): pushes carry the change kind as event and `data` alone.
     pub legacy: bool,
+    /// Resume after this position (`postgres_changes_options.since`): the dispatcher first
+    /// sends every windowed change after it, then the live stream.
+    pub since: Option<Position>,
 }
 
 /// The Postgres Changes side of a node.
