@@ -147,6 +147,7 @@ fn config(database: DatabaseConfig, policies: PathBuf, secret: &str) -> Config {
             temporary_slot: true,
             publications: vec!["bench_changes".to_owned()],
             manage_publication: false,
+            ..ReplicationConfig::default()
         },
         server: ServerConfig {
             port: 0,

@@ -231,6 +231,7 @@ async fn drain_ours(
         temporary_slot: false,
         publications: vec![publication.to_owned()],
         manage_publication: false,
+        ..ReplicationConfig::default()
     };
     let bus = LocalBus::new(BUS_CAPACITY);
     let mut receiver = bus.subscribe_transactions();
