@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::change::Transaction;
+use crate::change::{Epoch, Transaction};
 use crate::channels::ChannelEvent;
 
 /// In-process bus for one node. Receivers that fall behind by more than the capacity see
@@ -18,6 +18,9 @@ use crate::channels::ChannelEvent;
 pub struct LocalBus {
     changes: broadcast::Sender<Arc<Transaction>>,
     channel_events: broadcast::Sender<Arc<ChannelEvent>>,
+    /// The epoch the change stream is in, once streaming: lets consumers judge a resume
+    /// position before the first transaction of a run arrives.
+    epoch: Arc<watch::Sender<Option<Epoch>>>,
 }
 
 impl LocalBus {
@@ -27,7 +30,18 @@ impl LocalBus {
         LocalBus {
             changes,
             channel_events,
+            epoch: Arc::new(watch::channel(None).0),
         }
+    }
+
+    /// Announces the epoch of the transactions that follow.
+    pub fn announce_epoch(&self, epoch: Epoch) {
+        self.epoch.send_replace(Some(epoch));
+    }
+
+    /// The epoch last announced (`None` before the stream started).
+    pub fn epoch(&self) -> Option<Epoch> {
+        *self.epoch.borrow()
     }
 
     /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is

@@ -180,6 +180,7 @@ impl Replication {
         conn.start_replication(&setup::start_command(&self.config, continuity.handed))
             .await?;
         tracing::info!(slot = %self.config.slot_name, %epoch, from = %continuity.handed, "streaming changes");
+        self.bus.announce_epoch(epoch);
         self.state.send_replace(State::Streaming { epoch });
         self.stream(conn, epoch, shutdown, continuity).await
     }
