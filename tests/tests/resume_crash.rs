@@ -101,6 +101,8 @@ struct Seen {
     refetches: Vec<Value>,
     /// How many times it joined.
     joins: usize,
+    /// How many times it heard "Subscribed to PostgreSQL".
+    subscribed: usize,
 }
 
 /// How a client comes back after losing its connection.
@@ -207,6 +209,9 @@ async fn follow(
                 Some("system") if payload["refetch"] == json!(true) => {
                     seen.lock().expect("lock").refetches.push(payload);
                 }
+                Some("system") if payload["message"] == json!("Subscribed to PostgreSQL") => {
+                    seen.lock().expect("lock").subscribed += 1;
+                }
                 _ => {}
             }
         }
@@ -269,11 +274,10 @@ async fn killed_during_10000_inserts_resuming_clients_get_every_change_once_in_o
         .map(|(vsn, filter)| Client::start(port, vsn, filter, Comeback::Resume, stop.clone()))
         .collect();
     let plain = Client::start(port, "2.0.0", None, Comeback::Plain, stop.clone());
-    wait_for("every client to join", || {
-        resuming.iter().chain([&plain]).all(|c| c.seen().joins == 1)
+    wait_for("every client to subscribe", || {
+        resuming.iter().chain([&plain]).all(|c| c.seen().subscribed == 1)
     })
     .await;
-    // Joined is not yet subscribed: wait for a first change to reach everyone.
     exec(&db, "INSERT INTO items (grp) VALUES (0), (1)").await;
     wait_for("a first change everywhere", || {
         resuming.iter().chain([&plain]).all(|c| c.count() >= 1)
@@ -342,7 +346,7 @@ async fn a_transaction_open_across_a_crash_arrives_once_after_the_restart() {
         .into_iter()
         .map(|vsn| Client::start(port, vsn, None, Comeback::Resume, stop.clone()))
         .collect();
-    wait_for("the clients to join", || clients.iter().all(|c| c.seen().joins == 1)).await;
+    wait_for("the clients to subscribe", || clients.iter().all(|c| c.seen().subscribed == 1)).await;
     exec(&db, "INSERT INTO items (grp) VALUES (0)").await;
     wait_for("a first change", || clients.iter().all(|c| c.count() == 1)).await;
 
