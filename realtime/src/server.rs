@@ -59,6 +59,7 @@ pub async fn run(
         tokio::spawn(crate::changes::dispatch::run(
             changes.clone(),
             bus.subscribe_transactions(),
+            bus.clone(),
             shutdown.clone(),
         ));
     }

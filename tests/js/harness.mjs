@@ -170,6 +170,15 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
       if (!database) throw new Error('startServer({ database: true }) has no database')
       return psql(pgPort, text)
     },
+    /**
+     * One `psql` session kept open (only with `{ database: true }`): `run(text)` sends the
+     * statement at once, without starting a process, and resolves when it is done. Statements
+     * run one after another in the order sent. `close()` ends the session.
+     */
+    sqlSession() {
+      if (!database) throw new Error('startServer({ database: true }) has no database')
+      return new SqlSession(pgPort)
+    },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM')
@@ -184,12 +193,58 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
   }
 }
 
+const PSQL_ARGS = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres']
+
+/** See `sqlSession()`: statements go to one `psql` over stdin, each followed by a marker. */
+class SqlSession {
+  constructor(port) {
+    this.child = spawn('psql', [...PSQL_ARGS, '-p', String(port)], {
+      env: { ...process.env, PGPASSWORD: 'postgres' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    this.pending = []
+    this.sent = 0
+    this.err = ''
+    let out = ''
+    this.child.stdout.on('data', (d) => {
+      out += d
+      let end
+      while ((end = out.indexOf('\n')) >= 0) {
+        const line = out.slice(0, end)
+        out = out.slice(end + 1)
+        if (line.startsWith('-- done ') && this.pending.length > 0) this.pending.shift().resolve()
+      }
+    })
+    this.child.stderr.on('data', (d) => (this.err = (this.err + d).slice(-4000)))
+    this.child.on('exit', (code) => {
+      for (const p of this.pending.splice(0)) p.reject(new Error(`psql exited (${code}): ${this.err}`))
+      this.exited = true
+    })
+  }
+
+  run(text) {
+    if (this.exited) return Promise.reject(new Error(`psql has exited: ${this.err}`))
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject })
+      this.sent += 1
+      this.child.stdin.write(`${text};\n\\echo '-- done ${this.sent}'\n`)
+    })
+  }
+
+  close() {
+    if (this.exited) return Promise.resolve()
+    const exited = new Promise((resolve) => this.child.on('exit', resolve))
+    this.child.stdin.end()
+    return exited
+  }
+}
+
 /** Runs `psql` against the embedded cluster on `port`; resolves with its output. */
 function psql(port, text) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'psql',
-      ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-c', text],
+      [...PSQL_ARGS, '-p', String(port), '-c', text],
       { env: { ...process.env, PGPASSWORD: 'postgres' }, stdio: ['ignore', 'pipe', 'pipe'] }
     )
     let out = ''

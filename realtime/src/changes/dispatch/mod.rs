@@ -1,0 +1,260 @@
+//! The changes dispatcher: committed transactions from the bus → `postgres_changes` pushes.
+//!
+//! One task, in commit order. It owns what it learned about each table shape
+//! ([`TableFacts`]: bound policy rules, primary key) and, in [`Followers`], the resume window and
+//! who gets what: the live [`Audience`], rebuilt when the subscriptions change, and the
+//! subscriptions being caught up from the window. Delivering a transaction to an audience
+//! ([`Dispatcher::deliver`]) decides visibility once per (table, claim group) — in-process for
+//! tables with policy rules, batched through Postgres for the rest — then walks the changes in
+//! commit order and fans each out to the groups ([`fanout`]). The cost of a change grows with
+//! the number of groups; sockets only cost a queue push each.
+//!
+//! - [`followers`]: the window, live and resuming subscriptions, the seam between them.
+//! - [`groups`]: audiences, per-table plans, claim groups and groups.
+//! - [`fanout`]: one change → shared frames in the groups' outbound queues.
+
+pub mod fanout;
+pub mod followers;
+pub mod groups;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::LocalBus;
+use crate::change::{RowChange, Table, Transaction};
+use crate::changes::payload::PayloadLimits;
+use crate::changes::payload::has_key_columns;
+use crate::changes::service::Changes;
+use crate::policy::table::PreparedChange;
+use crate::policy::{BoundRules, ColumnSet, Visibility};
+pub use followers::Followers;
+pub use groups::{Audience, TableAccess, TableFacts, TablePlan};
+
+/// How often replays go on while some subscription is being caught up and nothing else
+/// happens: as often as its socket may have drained.
+const CATCH_UP_PACE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Runs until shutdown or until the bus closes. `bus` tells the stream's epoch.
+pub async fn run(
+    changes: Arc<Changes>,
+    mut transactions: tokio::sync::broadcast::Receiver<Arc<Transaction>>,
+    bus: LocalBus,
+    shutdown: CancellationToken,
+) {
+    let mut dispatcher = Dispatcher::new(changes.clone());
+    let mut followers = Followers::new(changes.window);
+    loop {
+        followers.sync(&changes);
+        let catching_up = followers.catching_up();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            // Committed transactions, in commit order: into the window, then to the live.
+            received = transactions.recv() => match received {
+                Ok(t) => followers.publish(&mut dispatcher, t).await,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::error!(skipped = n, "the changes dispatcher fell behind the stream; every subscription is told to refetch");
+                    followers.gap();
+                }
+                Err(RecvError::Closed) => return,
+            },
+            // A resuming subscription is replayed to at once, not at the next transaction.
+            _ = changes.changed() => followers.sync(&changes),
+            _ = tokio::time::sleep(CATCH_UP_PACE), if catching_up => {}
+        }
+        // Replays go on between transactions, a bounded piece at a time.
+        if followers.catching_up() {
+            followers.catch_up(&mut dispatcher, bus.epoch()).await;
+        }
+    }
+}
+
+pub struct Dispatcher {
+    changes: Arc<Changes>,
+    /// Per table OID, the facts of its latest shape.
+    facts: HashMap<u32, Arc<TableFacts>>,
+}
+
+/// Visibility decisions for the changes of one table in one transaction: per claim group of
+/// the table's plan, one per change of the table, in order.
+struct Decisions {
+    table: Arc<Table>,
+    per_claim_group: Vec<Vec<Visibility>>,
+}
+
+impl Dispatcher {
+    pub fn new(changes: Arc<Changes>) -> Dispatcher {
+        Dispatcher {
+            changes,
+            facts: HashMap::new(),
+        }
+    }
+
+    /// Delivers `transaction` to `audience` alone, in commit order. Returns how many frames
+    /// were queued.
+    pub async fn deliver(&mut self, transaction: &Transaction, audience: &mut Audience) -> usize {
+        if transaction.changes.is_empty() || audience.is_empty() {
+            return 0;
+        }
+        let tables = tables_of(transaction);
+        let mut decisions: Vec<Decisions> = Vec::with_capacity(tables.len());
+        for table in &tables {
+            let facts = self.facts(table).await;
+            audience.prepare(&facts, &tables);
+            let Some(plan) = audience.plan(table) else {
+                continue;
+            };
+            if plan.claim_groups.is_empty() {
+                continue;
+            }
+            let changes: Vec<&RowChange> = transaction
+                .changes
+                .iter()
+                .filter(|c| Arc::ptr_eq(&c.table, table))
+                .map(|c| &**c)
+                .collect();
+            decisions.push(Decisions {
+                table: table.clone(),
+                per_claim_group: self.decide(plan, &changes).await,
+            });
+        }
+        push_in_order(transaction, audience, &decisions, self.changes.limits)
+    }
+
+    /// Per claim group of `plan`, the visibility of each of `changes` (all of the plan's table).
+    async fn decide(&self, plan: &TablePlan, changes: &[&RowChange]) -> Vec<Vec<Visibility>> {
+        let table = &plan.facts.table;
+        match &plan.facts.access {
+            TableAccess::Rules(rules) => decide_by_rules(rules, plan, changes),
+            TableAccess::Unbound => plan
+                .claim_groups
+                .iter()
+                .map(|_| vec![Visibility::Hidden; changes.len()])
+                .collect(),
+            TableAccess::Postgres => {
+                let mut out = Vec::with_capacity(plan.claim_groups.len());
+                for group in &plan.claim_groups {
+                    let decided = self.changes.access.decide(table, &group.claims, changes).await;
+                    out.push(decided.unwrap_or_else(|error| {
+                        tracing::warn!(%error, table = %table.name, "access check failed; the changes are withheld from this group");
+                        vec![Visibility::Hidden; changes.len()]
+                    }));
+                }
+                out
+            }
+        }
+    }
+
+    /// The facts of `table`'s shape, looked up once per shape.
+    async fn facts(&mut self, table: &Arc<Table>) -> Arc<TableFacts> {
+        if let Some(facts) = self.facts.get(&table.oid)
+            && Arc::ptr_eq(&facts.table, table)
+        {
+            return facts.clone();
+        }
+        let facts = Arc::new(self.read_facts(table).await);
+        self.facts.insert(table.oid, facts.clone());
+        facts
+    }
+
+    async fn read_facts(&self, table: &Arc<Table>) -> TableFacts {
+        // The stream's key flags are the replica identity (every column under REPLICA IDENTITY
+        // FULL); the catalog knows the primary key, which is what key-only images show.
+        let catalog_key = match self.changes.primary_key_names(table.oid).await {
+            Ok(names) => Some(names),
+            Err(error) => {
+                tracing::warn!(%error, table = %table.name, "cannot read the primary key; using the replica identity");
+                None
+            }
+        };
+        let catalog_key = catalog_key.filter(|names| !names.is_empty());
+        let identity: Vec<usize> = (0..table.columns.len())
+            .filter(|&i| table.columns[i].key)
+            .collect();
+        let width = table.columns.len();
+        let primary_key = match &catalog_key {
+            Some(names) => Some(ColumnSet::from_indexes(
+                width,
+                names
+                    .iter()
+                    .filter_map(|n| table.columns.iter().position(|c| *c.name == **n)),
+            )),
+            None => has_key_columns(table).then(|| ColumnSet::from_indexes(width, identity.iter().copied())),
+        };
+        let access = match self.changes.policy.table_rules(&table.schema, &table.name) {
+            None => TableAccess::Postgres,
+            Some(rules) => {
+                let key_names: Vec<&str> = match &catalog_key {
+                    Some(names) => names.iter().map(String::as_str).collect(),
+                    None => identity.iter().map(|&i| &*table.columns[i].name).collect(),
+                };
+                match rules.bind_with_primary_key(table, &key_names) {
+                    Ok(bound) => TableAccess::Rules(Arc::new(bound)),
+                    Err(error) => {
+                        tracing::error!(%error, table = %table.name, "policy rules do not fit the table; its changes go to nobody");
+                        TableAccess::Unbound
+                    }
+                }
+            }
+        };
+        TableFacts {
+            table: table.clone(),
+            access,
+            primary_key,
+        }
+    }
+}
+
+/// Per claim group of `plan`, the visibility of each of `changes` under the table's rules: the
+/// row images are read once, then the rules run once per claim group.
+fn decide_by_rules(rules: &BoundRules, plan: &TablePlan, changes: &[&RowChange]) -> Vec<Vec<Visibility>> {
+    let prepared: Vec<PreparedChange<'_>> = changes.iter().map(|c| rules.prepare(c)).collect();
+    plan.claim_groups
+        .iter()
+        .map(|group| prepared.iter().map(|p| p.decide(&group.claims)).collect())
+        .collect()
+}
+
+/// Fans the changes of `transaction` out to `audience` in commit order, with the visibility
+/// already decided per table. Returns how many frames were queued.
+fn push_in_order(
+    transaction: &Transaction,
+    audience: &mut Audience,
+    decisions: &[Decisions],
+    limits: PayloadLimits,
+) -> usize {
+    let mut position_in_table: HashMap<usize, usize> = HashMap::new();
+    let mut pushed = 0;
+    for change in &transaction.changes {
+        let Some(decided) = decisions.iter().find(|d| Arc::ptr_eq(&d.table, &change.table)) else {
+            continue;
+        };
+        let slot = position_in_table
+            .entry(Arc::as_ptr(&change.table) as usize)
+            .or_default();
+        let index = *slot;
+        *slot += 1;
+        let Some(plan) = audience.plan_mut(&change.table) else {
+            continue;
+        };
+        let visibility = |k: usize| &decided.per_claim_group[k][index];
+        pushed += fanout::fan_out(change, plan, visibility, limits);
+    }
+    pushed
+}
+
+/// The table shapes a transaction touches, each once, in first-seen order.
+fn tables_of(transaction: &Transaction) -> Vec<Arc<Table>> {
+    let mut seen: Vec<Arc<Table>> = Vec::new();
+    for change in &transaction.changes {
+        if !seen.iter().any(|t| Arc::ptr_eq(t, &change.table)) {
+            seen.push(change.table.clone());
+        }
+    }
+    seen
+}
