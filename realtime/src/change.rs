@@ -562,10 +562,7 @@ mod tests {
         }
         let good = "00000000000000ab-00000000016B374C-0000002F";
         assert_eq!("".parse::<Position>(), Err(ParsePositionError::Length(0)));
-        assert_eq!(
-            good[1..].parse::<Position>(),
-            Err(ParsePositionError::Length(41))
-        );
+        assert_eq!(good[1..].parse::<Position>(), Err(ParsePositionError::Length(41)));
         assert_eq!(
             good.replace('-', "_").parse::<Position>(),
             Err(ParsePositionError::Character(17))

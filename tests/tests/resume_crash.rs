@@ -36,7 +36,11 @@ fn free_port() -> u16 {
         ^ u64::from(std::process::id());
     for attempt in 0..500u64 {
         let span = u64::from(low.saturating_sub(10_000).max(1));
-        let port = 10_000 + ((seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 7919)) % span) as u16;
+        let port = 10_000
+            + ((seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(attempt * 7919))
+                % span) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -122,7 +126,13 @@ struct Client {
 }
 
 impl Client {
-    fn start(port: u16, vsn: &'static str, filter: Option<i32>, comeback: Comeback, stop: CancellationToken) -> Client {
+    fn start(
+        port: u16,
+        vsn: &'static str,
+        filter: Option<i32>,
+        comeback: Comeback,
+        stop: CancellationToken,
+    ) -> Client {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let label = format!(
             "vsn {vsn}, {}, {comeback:?}",
@@ -156,7 +166,10 @@ async fn follow(
     seen: Arc<Mutex<Seen>>,
     stop: CancellationToken,
 ) {
-    let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn={vsn}", token());
+    let url = format!(
+        "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn={vsn}",
+        token()
+    );
     let topic = format!("realtime:resume-{vsn}-{filter:?}-{comeback:?}");
     let mut binding = json!({ "event": "INSERT", "schema": "public", "table": "items" });
     if let Some(g) = filter {
@@ -168,7 +181,12 @@ async fn follow(
             continue;
         };
         let since = match comeback {
-            Comeback::Resume => seen.lock().expect("lock").changes.last().map(|c| c.position.clone()),
+            Comeback::Resume => seen
+                .lock()
+                .expect("lock")
+                .changes
+                .last()
+                .map(|c| c.position.clone()),
             Comeback::Plain => None,
         };
         let mut config = json!({ "postgres_changes": [binding.clone()] });
@@ -192,7 +210,9 @@ async fn follow(
             };
             let Some(Ok(message)) = message else { break };
             let Message::Text(text) = message else { continue };
-            let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             let (event, payload) = if vsn == "1.0.0" {
                 (frame["event"].clone(), frame["payload"].clone())
             } else {
@@ -269,10 +289,15 @@ async fn killed_during_10000_inserts_resuming_clients_get_every_change_once_in_o
     let port: u16 = env[1].1.parse().expect("port");
     let mut service = serve(&env);
     let stop = CancellationToken::new();
-    let resuming: Vec<Client> = [("1.0.0", None), ("2.0.0", None), ("1.0.0", Some(1)), ("2.0.0", Some(0))]
-        .into_iter()
-        .map(|(vsn, filter)| Client::start(port, vsn, filter, Comeback::Resume, stop.clone()))
-        .collect();
+    let resuming: Vec<Client> = [
+        ("1.0.0", None),
+        ("2.0.0", None),
+        ("1.0.0", Some(1)),
+        ("2.0.0", Some(0)),
+    ]
+    .into_iter()
+    .map(|(vsn, filter)| Client::start(port, vsn, filter, Comeback::Resume, stop.clone()))
+    .collect();
     let plain = Client::start(port, "2.0.0", None, Comeback::Plain, stop.clone());
     wait_for("every client to subscribe", || {
         resuming.iter().chain([&plain]).all(|c| c.seen().subscribed == 1)
@@ -293,13 +318,19 @@ async fn killed_during_10000_inserts_resuming_clients_get_every_change_once_in_o
         while written < ROWS {
             let n = size.min(ROWS - written);
             let sql = format!("INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, {n}) g");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&db).await.expect("insert");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&db)
+                .await
+                .expect("insert");
             written += n;
             size = size % 9 + 1;
         }
     });
     // Kill in the middle: once a third of the rows reached the clients.
-    wait_for("a third of the rows", || resuming[0].count() >= (ROWS / 3) as usize).await;
+    wait_for("a third of the rows", || {
+        resuming[0].count() >= (ROWS / 3) as usize
+    })
+    .await;
     service.kill();
     let at_kill: Vec<usize> = resuming.iter().map(Client::count).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -321,12 +352,32 @@ async fn killed_during_10000_inserts_resuming_clients_get_every_change_once_in_o
     // Time for anything extra (a duplicate) to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
-    println!("killed with at least {} rows delivered to each client", at_kill.iter().min().unwrap_or(&0));
+    println!(
+        "killed with at least {} rows delivered to each client",
+        at_kill.iter().min().unwrap_or(&0)
+    );
     for (client, before) in resuming.iter().zip(&at_kill) {
-        assert!((*before as i64) < ROWS, "{}: the kill came before the end", client.label);
-        assert_eq!(check(client, &all), (0, 0, 0), "{}: missing, out of order, duplicates", client.label);
-        assert!(client.seen().refetches.is_empty(), "{}: no refetch was needed", client.label);
-        assert!(client.seen().joins >= 2, "{}: it came back after the kill", client.label);
+        assert!(
+            (*before as i64) < ROWS,
+            "{}: the kill came before the end",
+            client.label
+        );
+        assert_eq!(
+            check(client, &all),
+            (0, 0, 0),
+            "{}: missing, out of order, duplicates",
+            client.label
+        );
+        assert!(
+            client.seen().refetches.is_empty(),
+            "{}: no refetch was needed",
+            client.label
+        );
+        assert!(
+            client.seen().joins >= 2,
+            "{}: it came back after the kill",
+            client.label
+        );
     }
     // An ordinary client that comes back without a position is not sent the history again.
     let (_, _, duplicates) = check(&plain, &all);
@@ -346,7 +397,10 @@ async fn a_transaction_open_across_a_crash_arrives_once_after_the_restart() {
         .into_iter()
         .map(|vsn| Client::start(port, vsn, None, Comeback::Resume, stop.clone()))
         .collect();
-    wait_for("the clients to subscribe", || clients.iter().all(|c| c.seen().subscribed == 1)).await;
+    wait_for("the clients to subscribe", || {
+        clients.iter().all(|c| c.seen().subscribed == 1)
+    })
+    .await;
     exec(&db, "INSERT INTO items (grp) VALUES (0)").await;
     wait_for("a first change", || clients.iter().all(|c| c.count() == 1)).await;
 
@@ -356,23 +410,42 @@ async fn a_transaction_open_across_a_crash_arrives_once_after_the_restart() {
         .execute(&mut *long)
         .await
         .expect("insert in the long transaction");
-    exec(&db, "INSERT INTO items (grp) SELECT 1 FROM generate_series(1, 20)").await;
-    wait_for("the short transaction", || clients.iter().all(|c| c.count() == 21)).await;
+    exec(
+        &db,
+        "INSERT INTO items (grp) SELECT 1 FROM generate_series(1, 20)",
+    )
+    .await;
+    wait_for("the short transaction", || {
+        clients.iter().all(|c| c.count() == 21)
+    })
+    .await;
     service.kill();
     let _service = serve(&env);
-    exec(&db, "INSERT INTO items (grp) SELECT 2 FROM generate_series(1, 20)").await;
+    exec(
+        &db,
+        "INSERT INTO items (grp) SELECT 2 FROM generate_series(1, 20)",
+    )
+    .await;
     long.commit().await.expect("commit the long transaction");
     exec(&db, "INSERT INTO items (grp) VALUES (3)").await;
 
     let all = committed(&db).await;
     assert_eq!(all.len(), 542);
     for client in &clients {
-        wait_for(&format!("{} to receive every row", client.label), || client.count() >= all.len()).await;
+        wait_for(&format!("{} to receive every row", client.label), || {
+            client.count() >= all.len()
+        })
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     for client in &clients {
-        assert_eq!(check(client, &all), (0, 0, 0), "{}: missing, out of order, duplicates", client.label);
+        assert_eq!(
+            check(client, &all),
+            (0, 0, 0),
+            "{}: missing, out of order, duplicates",
+            client.label
+        );
         let seen = client.seen();
         let long_rows: Vec<i64> = all.iter().filter(|(_, g)| *g == 7).map(|(id, _)| *id).collect();
         let got: Vec<i64> = seen
@@ -381,15 +454,27 @@ async fn a_transaction_open_across_a_crash_arrives_once_after_the_restart() {
             .map(|c| c.id)
             .filter(|id| long_rows.contains(id))
             .collect();
-        assert_eq!(got, long_rows, "{}: the long transaction, once, whole and in order", client.label);
+        assert_eq!(
+            got, long_rows,
+            "{}: the long transaction, once, whole and in order",
+            client.label
+        );
         // Committed after the rows of grp 2, it comes after them.
-        let first_long = seen.changes.iter().position(|c| c.id == long_rows[0]).expect("long rows");
+        let first_long = seen
+            .changes
+            .iter()
+            .position(|c| c.id == long_rows[0])
+            .expect("long rows");
         let last_grp2 = seen
             .changes
             .iter()
             .rposition(|c| all.iter().any(|(id, g)| *id == c.id && *g == 2))
             .expect("grp 2 rows");
-        assert!(last_grp2 < first_long, "{}: commit order, not id order", client.label);
+        assert!(
+            last_grp2 < first_long,
+            "{}: commit order, not id order",
+            client.label
+        );
     }
     for client in clients {
         let _ = client.task.await;

@@ -124,10 +124,7 @@ mod tests {
             index: 2,
         };
         assert_eq!(Since::parse(&json!(null)), None);
-        assert_eq!(
-            Since::parse(&json!(p.to_string())),
-            Some(Since::Position(p))
-        );
+        assert_eq!(Since::parse(&json!(p.to_string())), Some(Since::Position(p)));
         let Some(Since::Invalid(message)) = Since::parse(&json!("nope")) else {
             panic!("refused")
         };
@@ -148,7 +145,9 @@ mod tests {
         assert_eq!(v["refetch"], true);
         assert_eq!(v["reason"], "outside_window");
         assert!(
-            v["message"].as_str().is_some_and(|m| m.contains("Refetch the data")),
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Refetch the data")),
             "{v}"
         );
         let v: Value = serde_json::from_str(&refetch_payload(
@@ -170,6 +169,9 @@ mod tests {
             index: 2,
         };
         let v: Value = serde_json::from_str(&resumed_payload("room", &p)).unwrap_or_default();
-        assert_eq!((v["status"].as_str(), v["resumed"].as_bool()), (Some("ok"), Some(true)));
+        assert_eq!(
+            (v["status"].as_str(), v["resumed"].as_bool()),
+            (Some("ok"), Some(true))
+        );
     }
 }

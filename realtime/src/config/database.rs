@@ -407,7 +407,11 @@ mod tests {
         for (key, value, blame) in [
             ("REPLICATION_WINDOW_SECONDS", "-1", "REPLICATION_WINDOW_SECONDS"),
             ("REPLICATION_WINDOW_SECONDS", "5m", "REPLICATION_WINDOW_SECONDS"),
-            ("REPLICATION_WINDOW_SECONDS", "604801", "REPLICATION_WINDOW_SECONDS"),
+            (
+                "REPLICATION_WINDOW_SECONDS",
+                "604801",
+                "REPLICATION_WINDOW_SECONDS",
+            ),
             ("REPLICATION_WINDOW_BYTES", "256MB", "REPLICATION_WINDOW_BYTES"),
         ] {
             let errs = load("", &[(key, value)]).unwrap_err();

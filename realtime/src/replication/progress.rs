@@ -168,6 +168,9 @@ mod tests {
         assert!(p.status_due(start + CONFIRM_DELAY));
         p.mark_sent(start + CONFIRM_DELAY);
         p.reconnected();
-        assert!(p.status_due(start + CONFIRM_DELAY), "a new connection hears at once");
+        assert!(
+            p.status_due(start + CONFIRM_DELAY),
+            "a new connection hears at once"
+        );
     }
 }

@@ -275,7 +275,11 @@ fn retention_confirms_the_commit_of_the_newest_evicted_transaction() {
     r.push(handed(200, 5 * SECOND, 10), 5 * SECOND);
     assert_eq!(r.start(), Lsn(50));
     r.evict(11 * SECOND);
-    assert_eq!(r.start(), Lsn(100), "re-read from the evicted transaction's commit");
+    assert_eq!(
+        r.start(),
+        Lsn(100),
+        "re-read from the evicted transaction's commit"
+    );
     r.release_through(Lsn(900));
     assert_eq!(r.start(), Lsn(100), "not while the window holds a transaction");
     // Bytes: a big transaction pushes the older ones out.

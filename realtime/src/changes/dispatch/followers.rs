@@ -147,9 +147,8 @@ impl Followers {
             Appended::NewEpoch => self.tell_live(Refetch::Gap),
         }
         let audience = if transaction.backlog {
-            self.live_resumed.get_or_insert_with(|| {
-                Audience::new(live(&self.states, |resumed| resumed))
-            })
+            self.live_resumed
+                .get_or_insert_with(|| Audience::new(live(&self.states, |resumed| resumed)))
         } else {
             self.live
                 .get_or_insert_with(|| Audience::new(live(&self.states, |_| true)))
@@ -162,9 +161,11 @@ impl Followers {
     pub fn gap(&mut self) {
         self.window.cut();
         for follower in self.states.values_mut() {
-            let (Follower::Live { subscription, .. } | Follower::CatchingUp { subscription, .. }) =
-                follower;
-            signal(subscription, &refetch_payload(sub_topic(subscription), Refetch::Gap, None));
+            let (Follower::Live { subscription, .. } | Follower::CatchingUp { subscription, .. }) = follower;
+            signal(
+                subscription,
+                &refetch_payload(sub_topic(subscription), Refetch::Gap, None),
+            );
             *follower = Follower::Live {
                 subscription: subscription.clone(),
                 resumed: false,
@@ -176,7 +177,10 @@ impl Followers {
     fn tell_live(&self, reason: Refetch) {
         for follower in self.states.values() {
             if let Follower::Live { subscription, .. } = follower {
-                signal(subscription, &refetch_payload(sub_topic(subscription), reason, None));
+                signal(
+                    subscription,
+                    &refetch_payload(sub_topic(subscription), reason, None),
+                );
             }
         }
     }
@@ -233,7 +237,10 @@ impl Followers {
                         ResumeError::OutsideWindow => Refetch::OutsideWindow,
                         ResumeError::OtherEpoch => Refetch::OtherEpoch,
                     };
-                    signal(subscription, &refetch_payload(sub_topic(subscription), reason, None));
+                    signal(
+                        subscription,
+                        &refetch_payload(sub_topic(subscription), reason, None),
+                    );
                     false
                 }
                 Resume::Replay(slices) if slices.is_empty() => {
@@ -314,3 +321,6 @@ fn signal(subscription: &Subscription, payload: &str) {
         .outbound
         .push(crate::transport::ws::frame::text(&text));
 }
+
+#[cfg(test)]
+mod tests;
