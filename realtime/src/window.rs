@@ -426,6 +426,12 @@ impl Retention {
             self.start = self.start.max(lsn);
         }
     }
+
+    /// Moves the start to `lsn` even though the window still holds transactions: their WAL is
+    /// given up (a restart can no longer re-read them).
+    pub fn give_up_through(&mut self, lsn: Lsn) {
+        self.start = self.start.max(lsn);
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! instead, so WAL written to unpublished tables or other databases is released. Nothing here
 //! waits for WebSocket delivery: a slow client never holds WAL back.
 //!
+//! Postgres does not finish a shutdown (fast or smart) before the slot is confirmed up to all
+//! it sent: it asks for a reply again and again, as fast as we answer. The stream recognises that
+//! and [`Progress::release_all`] gives the window's WAL up, so Postgres can stop.
+//!
 //! Outlives reconnects within one epoch: the window does not start over when the connection
 //! does.
 
@@ -62,6 +66,15 @@ impl Progress {
         if idle {
             self.retention.release_through(wal_end);
         }
+    }
+
+    /// Confirms everything up to `wal_end`, window or not: Postgres is shutting down and will not
+    /// stop before the slot is confirmed up to all it sent. Returns whether WAL of the window
+    /// was given up (a restart of this service before the window refills re-reads less).
+    pub fn release_all(&mut self, wal_end: Lsn) -> bool {
+        let gave_up = !self.retention.is_empty() && wal_end > self.retention.start();
+        self.retention.give_up_through(wal_end);
+        gave_up
     }
 
     /// Lets the window age: call periodically.
@@ -152,6 +165,17 @@ mod tests {
         assert_eq!(p.received(), Lsn(1000));
         p.on_keepalive(Lsn(1000), true);
         assert_eq!(p.confirmed(), Lsn(1000));
+    }
+
+    #[test]
+    fn a_shutting_down_server_gets_everything_confirmed() {
+        let mut p = Progress::new(window(10), Lsn(100));
+        p.on_handed(handed(200, 300, 0), 0);
+        assert!(p.release_all(Lsn(350)), "the window's WAL is given up");
+        assert_eq!(p.confirmed(), Lsn(350));
+        p.tick(11 * SECOND);
+        assert_eq!(p.confirmed(), Lsn(350), "never backwards");
+        assert!(!p.release_all(Lsn(360)), "an empty window loses nothing");
     }
 
     #[test]

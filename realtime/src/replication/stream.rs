@@ -27,6 +27,8 @@ use crate::window::{self, Handed};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Two requests for a reply closer than this are a shutting-down walsender's.
+const SHUTDOWN_PINGS: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -199,6 +201,8 @@ impl Replication {
             progress,
             ..
         } = continuity;
+        // When Postgres last asked for a reply, with no data since.
+        let mut last_ping: Option<Instant> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -215,6 +219,7 @@ impl Replication {
                 message = conn.next_replication_message() => match message? {
                     None => return Err(ReplicationError::Ended),
                     Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
+                        last_ping = None;
                         progress.on_received(wal_end);
                         let Some(mut transaction) = decoder.apply(pgoutput::decode(&data)?)? else { continue };
                         if transaction.end_lsn <= *watermark {
@@ -237,8 +242,20 @@ impl Replication {
                         progress.on_handed(handed, window::now_micros());
                     }
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
-                        progress.on_keepalive(wal_end, !decoder.in_transaction());
+                        let idle = !decoder.in_transaction();
+                        progress.on_keepalive(wal_end, idle);
                         if reply_requested {
+                            // Pings in quick succession, nothing in between: Postgres is shutting
+                            // down and waits for everything it sent to be confirmed. Ordinary
+                            // pings come half a `wal_sender_timeout` after our last reply.
+                            let now = Instant::now();
+                            if idle
+                                && last_ping.is_some_and(|at| now.duration_since(at) < SHUTDOWN_PINGS)
+                                && progress.release_all(wal_end)
+                            {
+                                tracing::info!(confirmed = %wal_end, "Postgres is shutting down: confirming all that was handed on (the resume window's WAL is given up)");
+                            }
+                            last_ping = Some(now);
                             conn.send_status(progress.received(), progress.confirmed(), false).await?;
                             progress.mark_sent(Instant::now());
                         }
