@@ -4,6 +4,9 @@
 //! so consumers have one input and never know where an event came from. Broadcast and presence
 //! traffic takes the same road: sessions, the REST API and presence publish [`ChannelEvent`]s,
 //! and the channel registry's dispatcher is their one consumer on this node.
+//!
+//! The replication task's gauges and counters ([`ReplicationMetrics`]) travel with the bus too:
+//! whoever serves `/metrics` reads them without knowing where the task runs.
 
 use std::sync::Arc;
 
@@ -11,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::change::{Epoch, Transaction};
 use crate::channels::ChannelEvent;
+use crate::metrics::ReplicationMetrics;
 
 /// In-process bus for one node. Receivers that fall behind by more than the capacity see
 /// `RecvError::Lagged` and must treat it as a gap; they never slow the sender.
@@ -21,6 +25,7 @@ pub struct LocalBus {
     /// The epoch the change stream is in, once streaming: lets consumers judge a resume
     /// position before the first transaction of a run arrives.
     epoch: Arc<watch::Sender<Option<Epoch>>>,
+    replication: Arc<ReplicationMetrics>,
 }
 
 impl LocalBus {
@@ -31,6 +36,7 @@ impl LocalBus {
             changes,
             channel_events,
             epoch: Arc::new(watch::channel(None).0),
+            replication: Arc::default(),
         }
     }
 
@@ -42,6 +48,11 @@ impl LocalBus {
     /// The epoch last announced (`None` before the stream started).
     pub fn epoch(&self) -> Option<Epoch> {
         *self.epoch.borrow()
+    }
+
+    /// The replication task's figures: it writes them, `/metrics` reads them.
+    pub fn replication_metrics(&self) -> &Arc<ReplicationMetrics> {
+        &self.replication
     }
 
     /// Hands a committed transaction on. Returns once it is accepted, whether or not anyone is

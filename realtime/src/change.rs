@@ -292,7 +292,92 @@ pub struct Transaction {
     /// or committed while the service was down. It is history, not news: delivered to
     /// subscriptions that resume from a position, never to ones that only follow what is new.
     pub backlog: bool,
+    /// Every change, in order; empty when the transaction overflowed.
     pub changes: Vec<Arc<RowChange>>,
+    /// Set when the transaction was larger than the decoder keeps in memory: its changes were
+    /// not kept, and subscribers of its tables must refetch them.
+    pub overflow: Option<Arc<Overflow>>,
+}
+
+/// What is known of a transaction too large to keep: which tables it changed, how, and how
+/// many changes it held. Its changes had positions `0..changes` at the transaction's commit LSN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// Each table the transaction changed (first-seen order), with the kinds of change it saw.
+    pub tables: Vec<(Arc<Table>, ChangeKinds)>,
+    /// How many changes the transaction held.
+    pub changes: u64,
+}
+
+impl Overflow {
+    /// The position of the transaction's last change: a client that resumes from it continues
+    /// after the transaction.
+    pub fn last_position(&self, epoch: Epoch, commit_lsn: Lsn) -> Position {
+        Position {
+            epoch,
+            commit_lsn,
+            index: self.changes.saturating_sub(1).min(u64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+/// A set of [`ChangeKind`]s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeKinds(u8);
+
+impl ChangeKinds {
+    fn bit(kind: ChangeKind) -> u8 {
+        match kind {
+            ChangeKind::Insert => 1,
+            ChangeKind::Update => 2,
+            ChangeKind::Delete => 4,
+            ChangeKind::Truncate => 8,
+        }
+    }
+
+    pub fn insert(&mut self, kind: ChangeKind) {
+        self.0 |= Self::bit(kind);
+    }
+
+    pub fn contains(self, kind: ChangeKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = ChangeKind> {
+        [
+            ChangeKind::Insert,
+            ChangeKind::Update,
+            ChangeKind::Delete,
+            ChangeKind::Truncate,
+        ]
+        .into_iter()
+        .filter(move |k| self.contains(*k))
+    }
+}
+
+impl Transaction {
+    /// The overflow marker as one JSON object, the form `realtime tail` prints in place of the
+    /// changes: `{"position","commit_timestamp","overflow":{"changes","tables":[{"schema","table","kinds"}]}}`.
+    pub fn overflow_json(&self) -> Option<String> {
+        let overflow = self.overflow.as_ref()?;
+        let tables: Vec<serde_json::Value> = overflow
+            .tables
+            .iter()
+            .map(|(table, kinds)| {
+                serde_json::json!({
+                    "schema": &*table.schema,
+                    "table": &*table.name,
+                    "kinds": kinds.iter().map(ChangeKind::as_str).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "position": overflow.last_position(self.epoch, self.commit_lsn).to_string(),
+            "commit_timestamp": format_timestamp(self.commit_timestamp),
+            "overflow": { "changes": overflow.changes, "tables": tables },
+        });
+        Some(json.to_string())
+    }
 }
 
 impl RowChange {

@@ -16,6 +16,7 @@ pub mod embedded;
 pub mod http;
 pub mod limits;
 pub mod lsn;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod presence;

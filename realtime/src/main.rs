@@ -279,6 +279,9 @@ async fn log_changes_of(bus: LocalBus) {
     loop {
         match changes.recv().await {
             Ok(transaction) => {
+                if let Some(overflow) = &transaction.overflow {
+                    tracing::info!(changes = overflow.changes, commit_lsn = %transaction.commit_lsn, "overflowed transaction");
+                }
                 for change in &transaction.changes {
                     tracing::info!(
                         table = %format!("{}.{}", change.table.schema, change.table.name),
@@ -319,6 +322,9 @@ async fn tail(config: Config) -> anyhow::Result<()> {
                 Ok(transaction) => {
                     for change in &transaction.changes {
                         writeln!(stdout, "{}", change.to_json())?;
+                    }
+                    if let Some(overflow) = transaction.overflow_json() {
+                        writeln!(stdout, "{overflow}")?;
                     }
                     stdout.flush()?;
                 }

@@ -3,6 +3,7 @@
 //! Owns nothing mutable itself: each service owns its state (registry, presence, limits), and
 //! the node only bundles them with the configuration and the shutdown signal.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,8 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// The API key of the latest handshake (see [`Node::share_key`]).
     last_key: Mutex<Option<Arc<str>>>,
+    /// Sockets closed as slow consumers (4008), for `/metrics`.
+    pub slow_consumer_closes: AtomicU64,
 }
 
 impl Node {
@@ -55,6 +58,7 @@ impl Node {
             shutdown,
             tracker: TaskTracker::new(),
             last_key: Mutex::new(None),
+            slow_consumer_closes: AtomicU64::new(0),
             config,
         }
     }
@@ -81,5 +85,14 @@ impl Node {
 
     pub fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled()
+    }
+
+    /// The node's figures for `/metrics`.
+    pub fn figures(&self) -> crate::metrics::NodeFigures {
+        crate::metrics::NodeFigures {
+            sockets: self.tracker.len() as u64,
+            changes_subscriptions: self.changes.as_ref().map_or(0, |c| c.subscription_count() as u64),
+            slow_consumer_closes: self.slow_consumer_closes.load(Ordering::Relaxed),
+        }
     }
 }

@@ -73,6 +73,20 @@ pub fn transaction_bytes(transaction: &Transaction) -> usize {
     std::mem::size_of::<Transaction>() + rows
 }
 
+/// The position of a transaction's last change; for one too large to keep (an overflow
+/// marker, without changes), the position its last change had.
+pub fn last_position(transaction: &Transaction) -> Position {
+    match (&transaction.overflow, transaction.changes.last()) {
+        (_, Some(last)) => last.position,
+        (Some(overflow), None) => overflow.last_position(transaction.epoch, transaction.commit_lsn),
+        (None, None) => Position {
+            epoch: transaction.epoch,
+            commit_lsn: transaction.commit_lsn,
+            index: 0,
+        },
+    }
+}
+
 /// What the window rule needs of an entry.
 trait Entry {
     fn commit_timestamp(&self) -> i64;
@@ -233,16 +247,7 @@ impl Window {
         if self.floor == Floor::Unknown {
             self.floor = Floor::From(transaction.commit_lsn);
         }
-        if let Some(last) = transaction.changes.last() {
-            self.head = Some(last.position);
-        } else {
-            // A transaction without changes still moves the head past its commit.
-            self.head = Some(Position {
-                epoch: transaction.epoch,
-                commit_lsn: transaction.commit_lsn,
-                index: 0,
-            });
-        }
+        self.head = Some(last_position(&transaction));
         let bytes = transaction_bytes(&transaction);
         self.held.push(Held { transaction, bytes });
         self.evict(now_micros);
@@ -252,12 +257,7 @@ impl Window {
     /// Evicts what the rule says has aged out by `now_micros`.
     pub fn evict(&mut self, now_micros: i64) {
         if let Some(newest) = self.held.evict(&self.limits, now_micros) {
-            let t = &newest.transaction;
-            self.floor = Floor::After(Position {
-                epoch: t.epoch,
-                commit_lsn: t.commit_lsn,
-                index: t.changes.last().map_or(0, |c| c.position.index),
-            });
+            self.floor = Floor::After(last_position(&newest.transaction));
         }
     }
 
@@ -303,6 +303,18 @@ impl Window {
                 break;
             }
             let t = &held.transaction;
+            if t.overflow.is_some() {
+                // No changes to send, only the signal, once, unless the position is past it.
+                let last = last_position(t);
+                if key < (last.commit_lsn, last.index) {
+                    budget -= 1;
+                    slices.push(Slice {
+                        transaction: t.clone(),
+                        changes: 0..0,
+                    });
+                }
+                continue;
+            }
             let first = t
                 .changes
                 .partition_point(|c| (c.position.commit_lsn, c.position.index) <= key);
@@ -319,7 +331,8 @@ impl Window {
     }
 }
 
-/// Some consecutive changes of one transaction.
+/// Some consecutive changes of one transaction; for an overflowed transaction, the whole of it
+/// (no changes, only its marker).
 #[derive(Clone, Debug)]
 pub struct Slice {
     pub transaction: Arc<Transaction>,
@@ -329,6 +342,9 @@ pub struct Slice {
 impl Slice {
     /// Position of the last change of the slice.
     pub fn last_position(&self) -> Option<Position> {
+        if self.transaction.overflow.is_some() {
+            return Some(last_position(&self.transaction));
+        }
         let last = self.changes.end.checked_sub(1)?;
         self.transaction.changes.get(last).map(|c| c.position)
     }

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests and benchmarks: throwaway Postgres clusters, an
-//! in-process change stream, and the `realtime` binary run as a child process.
+//! in-process change stream, and the `realtime` binary run as a child process; `service` runs
+//! `realtime serve` with Postgres Changes subscribers, `proxy` cuts or stalls connections.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use realtime::embedded;
+
+pub mod proxy;
+pub mod service;
 
 /// Starts a throwaway cluster with logical replication on.
 pub fn start_postgres(options: Options) -> EmbeddedPostgres {

@@ -8,6 +8,7 @@
 //! - [`payload`]: the `data` object of a push, encoded once per subscriber group, and the push
 //!   payload spliced around it.
 //! - [`resume`]: the `since` a resuming client sends and the `system` messages about it.
+//! - [`overflow`]: the refetch `system` message for a transaction too large to keep.
 //!
 //! All but `access` are pure (no I/O).
 
@@ -15,6 +16,7 @@ pub mod access;
 pub mod dispatch;
 pub mod filter;
 mod inspect;
+pub mod overflow;
 pub mod payload;
 pub mod resume;
 pub mod service;

@@ -245,6 +245,11 @@ impl Changes {
         (generation, map.iter().map(|(k, v)| (*k, v.clone())).collect())
     }
 
+    /// How many channels hold a subscription.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }

@@ -1,10 +1,12 @@
 //! Where the database is and how to replicate from it.
 //!
 //! Accepts `DATABASE_URL` (libpq URL form) or Supabase's `DB_HOST`, `DB_PORT`, `DB_USER`,
-//! `DB_PASSWORD`, `DB_NAME`, `DB_SSL`; `SLOT_NAME`, `TEMPORARY_SLOT`, `PUBLICATIONS`.
+//! `DB_PASSWORD`, `DB_NAME`, `DB_SSL`; `SLOT_NAME`, `TEMPORARY_SLOT`, `PUBLICATIONS`, and the
+//! transaction caps and slot check interval of `[replication]`.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{ConfigError, Secret, Sources};
 use crate::window::WindowLimits;
@@ -227,6 +229,13 @@ pub struct ReplicationConfig {
     /// The resume window: how much recent history is kept for clients that come back with
     /// their last position (and how much WAL the slot retains for it).
     pub window: WindowLimits,
+    /// A transaction with more changes than this is not kept in memory: it reaches subscribers
+    /// as one overflow signal telling them to refetch its tables.
+    pub max_transaction_changes: usize,
+    /// The same cap in bytes of decoded row images.
+    pub max_transaction_bytes: usize,
+    /// How often the slot is checked (lag, `wal_status`, `max_slot_wal_keep_size`).
+    pub slot_check_interval: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -237,6 +246,9 @@ impl Default for ReplicationConfig {
             publications: vec!["supabase_realtime".to_owned()],
             manage_publication: true,
             window: WindowLimits::default(),
+            max_transaction_changes: 100_000,
+            max_transaction_bytes: 128 << 20,
+            slot_check_interval: Duration::from_secs(10),
         }
     }
 }
@@ -282,6 +294,44 @@ impl ReplicationConfig {
             sources.parse(&["REPLICATION_WINDOW_BYTES"], "replication", "window_bytes")?;
         if let Some(bytes) = bytes {
             c.window.max_bytes = bytes;
+        }
+        let positive = |env: &str, key: &str| -> Result<Option<usize>, ConfigError> {
+            match sources.parse::<usize>(&[env], "replication", key)? {
+                Some(0) => Err(ConfigError::new(
+                    sources
+                        .get(&[env], "replication", key)
+                        .map(|(_, b)| b)
+                        .unwrap_or_default(),
+                    "must be at least 1",
+                )),
+                other => Ok(other),
+            }
+        };
+        if let Some(n) = positive("MAX_TRANSACTION_CHANGES", "max_transaction_changes")? {
+            c.max_transaction_changes = n;
+        }
+        if let Some(n) = positive("MAX_TRANSACTION_BYTES", "max_transaction_bytes")? {
+            c.max_transaction_bytes = n;
+        }
+        if let Some(ms) = sources.parse::<u64>(
+            &["SLOT_CHECK_INTERVAL_MS"],
+            "replication",
+            "slot_check_interval_ms",
+        )? {
+            if ms < 100 {
+                return Err(ConfigError::new(
+                    sources
+                        .get(
+                            &["SLOT_CHECK_INTERVAL_MS"],
+                            "replication",
+                            "slot_check_interval_ms",
+                        )
+                        .map(|(_, b)| b)
+                        .unwrap_or_default(),
+                    format!("must be at least 100 (got {ms})"),
+                ));
+            }
+            c.slot_check_interval = Duration::from_millis(ms);
         }
         Ok(c)
     }
@@ -419,6 +469,28 @@ mod tests {
         }
         let errs = load("[replication]\nwindow_bytes = -5\n", &[]).unwrap_err();
         assert_eq!(errs[0].key, "replication.window_bytes");
+    }
+
+    #[test]
+    fn transaction_caps_and_the_slot_check_interval_are_read_and_validated() {
+        let c = load("", &[]).unwrap().replication;
+        assert_eq!(
+            (c.max_transaction_changes, c.max_transaction_bytes),
+            (100_000, 128 << 20)
+        );
+        assert_eq!(c.slot_check_interval, Duration::from_secs(10));
+        let file = "[replication]\nmax_transaction_changes = 500\nslot_check_interval_ms = 250\n";
+        let c = load(file, &[("MAX_TRANSACTION_BYTES", "4096")])
+            .unwrap()
+            .replication;
+        assert_eq!((c.max_transaction_changes, c.max_transaction_bytes), (500, 4096));
+        assert_eq!(c.slot_check_interval, Duration::from_millis(250));
+        let errs = load("", &[("MAX_TRANSACTION_CHANGES", "0")]).unwrap_err();
+        assert_eq!(errs[0].key, "MAX_TRANSACTION_CHANGES");
+        let errs = load("[replication]\nslot_check_interval_ms = 5\n", &[]).unwrap_err();
+        assert_eq!(errs[0].key, "replication.slot_check_interval_ms");
+        let errs = load("", &[("MAX_TRANSACTION_BYTES", "lots")]).unwrap_err();
+        assert_eq!(errs[0].key, "MAX_TRANSACTION_BYTES");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HTTP routes: the WebSocket endpoints, health and readiness, and the REST broadcast API.
+//! HTTP routes: the WebSocket endpoints, health and readiness, metrics, and the REST broadcast
+//! API.
 //!
 //! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use tower_http::cors::CorsLayer;
 
@@ -28,6 +29,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(healthz))
         .route("/healthcheck", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest("/api", api.clone())
         .nest("/socket/api", api.clone())
         .nest("/realtime/v1/api", api)
@@ -46,6 +48,15 @@ async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }
+}
+
+/// Prometheus text: replication lag and health, sockets, subscriptions (no row data, no names).
+async fn metrics(State(node): State<Arc<Node>>) -> ([(header::HeaderName, &'static str); 1], String) {
+    let text = crate::metrics::render(node.bus.replication_metrics(), node.figures());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
 }
 
 #[cfg(test)]

@@ -3,10 +3,16 @@
 //! Pure and synchronous: the replication task feeds messages in stream order and gets back each
 //! transaction when its Commit arrives. Owns the relation cache of the session, so a re-sent
 //! Relation message (after DDL) applies to every later change, even inside one transaction.
+//!
+//! A transaction is assembled whole in memory until it passes [`TransactionLimits`]: from then
+//! on its changes are only counted, per table and kind, and it commits as an [`Overflow`] marker
+//! with no changes. Memory per transaction is bounded by the limits, whatever its size.
 
 use std::sync::Arc;
 
-use crate::change::{Cell, ChangeKind, Epoch, Position, Row, RowChange, Table, Transaction};
+use crate::change::{
+    Cell, ChangeKind, ChangeKinds, Epoch, Overflow, Position, Row, RowChange, Table, Transaction,
+};
 use crate::replication::pgoutput::{Begin, Datum, Message, OldKind, Tuple};
 use crate::replication::relations::{CachedTable, RelationCache};
 use crate::replication::values::{ValueKind, write_json};
@@ -30,9 +36,28 @@ pub enum StreamError {
     },
 }
 
+/// How much of one transaction the decoder keeps before it gives up on its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionLimits {
+    /// More changes than this overflow the transaction.
+    pub max_changes: usize,
+    /// More bytes of decoded changes ([`change_size`]) than this overflow it too.
+    pub max_bytes: usize,
+}
+
+impl Default for TransactionLimits {
+    fn default() -> Self {
+        TransactionLimits {
+            max_changes: 100_000,
+            max_bytes: 128 << 20,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Decoder {
     epoch: Epoch,
+    limits: TransactionLimits,
     relations: RelationCache,
     open: Option<Open>,
 }
@@ -41,12 +66,21 @@ pub struct Decoder {
 struct Open {
     begin: Begin,
     changes: Vec<Arc<RowChange>>,
+    /// Sum of [`change_size`] over `changes`.
+    bytes: usize,
+    /// Set once the limits were passed; `changes` is then empty for good.
+    overflow: Option<Overflow>,
 }
 
 impl Decoder {
     pub fn new(epoch: Epoch) -> Self {
+        Self::with_limits(epoch, TransactionLimits::default())
+    }
+
+    pub fn with_limits(epoch: Epoch, limits: TransactionLimits) -> Self {
         Decoder {
             epoch,
+            limits,
             relations: RelationCache::default(),
             open: None,
         }
@@ -67,6 +101,8 @@ impl Decoder {
                 self.open = Some(Open {
                     begin,
                     changes: Vec::new(),
+                    bytes: 0,
+                    overflow: None,
                 });
             }
             Message::Commit(commit) => {
@@ -83,6 +119,7 @@ impl Decoder {
                     // The stream marks history; the decoder only sees messages.
                     backlog: false,
                     changes: open.changes,
+                    overflow: open.overflow.map(Arc::new),
                 }));
             }
             Message::Relation(relation) => {
@@ -91,12 +128,20 @@ impl Decoder {
             Message::Type(t) => self.relations.apply_type(&t),
             Message::Insert(insert) => {
                 let cached = table(&self.relations, insert.relation_id)?;
+                if self.overflowing() {
+                    let table = cached.table.clone();
+                    return self.count(table, ChangeKind::Insert).map(|()| None);
+                }
                 let new = build_row(cached, &insert.new, None)?;
                 let table = cached.table.clone();
                 self.push(table, ChangeKind::Insert, Some(new), None)?;
             }
             Message::Update(update) => {
                 let cached = table(&self.relations, update.relation_id)?;
+                if self.overflowing() {
+                    let table = cached.table.clone();
+                    return self.count(table, ChangeKind::Update).map(|()| None);
+                }
                 let old = match &update.old {
                     Some((kind, tuple)) => Some((*kind, build_row(cached, tuple, Some(*kind))?)),
                     None => None,
@@ -114,6 +159,10 @@ impl Decoder {
             }
             Message::Delete(delete) => {
                 let cached = table(&self.relations, delete.relation_id)?;
+                if self.overflowing() {
+                    let table = cached.table.clone();
+                    return self.count(table, ChangeKind::Delete).map(|()| None);
+                }
                 let (kind, tuple) = &delete.old;
                 let old = build_row(cached, tuple, Some(*kind))?;
                 let table = cached.table.clone();
@@ -142,21 +191,81 @@ impl Decoder {
             .open
             .as_mut()
             .ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
+        if open.overflow.is_some() {
+            return self.count(table, kind);
+        }
         let position = Position {
             epoch: self.epoch,
             commit_lsn: open.begin.final_lsn,
             index: open.changes.len() as u32,
         };
-        open.changes.push(Arc::new(RowChange {
+        let change = RowChange {
             position,
             commit_timestamp: open.begin.commit_timestamp + PG_EPOCH_MICROS,
             table,
             kind,
             new,
             old,
-        }));
+        };
+        open.bytes = open.bytes.saturating_add(change_size(&change));
+        open.changes.push(Arc::new(change));
+        if open.changes.len() > self.limits.max_changes || open.bytes > self.limits.max_bytes {
+            // Too large to keep: from here on only what subscribers need to refetch is kept.
+            let kept = std::mem::take(&mut open.changes);
+            open.bytes = 0;
+            let mut overflow = Overflow {
+                tables: Vec::new(),
+                changes: 0,
+            };
+            for change in &kept {
+                record(&mut overflow, &change.table, change.kind);
+            }
+            open.overflow = Some(overflow);
+        }
         Ok(())
     }
+
+    /// True while the open transaction is past its limits: its rows need not be decoded.
+    fn overflowing(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.overflow.is_some())
+    }
+
+    /// Counts one change of an overflowed transaction.
+    fn count(&mut self, table: Arc<Table>, kind: ChangeKind) -> Result<(), StreamError> {
+        let overflow = self
+            .open
+            .as_mut()
+            .ok_or(StreamError::OutsideTransaction(kind.as_str()))?
+            .overflow
+            .as_mut()
+            .ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
+        record(overflow, &table, kind);
+        Ok(())
+    }
+}
+
+fn record(overflow: &mut Overflow, table: &Arc<Table>, kind: ChangeKind) {
+    overflow.changes += 1;
+    // Tables are compared by OID: a Relation message re-sent after DDL is still the same table.
+    match overflow.tables.iter_mut().find(|(t, _)| t.oid == table.oid) {
+        Some((_, kinds)) => kinds.insert(kind),
+        None => {
+            let mut kinds = ChangeKinds::default();
+            kinds.insert(kind);
+            overflow.tables.push((table.clone(), kinds));
+        }
+    }
+}
+
+/// What one kept change costs in memory, roughly: its row images plus fixed parts. Used for the
+/// byte limit, so it counts what grows with the data.
+pub fn change_size(change: &RowChange) -> usize {
+    let row = |r: &Option<Row>| {
+        r.as_ref()
+            .map_or(0, |r| r.json.len() + std::mem::size_of_val(&*r.cells))
+    };
+    // The `Arc` allocation holds the change and two reference counts.
+    std::mem::size_of::<RowChange>() + 16 + row(&change.new) + row(&change.old)
 }
 
 fn table(relations: &RelationCache, relation_id: u32) -> Result<&CachedTable, StreamError> {
@@ -308,5 +417,167 @@ fn key_row(cached: &CachedTable, new: &Row) -> Row {
     Row {
         json: json.into_boxed_str(),
         cells: cells.into_boxed_slice(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::lsn::Lsn;
+    use crate::replication::pgoutput::{Commit, Delete, Insert, Relation, RelationColumn, Truncate};
+
+    fn relation(id: u32, name: &str) -> Message {
+        Message::Relation(Relation {
+            id,
+            namespace: "public".into(),
+            name: name.into(),
+            replica_identity: b'd',
+            columns: vec![
+                RelationColumn {
+                    flags: 1,
+                    name: "id".into(),
+                    type_oid: 23,
+                    type_modifier: -1,
+                },
+                RelationColumn {
+                    flags: 0,
+                    name: "v".into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                },
+            ],
+        })
+    }
+
+    fn insert(relation_id: u32, id: u32) -> Message {
+        Message::Insert(Insert {
+            relation_id,
+            new: vec![
+                Datum::Text(Bytes::from(id.to_string())),
+                Datum::Text(Bytes::from_static(b"some text")),
+            ],
+        })
+    }
+
+    fn begin() -> Message {
+        Message::Begin(Begin {
+            final_lsn: Lsn(0x500),
+            commit_timestamp: 0,
+            xid: 7,
+        })
+    }
+
+    fn commit() -> Message {
+        Message::Commit(Commit {
+            flags: 0,
+            commit_lsn: Lsn(0x500),
+            end_lsn: Lsn(0x530),
+            commit_timestamp: 0,
+        })
+    }
+
+    /// Feeds `messages`; returns the transaction the last one completes.
+    fn run(decoder: &mut Decoder, messages: Vec<Message>) -> Transaction {
+        let mut done = None;
+        for message in messages {
+            if let Some(t) = decoder.apply(message).expect("a valid stream") {
+                done = Some(t);
+            }
+        }
+        done.expect("a committed transaction")
+    }
+
+    fn limits(max_changes: usize, max_bytes: usize) -> TransactionLimits {
+        TransactionLimits {
+            max_changes,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn a_transaction_at_the_change_limit_is_kept_whole() {
+        let mut decoder = Decoder::with_limits(Epoch(1), limits(3, usize::MAX));
+        let mut messages = vec![relation(10, "a"), begin()];
+        messages.extend((0..3).map(|i| insert(10, i)));
+        messages.push(commit());
+        let t = run(&mut decoder, messages);
+        assert_eq!(t.changes.len(), 3);
+        assert!(t.overflow.is_none());
+    }
+
+    #[test]
+    fn past_the_change_limit_a_transaction_becomes_an_overflow_marker_naming_its_tables() {
+        let mut decoder = Decoder::with_limits(Epoch(1), limits(3, usize::MAX));
+        let mut messages = vec![relation(10, "a"), relation(11, "b"), begin()];
+        messages.extend((0..2).map(|i| insert(10, i)));
+        messages.push(Message::Delete(Delete {
+            relation_id: 11,
+            old: (
+                OldKind::Key,
+                vec![Datum::Text(Bytes::from_static(b"1")), Datum::Null],
+            ),
+        }));
+        messages.extend((2..10).map(|i| insert(10, i)));
+        messages.push(Message::Truncate(Truncate {
+            options: 0,
+            relation_ids: vec![11],
+        }));
+        messages.push(commit());
+        let t = run(&mut decoder, messages);
+        assert!(t.changes.is_empty(), "no row is kept");
+        let overflow = t.overflow.as_ref().expect("an overflow marker");
+        assert_eq!(overflow.changes, 12);
+        let tables: Vec<(&str, Vec<&str>)> = overflow
+            .tables
+            .iter()
+            .map(|(t, kinds)| (&*t.name, kinds.iter().map(ChangeKind::as_str).collect()))
+            .collect();
+        assert_eq!(tables, [("a", vec!["INSERT"]), ("b", vec!["DELETE", "TRUNCATE"])]);
+        assert_eq!(
+            overflow.last_position(t.epoch, t.commit_lsn).to_string(),
+            "0000000000000001-0000000000000500-0000000B"
+        );
+        assert_eq!(t.end_lsn, Lsn(0x530));
+
+        // The next transaction is decoded normally again.
+        let t = run(&mut decoder, vec![begin(), insert(10, 99), commit()]);
+        assert_eq!(t.changes.len(), 1);
+        assert!(t.overflow.is_none());
+    }
+
+    #[test]
+    fn the_byte_limit_overflows_a_transaction_of_few_large_changes() {
+        let one = {
+            let mut decoder = Decoder::new(Epoch(1));
+            let t = run(
+                &mut decoder,
+                vec![relation(10, "a"), begin(), insert(10, 1), commit()],
+            );
+            change_size(&t.changes[0])
+        };
+        let mut decoder = Decoder::with_limits(Epoch(1), limits(usize::MAX, one * 2));
+        let mut messages = vec![relation(10, "a"), begin()];
+        messages.extend((0..2).map(|i| insert(10, i)));
+        messages.push(commit());
+        assert_eq!(run(&mut decoder, messages).changes.len(), 2, "at the limit");
+        let mut messages = vec![begin()];
+        messages.extend((0..3).map(|i| insert(10, i)));
+        messages.push(commit());
+        let t = run(&mut decoder, messages);
+        assert_eq!(t.overflow.expect("past the limit").changes, 3);
+    }
+
+    #[test]
+    fn an_overflowed_transaction_still_rejects_unknown_relations() {
+        let mut decoder = Decoder::with_limits(Epoch(1), limits(1, usize::MAX));
+        for message in [relation(10, "a"), begin(), insert(10, 1), insert(10, 2)] {
+            decoder.apply(message).expect("valid");
+        }
+        assert_eq!(
+            decoder.apply(insert(42, 3)),
+            Err(StreamError::UnknownRelation(42))
+        );
     }
 }

@@ -3,9 +3,11 @@
 //! Layers, one file each: `wire` (the Postgres connection) and `tls`, `setup` (checks, publication,
 //! slot, epoch), `stream` (the task and its loop), `progress` (what to confirm), `pgoutput` (pure
 //! bytes → messages), `relations` (the relation and type cache), `values` (text values → JSON as
-//! `to_jsonb`), `decode` (messages → row events).
+//! `to_jsonb`), `decode` (messages → row events), `watchdog` (the slot's lag and WAL retention)
+//! with its pure rules in `lag`.
 
 pub mod decode;
+pub mod lag;
 pub mod pgoutput;
 pub mod progress;
 pub mod relations;
@@ -13,6 +15,7 @@ pub mod setup;
 pub mod stream;
 pub mod tls;
 pub mod values;
+pub mod watchdog;
 pub mod wire;
 
 pub use stream::{Replication, ReplicationError, State};

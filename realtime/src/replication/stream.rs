@@ -4,6 +4,10 @@
 //! Owns the replication connection, the decoder (with its relation cache), the watermark of
 //! what was handed on and the resume window's retention (see `progress`). One loop, `select!`ed with shutdown first: keepalive replies never wait
 //! behind downstream, because handing to the bus never blocks.
+//!
+//! Each session finds the slot or replaces it: a missing slot (first start, or dropped) or an
+//! invalidated one (`wal_status = lost`) is created anew, and with it a new epoch begins, so no
+//! client resumes silently across the gap. The slot watchdog runs beside the sessions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,10 +22,12 @@ use crate::change::Epoch;
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::db;
 use crate::lsn::Lsn;
-use crate::replication::decode::{Decoder, StreamError};
+use crate::metrics::ReplicationMetrics;
+use crate::replication::decode::{Decoder, StreamError, TransactionLimits};
 use crate::replication::pgoutput::{self, DecodeError};
 use crate::replication::progress::Progress;
-use crate::replication::setup::{self, SetupError};
+use crate::replication::setup::{self, SetupError, SlotFound};
+use crate::replication::watchdog;
 use crate::replication::wire::{ReplicationConnection, ReplicationMessage, WireError};
 use crate::window::{self, Handed};
 
@@ -100,12 +106,21 @@ impl Replication {
 
     /// Runs until `shutdown` (returns `Ok`) or a fatal setup error (returns it).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReplicationError> {
+        let watchdog = shutdown.child_token();
+        tokio::spawn(watchdog::run(
+            self.database.clone(),
+            self.config.clone(),
+            self.bus.replication_metrics().clone(),
+            watchdog.clone(),
+        ));
+        let _stop_watchdog = watchdog.drop_guard();
         let mut continuity: Option<Continuity> = None;
         let mut pool: Option<PgPool> = None;
         let mut failures: u32 = 0;
         loop {
             let streamed_before = continuity.as_ref().map(|c| (c.epoch, c.handed));
             let result = self.session(&shutdown, &mut continuity, &mut pool).await;
+            self.metrics().set_streaming(false);
             let error = match result {
                 Ok(()) => {
                     self.state.send_replace(State::Stopped);
@@ -117,6 +132,7 @@ impl Replication {
                 }
                 Err(e) => e,
             };
+            ReplicationMetrics::count(&self.metrics().interruptions, 1);
             // A session that made progress resets the backoff.
             failures = if continuity.as_ref().map(|c| (c.epoch, c.handed)) != streamed_before {
                 1
@@ -150,7 +166,6 @@ impl Replication {
         let system = setup::identify(&mut conn).await?;
         setup::check_wal_level(&mut conn).await?;
         setup::ensure_publications(&mut conn, &self.config).await?;
-        let slot = setup::ensure_slot(&mut conn, &self.config, &self.database.dbname).await?;
         let pool = match pool {
             Some(p) => p.clone(),
             None => {
@@ -164,7 +179,13 @@ impl Replication {
                 p
             }
         };
-        let epoch = setup::resolve_epoch(&pool, &self.config, &system, &slot).await?;
+        let slot = self.slot(&mut conn, &pool).await?;
+        let known = continuity.as_ref().map(|c| (c.epoch, c.handed));
+        let handed = |epoch: Epoch| known.filter(|(e, _)| *e == epoch).map(|(_, h)| h);
+        let (epoch, new) = setup::resolve_epoch(&pool, &self.config, &system, &slot, handed).await?;
+        if new {
+            ReplicationMetrics::count(&self.metrics().epochs_started, 1);
+        }
         let continuity = match continuity {
             Some(c) if c.epoch == epoch => {
                 c.progress.reconnected();
@@ -184,7 +205,35 @@ impl Replication {
         tracing::info!(slot = %self.config.slot_name, %epoch, from = %continuity.handed, "streaming changes");
         self.bus.announce_epoch(epoch);
         self.state.send_replace(State::Streaming { epoch });
+        self.metrics().set_streaming(true);
         self.stream(conn, epoch, shutdown, continuity).await
+    }
+
+    /// The slot to stream from: the existing one, or a new one in place of a missing or
+    /// invalidated slot.
+    async fn slot(&self, conn: &mut ReplicationConnection, pool: &PgPool) -> Result<setup::Slot, SetupError> {
+        match setup::find_slot(conn, &self.config, &self.database.dbname).await? {
+            SlotFound::Usable(slot) => return Ok(slot),
+            SlotFound::Missing => {}
+            SlotFound::Invalidated => {
+                tracing::warn!(
+                    slot = %self.config.slot_name,
+                    "the replication slot was invalidated (wal_status = lost: it fell behind max_slot_wal_keep_size); \
+                     dropping and recreating it: changes since it fell behind are lost and clients must refetch"
+                );
+                ReplicationMetrics::count(&self.metrics().slots_invalidated, 1);
+                setup::drop_slot(conn, &self.config).await?;
+            }
+        }
+        // Marked first: a crash right after creating the slot must not continue the old epoch.
+        setup::mark_replacing(pool, &self.config).await?;
+        let slot = setup::create_slot(conn, &self.config).await?;
+        ReplicationMetrics::count(&self.metrics().slots_created, 1);
+        Ok(slot)
+    }
+
+    fn metrics(&self) -> &ReplicationMetrics {
+        self.bus.replication_metrics()
     }
 
     async fn stream(
@@ -194,7 +243,13 @@ impl Replication {
         shutdown: &CancellationToken,
         continuity: &mut Continuity,
     ) -> Result<(), ReplicationError> {
-        let mut decoder = Decoder::new(epoch);
+        let mut decoder = Decoder::with_limits(
+            epoch,
+            TransactionLimits {
+                max_changes: self.config.max_transaction_changes,
+                max_bytes: self.config.max_transaction_bytes,
+            },
+        );
         let Continuity {
             handed: watermark,
             backlog_through,
@@ -237,6 +292,7 @@ impl Replication {
                         }
                         transaction.backlog = transaction.end_lsn <= *backlog_through;
                         let handed = Handed::of(&transaction);
+                        self.count(&transaction);
                         self.bus.publish_transaction(Arc::new(transaction));
                         *watermark = handed.end_lsn;
                         progress.on_handed(handed, window::now_micros());
@@ -273,6 +329,25 @@ impl Replication {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Replication {
+    fn count(&self, transaction: &crate::change::Transaction) {
+        let metrics = self.metrics();
+        ReplicationMetrics::count(&metrics.transactions, 1);
+        ReplicationMetrics::count(&metrics.changes, transaction.changes.len() as u64);
+        if let Some(overflow) = &transaction.overflow {
+            ReplicationMetrics::count(&metrics.overflowed_transactions, 1);
+            tracing::warn!(
+                changes = overflow.changes,
+                tables = overflow.tables.len(),
+                max_changes = self.config.max_transaction_changes,
+                max_bytes = self.config.max_transaction_bytes,
+                commit_lsn = %transaction.commit_lsn,
+                "a transaction was too large to keep; its subscribers are told to refetch"
+            );
         }
     }
 }

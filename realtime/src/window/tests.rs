@@ -35,6 +35,7 @@ fn tx(epoch: u64, lsn: u64, changes: u32, at: i64, padding: usize) -> Arc<Transa
         end_lsn: Lsn(lsn + 8),
         commit_timestamp: at,
         backlog: false,
+        overflow: None,
         changes: (0..changes)
             .map(|index| {
                 Arc::new(RowChange {
@@ -313,4 +314,44 @@ fn both_sides_agree_on_what_the_window_holds() {
         };
         assert_eq!(r.start(), floor_after.commit_lsn, "after {i}");
     }
+}
+
+#[test]
+fn an_overflowed_transaction_is_replayed_as_its_marker_once() {
+    use crate::change::{ChangeKinds, Overflow};
+    let mut w = Window::new(limits(300, usize::MAX));
+    w.append(tx(7, 100, 1, 0, 1), 0);
+    let big = Arc::new(Transaction {
+        overflow: Some(Arc::new(Overflow {
+            tables: vec![(table(), ChangeKinds::default())],
+            changes: 1_000_000,
+        })),
+        changes: Vec::new(),
+        ..(*tx(7, 200, 0, 0, 1)).clone()
+    });
+    w.append(big, 0);
+    w.append(tx(7, 300, 1, 0, 1), 0);
+    assert_eq!(w.head(), Some(pos(7, 300, 0)));
+    let Resume::Replay(slices) = w.after(&pos(7, 100, 0), 10) else {
+        panic!("replay")
+    };
+    let shape: Vec<(u64, bool, Option<Position>)> = slices
+        .iter()
+        .map(|s| {
+            (
+                s.transaction.commit_lsn.0,
+                s.transaction.overflow.is_some(),
+                s.last_position(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (200, true, Some(pos(7, 200, 999_999))),
+            (300, false, Some(pos(7, 300, 0)))
+        ]
+    );
+    // From the marker's own position (what its signal names), only what follows.
+    assert_eq!(replayed(w.after(&pos(7, 200, 999_999), 10)), [(300, 0)]);
 }

@@ -8,12 +8,14 @@
 //! piece at a time as its socket has room (so a long replay never makes it a slow consumer and
 //! never holds up the others), and joins the live audience only once it has reached the head of
 //! the window. The live audience therefore never sends it a change the replay will send, and the
-//! replay never sends a change the live audience sent: each change once, in commit order.
+//! replay never sends a change the live audience sent: each change once, in commit order. A
+//! transaction too large to keep reaches both paths as its overflow signal, in its place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::change::{Epoch, Position, Transaction};
+use crate::changes::overflow;
 use crate::changes::resume::{Refetch, refetch_payload, resumed_payload};
 use crate::changes::service::{Changes, Subscription};
 use crate::channels::registry::SubscriberId;
@@ -153,7 +155,11 @@ impl Followers {
             self.live
                 .get_or_insert_with(|| Audience::new(live(&self.states, |_| true)))
         };
-        dispatcher.deliver(&transaction, audience).await;
+        if transaction.overflow.is_some() {
+            overflow::notify(audience.subscriptions(), &transaction);
+        } else {
+            dispatcher.deliver(&transaction, audience).await;
+        }
     }
 
     /// The bus dropped transactions on their way here: the window is cut at the gap and every
@@ -249,7 +255,11 @@ impl Followers {
                 }
                 Resume::Replay(slices) => {
                     for slice in &slices {
-                        dispatcher.deliver(&part(slice), audience).await;
+                        if slice.transaction.overflow.is_some() {
+                            overflow::notify([&*subscription], &slice.transaction);
+                        } else {
+                            dispatcher.deliver(&part(slice), audience).await;
+                        }
                         budget = budget.saturating_sub(slice.changes.len());
                         if let Some(last) = slice.last_position() {
                             *after = last;
@@ -296,6 +306,7 @@ fn part(slice: &Slice) -> Transaction {
         commit_timestamp: t.commit_timestamp,
         backlog: t.backlog,
         changes: t.changes[slice.changes.clone()].to_vec(),
+        overflow: t.overflow.clone(),
     }
 }
 

@@ -147,6 +147,7 @@ fn transaction(changes: Vec<Arc<RowChange>>) -> Transaction {
         commit_timestamp: 1_763_511_760_877_123,
         backlog: false,
         changes,
+        overflow: None,
     }
 }
 

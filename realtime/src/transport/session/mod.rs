@@ -362,6 +362,11 @@ impl Session {
 
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>, close: Close) {
         self.cleanup();
+        if close == Close::SlowConsumer {
+            self.node
+                .slow_consumer_closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let Some((code, reason)) = close.frame() else {
             return;
         };

@@ -112,6 +112,7 @@ impl Setup {
             end_lsn: Lsn(lsn + 1),
             commit_timestamp: at,
             backlog,
+            overflow: None,
             changes: (0..n)
                 .map(|index| {
                     let id = (lsn * 100 + u64::from(index)).to_string();
@@ -335,4 +336,34 @@ async fn a_replaced_subscription_carries_on_where_the_old_one_was() {
     assert_eq!(got.len(), 59 + 1, "{got:?}");
     assert_eq!(got.first().map(String::as_str), Some("100/1"));
     assert_eq!(got.last().map(String::as_str), Some("system:resumed"));
+}
+
+#[tokio::test]
+async fn a_transaction_too_large_to_keep_is_signalled_live_and_in_its_place_in_a_replay() {
+    use crate::change::{ChangeKinds, Overflow};
+    let mut s = setup(window());
+    let (_, live) = s.subscribe(None, 100);
+    s.publish(s.transaction(1, 100, 1, false)).await;
+    let mut kinds = ChangeKinds::default();
+    kinds.insert(ChangeKind::Insert);
+    let big = Arc::new(Transaction {
+        changes: Vec::new(),
+        overflow: Some(Arc::new(Overflow {
+            tables: vec![(s.todos.clone(), kinds)],
+            changes: 1_000_000,
+        })),
+        ..(*s.transaction(1, 200, 0, false)).clone()
+    });
+    s.publish(big).await;
+    s.publish(s.transaction(1, 300, 1, false)).await;
+    assert_eq!(
+        summary(&messages(&live)),
+        ["100/0", "system:transaction_too_large", "300/0"]
+    );
+    let (_, resuming) = s.subscribe(Some(pos(1, 100, 0)), 100);
+    let read = s.catch_up(&[&resuming], 5).await;
+    assert_eq!(
+        summary(&read[0]),
+        ["system:transaction_too_large", "300/0", "system:resumed"]
+    );
 }

@@ -1,0 +1,205 @@
+//! Transactions too large to keep (an [`Overflow`] marker instead of changes): each subscription
+//! that listens to one of their tables, for a kind of change they made, gets one `system`
+//! message telling it to refetch, in commit order with the other pushes. Row filters and row
+//! policies cannot be checked without rows, so every such subscription is told; the message
+//! names tables and a position, never row data.
+
+use serde_json::json;
+
+use std::sync::Arc;
+
+use crate::change::{Overflow, Transaction};
+use crate::changes::service::Subscription;
+use crate::transport::phoenix;
+
+/// Why the `system` message was sent, for clients that act on it.
+pub const REASON: &str = "transaction_too_large";
+
+/// Pushes the refetch message of an overflowed transaction to those of `subscriptions` that
+/// listen to its tables (the dispatcher's live audience, or one subscription it catches up).
+pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>, transaction: &Transaction) {
+    let Some(overflow) = &transaction.overflow else {
+        return;
+    };
+    let position = overflow
+        .last_position(transaction.epoch, transaction.commit_lsn)
+        .to_string();
+    for subscription in subscriptions {
+        let tables = tables_for(subscription, overflow);
+        if tables.is_empty() {
+            continue;
+        }
+        let sub_topic = subscription
+            .topic
+            .strip_prefix("realtime:")
+            .unwrap_or(&subscription.topic);
+        let payload = json!({
+            "channel": sub_topic,
+            "extension": "postgres_changes",
+            "status": "error",
+            "refetch": true,
+            "reason": REASON,
+            "message": format!(
+                "A transaction changed {} rows, more than realtime keeps in memory: its changes were not sent; refetch {}",
+                overflow.changes,
+                tables.join(", ")
+            ),
+            "tables": tables,
+            "position": position,
+            "changes": overflow.changes,
+        });
+        let text = phoenix::encode_text(
+            subscription.vsn,
+            None,
+            None,
+            &subscription.topic,
+            "system",
+            &payload.to_string(),
+        );
+        // A full queue closes that socket as a slow consumer, like any other push.
+        let _ = subscription
+            .outbound
+            .push(crate::transport::ws::frame::text(&text));
+    }
+}
+
+/// `schema.table` of each overflowed table the subscription listens to.
+fn tables_for(subscription: &Subscription, overflow: &Overflow) -> Vec<String> {
+    overflow
+        .tables
+        .iter()
+        .filter(|(table, kinds)| {
+            subscription.bindings.iter().any(|b| {
+                b.matches_table(&table.schema, &table.name) && kinds.iter().any(|k| b.event.matches(k))
+            })
+        })
+        .map(|(table, _)| format!("{}.{}", table.schema, table.name))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::change::{ChangeKind, ChangeKinds, Epoch, Table};
+    use crate::changes::service::Changes;
+    use crate::changes::subscription::Binding;
+    use crate::channels::registry::SubscriberId;
+    use crate::config::{DatabaseConfig, ReplicationConfig};
+    use crate::lsn::Lsn;
+    use crate::policy::PolicySet;
+    use crate::transport::outbound::{Outbound, Taken};
+    use crate::transport::phoenix::Vsn;
+
+    fn subscribe(changes: &Changes, topic: &str, bindings: Value) -> Arc<Outbound> {
+        let outbound = Arc::new(Outbound::new(16));
+        let bindings = bindings
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| Binding::parse(b).unwrap())
+            .collect();
+        changes.subscribe(
+            SubscriberId::next(),
+            Subscription {
+                outbound: outbound.clone(),
+                vsn: Vsn::V1,
+                topic: Arc::from(format!("realtime:{topic}")),
+                claims: Arc::new(Claims {
+                    role: "anon".into(),
+                    exp: 0,
+                    sub: None,
+                    all: Default::default(),
+                }),
+                bindings,
+                legacy: false,
+                since: None,
+            },
+        );
+        outbound
+    }
+
+    /// The payloads of the frames queued on `outbound`.
+    fn received(outbound: &Outbound) -> Vec<Value> {
+        let Taken::Frames(frames) = outbound.take() else {
+            panic!("the queue is open")
+        };
+        frames
+            .iter()
+            .map(|f| {
+                // An unmasked server text frame with a 1-byte or 2-byte length.
+                let start = if f[1] == 126 { 4 } else { 2 };
+                let message: Value = serde_json::from_slice(&f[start..]).unwrap();
+                assert_eq!(message["event"], "system");
+                message["payload"].clone()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn subscribers_of_an_overflowed_table_and_kind_are_told_to_refetch() {
+        let database = DatabaseConfig::from_url("postgres://u:p@127.0.0.1:1/db").unwrap();
+        let changes = Changes::new(
+            &database,
+            &ReplicationConfig::default(),
+            Arc::new(PolicySet::empty()),
+        );
+        let items = subscribe(
+            &changes,
+            "items",
+            json!([{"event": "INSERT", "schema": "public", "table": "items"}]),
+        );
+        let deletes = subscribe(
+            &changes,
+            "deletes",
+            json!([{"event": "DELETE", "schema": "public", "table": "items"}]),
+        );
+        let other = subscribe(
+            &changes,
+            "other",
+            json!([{"event": "*", "schema": "public", "table": "other"}]),
+        );
+        let all = subscribe(&changes, "all", json!([{"event": "*", "schema": "*"}]));
+        let mut table = crate::changes::testing::table(&[("id", "int4", 23)]);
+        table.name = "items".into();
+        let mut kinds = ChangeKinds::default();
+        kinds.insert(ChangeKind::Insert);
+        let transaction = Transaction {
+            epoch: Epoch(1),
+            xid: 1,
+            commit_lsn: Lsn(0x10),
+            end_lsn: Lsn(0x20),
+            commit_timestamp: 0,
+            backlog: false,
+            changes: Vec::new(),
+            overflow: Some(Arc::new(Overflow {
+                tables: vec![(Arc::new(table) as Arc<Table>, kinds)],
+                changes: 1_000_000,
+            })),
+        };
+        let (_, subscriptions) = changes.snapshot();
+        notify(subscriptions.iter().map(|(_, s)| s), &transaction);
+        for (outbound, channel) in [(&items, "items"), (&all, "all")] {
+            let got = received(outbound);
+            assert_eq!(got.len(), 1, "{channel}");
+            let p = &got[0];
+            assert_eq!(p["channel"], channel);
+            assert_eq!(
+                (
+                    p["extension"].as_str(),
+                    p["status"].as_str(),
+                    p["reason"].as_str()
+                ),
+                (Some("postgres_changes"), Some("error"), Some(REASON))
+            );
+            assert_eq!(p["tables"], json!(["public.items"]));
+            assert_eq!(p["changes"], 1_000_000);
+            assert_eq!(p["position"], "0000000000000001-0000000000000010-000F423F");
+        }
+        assert!(received(&deletes).is_empty(), "no DELETE was in the transaction");
+        assert!(received(&other).is_empty(), "another table");
+    }
+}

@@ -1,0 +1,273 @@
+//! `realtime serve` as a child process against a test cluster, scraped through `/metrics` and
+//! `/proc`, with WebSocket clients that subscribe to Postgres Changes (vsn 1.0.0 frames).
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::Process;
+
+/// The JWT secret of every service these helpers start.
+pub const SECRET: &str = "fault-test-secret-long-enough-for-hs256";
+
+/// A port nobody listens on now, below the ephemeral range (a port inside it can be handed to
+/// one of our own outgoing connections while the server starts, which then talks to itself).
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 10_000 + (rand_u64() % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// A `realtime serve` process.
+pub struct Service {
+    pub process: Process,
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts `realtime serve` on `url` with slot `slot` and publication `publication`, plus
+    /// `extra` environment, and waits until it streams changes.
+    pub fn start(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
+        let port = free_port();
+        let mut env = vec![
+            ("DATABASE_URL", url.to_owned()),
+            ("SLOT_NAME", slot.to_owned()),
+            ("PUBLICATIONS", publication.to_owned()),
+            ("PORT", port.to_string()),
+            ("API_JWT_SECRET", SECRET.to_owned()),
+            ("CHANNEL_ERROR_BACKOFF_MS", "0".to_owned()),
+            ("CONNECT_ERROR_BACKOFF_MS", "0".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let process = Process::spawn(&["serve"], &env);
+        process.wait_stderr("streaming changes", Duration::from_secs(60));
+        process.wait_stderr("listening", Duration::from_secs(10));
+        Service { process, port }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").await
+    }
+
+    /// One sample of `/metrics` as a number (`NaN` when unknown).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics().await, name)
+    }
+
+    /// The service's peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmHWM") * 1024
+    }
+
+    pub fn rss(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmRSS") * 1024
+    }
+
+    pub fn url(&self, token: &str) -> String {
+        format!(
+            "ws://127.0.0.1:{}/socket/websocket?apikey={token}&vsn=1.0.0",
+            self.port
+        )
+    }
+}
+
+/// The value of sample `name` in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse::<f64>().unwrap_or(f64::NAN))
+        })
+        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{text}"))
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns the body.
+pub async fn http_get(port: u16, path: &str) -> String {
+    let fetch = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("GET within 10 s")
+}
+
+/// An HS256 token for `role`, valid for an hour.
+pub fn token(role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "role": role, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode a token")
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a subscriber receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A `postgres_changes` push: its `data`.
+    Change(Value),
+    /// A `system` push: its payload.
+    System(Value),
+    /// The server closed the socket (with its close code, if a close frame arrived).
+    Closed(Option<u16>),
+}
+
+/// A vsn 1.0.0 socket with one channel subscribed to Postgres Changes.
+pub struct Subscriber {
+    ws: Ws,
+    pub topic: String,
+}
+
+impl Subscriber {
+    /// Connects, joins `realtime:<channel>` with `bindings` and waits for
+    /// "Subscribed to PostgreSQL". With `receive_buffer`, the socket's kernel receive buffer is
+    /// set that small (for a client that will stop reading).
+    pub async fn join(
+        service: &Service,
+        token: &str,
+        channel: &str,
+        bindings: Value,
+        receive_buffer: Option<u32>,
+    ) -> Subscriber {
+        let url = service.url(token);
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let stream = socket
+            .connect(([127, 0, 0, 1], service.port).into())
+            .await
+            .expect("connect to the service");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("WebSocket handshake");
+        let mut subscriber = Subscriber {
+            ws,
+            topic: format!("realtime:{channel}"),
+        };
+        let join = json!({
+            "topic": subscriber.topic, "event": "phx_join", "ref": "1", "join_ref": "1",
+            "payload": {
+                "config": {
+                    "broadcast": {"ack": false, "self": false},
+                    "presence": {"key": "", "enabled": false},
+                    "postgres_changes": bindings,
+                    "private": false
+                },
+                "access_token": token
+            }
+        });
+        subscriber
+            .ws
+            .send(Message::text(join.to_string()))
+            .await
+            .expect("send the join");
+        match subscriber.next(Duration::from_secs(30)).await {
+            Some(Incoming::System(p)) if p["message"] == "Subscribed to PostgreSQL" => subscriber,
+            Some(Incoming::System(p)) => panic!("subscription refused: {p}"),
+            Some(other) => panic!("before the subscription: {other:?}"),
+            None => panic!("not subscribed within 30 s"),
+        }
+    }
+
+    /// The next push or close, skipping replies; `None` after `timeout` without one.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Incoming> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let text = match message {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Incoming::Closed(frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(Incoming::Closed(None)),
+            };
+            let value: Value = serde_json::from_str(&text).expect("a JSON frame");
+            match value["event"].as_str() {
+                Some("postgres_changes") => {
+                    return Some(Incoming::Change(value["payload"]["data"].clone()));
+                }
+                Some("system") => return Some(Incoming::System(value["payload"].clone())),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next change, panicking on anything else or on `timeout`.
+    pub async fn change(&mut self, timeout: Duration) -> Value {
+        match self.next(timeout).await {
+            Some(Incoming::Change(data)) => data,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    /// Sends a heartbeat (keeps the socket from the idle timeout).
+    pub async fn heartbeat(&mut self) {
+        let frame = json!({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "hb"});
+        let _ = self.ws.send(Message::text(frame.to_string())).await;
+    }
+}
+
+/// Supabase's `anon`-like reader role used by these tests: may read `tables`, no RLS bypass.
+pub fn reader_role_sql(tables: &[&str]) -> String {
+    let mut sql = "CREATE ROLE reader NOLOGIN;".to_owned();
+    for t in tables {
+        sql.push_str(&format!(" GRANT SELECT ON {t} TO reader;"));
+    }
+    sql
+}
