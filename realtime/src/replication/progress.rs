@@ -32,7 +32,8 @@ pub struct Progress {
     /// End LSN of the last transaction handed to the bus.
     handed: Lsn,
     retention: Retention,
-    last_sent: Option<(Lsn, Instant)>,
+    /// What the last status reported (received, confirmed), and when.
+    last_sent: Option<(Lsn, Lsn, Instant)>,
 }
 
 impl Progress {
@@ -91,19 +92,21 @@ impl Progress {
         self.received
     }
 
-    /// Whether a periodic status update should go out now.
+    /// Whether a periodic status update should go out now. A change of what was received counts
+    /// too: Postgres shows it as the walsender's `write_lsn`, which slot lag is measured to.
     pub fn status_due(&self, now: Instant) -> bool {
         match self.last_sent {
             None => true,
-            Some((lsn, at)) => {
+            Some((received, confirmed, at)) => {
                 let waited = now.saturating_duration_since(at);
-                waited >= STATUS_INTERVAL || (lsn != self.confirmed() && waited >= CONFIRM_DELAY)
+                let changed = received != self.received || confirmed != self.confirmed();
+                waited >= STATUS_INTERVAL || (changed && waited >= CONFIRM_DELAY)
             }
         }
     }
 
     pub fn mark_sent(&mut self, now: Instant) {
-        self.last_sent = Some((self.confirmed(), now));
+        self.last_sent = Some((self.received, self.confirmed(), now));
     }
 }
 
@@ -191,6 +194,11 @@ mod tests {
         assert!(!p.status_due(start + Duration::from_millis(500)));
         assert!(p.status_due(start + CONFIRM_DELAY));
         p.mark_sent(start + CONFIRM_DELAY);
+        // Received but still in the window: reported soon too, as the walsender's write position.
+        p.on_received(Lsn(50));
+        assert_eq!(p.confirmed(), Lsn(2));
+        assert!(!p.status_due(start + CONFIRM_DELAY + Duration::from_millis(500)));
+        assert!(p.status_due(start + CONFIRM_DELAY * 2));
         p.reconnected();
         assert!(
             p.status_due(start + CONFIRM_DELAY),
