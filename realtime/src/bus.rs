@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::change::Transaction;
+use crate::change::{Epoch, Transaction};
 use crate::channels::ChannelEvent;
 use crate::metrics::ReplicationMetrics;
 
@@ -22,6 +22,9 @@ use crate::metrics::ReplicationMetrics;
 pub struct LocalBus {
     changes: broadcast::Sender<Arc<Transaction>>,
     channel_events: broadcast::Sender<Arc<ChannelEvent>>,
+    /// The epoch the change stream is in, once streaming: lets consumers judge a resume
+    /// position before the first transaction of a run arrives.
+    epoch: Arc<watch::Sender<Option<Epoch>>>,
     replication: Arc<ReplicationMetrics>,
 }
 
@@ -32,8 +35,19 @@ impl LocalBus {
         LocalBus {
             changes,
             channel_events,
+            epoch: Arc::new(watch::channel(None).0),
             replication: Arc::default(),
         }
+    }
+
+    /// Announces the epoch of the transactions that follow.
+    pub fn announce_epoch(&self, epoch: Epoch) {
+        self.epoch.send_replace(Some(epoch));
+    }
+
+    /// The epoch last announced (`None` before the stream started).
+    pub fn epoch(&self) -> Option<Epoch> {
+        *self.epoch.borrow()
     }
 
     /// The replication task's figures: it writes them, `/metrics` reads them.

@@ -62,6 +62,53 @@ impl Position {
     }
 }
 
+/// Why a position's text form was refused. Messages describe the text without repeating it (it
+/// comes from clients and may be anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParsePositionError {
+    #[error(
+        "a position is 42 characters, <epoch>-<commit LSN>-<index> with 16, 16 and 8 hex digits; got {0} characters"
+    )]
+    Length(usize),
+    #[error(
+        "a position is <epoch>-<commit LSN>-<index> with 16, 16 and 8 hex digits; character {0} is not what that form has there"
+    )]
+    Character(usize),
+}
+
+impl std::str::FromStr for Position {
+    type Err = ParsePositionError;
+
+    /// Reads the text form written by `Display`; hex digits in either case.
+    fn from_str(s: &str) -> Result<Position, ParsePositionError> {
+        let bytes = s.as_bytes();
+        if bytes.len() != Self::TEXT_LEN {
+            return Err(ParsePositionError::Length(s.chars().count()));
+        }
+        let hex = |range: std::ops::Range<usize>| -> Result<u64, ParsePositionError> {
+            let mut value = 0u64;
+            for i in range {
+                let digit = (bytes[i] as char)
+                    .to_digit(16)
+                    .ok_or(ParsePositionError::Character(i + 1))?;
+                value = (value << 4) | u64::from(digit);
+            }
+            Ok(value)
+        };
+        for dash in [16, 33] {
+            if bytes[dash] != b'-' {
+                return Err(ParsePositionError::Character(dash + 1));
+            }
+        }
+        Ok(Position {
+            epoch: Epoch(hex(0..16)?),
+            commit_lsn: Lsn(hex(17..33)?),
+            // Eight hex digits always fit.
+            index: hex(34..42)? as u32,
+        })
+    }
+}
+
 impl fmt::Display for Position {
     /// Fixed-width hex, so that within one epoch the strings sort as the positions do.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -241,6 +288,10 @@ pub struct Transaction {
     pub end_lsn: Lsn,
     /// Microseconds since the Unix epoch, UTC.
     pub commit_timestamp: i64,
+    /// Committed before this process started streaming: re-read from the slot's resume window
+    /// or committed while the service was down. It is history, not news: delivered to
+    /// subscriptions that resume from a position, never to ones that only follow what is new.
+    pub backlog: bool,
     /// Every change, in order; empty when the transaction overflowed.
     pub changes: Vec<Arc<RowChange>>,
     /// Set when the transaction was larger than the decoder keeps in memory: its changes were
@@ -570,6 +621,53 @@ mod tests {
             r#"{"position":"00000000000000ab-00000000016B3748-00000002","schema":"public","table":"we\"ird","type":"TRUNCATE","commit_timestamp":"2025-11-19T00:22:40.877Z","columns":[{"name":"id","type":"int8"},{"name":"no\te","type":"text"},{"name":"big","type":"text"}]}"#
         );
         assert_eq!(json.capacity(), json.len(), "the output is sized exactly");
+    }
+
+    #[test]
+    fn positions_parse_back_from_their_text_and_refuse_anything_else() {
+        for p in [
+            Position {
+                epoch: Epoch(0xab),
+                commit_lsn: Lsn(0x016b_374c),
+                index: 0x2f,
+            },
+            Position {
+                epoch: Epoch(u64::MAX),
+                commit_lsn: Lsn(u64::MAX),
+                index: u32::MAX,
+            },
+            Position {
+                epoch: Epoch(0),
+                commit_lsn: Lsn(0),
+                index: 0,
+            },
+        ] {
+            assert_eq!(p.to_string().parse::<Position>(), Ok(p));
+            assert_eq!(p.to_string().to_lowercase().parse::<Position>(), Ok(p));
+        }
+        let good = "00000000000000ab-00000000016B374C-0000002F";
+        assert_eq!("".parse::<Position>(), Err(ParsePositionError::Length(0)));
+        assert_eq!(good[1..].parse::<Position>(), Err(ParsePositionError::Length(41)));
+        assert_eq!(
+            good.replace('-', "_").parse::<Position>(),
+            Err(ParsePositionError::Character(17))
+        );
+        assert_eq!(
+            good.replacen('F', "g", 1).parse::<Position>(),
+            Err(ParsePositionError::Character(42))
+        );
+        assert_eq!(
+            format!("+{}", &good[1..]).parse::<Position>(),
+            Err(ParsePositionError::Character(1))
+        );
+        // Multi-byte characters of the right byte length are refused, never sliced.
+        let wide = format!("é{}", &good[2..]);
+        assert_eq!(wide.len(), 42);
+        assert!(wide.parse::<Position>().is_err());
+        assert!(
+            !ParsePositionError::Character(3).to_string().contains(good),
+            "errors never echo the input"
+        );
     }
 
     #[test]

@@ -23,3 +23,4 @@ pub mod presence;
 pub mod replication;
 pub mod server;
 pub mod transport;
+pub mod window;

@@ -88,14 +88,14 @@ pub fn render(replication: &ReplicationMetrics, node: NodeFigures) -> String {
         &mut out,
         "realtime_replication_slot_lag_bytes",
         "gauge",
-        "WAL bytes written since the slot's confirmed position (NaN: not known).",
+        "WAL bytes written since what the service has received (the slot's confirmed position while it is not connected; NaN: not known). The resume window's WAL shows in retained WAL, not here.",
         gauge(slot.as_ref().map(|s| s.lag_bytes.to_string())),
     );
     metric(
         &mut out,
         "realtime_replication_slot_lag_seconds",
         "gauge",
-        "How long ago the WAL was at the slot's confirmed position (NaN: not known).",
+        "How long ago the WAL was at what the service has received (NaN: not known).",
         gauge(slot.as_ref().map(|s| format!("{:.3}", s.lag_seconds))),
     );
     metric(

@@ -70,6 +70,7 @@ pub async fn run(
         tokio::spawn(crate::changes::dispatch::run(
             changes.clone(),
             bus.subscribe_transactions(),
+            bus.clone(),
             shutdown.clone(),
         ));
     }

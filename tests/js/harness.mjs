@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process'
 import { createHmac, randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { connect as tcpConnect, createServer } from 'node:net'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -83,9 +83,9 @@ function canListen(port) {
  *
  * With `{ database: true }` it runs `realtime dev` instead, which starts a throwaway Postgres of
  * its own (wal_level=logical); the result then also has `sql(text)`, running SQL there as the
- * superuser through `psql`. `policy` replaces the policy file's text.
+ * superuser through `psql`. `policy` replaces the policy file's text; `env` adds settings.
  */
-export async function startServer({ database = false, policy = TEST_POLICY } = {}) {
+export async function startServer({ database = false, policy = TEST_POLICY, env: extraEnv = {} } = {}) {
   const bin = realtimeBinary()
   if (!existsSync(bin)) {
     throw new Error(
@@ -112,6 +112,7 @@ export async function startServer({ database = false, policy = TEST_POLICY } = {
     CHANNEL_ERROR_BACKOFF_MS: '0',
     CONNECT_ERROR_BACKOFF_MS: '0',
     POLICIES_DIR: policiesDir,
+    ...extraEnv,
   })
   const args = database
     ? ['dev', '--data-dir', join(pgDir, 'data'), '--pg-port', String(pgPort), '--fresh']
@@ -453,4 +454,56 @@ export function rawHandshake(server, query, path = '/socket/websocket') {
       // 'unexpected-response' handles refusals; other errors surface through the timeout.
     })
   })
+}
+
+/**
+ * A TCP proxy in front of `server`, to take clients offline the way a lost network does:
+ * `offline()` cuts every connection and refuses new ones until `online()`. The result stands in
+ * for the server in `connect()` (its `wsBase` points at the proxy).
+ */
+export async function startProxy(server) {
+  const port = await freePort()
+  const sockets = new Set()
+  let online = true
+  const proxy = createServer((downstream) => {
+    if (!online) {
+      downstream.destroy()
+      return
+    }
+    const upstream = tcpConnect(server.port, '127.0.0.1')
+    for (const [a, b] of [
+      [downstream, upstream],
+      [upstream, downstream],
+    ]) {
+      sockets.add(a)
+      a.pipe(b)
+      a.on('error', () => b.destroy())
+      a.on('close', () => {
+        sockets.delete(a)
+        b.destroy()
+      })
+    }
+  })
+  await new Promise((resolve, reject) => {
+    proxy.once('error', reject)
+    proxy.listen(port, '127.0.0.1', resolve)
+  })
+  return {
+    ...server,
+    wsBase(path = '/socket') {
+      return `ws://127.0.0.1:${port}${path}`
+    },
+    offline() {
+      online = false
+      for (const socket of sockets) socket.destroy()
+    },
+    online() {
+      online = true
+    },
+    close() {
+      online = false
+      for (const socket of sockets) socket.destroy()
+      return new Promise((resolve) => proxy.close(resolve))
+    },
+  }
 }

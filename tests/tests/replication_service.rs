@@ -129,7 +129,7 @@ fn killed_mid_stream_the_service_resumes_without_loss_or_repeating_confirmed_cha
 }
 
 #[test]
-fn shutdown_confirms_and_releases_the_slot_and_a_temporary_slot_disappears() {
+fn shutdown_keeps_the_resume_window_and_releases_the_slot_and_a_temporary_slot_disappears() {
     let pg = start_postgres(Options::default());
     pg.psql(
         "postgres",
@@ -140,12 +140,7 @@ fn shutdown_confirms_and_releases_the_slot_and_a_temporary_slot_disappears() {
     let mut tail = Process::spawn(&["tail"], &env);
     tail.wait_stderr("streaming changes", Duration::from_secs(30));
     pg.psql("postgres", "INSERT INTO t VALUES (1)").expect("insert");
-    next_event(&tail, Duration::from_secs(30)).expect("the insert");
-    let wal = pg
-        .psql("postgres", "SELECT pg_current_wal_lsn()")
-        .expect("lsn")
-        .parse::<Lsn>()
-        .expect("lsn");
+    let insert = next_event(&tail, Duration::from_secs(30)).expect("the insert");
     assert!(
         tail.terminate(Duration::from_secs(15)).success(),
         "clean exit; stderr:\n{}",
@@ -154,9 +149,37 @@ fn shutdown_confirms_and_releases_the_slot_and_a_temporary_slot_disappears() {
     let (active, confirmed) = slot_state(&pg, "s_release");
     assert_eq!(active, "f", "the slot is released");
     assert!(
-        confirmed >= wal,
-        "the handed transaction was confirmed: {confirmed} < {wal}"
+        confirmed <= position(&insert).0,
+        "the insert is still in the resume window, so not confirmed: {confirmed}"
     );
+    // The next run re-reads the window from the slot: the insert comes again, with the same
+    // position, so resuming clients lose nothing to the restart.
+    let mut again = Process::spawn(&["tail"], &env);
+    let reread = next_event(&again, Duration::from_secs(30)).expect("the window, re-read");
+    assert_eq!(reread["position"], insert["position"]);
+    assert!(again.terminate(Duration::from_secs(15)).success());
+
+    // With no window, what was handed on is confirmed.
+    let mut none = env.clone();
+    none[1].1 = "s_no_window".into();
+    none.push(("REPLICATION_WINDOW_SECONDS", "0".into()));
+    let mut tail = Process::spawn(&["tail"], &none);
+    tail.wait_stderr("streaming changes", Duration::from_secs(30));
+    pg.psql("postgres", "INSERT INTO t VALUES (2)").expect("insert");
+    let insert = next_event(&tail, Duration::from_secs(30)).expect("the insert");
+    assert!(tail.terminate(Duration::from_secs(15)).success());
+    let (_, confirmed) = slot_state(&pg, "s_no_window");
+    assert!(
+        confirmed >= position(&insert).0,
+        "confirmed up to the evicted transaction: {confirmed}"
+    );
+    let mut again = Process::spawn(&["tail"], &none);
+    again.wait_stderr("streaming changes", Duration::from_secs(30));
+    if let Some(event) = next_event(&again, Duration::from_millis(500)) {
+        // Only the transaction at the confirmed position itself may come again.
+        assert_eq!(event["position"], insert["position"], "{event}");
+    }
+    assert!(again.terminate(Duration::from_secs(15)).success());
 
     let mut temp = env.clone();
     temp[1].1 = "s_temporary".into();

@@ -7,6 +7,7 @@
 //! - [`access`]: Postgres's own privileges and row-level security, for tables without rules.
 //! - [`payload`]: the `data` object of a push, encoded once per subscriber group, and the push
 //!   payload spliced around it.
+//! - [`resume`]: the `since` a resuming client sends and the `system` messages about it.
 //! - [`overflow`]: the refetch `system` message for a transaction too large to keep.
 //!
 //! All but `access` are pure (no I/O).
@@ -17,6 +18,7 @@ pub mod filter;
 mod inspect;
 pub mod overflow;
 pub mod payload;
+pub mod resume;
 pub mod service;
 pub mod subscription;
 #[cfg(test)]

@@ -6,24 +6,26 @@
 
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::change::{Overflow, Transaction};
-use crate::changes::service::{Changes, Subscription};
+use crate::changes::service::Subscription;
 use crate::transport::phoenix;
 
 /// Why the `system` message was sent, for clients that act on it.
 pub const REASON: &str = "transaction_too_large";
 
-/// Pushes the refetch message of an overflowed transaction to its subscribers.
-pub fn notify(changes: &Changes, transaction: &Transaction) {
+/// Pushes the refetch message of an overflowed transaction to those of `subscriptions` that
+/// listen to its tables (the dispatcher's live audience, or one subscription it catches up).
+pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>, transaction: &Transaction) {
     let Some(overflow) = &transaction.overflow else {
         return;
     };
     let position = overflow
         .last_position(transaction.epoch, transaction.commit_lsn)
         .to_string();
-    let (_, subscriptions) = changes.snapshot();
-    for (_, subscription) in subscriptions {
-        let tables = tables_for(&subscription, overflow);
+    for subscription in subscriptions {
+        let tables = tables_for(subscription, overflow);
         if tables.is_empty() {
             continue;
         }
@@ -35,6 +37,7 @@ pub fn notify(changes: &Changes, transaction: &Transaction) {
             "channel": sub_topic,
             "extension": "postgres_changes",
             "status": "error",
+            "refetch": true,
             "reason": REASON,
             "message": format!(
                 "A transaction changed {} rows, more than realtime keeps in memory: its changes were not sent; refetch {}",
@@ -77,13 +80,12 @@ fn tables_for(subscription: &Subscription, overflow: &Overflow) -> Vec<String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::{Value, json};
 
     use super::*;
     use crate::auth::Claims;
     use crate::change::{ChangeKind, ChangeKinds, Epoch, Table};
+    use crate::changes::service::Changes;
     use crate::changes::subscription::Binding;
     use crate::channels::registry::SubscriberId;
     use crate::config::{DatabaseConfig, ReplicationConfig};
@@ -114,6 +116,7 @@ mod tests {
                 }),
                 bindings,
                 legacy: false,
+                since: None,
             },
         );
         outbound
@@ -170,13 +173,15 @@ mod tests {
             commit_lsn: Lsn(0x10),
             end_lsn: Lsn(0x20),
             commit_timestamp: 0,
+            backlog: false,
             changes: Vec::new(),
             overflow: Some(Arc::new(Overflow {
                 tables: vec![(Arc::new(table) as Arc<Table>, kinds)],
                 changes: 1_000_000,
             })),
         };
-        notify(&changes, &transaction);
+        let (_, subscriptions) = changes.snapshot();
+        notify(subscriptions.iter().map(|(_, s)| s), &transaction);
         for (outbound, channel) in [(&items, "items"), (&all, "all")] {
             let got = received(outbound);
             assert_eq!(got.len(), 1, "{channel}");

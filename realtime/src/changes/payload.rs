@@ -1,6 +1,6 @@
 //! The `postgres_changes` push: the `data` object for one change as one subscriber group sees
 //! it, encoded once and shared by every socket of the group, and the `{"ids","data"}` payload
-//! spliced around it per channel without re-serialising.
+//! spliced around it per channel (with the change's position) without re-serialising.
 //!
 //! `data` keys come in the order Supabase's encoder writes them (alphabetical): `columns`,
 //! `commit_timestamp`, `errors`, `old_record`, `record`, `schema`, `table`, `type`. `record`
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::ColumnSet;
-use crate::change::{Cell, ChangeKind, Row, RowChange, Table, format_timestamp};
+use crate::change::{Cell, ChangeKind, Position, Row, RowChange, Table, format_timestamp};
 use crate::policy::{OldImage, Visibility};
 use crate::replication::values::write_string;
 
@@ -211,10 +211,13 @@ fn write_record(
     out.push('}');
 }
 
-/// The payload of a `postgres_changes` push: `{"ids":[...],"data":<data>}`, spliced around the
-/// pre-encoded `data`. `ids` are the channel's bindings that match, as sent in the join reply.
-pub fn push_payload(ids: &[u32], data: &str) -> String {
-    let mut out = String::with_capacity(data.len() + 18 + ids.len() * 11);
+/// The payload of a `postgres_changes` push: `{"ids":[...],"position":"…","data":<data>}`,
+/// spliced around the pre-encoded `data`. `ids` are the channel's bindings that match, as sent
+/// in the join reply; `position` is the change's place in the stream, what a client gives back
+/// as `postgres_changes_options.since` to resume after it (realtime-js ignores the field).
+pub fn push_payload(ids: &[u32], position: &Position, data: &str) -> String {
+    const POSITION: &str = "],\"position\":\"";
+    let mut out = String::with_capacity(data.len() + 70 + ids.len() * 11);
     out.push_str("{\"ids\":[");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
@@ -222,7 +225,9 @@ pub fn push_payload(ids: &[u32], data: &str) -> String {
         }
         out.push_str(&id.to_string());
     }
-    out.push_str("],\"data\":");
+    out.push_str(POSITION);
+    out.push_str(&position.to_string());
+    out.push_str("\",\"data\":");
     out.push_str(data);
     out.push('}');
     out

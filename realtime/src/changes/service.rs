@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use sqlx::PgPool;
 
 use crate::auth::Claims;
-use crate::change::{Column, ReplicaIdentity, Table};
+use crate::change::{Column, Position, ReplicaIdentity, Table};
 use crate::changes::access::{Access, AccessOptions, key_selectable};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::subscription::Binding;
@@ -21,6 +21,7 @@ use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::policy::{ColumnSet, PolicySet};
 use crate::transport::outbound::Outbound;
 use crate::transport::phoenix::Vsn;
+use crate::window::WindowLimits;
 
 /// One channel's Postgres Changes subscription.
 #[derive(Debug)]
@@ -34,6 +35,9 @@ pub struct Subscription {
     pub bindings: Vec<Binding>,
     /// A legacy join (no `config`): pushes carry the change kind as event and `data` alone.
     pub legacy: bool,
+    /// Resume after this position (`postgres_changes_options.since`): the dispatcher first
+    /// sends every windowed change after it, then the live stream.
+    pub since: Option<Position>,
 }
 
 /// The Postgres Changes side of a node.
@@ -46,6 +50,11 @@ pub struct Changes {
     pub limits: PayloadLimits,
     subscriptions: RwLock<HashMap<SubscriberId, Arc<Subscription>>>,
     generation: AtomicU64,
+    /// Wakes the dispatcher when subscriptions change: a resuming one is replayed to at once,
+    /// not when the next transaction happens to arrive.
+    changed: tokio::sync::Notify,
+    /// How much history the dispatcher keeps for resuming subscriptions.
+    pub window: WindowLimits,
 }
 
 /// A published table as the catalog describes it.
@@ -74,6 +83,8 @@ impl Changes {
             limits: PayloadLimits::default(),
             subscriptions: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+            window: replication.window,
         }
     }
 
@@ -207,15 +218,24 @@ impl Changes {
         })
     }
 
+    /// Adds a subscription, or replaces the one with the same id (a token refresh): the
+    /// dispatcher then carries on where the old one was.
     pub fn subscribe(&self, id: SubscriberId, subscription: Subscription) {
         write(&self.subscriptions).insert(id, Arc::new(subscription));
         self.generation.fetch_add(1, Ordering::Release);
+        self.changed.notify_one();
     }
 
     pub fn unsubscribe(&self, id: SubscriberId) {
         if write(&self.subscriptions).remove(&id).is_some() {
             self.generation.fetch_add(1, Ordering::Release);
+            self.changed.notify_one();
         }
+    }
+
+    /// Waits until subscriptions changed since the last call returned.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The current subscriptions, with a generation that changes whenever they do.

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, Secret, Sources};
+use crate::window::WindowLimits;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SslMode {
@@ -225,6 +226,9 @@ pub struct ReplicationConfig {
     pub publications: Vec<String>,
     /// Create the publication when it is missing (empty: add tables to it yourself).
     pub manage_publication: bool,
+    /// The resume window: how much recent history is kept for clients that come back with
+    /// their last position (and how much WAL the slot retains for it).
+    pub window: WindowLimits,
     /// A transaction with more changes than this is not kept in memory: it reaches subscribers
     /// as one overflow signal telling them to refetch its tables.
     pub max_transaction_changes: usize,
@@ -241,12 +245,16 @@ impl Default for ReplicationConfig {
             temporary_slot: false,
             publications: vec!["supabase_realtime".to_owned()],
             manage_publication: true,
+            window: WindowLimits::default(),
             max_transaction_changes: 100_000,
             max_transaction_bytes: 128 << 20,
             slot_check_interval: Duration::from_secs(10),
         }
     }
 }
+
+/// Longest resume window accepted: a week of WAL is already more than most disks should hold.
+const MAX_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
 
 impl ReplicationConfig {
     pub(super) fn load(sources: &Sources<'_>) -> Result<ReplicationConfig, ConfigError> {
@@ -267,6 +275,25 @@ impl ReplicationConfig {
         }
         if let Some(m) = sources.bool(&["MANAGE_PUBLICATION"], "replication", "manage_publication")? {
             c.manage_publication = m;
+        }
+        let seconds: Option<u64> =
+            sources.parse(&["REPLICATION_WINDOW_SECONDS"], "replication", "window_seconds")?;
+        if let Some(seconds) = seconds {
+            if seconds > MAX_WINDOW_SECONDS {
+                let (_, blame) = sources
+                    .get(&["REPLICATION_WINDOW_SECONDS"], "replication", "window_seconds")
+                    .unwrap_or_default();
+                return Err(ConfigError::new(
+                    blame,
+                    format!("at most {MAX_WINDOW_SECONDS} (a week), got {seconds}"),
+                ));
+            }
+            c.window.max_age = std::time::Duration::from_secs(seconds);
+        }
+        let bytes: Option<usize> =
+            sources.parse(&["REPLICATION_WINDOW_BYTES"], "replication", "window_bytes")?;
+        if let Some(bytes) = bytes {
+            c.window.max_bytes = bytes;
         }
         let positive = |env: &str, key: &str| -> Result<Option<usize>, ConfigError> {
             match sources.parse::<usize>(&[env], "replication", key)? {
@@ -410,6 +437,38 @@ mod tests {
         );
         let errs = load("[replication]\ntemporary_slot = \"maybe\"\n", &[]).unwrap_err();
         assert_eq!(errs[0].key, "replication.temporary_slot");
+    }
+
+    #[test]
+    fn the_resume_window_is_configurable_and_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.replication.window, WindowLimits::default());
+        assert_eq!(c.replication.window.max_age.as_secs(), 300);
+        assert_eq!(c.replication.window.max_bytes, 256 * 1024 * 1024);
+        let c = load(
+            "[replication]\nwindow_seconds = 60\nwindow_bytes = 1000\n",
+            &[("REPLICATION_WINDOW_SECONDS", "5")],
+        )
+        .unwrap();
+        assert_eq!(c.replication.window.max_age.as_secs(), 5, "the environment wins");
+        assert_eq!(c.replication.window.max_bytes, 1000);
+        let c = load("", &[("REPLICATION_WINDOW_SECONDS", "0")]).unwrap();
+        assert_eq!(c.replication.window.max_age.as_secs(), 0, "0 turns resuming off");
+        for (key, value, blame) in [
+            ("REPLICATION_WINDOW_SECONDS", "-1", "REPLICATION_WINDOW_SECONDS"),
+            ("REPLICATION_WINDOW_SECONDS", "5m", "REPLICATION_WINDOW_SECONDS"),
+            (
+                "REPLICATION_WINDOW_SECONDS",
+                "604801",
+                "REPLICATION_WINDOW_SECONDS",
+            ),
+            ("REPLICATION_WINDOW_BYTES", "256MB", "REPLICATION_WINDOW_BYTES"),
+        ] {
+            let errs = load("", &[(key, value)]).unwrap_err();
+            assert_eq!(errs[0].key, blame, "{value}: {errs:?}");
+        }
+        let errs = load("[replication]\nwindow_bytes = -5\n", &[]).unwrap_err();
+        assert_eq!(errs[0].key, "replication.window_bytes");
     }
 
     #[test]

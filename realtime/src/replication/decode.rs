@@ -116,6 +116,8 @@ impl Decoder {
                     commit_lsn: commit.commit_lsn,
                     end_lsn: commit.end_lsn,
                     commit_timestamp: commit.commit_timestamp + PG_EPOCH_MICROS,
+                    // The stream marks history; the decoder only sees messages.
+                    backlog: false,
                     changes: open.changes,
                     overflow: open.overflow.map(Arc::new),
                 }));

@@ -1,8 +1,8 @@
 //! The replication task: connects, checks, streams, hands committed transactions to the bus, and
 //! reconnects with jittered exponential backoff when the connection drops.
 //!
-//! Owns the replication connection, the decoder (with its relation cache) and the watermark of
-//! what was handed on. One loop, `select!`ed with shutdown first: keepalive replies never wait
+//! Owns the replication connection, the decoder (with its relation cache), the watermark of
+//! what was handed on and the resume window's retention (see `progress`). One loop, `select!`ed with shutdown first: keepalive replies never wait
 //! behind downstream, because handing to the bus never blocks.
 //!
 //! Each session finds the slot or replaces it: a missing slot (first start, or dropped) or an
@@ -29,9 +29,12 @@ use crate::replication::progress::Progress;
 use crate::replication::setup::{self, SetupError, SlotFound};
 use crate::replication::watchdog;
 use crate::replication::wire::{ReplicationConnection, ReplicationMessage, WireError};
+use crate::window::{self, Handed};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Two requests for a reply closer than this are a shutting-down walsender's.
+const SHUTDOWN_PINGS: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -68,12 +71,18 @@ pub enum State {
     Stopped,
 }
 
-/// The position this process has handed on, kept across reconnects: a transaction ending at or
-/// below it was delivered already and is dropped if the server sends it again.
-#[derive(Clone, Copy, Debug, Default)]
-struct Watermark {
-    epoch: Option<Epoch>,
+/// What this process keeps across reconnects within one epoch.
+#[derive(Debug)]
+struct Continuity {
+    epoch: Epoch,
+    /// End of the last transaction handed on: one ending at or below it was delivered already
+    /// and is dropped if the server sends it again.
     handed: Lsn,
+    /// The WAL flush position when this process first streamed in this epoch: transactions
+    /// ending at or below it are [`Transaction::backlog`](crate::change::Transaction::backlog).
+    backlog_through: Lsn,
+    /// What to confirm, with the resume window's retention.
+    progress: Progress,
 }
 
 /// Everything the task needs.
@@ -105,12 +114,12 @@ impl Replication {
             watchdog.clone(),
         ));
         let _stop_watchdog = watchdog.drop_guard();
-        let mut watermark = Watermark::default();
+        let mut continuity: Option<Continuity> = None;
         let mut pool: Option<PgPool> = None;
         let mut failures: u32 = 0;
         loop {
-            let streamed_before = watermark.handed;
-            let result = self.session(&shutdown, &mut watermark, &mut pool).await;
+            let streamed_before = continuity.as_ref().map(|c| (c.epoch, c.handed));
+            let result = self.session(&shutdown, &mut continuity, &mut pool).await;
             self.metrics().set_streaming(false);
             let error = match result {
                 Ok(()) => {
@@ -125,7 +134,7 @@ impl Replication {
             };
             ReplicationMetrics::count(&self.metrics().interruptions, 1);
             // A session that made progress resets the backoff.
-            failures = if watermark.handed > streamed_before {
+            failures = if continuity.as_ref().map(|c| (c.epoch, c.handed)) != streamed_before {
                 1
             } else {
                 failures.saturating_add(1)
@@ -148,7 +157,7 @@ impl Replication {
     async fn session(
         &self,
         shutdown: &CancellationToken,
-        watermark: &mut Watermark,
+        continuity: &mut Option<Continuity>,
         pool: &mut Option<PgPool>,
     ) -> Result<(), ReplicationError> {
         let mut conn = ReplicationConnection::connect(&self.database, "realtime")
@@ -171,26 +180,33 @@ impl Replication {
             }
         };
         let slot = self.slot(&mut conn, &pool).await?;
-        let known = *watermark;
-        let handed = |epoch: Epoch| (known.epoch == Some(epoch)).then_some(known.handed);
+        let known = continuity.as_ref().map(|c| (c.epoch, c.handed));
+        let handed = |epoch: Epoch| known.filter(|(e, _)| *e == epoch).map(|(_, h)| h);
         let (epoch, new) = setup::resolve_epoch(&pool, &self.config, &system, &slot, handed).await?;
         if new {
             ReplicationMetrics::count(&self.metrics().epochs_started, 1);
         }
-        if watermark.epoch != Some(epoch) {
-            *watermark = Watermark {
-                epoch: Some(epoch),
-                handed: Lsn::ZERO,
-            };
-        }
-        // What the slot confirmed was handed on by an earlier run: never deliver it twice.
-        watermark.handed = watermark.handed.max(slot.confirmed_flush);
-        conn.start_replication(&setup::start_command(&self.config, watermark.handed))
+        let continuity = match continuity {
+            Some(c) if c.epoch == epoch => {
+                c.progress.reconnected();
+                c
+            }
+            // A new process, or a new history: the slot's confirmed position is the start of
+            // the previous run's window, and everything up to the current WAL is history.
+            stale => stale.insert(Continuity {
+                epoch,
+                handed: slot.confirmed_flush,
+                backlog_through: system.wal_position,
+                progress: Progress::new(self.config.window, slot.confirmed_flush),
+            }),
+        };
+        conn.start_replication(&setup::start_command(&self.config, continuity.handed))
             .await?;
-        tracing::info!(slot = %self.config.slot_name, %epoch, from = %watermark.handed, "streaming changes");
+        tracing::info!(slot = %self.config.slot_name, %epoch, from = %continuity.handed, "streaming changes");
+        self.bus.announce_epoch(epoch);
         self.state.send_replace(State::Streaming { epoch });
         self.metrics().set_streaming(true);
-        self.stream(conn, epoch, shutdown, watermark).await
+        self.stream(conn, epoch, shutdown, continuity).await
     }
 
     /// The slot to stream from: the existing one, or a new one in place of a missing or
@@ -225,7 +241,7 @@ impl Replication {
         mut conn: ReplicationConnection,
         epoch: Epoch,
         shutdown: &CancellationToken,
-        watermark: &mut Watermark,
+        continuity: &mut Continuity,
     ) -> Result<(), ReplicationError> {
         let mut decoder = Decoder::with_limits(
             epoch,
@@ -234,13 +250,21 @@ impl Replication {
                 max_bytes: self.config.max_transaction_bytes,
             },
         );
-        let mut progress = Progress::new(watermark.handed);
+        let Continuity {
+            handed: watermark,
+            backlog_through,
+            progress,
+            ..
+        } = continuity;
+        // When Postgres last asked for a reply, with no data since.
+        let mut last_ping: Option<Instant> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                // Shutdown first: confirm what was handed on and release the slot.
+                // Shutdown first: confirm the start of the resume window (the next run re-reads
+                // the window from there) and release the slot.
                 _ = shutdown.cancelled() => {
                     conn.send_status(progress.received(), progress.confirmed(), false).await?;
                     conn.close().await?;
@@ -250,9 +274,10 @@ impl Replication {
                 message = conn.next_replication_message() => match message? {
                     None => return Err(ReplicationError::Ended),
                     Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
+                        last_ping = None;
                         progress.on_received(wal_end);
-                        let Some(transaction) = decoder.apply(pgoutput::decode(&data)?)? else { continue };
-                        if transaction.end_lsn <= watermark.handed {
+                        let Some(mut transaction) = decoder.apply(pgoutput::decode(&data)?)? else { continue };
+                        if transaction.end_lsn <= *watermark {
                             tracing::debug!(end_lsn = %transaction.end_lsn, "dropping a transaction that was handed on before");
                             continue;
                         }
@@ -265,24 +290,38 @@ impl Replication {
                                 );
                             }
                         }
-                        let end = transaction.end_lsn;
+                        transaction.backlog = transaction.end_lsn <= *backlog_through;
+                        let handed = Handed::of(&transaction);
                         self.count(&transaction);
                         self.bus.publish_transaction(Arc::new(transaction));
-                        watermark.handed = end;
-                        progress.on_handed(end);
+                        *watermark = handed.end_lsn;
+                        progress.on_handed(handed, window::now_micros());
                     }
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
-                        progress.on_keepalive(wal_end, !decoder.in_transaction());
+                        let idle = !decoder.in_transaction();
+                        progress.on_keepalive(wal_end, idle);
                         if reply_requested {
+                            // Pings in quick succession, nothing in between: Postgres is shutting
+                            // down and waits for everything it sent to be confirmed. Ordinary
+                            // pings come half a `wal_sender_timeout` after our last reply.
+                            let now = Instant::now();
+                            if idle
+                                && last_ping.is_some_and(|at| now.duration_since(at) < SHUTDOWN_PINGS)
+                                && progress.release_all(wal_end)
+                            {
+                                tracing::info!(confirmed = %wal_end, "Postgres is shutting down: confirming all that was handed on (the resume window's WAL is given up)");
+                            }
+                            last_ping = Some(now);
                             conn.send_status(progress.received(), progress.confirmed(), false).await?;
                             progress.mark_sent(Instant::now());
                         }
                         if !decoder.in_transaction() {
-                            watermark.handed = watermark.handed.max(progress.confirmed());
+                            *watermark = (*watermark).max(progress.confirmed());
                         }
                     }
                 },
                 _ = ticker.tick() => {
+                    progress.tick(window::now_micros());
                     let now = Instant::now();
                     if progress.status_due(now) {
                         conn.send_status(progress.received(), progress.confirmed(), false).await?;

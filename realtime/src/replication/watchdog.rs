@@ -29,11 +29,16 @@ struct SlotRow {
     keep_mb: Option<i64>,
 }
 
+/// Lag is measured to what the service has received (the walsender's `write_lsn`, which we
+/// report), not to the slot's confirmed position: that one stays at the start of the resume
+/// window on purpose, and the WAL kept for the window shows as retained WAL instead. While the
+/// service is not connected, the confirmed position is all there is.
 const CHECK: &str = "SELECT pg_current_wal_lsn()::text AS current, \
-     s.confirmed_flush_lsn::text AS confirmed_flush, s.restart_lsn::text AS restart, \
+     coalesce(r.write_lsn, s.confirmed_flush_lsn)::text AS confirmed_flush, s.restart_lsn::text AS restart, \
      s.wal_status, s.safe_wal_size, \
      (SELECT setting::int8 FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS keep_mb \
-     FROM pg_replication_slots s WHERE s.slot_name = $1";
+     FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+     WHERE s.slot_name = $1";
 
 /// Checks the slot until `shutdown`.
 pub async fn run(

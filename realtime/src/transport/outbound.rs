@@ -125,6 +125,17 @@ impl Outbound {
         self.lock().frames.len()
     }
 
+    /// How many more frames fit before the queue overflows (none once it overflowed or was
+    /// closed). A producer that can wait, such as the replay of a resuming subscription, sends
+    /// no more than this and comes back later, so it never makes a client a slow consumer.
+    pub fn room(&self) -> usize {
+        let inner = self.lock();
+        match inner.state {
+            State::Open => self.capacity.saturating_sub(inner.frames.len()),
+            State::Overflowed | State::Closed => 0,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -176,6 +187,18 @@ mod tests {
         assert!(q.is_overflowed());
         assert!(matches!(q.take(), Taken::Overflowed));
         assert_eq!(q.push(text("d")), Err(PushError::Overflow));
+    }
+
+    #[test]
+    fn room_counts_what_still_fits() {
+        let q = Outbound::new(3);
+        assert_eq!(q.room(), 3);
+        q.push(text("a")).unwrap();
+        assert_eq!(q.room(), 2);
+        let _ = q.take();
+        assert_eq!(q.room(), 3);
+        q.close();
+        assert_eq!(q.room(), 0);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn fan_out<'v>(
             };
             let frame = frames
                 .entry((group.frame_class, interest.ids, payload))
-                .or_insert_with_key(|(_, ids, _)| encode_push(group, change.kind, ids, &data));
+                .or_insert_with_key(|(_, ids, _)| encode_push(group, change, ids, &data));
             for outbound in &group.outbounds {
                 // A full queue closes that socket (its session sees the overflow); others go on.
                 let _ = outbound.push(frame.clone());
@@ -102,9 +102,9 @@ fn narrow_old(old: &OldImage, columns: &ColumnSet) -> OldImage {
     }
 }
 
-fn encode_push(group: &Group, kind: ChangeKind, ids: &[u32], data: &str) -> Bytes {
+fn encode_push(group: &Group, change: &RowChange, ids: &[u32], data: &str) -> Bytes {
     let text = if group.legacy {
-        phoenix::encode_text(group.vsn, None, None, &group.topic, kind.as_str(), data)
+        phoenix::encode_text(group.vsn, None, None, &group.topic, change.kind.as_str(), data)
     } else {
         phoenix::encode_text(
             group.vsn,
@@ -112,7 +112,7 @@ fn encode_push(group: &Group, kind: ChangeKind, ids: &[u32], data: &str) -> Byte
             None,
             &group.topic,
             "postgres_changes",
-            &push_payload(ids, data),
+            &push_payload(ids, &change.position, data),
         )
     };
     crate::transport::ws::frame::text(&text)

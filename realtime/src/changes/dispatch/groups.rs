@@ -91,6 +91,10 @@ impl Audience {
         self.subscriptions.is_empty()
     }
 
+    pub fn subscriptions(&self) -> &[Arc<Subscription>] {
+        &self.subscriptions
+    }
+
     /// Makes sure a plan for `facts`' table shape exists. Plans for older shapes of the same
     /// table are dropped, except those in `in_use` (a transaction may carry two shapes of one
     /// table when DDL ran inside it).

@@ -1,17 +1,20 @@
 //! The changes dispatcher: committed transactions from the bus → `postgres_changes` pushes.
 //!
 //! One task, in commit order. It owns what it learned about each table shape
-//! ([`TableFacts`]: bound policy rules, primary key) and the live [`Audience`], rebuilt when the
-//! subscription-set generation changes. Delivering a transaction to an audience
+//! ([`TableFacts`]: bound policy rules, primary key) and, in [`Followers`], the resume window and
+//! who gets what: the live [`Audience`], rebuilt when the subscriptions change, and the
+//! subscriptions being caught up from the window. Delivering a transaction to an audience
 //! ([`Dispatcher::deliver`]) decides visibility once per (table, claim group) — in-process for
 //! tables with policy rules, batched through Postgres for the rest — then walks the changes in
 //! commit order and fans each out to the groups ([`fanout`]). The cost of a change grows with
 //! the number of groups; sockets only cost a queue push each.
 //!
+//! - [`followers`]: the window, live and resuming subscriptions, the seam between them.
 //! - [`groups`]: audiences, per-table plans, claim groups and groups.
 //! - [`fanout`]: one change → shared frames in the groups' outbound queues.
 
 pub mod fanout;
+pub mod followers;
 pub mod groups;
 #[cfg(test)]
 mod tests;
@@ -22,39 +25,52 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::LocalBus;
 use crate::change::{RowChange, Table, Transaction};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::payload::has_key_columns;
 use crate::changes::service::Changes;
 use crate::policy::table::PreparedChange;
 use crate::policy::{BoundRules, ColumnSet, Visibility};
+pub use followers::Followers;
 pub use groups::{Audience, TableAccess, TableFacts, TablePlan};
 
-/// Runs until shutdown or until the bus closes.
+/// How often replays go on while some subscription is being caught up and nothing else
+/// happens: as often as its socket may have drained.
+const CATCH_UP_PACE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Runs until shutdown or until the bus closes. `bus` tells the stream's epoch.
 pub async fn run(
     changes: Arc<Changes>,
     mut transactions: tokio::sync::broadcast::Receiver<Arc<Transaction>>,
+    bus: LocalBus,
     shutdown: CancellationToken,
 ) {
-    let mut dispatcher = Dispatcher::new(changes);
+    let mut dispatcher = Dispatcher::new(changes.clone());
+    let mut followers = Followers::new(changes.window);
     loop {
-        let transaction = tokio::select! {
+        followers.sync(&changes);
+        let catching_up = followers.catching_up();
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
+            // Committed transactions, in commit order: into the window, then to the live.
             received = transactions.recv() => match received {
-                Ok(t) => t,
+                Ok(t) => followers.publish(&mut dispatcher, t).await,
                 Err(RecvError::Lagged(n)) => {
-                    tracing::error!(skipped = n, "the changes dispatcher fell behind the stream; changes were not delivered");
-                    continue;
+                    tracing::error!(skipped = n, "the changes dispatcher fell behind the stream; every subscription is told to refetch");
+                    followers.gap();
                 }
                 Err(RecvError::Closed) => return,
             },
-        };
-        if transaction.overflow.is_some() {
-            crate::changes::overflow::notify(&dispatcher.changes, &transaction);
-            continue;
+            // A resuming subscription is replayed to at once, not at the next transaction.
+            _ = changes.changed() => followers.sync(&changes),
+            _ = tokio::time::sleep(CATCH_UP_PACE), if catching_up => {}
         }
-        dispatcher.publish(&transaction).await;
+        // Replays go on between transactions, a bounded piece at a time.
+        if followers.catching_up() {
+            followers.catch_up(&mut dispatcher, bus.epoch()).await;
+        }
     }
 }
 
@@ -62,9 +78,6 @@ pub struct Dispatcher {
     changes: Arc<Changes>,
     /// Per table OID, the facts of its latest shape.
     facts: HashMap<u32, Arc<TableFacts>>,
-    /// The live subscriptions and the generation they were read at.
-    live: Audience,
-    live_generation: Option<u64>,
 }
 
 /// Visibility decisions for the changes of one table in one transaction: per claim group of
@@ -79,25 +92,7 @@ impl Dispatcher {
         Dispatcher {
             changes,
             facts: HashMap::new(),
-            live: Audience::default(),
-            live_generation: None,
         }
-    }
-
-    /// Delivers `transaction` to every live subscription.
-    pub async fn publish(&mut self, transaction: &Transaction) {
-        if transaction.changes.is_empty() {
-            return;
-        }
-        let generation = self.changes.generation();
-        if self.live_generation != Some(generation) {
-            let (generation, subscriptions) = self.changes.snapshot();
-            self.live = Audience::new(subscriptions.into_iter().map(|(_, s)| s).collect());
-            self.live_generation = Some(generation);
-        }
-        let mut live = std::mem::take(&mut self.live);
-        self.deliver(transaction, &mut live).await;
-        self.live = live;
     }
 
     /// Delivers `transaction` to `audience` alone, in commit order. Returns how many frames

@@ -98,6 +98,7 @@ fn socket(sub: &str, exp: i64, topic: &str, bindings: &[Json]) -> Socket {
             .map(|b| Binding::parse(b).unwrap_or_else(|e| panic!("{e}")))
             .collect(),
         legacy: false,
+        since: None,
     });
     Socket {
         outbound,
@@ -144,6 +145,7 @@ fn transaction(changes: Vec<Arc<RowChange>>) -> Transaction {
         commit_lsn: Lsn(0x10),
         end_lsn: Lsn(0x20),
         commit_timestamp: 1_763_511_760_877_123,
+        backlog: false,
         changes,
         overflow: None,
     }

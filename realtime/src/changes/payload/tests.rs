@@ -247,16 +247,30 @@ fn truncate_is_not_delivered() {
 }
 
 #[test]
-fn push_payloads_splice_ids_around_the_shared_data() {
+fn push_payloads_splice_ids_and_the_position_around_the_shared_data() {
     let t = todos(true);
     let data = encode(
         &change(&t, ChangeKind::Insert, &FULL_ROW, &[]),
         &ColumnSet::all(5),
     );
-    let payload = push_payload(&[38_606_455, 7], &data);
-    assert_eq!(payload, format!(r#"{{"ids":[38606455,7],"data":{data}}}"#));
+    let position = Position {
+        epoch: Epoch(0x1f),
+        commit_lsn: Lsn(0x16B_3748),
+        index: 3,
+    };
+    let payload = push_payload(&[38_606_455, 7], &position, &data);
+    assert_eq!(
+        payload,
+        format!(
+            r#"{{"ids":[38606455,7],"position":"000000000000001f-00000000016B3748-00000003","data":{data}}}"#
+        )
+    );
     let parsed: serde_json::Value = serde_json::from_str(&payload).expect("valid JSON");
     assert_eq!(parsed["ids"], serde_json::json!([38_606_455, 7]));
+    assert_eq!(parsed["position"].as_str().map(str::parse), Some(Ok(position)));
     assert_eq!(parsed["data"]["record"]["title"], "hi \"there\"");
-    assert_eq!(push_payload(&[], "{}"), r#"{"ids":[],"data":{}}"#);
+    assert_eq!(
+        push_payload(&[], &position, "{}"),
+        r#"{"ids":[],"position":"000000000000001f-00000000016B3748-00000003","data":{}}"#
+    );
 }

@@ -67,14 +67,19 @@ impl Session {
         }
         let requested: Requested = ch.changes.iter().map(|b| (Value::Null, Ok(b.clone()))).collect();
         let (sub_topic, join_ref, id) = (ch.key.sub_topic().to_owned(), ch.join_ref.clone(), ch.id);
-        self.unsubscribe_changes(id);
         let target = Target {
             topic: &msg.topic,
             sub_topic: &sub_topic,
             join_ref: join_ref.as_deref(),
             id,
+            since: None,
         };
+        // The new subscription replaces the old one under the same id, so the dispatcher
+        // carries on where it was: no change slips between the two.
         let live = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+        if live.is_empty() {
+            self.unsubscribe_changes(id);
+        }
         if let Some(ch) = self.channel_mut(&msg.topic) {
             ch.changes = live;
         }

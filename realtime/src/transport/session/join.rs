@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::channel::Channel;
 use super::postgres_changes::{self, Target};
 use super::{Close, Session};
+use crate::changes::resume::Since;
 use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
 use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
@@ -38,6 +39,8 @@ pub(super) struct JoinParams {
     /// `config.postgres_changes_options.wait`: reply to the join only once the changes
     /// subscription is live.
     pub changes_wait: bool,
+    /// `config.postgres_changes_options.since`: resume after this position.
+    pub changes_since: Option<Since>,
 }
 
 impl JoinParams {
@@ -61,6 +64,7 @@ impl JoinParams {
             postgres_changes: config["postgres_changes"].as_array().cloned().unwrap_or_default(),
             access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
             changes_wait: flexible_bool(&config["postgres_changes_options"]["wait"]),
+            changes_since: Since::parse(&config["postgres_changes_options"]["since"]),
         }
     }
 }
@@ -168,13 +172,19 @@ impl Session {
         let response =
             serde_json::json!({ "postgres_changes": postgres_changes::reply(&requested) }).to_string();
         // Changes subscribe after the reply, unless the client asked to wait until they are live.
+        // A resuming subscription misses nothing whenever it starts, and its replay must follow
+        // the reply (realtime-js routes pushes by the binding ids the reply carries): it never
+        // waits.
         let mut ch = ch;
-        if params.changes_wait && !requested.is_empty() {
+        let wait = params.changes_wait && params.changes_since.is_none();
+        let since = params.changes_since.as_ref();
+        if wait && !requested.is_empty() {
             let target = Target {
                 topic: &msg.topic,
                 sub_topic: &sub_topic,
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
+                since,
             };
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
@@ -183,12 +193,13 @@ impl Session {
         if ch.presence_enabled && ch.access.presence_read {
             self.push_presence_state(&ch, &msg.topic);
         }
-        if !params.changes_wait && !requested.is_empty() {
+        if !wait && !requested.is_empty() {
             let target = Target {
                 topic: &msg.topic,
                 sub_topic: &sub_topic,
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
+                since,
             };
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
@@ -243,6 +254,18 @@ mod tests {
         assert_eq!(p.presence_key.as_deref(), Some("u1"));
         assert_eq!(p.postgres_changes.len(), 1);
         assert_eq!(p.access_token.as_deref(), Some("eyJ.x.y"));
+    }
+
+    #[test]
+    fn reads_the_resume_position() {
+        let p = parse(
+            r#"{"config":{"postgres_changes_options":{"since":"0000000000000009-0000000000000100-00000002"}}}"#,
+        );
+        assert!(matches!(p.changes_since, Some(Since::Position(_))));
+        let p = parse(r#"{"config":{"postgres_changes_options":{"since":"yesterday"}}}"#);
+        assert!(matches!(p.changes_since, Some(Since::Invalid(_))));
+        let p = parse(r#"{"config":{"postgres_changes_options":{"since":null,"wait":true}}}"#);
+        assert_eq!((p.changes_since, p.changes_wait), (None, true));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Postgres Changes on a channel: the bindings of `config.postgres_changes` echoed in the join
 //! reply, checked against the publication and the subscriber's access, then subscribed. The
 //! `system` message "Subscribed to PostgreSQL" goes out only once the subscription is live:
-//! every change committed after it reaches the client.
+//! every change committed after it reaches the client. A join with
+//! `postgres_changes_options.since` resumes instead (see `changes::resume`).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use super::Session;
 use crate::auth::Claims;
+use crate::changes::resume::{Refetch, Since, refetch_payload};
 use crate::changes::service::Subscription;
 use crate::changes::subscription::{Binding, BindingError};
 use crate::channels::registry::SubscriberId;
@@ -49,6 +51,8 @@ pub(super) struct Target<'a> {
     pub sub_topic: &'a str,
     pub join_ref: Option<&'a str>,
     pub id: SubscriberId,
+    /// `postgres_changes_options.since`, when the client resumes.
+    pub since: Option<&'a Since>,
 }
 
 impl Session {
@@ -65,6 +69,7 @@ impl Session {
             sub_topic,
             join_ref,
             id,
+            since,
         } = target;
         let mut candidates = Vec::new();
         for (_, parsed) in requested {
@@ -103,19 +108,37 @@ impl Session {
         if live.is_empty() {
             return live;
         }
-        changes.subscribe(
-            id,
-            Subscription {
-                outbound: self.outbound.clone(),
-                vsn: self.vsn,
-                topic: Arc::from(topic),
-                claims: Arc::new(claims.clone()),
-                bindings: live.clone(),
-                legacy: false,
-            },
-        );
-        let payload = system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic);
-        self.push(join_ref, topic, "system", &payload);
+        let subscription = |since| Subscription {
+            outbound: self.outbound.clone(),
+            vsn: self.vsn,
+            topic: Arc::from(topic),
+            claims: Arc::new(claims.clone()),
+            bindings: live.clone(),
+            legacy: false,
+            since,
+        };
+        let subscribed = system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic);
+        match since {
+            // Resuming: the replay comes from the dispatcher once it sees the subscription, so
+            // the confirmation is queued first and the replay follows it.
+            Some(Since::Position(position)) => {
+                self.push(join_ref, topic, "system", &subscribed);
+                changes.subscribe(id, subscription(Some(*position)));
+            }
+            // Live only from here: the client hears so before the confirmation.
+            Some(Since::Invalid(problem)) => {
+                let refetch = refetch_payload(sub_topic, Refetch::InvalidPosition, Some(problem));
+                changes.subscribe(id, subscription(None));
+                self.push(join_ref, topic, "system", &refetch);
+                self.push(join_ref, topic, "system", &subscribed);
+            }
+            // Live: confirmed once the subscription is in place, so every change committed
+            // after the confirmation reaches the client.
+            None => {
+                changes.subscribe(id, subscription(None));
+                self.push(join_ref, topic, "system", &subscribed);
+            }
+        }
         live
     }
 
