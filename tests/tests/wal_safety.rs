@@ -93,12 +93,11 @@ fn a_slot_dropped_under_a_running_service_is_recreated_and_a_new_epoch_begins() 
         assert!(Instant::now() < deadline, "could not drop the slot");
     }
     wait_count(&tail, "created the replication slot", 2, Duration::from_secs(30));
-    wait_count(&tail, "streaming changes", 2, Duration::from_secs(30));
+    // Wait for the epoch line itself: "streaming changes" is also logged by reconnects that
+    // won the race against the drop above, before the slot was recreated.
+    wait_count(&tail, "a new epoch begins", 2, Duration::from_secs(30));
     let stderr = tail.stderr();
-    assert!(
-        stderr.contains("a new epoch begins") && stderr.contains("the slot was created"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("the slot was created"), "{stderr}");
     let second = insert_and_read_epoch(&pg, &tail, 2);
     assert_ne!(second, first, "a recreated slot is a new history");
     assert_eq!(stored_epoch(&pg, "s_drop"), second);
