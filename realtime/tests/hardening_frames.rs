@@ -330,6 +330,44 @@ async fn oversized_and_deep_payloads_are_refused_and_not_delivered() {
     assert_eq!(data, br#"{"ok":true}"#);
 }
 
+#[tokio::test]
+async fn rest_payloads_up_to_the_configured_limit_are_accepted_and_larger_ones_get_422() {
+    // The default limit (3,000 KB) is above the HTTP stack's own default body limit (2 MB):
+    // the configured limit must decide, with its documented answer.
+    let server = TestServer::start().await;
+    let bearer = format!("Bearer {}", token(60));
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let single = |size: usize| format!("\"{}\"", "x".repeat(size));
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        "/api/broadcast/room/events/e",
+        &headers,
+        single(2_500_000).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "a 2.5 MB payload is within the 3,000 KB limit");
+    let (status, text) = http(
+        server.addr,
+        "POST",
+        "/api/broadcast/room/events/e",
+        &headers,
+        single(3_100_000).as_bytes(),
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, answer),
+        (
+            422,
+            json!({"errors": {"payload": ["Payload size exceeds tenant limit"]}})
+        )
+    );
+}
+
 /// A deterministic byte generator (xorshift), so a failure replays.
 struct Bytes(u64);
 

@@ -9,7 +9,7 @@ mod broadcast;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use tower_http::cors::CorsLayer;
@@ -27,6 +27,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             node.config.server.limits.handshake_timeout,
+        ))
+        // The configured payload limit decides (with its documented 422), not the HTTP stack's
+        // 2 MB default: room for one payload at the limit plus the envelope around it.
+        .layer(DefaultBodyLimit::max(
+            node.max_payload_bytes().saturating_add(1 << 20),
         ))
         // Browsers call the API cross-origin; Supabase answers CORS with `*`.
         .layer(CorsLayer::permissive());
