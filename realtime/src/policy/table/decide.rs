@@ -141,13 +141,9 @@ impl PreparedChange<'_> {
         if self.stale {
             return Visibility::Hidden;
         }
-        let rules: Vec<&BoundRule> = self
-            .rules
-            .rules
-            .iter()
-            .filter(|r| r.applies_to(&claims.role))
-            .collect();
-        if rules.is_empty() {
+        let role = claims.role.as_str();
+        let rules = || self.rules.rules.iter().filter(move |r| r.applies_to(role));
+        if rules().next().is_none() {
             return Visibility::Hidden;
         }
         let key = &self.rules.key;
@@ -157,13 +153,13 @@ impl PreparedChange<'_> {
                 let Some(new) = &self.new else {
                     return Visibility::Hidden;
                 };
-                let columns = outcome(&rules, new, &claims.all, width).passed;
+                let columns = outcome(rules(), new, &claims.all, width).passed;
                 if columns.is_empty() {
                     return Visibility::Hidden;
                 }
                 let old = match (&self.old, self.change.kind) {
                     (Some(old), ChangeKind::Update) => {
-                        let was = outcome(&rules, old, &claims.all, width);
+                        let was = outcome(rules(), old, &claims.all, width);
                         let shown_key = key.intersection(&columns);
                         if self.old_is_full {
                             // The old row was checked: show what it allowed, never more.
@@ -190,7 +186,7 @@ impl PreparedChange<'_> {
                 let Some(old) = &self.old else {
                     return Visibility::Hidden;
                 };
-                let was = outcome(&rules, old, &claims.all, width);
+                let was = outcome(rules(), old, &claims.all, width);
                 let columns = if self.old_is_full {
                     was.passed
                 } else {
@@ -210,7 +206,12 @@ impl PreparedChange<'_> {
     }
 }
 
-fn outcome(rules: &[&BoundRule], image: &[Known], claims: &Map<String, Json>, width: usize) -> Outcome {
+fn outcome<'r>(
+    rules: impl Iterator<Item = &'r BoundRule>,
+    image: &[Known],
+    claims: &Map<String, Json>,
+    width: usize,
+) -> Outcome {
     let mut out = Outcome {
         passed: ColumnSet::none(width),
         undecided: ColumnSet::none(width),
