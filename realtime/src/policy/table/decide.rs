@@ -27,7 +27,7 @@ use serde_json::{Map, Value as Json};
 use super::values::{self, Known};
 use super::{BoundRule, BoundRules, ColumnSet};
 use crate::auth::Claims;
-use crate::change::{Cell, ChangeKind, RowChange};
+use crate::change::{Cell, ChangeKind, Row, RowChange};
 use crate::policy::BYPASS_ROLE;
 use crate::policy::expr::{Context, Value};
 
@@ -116,6 +116,14 @@ impl BoundRules {
     }
 }
 
+/// Everything [`PreparedChange::decide`] reads of a change, as bytes: the change kind, which
+/// images it has, whether the old one is full, and the cells of the columns the rules read in
+/// both images. Two changes with equal keys get equal decisions from the same rules and claims,
+/// so a caller may keep decisions per claims group and key (rows repeat the values rules read:
+/// a few owners, groups, statuses).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DecisionKey(Box<[u8]>);
+
 /// The result of the rules for one row image.
 struct Outcome {
     /// Columns of the rules that are true.
@@ -125,6 +133,27 @@ struct Outcome {
 }
 
 impl PreparedChange<'_> {
+    /// See [`DecisionKey`].
+    pub fn key(&self) -> DecisionKey {
+        let change = self.change;
+        let flags = [
+            change.kind as u8,
+            u8::from(change.new.is_some()),
+            u8::from(change.old.is_some()),
+            u8::from(self.old_is_full),
+            u8::from(self.stale),
+        ];
+        let mut key = flags.to_vec();
+        if !self.stale {
+            for &i in &self.rules.reads {
+                for row in [&change.new, &change.old] {
+                    write_cell(row.as_ref(), i, &mut key);
+                }
+            }
+        }
+        DecisionKey(key.into_boxed_slice())
+    }
+
     pub fn decide(&self, claims: &Claims) -> Visibility {
         let width = self.change.table.columns.len();
         if claims.role == BYPASS_ROLE {
@@ -202,6 +231,23 @@ impl PreparedChange<'_> {
                     old: OldImage::KeyOnly(shown_key),
                 }
             }
+        }
+    }
+}
+
+/// One cell of a row image in a [`DecisionKey`]: a tag, then the length and JSON text of a
+/// value (so that no two cell sequences write the same bytes).
+fn write_cell(row: Option<&Row>, i: usize, key: &mut Vec<u8>) {
+    match row.and_then(|r| r.cells.get(i).map(|c| (r, c))) {
+        None => key.push(0),
+        Some((_, Cell::Null)) => key.push(1),
+        Some((_, Cell::Unchanged)) => key.push(2),
+        Some((_, Cell::Absent)) => key.push(3),
+        Some((row, Cell::Value { .. })) => {
+            let text = row.value(i).unwrap_or_default();
+            key.push(4);
+            key.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            key.extend_from_slice(text.as_bytes());
         }
     }
 }
