@@ -17,7 +17,8 @@
 //!    p50/p99 of receive time − the row's `clock_timestamp()` (and − `commit_timestamp`).
 //!
 //! After each phase every socket's count is checked against the rows visible to it, and every
-//! row received against the socket's claims. Ends with one `result changes ...` line.
+//! row received against the socket's claims, and the CPU time of this process, the subscribers
+//! and the whole machine is printed (see [`cpu`]). Ends with one `result changes ...` line.
 
 mod clients;
 mod cpu;
