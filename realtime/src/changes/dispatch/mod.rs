@@ -1,6 +1,6 @@
 //! The changes dispatcher: committed transactions from the bus → `postgres_changes` pushes.
 //!
-//! One task, in commit order. It owns what it learned about each table shape
+//! One task on a thread of its own (`server::run` says why), in commit order. It owns what it learned about each table shape
 //! ([`TableFacts`]: bound policy rules, primary key) and the live [`Audience`], rebuilt when the
 //! subscription-set generation changes. Delivering a transaction to an audience
 //! ([`Dispatcher::deliver`]) decides visibility once per (table, claim group) — in-process for
