@@ -34,6 +34,8 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cannot start the changes dispatcher thread: {0}")]
+    DispatcherThread(std::io::Error),
     #[error("invalid policy files: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policies(Vec<PolicyError>),
 }
@@ -66,13 +68,23 @@ pub async fn run(
     ));
 
     // Likewise for committed changes: the dispatcher reads the bus from before the first join.
+    // It runs on a thread of its own (driving the runtime's I/O and timers through the handle):
+    // every change passes through this one sequential stage, and as one task among thousands
+    // of busy session tasks it fell behind the bus under load, which drops changes for every
+    // subscriber. With its own share of the CPU it keeps up, and a backlog forms in the
+    // sockets' queues instead, where writes batch and slow consumers are closed.
     if let Some(changes) = &node.changes {
-        tokio::spawn(crate::changes::dispatch::run(
+        let dispatch = crate::changes::dispatch::run(
             changes.clone(),
             bus.subscribe_transactions(),
             bus.clone(),
             shutdown.clone(),
-        ));
+        );
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("changes-dispatch".to_owned())
+            .spawn(move || runtime.block_on(dispatch))
+            .map_err(ServerError::DispatcherThread)?;
     }
 
     let connections = TaskTracker::new();

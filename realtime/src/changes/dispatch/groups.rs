@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use super::memo::Memo;
 use crate::auth::Claims;
 use crate::change::{RowChange, Table};
 use crate::changes::access::claims_key as postgres_claims_key;
@@ -143,6 +144,8 @@ pub struct TablePlan {
 pub struct ClaimGroup {
     /// The claims of the first member; every member's decision is the same.
     pub claims: Arc<Claims>,
+    /// Decisions of the table's policy rules already made for these claims.
+    pub memo: Memo,
     pub groups: Vec<Group>,
 }
 
@@ -209,6 +212,7 @@ impl TablePlan {
             let claim_group = *by_claims.entry(key).or_insert_with(|| {
                 claim_groups.push(ClaimGroup {
                     claims: subscription.claims.clone(),
+                    memo: Memo::default(),
                     groups: Vec::new(),
                 });
                 claim_groups.len() - 1

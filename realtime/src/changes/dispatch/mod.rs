@@ -1,9 +1,10 @@
 //! The changes dispatcher: committed transactions from the bus → `postgres_changes` pushes.
 //!
-//! One task, in commit order. It owns what it learned about each table shape
-//! ([`TableFacts`]: bound policy rules, primary key) and, in [`Followers`], the resume window and
-//! who gets what: the live [`Audience`], rebuilt when the subscriptions change, and the
-//! subscriptions being caught up from the window. Delivering a transaction to an audience
+//! One task on a thread of its own (`server::run` says why), in commit order. It owns what it
+//! learned about each table shape ([`TableFacts`]: bound policy rules, primary key) and, in
+//! [`Followers`], the resume window and who gets what: the live [`Audience`], rebuilt when the
+//! subscriptions change, and the subscriptions being caught up from the window. Delivering a
+//! transaction to an audience
 //! ([`Dispatcher::deliver`]) decides visibility once per (table, claim group) — in-process for
 //! tables with policy rules, batched through Postgres for the rest — then walks the changes in
 //! commit order and fans each out to the groups ([`fanout`]). The cost of a change grows with
@@ -12,10 +13,12 @@
 //! - [`followers`]: the window, live and resuming subscriptions, the seam between them.
 //! - [`groups`]: audiences, per-table plans, claim groups and groups.
 //! - [`fanout`]: one change → shared frames in the groups' outbound queues.
+//! - [`memo`]: policy decisions remembered per claim group for the row values rules read.
 
 pub mod fanout;
 pub mod followers;
 pub mod groups;
+mod memo;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +33,7 @@ use crate::change::{RowChange, Table, Transaction};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::payload::has_key_columns;
 use crate::changes::service::Changes;
-use crate::policy::table::PreparedChange;
+use crate::policy::table::{DecisionKey, PreparedChange};
 use crate::policy::{BoundRules, ColumnSet, Visibility};
 pub use followers::Followers;
 pub use groups::{Audience, TableAccess, TableFacts, TablePlan};
@@ -80,11 +83,20 @@ pub struct Dispatcher {
     facts: HashMap<u32, Arc<TableFacts>>,
 }
 
-/// Visibility decisions for the changes of one table in one transaction: per claim group of
-/// the table's plan, one per change of the table, in order.
+/// Visibility decisions for the changes of one table in one transaction: for each claim group
+/// of the table's plan, one per change of the table, in order.
 struct Decisions {
     table: Arc<Table>,
-    per_claim_group: Vec<Vec<Visibility>>,
+    /// How many changes of the table the transaction has.
+    changes: usize,
+    /// Claim group `k`'s decision for the table's change `i` is at `k * changes + i`.
+    visibility: Vec<Visibility>,
+}
+
+impl Decisions {
+    fn of(&self, claim_group: usize, change: usize) -> &Visibility {
+        &self.visibility[claim_group * self.changes + change]
+    }
 }
 
 impl Dispatcher {
@@ -106,7 +118,7 @@ impl Dispatcher {
         for table in &tables {
             let facts = self.facts(table).await;
             audience.prepare(&facts, &tables);
-            let Some(plan) = audience.plan(table) else {
+            let Some(plan) = audience.plan_mut(table) else {
                 continue;
             };
             if plan.claim_groups.is_empty() {
@@ -120,30 +132,35 @@ impl Dispatcher {
                 .collect();
             decisions.push(Decisions {
                 table: table.clone(),
-                per_claim_group: self.decide(plan, &changes).await,
+                changes: changes.len(),
+                visibility: self.decide(plan, &changes).await,
             });
         }
         push_in_order(transaction, audience, &decisions, self.changes.limits)
     }
 
-    /// Per claim group of `plan`, the visibility of each of `changes` (all of the plan's table).
-    async fn decide(&self, plan: &TablePlan, changes: &[&RowChange]) -> Vec<Vec<Visibility>> {
-        let table = &plan.facts.table;
-        match &plan.facts.access {
+    /// For each claim group of `plan` in turn, the visibility of each of `changes` (all of the
+    /// plan's table).
+    async fn decide(&self, plan: &mut TablePlan, changes: &[&RowChange]) -> Vec<Visibility> {
+        let facts = plan.facts.clone();
+        let table = &facts.table;
+        match &facts.access {
             TableAccess::Rules(rules) => decide_by_rules(rules, plan, changes),
-            TableAccess::Unbound => plan
-                .claim_groups
-                .iter()
-                .map(|_| vec![Visibility::Hidden; changes.len()])
-                .collect(),
+            TableAccess::Unbound => vec![Visibility::Hidden; plan.claim_groups.len() * changes.len()],
             TableAccess::Postgres => {
-                let mut out = Vec::with_capacity(plan.claim_groups.len());
+                let mut out = Vec::with_capacity(plan.claim_groups.len() * changes.len());
                 for group in &plan.claim_groups {
-                    let decided = self.changes.access.decide(table, &group.claims, changes).await;
-                    out.push(decided.unwrap_or_else(|error| {
-                        tracing::warn!(%error, table = %table.name, "access check failed; the changes are withheld from this group");
-                        vec![Visibility::Hidden; changes.len()]
-                    }));
+                    match self.changes.access.decide(table, &group.claims, changes).await {
+                        Ok(decided) if decided.len() == changes.len() => out.extend(decided),
+                        Ok(_) => {
+                            tracing::error!(table = %table.name, "access check answered for the wrong number of changes; they are withheld from this group");
+                            out.extend(changes.iter().map(|_| Visibility::Hidden));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, table = %table.name, "access check failed; the changes are withheld from this group");
+                            out.extend(changes.iter().map(|_| Visibility::Hidden));
+                        }
+                    }
                 }
                 out
             }
@@ -210,14 +227,28 @@ impl Dispatcher {
     }
 }
 
-/// Per claim group of `plan`, the visibility of each of `changes` under the table's rules: the
-/// row images are read once, then the rules run once per claim group.
-fn decide_by_rules(rules: &BoundRules, plan: &TablePlan, changes: &[&RowChange]) -> Vec<Vec<Visibility>> {
-    let prepared: Vec<PreparedChange<'_>> = changes.iter().map(|c| rules.prepare(c)).collect();
-    plan.claim_groups
+/// For each claim group of `plan` in turn, the visibility of each of `changes` under the
+/// table's rules: the row images are read once, then the rules run once per claim group and
+/// combination of the values they read (see [`memo`]).
+fn decide_by_rules(rules: &BoundRules, plan: &mut TablePlan, changes: &[&RowChange]) -> Vec<Visibility> {
+    let prepared: Vec<(PreparedChange<'_>, DecisionKey)> = changes
         .iter()
-        .map(|group| prepared.iter().map(|p| p.decide(&group.claims)).collect())
-        .collect()
+        .map(|c| {
+            let p = rules.prepare(c);
+            let key = p.key();
+            (p, key)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(plan.claim_groups.len() * changes.len());
+    for group in &mut plan.claim_groups {
+        let (claims, memo) = (&group.claims, &mut group.memo);
+        out.extend(
+            prepared
+                .iter()
+                .map(|(p, key)| memo.decide(key, || p.decide(claims))),
+        );
+    }
+    out
 }
 
 /// Fans the changes of `transaction` out to `audience` in commit order, with the visibility
@@ -228,21 +259,22 @@ fn push_in_order(
     decisions: &[Decisions],
     limits: PayloadLimits,
 ) -> usize {
-    let mut position_in_table: HashMap<usize, usize> = HashMap::new();
+    // The position of the next change of each table among that table's changes.
+    let mut next = vec![0; decisions.len()];
     let mut pushed = 0;
     for change in &transaction.changes {
-        let Some(decided) = decisions.iter().find(|d| Arc::ptr_eq(&d.table, &change.table)) else {
+        let Some(d) = decisions
+            .iter()
+            .position(|d| Arc::ptr_eq(&d.table, &change.table))
+        else {
             continue;
         };
-        let slot = position_in_table
-            .entry(Arc::as_ptr(&change.table) as usize)
-            .or_default();
-        let index = *slot;
-        *slot += 1;
+        let (decided, index) = (&decisions[d], next[d]);
+        next[d] += 1;
         let Some(plan) = audience.plan_mut(&change.table) else {
             continue;
         };
-        let visibility = |k: usize| &decided.per_claim_group[k][index];
+        let visibility = |k: usize| decided.of(k, index);
         pushed += fanout::fan_out(change, plan, visibility, limits);
     }
     pushed

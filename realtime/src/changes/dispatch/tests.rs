@@ -157,7 +157,7 @@ fn deliver(transaction: &Transaction, audience: &mut Audience, facts: &[Arc<Tabl
     let mut decisions = Vec::new();
     for f in facts {
         audience.prepare(f, &tables);
-        let plan = audience.plan(&f.table).expect("a plan once prepared");
+        let plan = audience.plan_mut(&f.table).expect("a plan once prepared");
         let TableAccess::Rules(rules) = &f.access else {
             panic!("rules expected");
         };
@@ -169,7 +169,8 @@ fn deliver(transaction: &Transaction, audience: &mut Audience, facts: &[Arc<Tabl
             .collect();
         decisions.push(Decisions {
             table: f.table.clone(),
-            per_claim_group: decide_by_rules(rules, plan, &changes),
+            changes: changes.len(),
+            visibility: decide_by_rules(rules, plan, &changes),
         });
     }
     push_in_order(transaction, audience, &decisions, PayloadLimits::default())
@@ -340,4 +341,50 @@ fn a_new_table_shape_replaces_the_old_plan() {
     audience.prepare(&facts(&new), std::slice::from_ref(&new));
     assert!(audience.plan(&new).is_some());
     assert!(audience.plan(&old).is_none(), "the old shape's plan is dropped");
+}
+
+#[test]
+fn remembered_decisions_give_the_same_frames() {
+    let todos = shape("todos", 16_500);
+    let (a, b) = (
+        socket("a", 1, "realtime:t1", &[todos_binding()]),
+        socket("b", 1, "realtime:t1", &[todos_binding()]),
+    );
+    let mut audience = Audience::new(vec![a.subscription.clone(), b.subscription.clone()]);
+    let facts = facts(&todos);
+    let t = transaction(vec![
+        insert(&todos, &[V::J("1"), V::J("\"a\""), V::J("\"y\""), V::J("100")]),
+        insert(&todos, &[V::J("2"), V::J("\"b\""), V::J("\"z\""), V::J("10")]),
+    ]);
+    deliver(&t, &mut audience, std::slice::from_ref(&facts));
+    let first: Vec<Json> = frames(&a).iter().chain(&frames(&b)).map(message).collect();
+    // The same values again: decided from the memo this time.
+    deliver(&t, &mut audience, std::slice::from_ref(&facts));
+    let again: Vec<Json> = frames(&a).iter().chain(&frames(&b)).map(message).collect();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first, again);
+}
+
+#[test]
+fn a_claim_group_whose_rows_never_repeat_stops_remembering() {
+    use super::memo::Memo;
+    use crate::policy::Visibility;
+
+    let todos = shape("todos", 16_500);
+    let facts = facts(&todos);
+    let TableAccess::Rules(rules) = &facts.access else {
+        panic!("rules expected");
+    };
+    let row_of = |owner: &str| insert(&todos, &[V::J("1"), V::J(owner), V::J("\"y\""), V::J("100")]);
+    let (mut repeating, mut distinct) = (Memo::default(), Memo::default());
+    for i in 0..2048 {
+        let same = row_of("\"a\"");
+        let key = rules.prepare(&same).key();
+        repeating.decide(&key, || Visibility::Hidden);
+        let other = row_of(&format!("\"owner {i}\""));
+        let key = rules.prepare(&other).key();
+        distinct.decide(&key, || Visibility::Hidden);
+    }
+    assert!(repeating.is_enabled());
+    assert!(!distinct.is_enabled());
 }

@@ -41,10 +41,14 @@ impl Expr {
                 let Some(base) = json(base, ctx) else {
                     return Value::Null;
                 };
-                let child = match key.eval(ctx) {
-                    Value::Text(k) => base.get(&k),
-                    Value::Int(i) => base.index(i),
-                    _ => None,
+                let child = match &**key {
+                    // The usual `->> 'name'`: no copy of the name.
+                    Expr::Literal(Value::Text(k)) => base.get(k),
+                    key => match key.eval(ctx) {
+                        Value::Text(k) => base.get(&k),
+                        Value::Int(i) => base.index(i),
+                        _ => None,
+                    },
                 };
                 match child {
                     None => Value::Null,

@@ -27,7 +27,7 @@ use serde_json::{Map, Value as Json};
 use super::values::{self, Known};
 use super::{BoundRule, BoundRules, ColumnSet};
 use crate::auth::Claims;
-use crate::change::{Cell, ChangeKind, RowChange};
+use crate::change::{Cell, ChangeKind, Row, RowChange};
 use crate::policy::BYPASS_ROLE;
 use crate::policy::expr::{Context, Value};
 
@@ -116,6 +116,14 @@ impl BoundRules {
     }
 }
 
+/// Everything [`PreparedChange::decide`] reads of a change, as bytes: the change kind, which
+/// images it has, whether the old one is full, and the cells of the columns the rules read in
+/// both images. Two changes with equal keys get equal decisions from the same rules and claims,
+/// so a caller may keep decisions per claims group and key (rows repeat the values rules read:
+/// a few owners, groups, statuses).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DecisionKey(Box<[u8]>);
+
 /// The result of the rules for one row image.
 struct Outcome {
     /// Columns of the rules that are true.
@@ -125,6 +133,27 @@ struct Outcome {
 }
 
 impl PreparedChange<'_> {
+    /// See [`DecisionKey`].
+    pub fn key(&self) -> DecisionKey {
+        let change = self.change;
+        let flags = [
+            change.kind as u8,
+            u8::from(change.new.is_some()),
+            u8::from(change.old.is_some()),
+            u8::from(self.old_is_full),
+            u8::from(self.stale),
+        ];
+        let mut key = flags.to_vec();
+        if !self.stale {
+            for &i in &self.rules.reads {
+                for row in [&change.new, &change.old] {
+                    write_cell(row.as_ref(), i, &mut key);
+                }
+            }
+        }
+        DecisionKey(key.into_boxed_slice())
+    }
+
     pub fn decide(&self, claims: &Claims) -> Visibility {
         let width = self.change.table.columns.len();
         if claims.role == BYPASS_ROLE {
@@ -141,13 +170,9 @@ impl PreparedChange<'_> {
         if self.stale {
             return Visibility::Hidden;
         }
-        let rules: Vec<&BoundRule> = self
-            .rules
-            .rules
-            .iter()
-            .filter(|r| r.applies_to(&claims.role))
-            .collect();
-        if rules.is_empty() {
+        let role = claims.role.as_str();
+        let rules = || self.rules.rules.iter().filter(move |r| r.applies_to(role));
+        if rules().next().is_none() {
             return Visibility::Hidden;
         }
         let key = &self.rules.key;
@@ -157,13 +182,13 @@ impl PreparedChange<'_> {
                 let Some(new) = &self.new else {
                     return Visibility::Hidden;
                 };
-                let columns = outcome(&rules, new, &claims.all, width).passed;
+                let columns = outcome(rules(), new, &claims.all, width).passed;
                 if columns.is_empty() {
                     return Visibility::Hidden;
                 }
                 let old = match (&self.old, self.change.kind) {
                     (Some(old), ChangeKind::Update) => {
-                        let was = outcome(&rules, old, &claims.all, width);
+                        let was = outcome(rules(), old, &claims.all, width);
                         let shown_key = key.intersection(&columns);
                         if self.old_is_full {
                             // The old row was checked: show what it allowed, never more.
@@ -190,7 +215,7 @@ impl PreparedChange<'_> {
                 let Some(old) = &self.old else {
                     return Visibility::Hidden;
                 };
-                let was = outcome(&rules, old, &claims.all, width);
+                let was = outcome(rules(), old, &claims.all, width);
                 let columns = if self.old_is_full {
                     was.passed
                 } else {
@@ -210,7 +235,29 @@ impl PreparedChange<'_> {
     }
 }
 
-fn outcome(rules: &[&BoundRule], image: &[Known], claims: &Map<String, Json>, width: usize) -> Outcome {
+/// One cell of a row image in a [`DecisionKey`]: a tag, then the length and JSON text of a
+/// value (so that no two cell sequences write the same bytes).
+fn write_cell(row: Option<&Row>, i: usize, key: &mut Vec<u8>) {
+    match row.and_then(|r| r.cells.get(i).map(|c| (r, c))) {
+        None => key.push(0),
+        Some((_, Cell::Null)) => key.push(1),
+        Some((_, Cell::Unchanged)) => key.push(2),
+        Some((_, Cell::Absent)) => key.push(3),
+        Some((row, Cell::Value { .. })) => {
+            let text = row.value(i).unwrap_or_default();
+            key.push(4);
+            key.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            key.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+fn outcome<'r>(
+    rules: impl Iterator<Item = &'r BoundRule>,
+    image: &[Known],
+    claims: &Map<String, Json>,
+    width: usize,
+) -> Outcome {
     let mut out = Outcome {
         passed: ColumnSet::none(width),
         undecided: ColumnSet::none(width),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use columns::ColumnSet;
-pub use decide::{OldImage, PreparedChange, Visibility};
+pub use decide::{DecisionKey, OldImage, PreparedChange, Visibility};
 
 use super::expr::{ClaimsRead, Expr, Type};
 use super::{BYPASS_ROLE, PolicyError};

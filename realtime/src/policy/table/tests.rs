@@ -554,6 +554,35 @@ fn filters_may_use_only_columns_every_rule_of_the_role_shows() {
     assert_eq!(b.filterable_columns("service_role"), all(&t));
 }
 
+#[test]
+fn decision_keys_hold_exactly_what_the_rules_read() {
+    let t = todos(ReplicaIdentity::Default);
+    let b = bound(RULES, &t);
+    let key = |kind, owner, title, done| {
+        let new = row(
+            &t,
+            &[
+                C::V("1"),
+                C::V(owner),
+                C::V(title),
+                C::V("100"),
+                C::V(done),
+                C::V("\"x\""),
+            ],
+        );
+        b.prepare(&change(&t, kind, Some(new), None)).key()
+    };
+    let base = key(ChangeKind::Insert, "\"ann\"", "\"a\"", "true");
+    assert_eq!(
+        base,
+        key(ChangeKind::Insert, "\"ann\"", "\"b\"", "true"),
+        "title is not read"
+    );
+    assert_ne!(base, key(ChangeKind::Insert, "\"bob\"", "\"a\"", "true"));
+    assert_ne!(base, key(ChangeKind::Insert, "\"ann\"", "\"a\"", "false"));
+    assert_ne!(base, key(ChangeKind::Update, "\"ann\"", "\"a\"", "true"));
+}
+
 fn any_cell() -> impl Strategy<Value = C> {
     prop_oneof![
         Just(C::V("1")),
@@ -569,7 +598,52 @@ fn any_cell() -> impl Strategy<Value = C> {
     ]
 }
 
+/// Few values, so that two random images often share what the rules read.
+fn few_cells() -> impl Strategy<Value = C> {
+    prop_oneof![
+        Just(C::V("\"ann\"")),
+        Just(C::V("true")),
+        Just(C::V("false")),
+        Just(C::Null),
+        Just(C::Unchanged),
+        Just(C::Absent),
+    ]
+}
+
 proptest! {
+    /// Changes with equal decision keys get equal decisions, for every caller. The second
+    /// change is the first with the columns the rules do not read redrawn, and some of those
+    /// they read too, so keys are often equal and often differ in one read cell only.
+    #[test]
+    fn equal_decision_keys_mean_equal_decisions(
+        images in prop::collection::vec(prop::collection::vec(few_cells(), 6), 2),
+        redrawn in prop::collection::vec(prop::collection::vec(few_cells(), 6), 2),
+        redraw_read in prop::collection::vec(any::<bool>(), 4),
+        present in prop::collection::vec(any::<bool>(), 2),
+        kind in 0..4u8,
+    ) {
+        let t = todos(ReplicaIdentity::Full);
+        let b = bound(RULES, &t);
+        let kind = [ChangeKind::Insert, ChangeKind::Update, ChangeKind::Delete, ChangeKind::Truncate][kind as usize];
+        let read = [OWNER, DONE];
+        let mixed = |i: usize| -> Vec<C> {
+            (0..6)
+                .map(|c| match read.iter().position(|r| *r == c) {
+                    Some(r) if !redraw_read[i * 2 + r] => images[i][c],
+                    _ => redrawn[i][c],
+                })
+                .collect()
+        };
+        let one = change(&t, kind, present[0].then(|| row(&t, &images[0])), present[1].then(|| row(&t, &images[1])));
+        let two = change(&t, kind, present[0].then(|| row(&t, &mixed(0))), present[1].then(|| row(&t, &mixed(1))));
+        let (one, two) = (b.prepare(&one), b.prepare(&two));
+        if one.key() == two.key() {
+            for who in [user("ann"), user("bob"), anon(), service()] {
+                prop_assert_eq!(one.decide(&who), two.decide(&who));
+            }
+        }
+    }
+
     /// Any row images, any kind: deciding never panics, and what it shows is always within
     /// the columns some rule allows and never reaches outside the table.
     #[test]

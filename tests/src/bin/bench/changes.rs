@@ -17,9 +17,11 @@
 //!    p50/p99 of receive time − the row's `clock_timestamp()` (and − `commit_timestamp`).
 //!
 //! After each phase every socket's count is checked against the rows visible to it, and every
-//! row received against the socket's claims. Ends with one `result changes ...` line.
+//! row received against the socket's claims, and the CPU time of this process, the subscribers
+//! and the whole machine is printed (see [`cpu`]). Ends with one `result changes ...` line.
 
 mod clients;
+mod cpu;
 
 use super::Line;
 
@@ -230,7 +232,7 @@ async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::R
     clients.reset().await?;
 
     // 2. Throughput.
-    let (deliveries_per_s, cpu_ns) = throughput(o, &db, &mut clients, &mut next_id).await?;
+    let t = throughput(o, &db, &mut clients, &mut next_id).await?;
 
     // 3. Latency.
     clients.reset().await?;
@@ -241,10 +243,11 @@ async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::R
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), replication_task).await;
     println!(
-        "result changes deliveries_per_s={deliveries_per_s:.0} latency_p50_ms={:.2} latency_p99_ms={:.2} \
+        "result changes deliveries_per_s={:.0} latency_p50_ms={:.2} latency_p99_ms={:.2} \
          commit_latency_p50_ms={:.1} commit_latency_p99_ms={:.1} latency_max_ms={:.1} latency_txn_per_s={:.0} latency_delivered_fraction={:.3} \
-         server_cpu_ns_per_delivery={cpu_ns:.0} subscribers={} groups={} batch={} row_fanout_throughput={per_band_row} \
-         row_fanout_latency={}",
+         server_cpu_ns_per_delivery={:.0} subscriber_cpu_ns_per_delivery={:.0} machine_busy_pct={:.0} latency_machine_busy_pct={:.0} \
+         subscribers={} groups={} batch={} row_fanout_throughput={per_band_row} row_fanout_latency={}",
+        t.deliveries_per_s,
         latency.p50_us as f64 / 1e3,
         latency.p99_us as f64 / 1e3,
         latency.commit_p50_us as f64 / 1e3,
@@ -252,6 +255,10 @@ async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::R
         latency.max_us as f64 / 1e3,
         latency.txn_per_s,
         latency.delivered_fraction,
+        t.server_ns,
+        t.subscriber_ns,
+        t.machine_busy_pct,
+        latency.machine_busy_pct,
         o.subscribers,
         o.groups,
         o.batch,
@@ -279,11 +286,14 @@ async fn throughput(
     db: &sqlx::PgPool,
     clients: &mut Clients,
     next_id: &mut u64,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Throughput> {
     let base = clients.delivered();
     let mut rows_per_band = [0u64; 5];
     let mut expected = 0u64;
-    let cpu_before = cpu_time();
+    // Sockets that see a row of each band, counted once (not per row: this process's CPU time
+    // is the server's figure).
+    let per_band: Vec<u64> = (0..5).map(|b| o.sockets_where(|_, band| band == b)).collect();
+    let cpu_before = cpu::Sample::now(clients.pid());
     let started = Instant::now();
     let mut stalled = Duration::ZERO;
     while started.elapsed() < Duration::from_secs(o.seconds) {
@@ -296,7 +306,7 @@ async fn throughput(
         insert_batch(db, *next_id, o.batch).await?;
         for id in *next_id..*next_id + o.batch {
             rows_per_band[(id % 5) as usize] += 1;
-            expected += o.sockets_where(|_, band| band == id % 5);
+            expected += per_band[(id % 5) as usize];
         }
         *next_id += o.batch;
     }
@@ -306,24 +316,37 @@ async fn throughput(
         .await
         .context("throughput phase")?;
     let elapsed = started.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu_before);
+    let spent = cpu::Sample::now(clients.pid()).since(&cpu_before);
     let rows: u64 = rows_per_band.iter().sum();
     let rate = expected as f64 / elapsed.as_secs_f64();
-    let ns = cpu.as_nanos() as f64 / expected.max(1) as f64;
+    let per_delivery = |cpu: Duration| cpu.as_nanos() as f64 / expected.max(1) as f64;
     println!(
         "throughput: {rows} rows in {} transactions of {} in {:.2} s, {expected} deliveries in {:.2} s = {rate:.0}/s; \
-         inserter waited on the window {:.2} s; server process CPU {:.2} s = {ns:.0} ns/delivery ({:.0}% of 2 cores)",
+         inserter waited on the window {:.2} s; {} = {:.0} ns/delivery in the server process, {:.0} in the subscribers",
         rows / o.batch,
         o.batch,
         inserted_for.as_secs_f64(),
         elapsed.as_secs_f64(),
         stalled.as_secs_f64(),
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() / elapsed.as_secs_f64() * 50.0
+        spent.describe(),
+        per_delivery(spent.server),
+        per_delivery(spent.subscribers),
     );
     let report = clients.report().await?;
     check_counts(o, &report, expected, |_, band| rows_per_band[band as usize])?;
-    Ok((rate, ns))
+    Ok(Throughput {
+        deliveries_per_s: rate,
+        server_ns: per_delivery(spent.server),
+        subscriber_ns: per_delivery(spent.subscribers),
+        machine_busy_pct: spent.busy_percent(),
+    })
+}
+
+struct Throughput {
+    deliveries_per_s: f64,
+    server_ns: f64,
+    subscriber_ns: f64,
+    machine_busy_pct: f64,
 }
 
 struct Latency {
@@ -335,6 +358,7 @@ struct Latency {
     txn_per_s: f64,
     /// Deliveries that arrived ÷ deliveries due (below 1 when the server dropped changes).
     delivered_fraction: f64,
+    machine_busy_pct: f64,
 }
 
 async fn latency(
@@ -348,7 +372,7 @@ async fn latency(
     let total = o.rate * o.latency_seconds;
     let interval = Duration::from_secs_f64(o.writers as f64 / o.rate as f64);
     let started = tokio::time::Instant::now();
-    let cpu_before = cpu_time();
+    let cpu_before = cpu::Sample::now(clients.pid());
     let mut writers = tokio::task::JoinSet::new();
     let (writer_count, groups) = (o.writers, o.groups);
     for w in 0..o.writers {
@@ -385,19 +409,22 @@ async fn latency(
     }
     let insert_secs = started.elapsed().as_secs_f64();
     *next_id = first + total;
+    let per_grp: Vec<u64> = (0..o.groups)
+        .map(|g| o.sockets_where(|grp, _| grp == g))
+        .collect();
     let mut rows_per_grp: HashMap<u64, u64> = HashMap::new();
     let mut expected = 0;
     for id in first..first + total {
         let grp = id % o.groups;
         *rows_per_grp.entry(grp).or_default() += 1;
-        expected += o.sockets_where(|g, _| g == grp);
+        expected += per_grp[grp as usize];
     }
     // A server that falls behind this rate drops changes (the dispatcher's bus receiver
     // lags): report what arrived rather than wait for what never will.
     let complete = clients
         .wait_settled(base + expected, Duration::from_secs(60))
         .await;
-    let cpu = cpu_time().saturating_sub(cpu_before);
+    let spent = cpu::Sample::now(clients.pid()).since(&cpu_before);
     let txn_per_s = total as f64 / insert_secs;
     let report = clients.report().await?;
     let delivered_fraction = report.num("total")? as f64 / expected as f64;
@@ -421,36 +448,21 @@ async fn latency(
         commit_p99_us: report.num("commit_p99_us")? as i64,
         txn_per_s,
         delivered_fraction,
+        machine_busy_pct: spent.busy_percent(),
     };
     println!(
         "latency: {total} single-row transactions in {insert_secs:.2} s ({txn_per_s:.0}/s over {} connections), \
          {expected} deliveries; receive − clock_timestamp(): p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; \
-         receive − commit_timestamp (ms precision): p50 {:.1} ms, p99 {:.1} ms; server process CPU {:.2} s ({:.0}% of 2 cores)",
+         receive − commit_timestamp (ms precision): p50 {:.1} ms, p99 {:.1} ms; {}",
         o.writers,
         l.p50_us as f64 / 1e3,
         l.p99_us as f64 / 1e3,
         l.max_us as f64 / 1e3,
         l.commit_p50_us as f64 / 1e3,
         l.commit_p99_us as f64 / 1e3,
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() / insert_secs * 50.0
+        spent.describe(),
     );
     Ok(l)
-}
-
-/// User plus system CPU time of this process (server and replication; the subscribers and
-/// Postgres are other processes), at the kernel's 10 ms tick.
-fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15; the first field after the name is field 3.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// Every socket got exactly the rows visible to it, and nothing outside its claims.
@@ -537,6 +549,10 @@ impl Clients {
 
     fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::SeqCst)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Waits for the next progress line (at most 100 ms).

@@ -19,11 +19,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
+use memchr::memmem::Finder;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -325,24 +326,53 @@ pub struct Push {
     pub commit_us: i64,
 }
 
-/// Reads a vsn 1.0.0 `postgres_changes` push by scanning for its keys (cheap: the client must
-/// not be the bottleneck). `None` for any other frame.
-pub fn parse_push(text: &str) -> Option<Push> {
-    if !text.contains(r#""event":"postgres_changes""#) {
-        return None;
-    }
-    let record = &text[text.find(r#""record":{"#)?..];
-    Some(Push {
-        grp: int_after(record, r#""grp":"#)?,
-        band: int_after(record, r#""band":"#)?,
-        sent_us: int_after(record, r#""sent_us":"#)?,
-        commit_us: timestamp_us(string_after(text, r#""commit_timestamp":""#)?)?,
+/// The keys a push is scanned for, with their searchers built once: building a substring
+/// searcher per push cost the subscribers more than reading the frames.
+struct Keys {
+    event: Finder<'static>,
+    record: Finder<'static>,
+    grp: Finder<'static>,
+    band: Finder<'static>,
+    sent_us: Finder<'static>,
+    commit: Finder<'static>,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        event: Finder::new(r#""event":"postgres_changes""#),
+        record: Finder::new(r#""record":{"#),
+        grp: Finder::new(r#""grp":"#),
+        band: Finder::new(r#""band":"#),
+        sent_us: Finder::new(r#""sent_us":"#),
+        commit: Finder::new(r#""commit_timestamp":""#),
     })
 }
 
-/// The integer after `key`, quoted or not (int8 may come as a JSON string).
-fn int_after(text: &str, key: &str) -> Option<i64> {
-    let rest = text[text.find(key)? + key.len()..].trim_start_matches('"');
+/// Reads a vsn 1.0.0 `postgres_changes` push by scanning for its keys (cheap: the client must
+/// not be the bottleneck). `None` for any other frame.
+pub fn parse_push(text: &str) -> Option<Push> {
+    let k = keys();
+    k.event.find(text.as_bytes())?;
+    let record = after(text, &k.record)?;
+    Some(Push {
+        grp: int_at(after(record, &k.grp)?)?,
+        band: int_at(after(record, &k.band)?)?,
+        sent_us: int_at(after(record, &k.sent_us)?)?,
+        commit_us: timestamp_us(string_at(after(text, &k.commit)?)?)?,
+    })
+}
+
+/// The text right after the first occurrence of `key` (keys are ASCII, so the cut is on a
+/// character boundary).
+fn after<'a>(text: &'a str, key: &Finder<'_>) -> Option<&'a str> {
+    let at = key.find(text.as_bytes())? + key.needle().len();
+    text.get(at..)
+}
+
+/// The integer at the start of `text`, quoted or not (int8 may come as a JSON string).
+fn int_at(text: &str) -> Option<i64> {
+    let rest = text.trim_start_matches('"');
     let end = rest
         .char_indices()
         .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
@@ -350,9 +380,9 @@ fn int_after(text: &str, key: &str) -> Option<i64> {
     rest[..end].parse().ok()
 }
 
-fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let rest = &text[text.find(key)? + key.len()..];
-    Some(&rest[..rest.find('"')?])
+/// The string at the start of `text`, up to its closing quote.
+fn string_at(text: &str) -> Option<&str> {
+    Some(&text[..text.find('"')?])
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff...]Z` (UTC) → µs since the epoch.
@@ -363,7 +393,7 @@ pub fn timestamp_us(text: &str) -> Option<i64> {
     let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
     let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (h, min, s) = (t.next()??, t.next()??, t.next()??);
-    let digits: String = fraction.chars().take(6).collect();
+    let digits = fraction.get(..fraction.len().min(6))?;
     let micros = match digits.len() {
         0 => 0,
         n => digits.parse::<i64>().ok()? * 10i64.pow(6 - n as u32),
