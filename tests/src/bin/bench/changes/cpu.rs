@@ -110,9 +110,14 @@ mod tests {
         let before = Sample::now(Some(std::process::id()));
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        // Spin until the tick moves, within a generous bound (a loaded machine may give this
-        // thread little of the wall time).
-        while Sample::now(None).since(&before).server.is_zero() && start.elapsed() < Duration::from_secs(20) {
+        // Spin until both this process's and the machine's tick counters move, within a generous
+        // bound (a loaded machine may give this thread little of the wall time, and the
+        // machine-wide counters of a VM may be updated later than the process's).
+        let moved = || {
+            let spent = Sample::now(Some(std::process::id())).since(&before);
+            !spent.server.is_zero() && !spent.machine_busy.is_zero()
+        };
+        while !moved() && start.elapsed() < Duration::from_secs(20) {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }
