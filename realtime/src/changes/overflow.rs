@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use crate::change::{Overflow, Transaction};
 use crate::changes::service::Subscription;
-use crate::transport::phoenix;
 
 /// Why the `system` message was sent, for clients that act on it.
 pub const REASON: &str = "transaction_too_large";
@@ -29,10 +28,7 @@ pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>
         if tables.is_empty() {
             continue;
         }
-        let sub_topic = subscription
-            .topic
-            .strip_prefix("realtime:")
-            .unwrap_or(&subscription.topic);
+        let sub_topic = subscription.sub_topic();
         let payload = json!({
             "channel": sub_topic,
             "extension": "postgres_changes",
@@ -48,18 +44,7 @@ pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>
             "position": position,
             "changes": overflow.changes,
         });
-        let text = phoenix::encode_text(
-            subscription.vsn,
-            None,
-            None,
-            &subscription.topic,
-            "system",
-            &payload.to_string(),
-        );
-        // A full queue closes that socket as a slow consumer, like any other push.
-        let _ = subscription
-            .outbound
-            .push(crate::transport::ws::frame::text(&text));
+        subscription.push_system(&payload.to_string());
     }
 }
 

@@ -20,7 +20,7 @@ use crate::channels::registry::SubscriberId;
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::policy::{ColumnSet, PolicySet};
 use crate::transport::outbound::Outbound;
-use crate::transport::phoenix::Vsn;
+use crate::transport::phoenix::{self, Vsn};
 use crate::window::WindowLimits;
 
 /// One channel's Postgres Changes subscription.
@@ -38,6 +38,20 @@ pub struct Subscription {
     /// Resume after this position (`postgres_changes_options.since`): the dispatcher first
     /// sends every windowed change after it, then the live stream.
     pub since: Option<Position>,
+}
+
+impl Subscription {
+    /// The topic without its `realtime:` prefix, as `system` messages name the channel.
+    pub fn sub_topic(&self) -> &str {
+        self.topic.strip_prefix("realtime:").unwrap_or(&self.topic)
+    }
+
+    /// Queues a `system` message on the subscription's channel. A full queue closes that socket
+    /// as a slow consumer, like any push.
+    pub fn push_system(&self, payload: &str) {
+        let text = phoenix::encode_text(self.vsn, None, None, &self.topic, "system", payload);
+        let _ = self.outbound.push(crate::transport::ws::frame::text(&text));
+    }
 }
 
 /// The Postgres Changes side of a node.

@@ -19,7 +19,6 @@ use crate::changes::overflow;
 use crate::changes::resume::{Refetch, refetch_payload, resumed_payload};
 use crate::changes::service::{Changes, Subscription};
 use crate::channels::registry::SubscriberId;
-use crate::transport::phoenix;
 use crate::window::{Appended, Resume, ResumeError, Slice, Window, WindowLimits, now_micros};
 
 use super::{Audience, Dispatcher};
@@ -168,10 +167,7 @@ impl Followers {
         self.window.cut();
         for follower in self.states.values_mut() {
             let (Follower::Live { subscription, .. } | Follower::CatchingUp { subscription, .. }) = follower;
-            signal(
-                subscription,
-                &refetch_payload(sub_topic(subscription), Refetch::Gap, None),
-            );
+            subscription.push_system(&refetch_payload(subscription.sub_topic(), Refetch::Gap, None));
             *follower = Follower::Live {
                 subscription: subscription.clone(),
                 resumed: false,
@@ -183,10 +179,7 @@ impl Followers {
     fn tell_live(&self, reason: Refetch) {
         for follower in self.states.values() {
             if let Follower::Live { subscription, .. } = follower {
-                signal(
-                    subscription,
-                    &refetch_payload(sub_topic(subscription), reason, None),
-                );
+                subscription.push_system(&refetch_payload(subscription.sub_topic(), reason, None));
             }
         }
     }
@@ -243,14 +236,11 @@ impl Followers {
                         ResumeError::OutsideWindow => Refetch::OutsideWindow,
                         ResumeError::OtherEpoch => Refetch::OtherEpoch,
                     };
-                    signal(
-                        subscription,
-                        &refetch_payload(sub_topic(subscription), reason, None),
-                    );
+                    subscription.push_system(&refetch_payload(subscription.sub_topic(), reason, None));
                     false
                 }
                 Resume::Replay(slices) if slices.is_empty() => {
-                    signal(subscription, &resumed_payload(sub_topic(subscription), since));
+                    subscription.push_system(&resumed_payload(subscription.sub_topic(), since));
                     true
                 }
                 Resume::Replay(slices) => {
@@ -308,29 +298,6 @@ fn part(slice: &Slice) -> Transaction {
         changes: t.changes[slice.changes.clone()].to_vec(),
         overflow: t.overflow.clone(),
     }
-}
-
-fn sub_topic(subscription: &Subscription) -> &str {
-    subscription
-        .topic
-        .strip_prefix("realtime:")
-        .unwrap_or(&subscription.topic)
-}
-
-/// Queues a `system` message on the subscription's channel. A full queue closes that socket as
-/// a slow consumer, like any push.
-fn signal(subscription: &Subscription, payload: &str) {
-    let text = phoenix::encode_text(
-        subscription.vsn,
-        None,
-        None,
-        &subscription.topic,
-        "system",
-        payload,
-    );
-    let _ = subscription
-        .outbound
-        .push(crate::transport::ws::frame::text(&text));
 }
 
 #[cfg(test)]
