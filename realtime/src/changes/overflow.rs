@@ -9,6 +9,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 use crate::change::{Overflow, Transaction};
+use crate::changes::resume::refetch_object;
 use crate::changes::service::Subscription;
 
 /// Why the `system` message was sent, for clients that act on it.
@@ -28,23 +29,16 @@ pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>
         if tables.is_empty() {
             continue;
         }
-        let sub_topic = subscription.sub_topic();
-        let payload = json!({
-            "channel": sub_topic,
-            "extension": "postgres_changes",
-            "status": "error",
-            "refetch": true,
-            "reason": REASON,
-            "message": format!(
-                "A transaction changed {} rows, more than realtime keeps in memory: its changes were not sent; refetch {}",
-                overflow.changes,
-                tables.join(", ")
-            ),
-            "tables": tables,
-            "position": position,
-            "changes": overflow.changes,
-        });
-        subscription.push_system(&payload.to_string());
+        let message = format!(
+            "A transaction changed {} rows, more than realtime keeps in memory: its changes were not sent; refetch {}",
+            overflow.changes,
+            tables.join(", ")
+        );
+        let mut payload = refetch_object(subscription.sub_topic(), REASON, message);
+        payload.insert("tables".into(), json!(tables));
+        payload.insert("position".into(), json!(position));
+        payload.insert("changes".into(), json!(overflow.changes));
+        subscription.push_system(&serde_json::Value::Object(payload).to_string());
     }
 }
 

@@ -84,15 +84,24 @@ pub fn refetch_payload(sub_topic: &str, reason: Refetch, detail: Option<&str>) -
         Some(detail) => format!("{}: {detail}. {THEN}", reason.explanation()),
         None => format!("{}. {THEN}", reason.explanation()),
     };
-    serde_json::json!({
-        "channel": sub_topic,
-        "extension": "postgres_changes",
-        "message": message,
-        "reason": reason.code(),
-        "refetch": true,
-        "status": "error",
-    })
-    .to_string()
+    serde_json::Value::Object(refetch_object(sub_topic, reason.code(), message)).to_string()
+}
+
+/// The fields every refetch signal shares (resume refusals, gaps, oversized transactions):
+/// callers may add their own before sending.
+pub fn refetch_object(
+    sub_topic: &str,
+    reason: &str,
+    message: String,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    map.insert("channel".into(), sub_topic.into());
+    map.insert("extension".into(), "postgres_changes".into());
+    map.insert("message".into(), message.into());
+    map.insert("reason".into(), reason.into());
+    map.insert("refetch".into(), true.into());
+    map.insert("status".into(), "error".into());
+    map
 }
 
 /// The `system` payload at the seam of a successful resume: everything after `since` was sent,

@@ -15,10 +15,11 @@ use crate::auth::Claims;
 use crate::change::{Column, Position, ReplicaIdentity, Table};
 use crate::changes::access::{Access, AccessOptions, key_selectable};
 use crate::changes::payload::PayloadLimits;
+use crate::changes::resume::{Refetch, refetch_payload};
 use crate::changes::subscription::Binding;
 use crate::channels::registry::SubscriberId;
 use crate::config::{DatabaseConfig, ReplicationConfig};
-use crate::policy::{ColumnSet, PolicySet};
+use crate::policy::PolicySet;
 use crate::transport::outbound::Outbound;
 use crate::transport::phoenix::{self, Vsn};
 use crate::window::WindowLimits;
@@ -43,7 +44,12 @@ pub struct Subscription {
 impl Subscription {
     /// The topic without its `realtime:` prefix, as `system` messages name the channel.
     pub fn sub_topic(&self) -> &str {
-        self.topic.strip_prefix("realtime:").unwrap_or(&self.topic)
+        crate::channels::topic::sub_topic(&self.topic).unwrap_or(&self.topic)
+    }
+
+    /// Queues the `system` message telling the channel to refetch, for `reason`.
+    pub fn push_refetch(&self, reason: Refetch) {
+        self.push_system(&refetch_payload(self.sub_topic(), reason, None));
     }
 
     /// Queues a `system` message on the subscription's channel. A full queue closes that socket
@@ -278,16 +284,6 @@ impl Changes {
         .bind(sqlx::postgres::types::Oid(oid))
         .fetch_all(&self.pool)
         .await
-    }
-
-    /// The primary key columns of a table, or `None` when it has none.
-    pub async fn primary_key(&self, table: &Table) -> Option<ColumnSet> {
-        let names = self.primary_key_names(table.oid).await.ok()?;
-        let indexes = names
-            .iter()
-            .filter_map(|n| table.columns.iter().position(|c| *c.name == **n));
-        let set = ColumnSet::from_indexes(table.columns.len(), indexes);
-        (!names.is_empty()).then_some(set)
     }
 }
 

@@ -29,8 +29,6 @@ pub const CONFIRM_DELAY: Duration = Duration::from_secs(1);
 pub struct Progress {
     /// Highest WAL position received (reported as `write`).
     received: Lsn,
-    /// End LSN of the last transaction handed to the bus.
-    handed: Lsn,
     retention: Retention,
     /// What the last status reported (received, confirmed), and when.
     last_sent: Option<(Lsn, Lsn, Instant)>,
@@ -41,7 +39,6 @@ impl Progress {
     pub fn new(window: WindowLimits, confirmed: Lsn) -> Self {
         Progress {
             received: confirmed,
-            handed: confirmed,
             retention: Retention::new(window, confirmed),
             last_sent: None,
         }
@@ -57,7 +54,6 @@ impl Progress {
     }
 
     pub fn on_handed(&mut self, handed: Handed, now_micros: i64) {
-        self.handed = self.handed.max(handed.end_lsn);
         self.received = self.received.max(handed.end_lsn);
         self.retention.push(handed, now_micros);
     }

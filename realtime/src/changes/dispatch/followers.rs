@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::change::{Epoch, Position, Transaction};
 use crate::changes::overflow;
-use crate::changes::resume::{Refetch, refetch_payload, resumed_payload};
+use crate::changes::resume::{Refetch, resumed_payload};
 use crate::changes::service::{Changes, Subscription};
 use crate::channels::registry::SubscriberId;
 use crate::window::{Appended, Resume, ResumeError, Slice, Window, WindowLimits, now_micros};
@@ -167,7 +167,7 @@ impl Followers {
         self.window.cut();
         for follower in self.states.values_mut() {
             let (Follower::Live { subscription, .. } | Follower::CatchingUp { subscription, .. }) = follower;
-            subscription.push_system(&refetch_payload(subscription.sub_topic(), Refetch::Gap, None));
+            subscription.push_refetch(Refetch::Gap);
             *follower = Follower::Live {
                 subscription: subscription.clone(),
                 resumed: false,
@@ -179,7 +179,7 @@ impl Followers {
     fn tell_live(&self, reason: Refetch) {
         for follower in self.states.values() {
             if let Follower::Live { subscription, .. } = follower {
-                subscription.push_system(&refetch_payload(subscription.sub_topic(), reason, None));
+                subscription.push_refetch(reason);
             }
         }
     }
@@ -236,7 +236,7 @@ impl Followers {
                         ResumeError::OutsideWindow => Refetch::OutsideWindow,
                         ResumeError::OtherEpoch => Refetch::OtherEpoch,
                     };
-                    subscription.push_system(&refetch_payload(subscription.sub_topic(), reason, None));
+                    subscription.push_refetch(reason);
                     false
                 }
                 Resume::Replay(slices) if slices.is_empty() => {
