@@ -128,9 +128,8 @@ impl Decoder {
             Message::Type(t) => self.relations.apply_type(&t),
             Message::Insert(insert) => {
                 let cached = table(&self.relations, insert.relation_id)?;
-                if self.overflowing() {
-                    let table = cached.table.clone();
-                    return self.count(table, ChangeKind::Insert).map(|()| None);
+                if counted(&mut self.open, &cached.table, ChangeKind::Insert) {
+                    return Ok(None);
                 }
                 let new = build_row(cached, &insert.new, None)?;
                 let table = cached.table.clone();
@@ -138,9 +137,8 @@ impl Decoder {
             }
             Message::Update(update) => {
                 let cached = table(&self.relations, update.relation_id)?;
-                if self.overflowing() {
-                    let table = cached.table.clone();
-                    return self.count(table, ChangeKind::Update).map(|()| None);
+                if counted(&mut self.open, &cached.table, ChangeKind::Update) {
+                    return Ok(None);
                 }
                 let old = match &update.old {
                     Some((kind, tuple)) => Some((*kind, build_row(cached, tuple, Some(*kind))?)),
@@ -159,9 +157,8 @@ impl Decoder {
             }
             Message::Delete(delete) => {
                 let cached = table(&self.relations, delete.relation_id)?;
-                if self.overflowing() {
-                    let table = cached.table.clone();
-                    return self.count(table, ChangeKind::Delete).map(|()| None);
+                if counted(&mut self.open, &cached.table, ChangeKind::Delete) {
+                    return Ok(None);
                 }
                 let (kind, tuple) = &delete.old;
                 let old = build_row(cached, tuple, Some(*kind))?;
@@ -187,13 +184,13 @@ impl Decoder {
         new: Option<Row>,
         old: Option<Row>,
     ) -> Result<(), StreamError> {
+        if counted(&mut self.open, &table, kind) {
+            return Ok(());
+        }
         let open = self
             .open
             .as_mut()
             .ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
-        if open.overflow.is_some() {
-            return self.count(table, kind);
-        }
         let position = Position {
             epoch: self.epoch,
             commit_lsn: open.begin.final_lsn,
@@ -224,23 +221,17 @@ impl Decoder {
         }
         Ok(())
     }
+}
 
-    /// True while the open transaction is past its limits: its rows need not be decoded.
-    fn overflowing(&self) -> bool {
-        self.open.as_ref().is_some_and(|o| o.overflow.is_some())
-    }
-
-    /// Counts one change of an overflowed transaction.
-    fn count(&mut self, table: Arc<Table>, kind: ChangeKind) -> Result<(), StreamError> {
-        let overflow = self
-            .open
-            .as_mut()
-            .ok_or(StreamError::OutsideTransaction(kind.as_str()))?
-            .overflow
-            .as_mut()
-            .ok_or(StreamError::OutsideTransaction(kind.as_str()))?;
-        record(overflow, &table, kind);
-        Ok(())
+/// While the open transaction is past its limits, counts a change of it instead of keeping it
+/// (its rows need not even be decoded) and returns true.
+fn counted(open: &mut Option<Open>, table: &Arc<Table>, kind: ChangeKind) -> bool {
+    match open.as_mut().and_then(|o| o.overflow.as_mut()) {
+        Some(overflow) => {
+            record(overflow, table, kind);
+            true
+        }
+        None => false,
     }
 }
 
