@@ -381,6 +381,20 @@ impl Transaction {
 }
 
 impl RowChange {
+    /// What the change takes in memory, roughly: its row images (JSON and cells) plus the fixed
+    /// parts of its `Arc` allocation (the change and two reference counts). Tables are shared
+    /// and not counted. Transaction size limits and the resume window's byte bound use it.
+    pub fn memory_bytes(&self) -> usize {
+        let image = |row: &Option<Row>| {
+            row.as_ref()
+                .map_or(0, |r| r.json.len() + std::mem::size_of_val(&*r.cells))
+        };
+        std::mem::size_of::<RowChange>()
+            + 2 * std::mem::size_of::<usize>()
+            + image(&self.new)
+            + image(&self.old)
+    }
+
     /// The event as one JSON object, the form `realtime tail` prints:
     /// `{"position","schema","table","type","commit_timestamp","columns","record","old_record","unchanged_toast"}`.
     /// `record`/`old_record` appear only when the change has that image; `unchanged_toast` lists

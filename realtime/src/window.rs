@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::change::{Cell, Epoch, Position, RowChange, Transaction};
+use crate::change::{Epoch, Position, Transaction};
 use crate::lsn::Lsn;
 
 /// How much history the window keeps.
@@ -58,18 +58,7 @@ pub fn now_micros() -> i64 {
 /// The memory a transaction takes in the window, estimated from what it holds: row JSON, cell
 /// tables and the fixed parts. Tables are shared between transactions and not counted.
 pub fn transaction_bytes(transaction: &Transaction) -> usize {
-    const CHANGE: usize = std::mem::size_of::<RowChange>() + 2 * std::mem::size_of::<usize>();
-    let rows: usize = transaction
-        .changes
-        .iter()
-        .map(|c| {
-            let image = |row: &Option<crate::change::Row>| {
-                row.as_ref()
-                    .map_or(0, |r| r.json.len() + r.cells.len() * std::mem::size_of::<Cell>())
-            };
-            CHANGE + image(&c.new) + image(&c.old)
-        })
-        .sum();
+    let rows: usize = transaction.changes.iter().map(|c| c.memory_bytes()).sum();
     std::mem::size_of::<Transaction>() + rows
 }
 

@@ -41,7 +41,7 @@ pub enum StreamError {
 pub struct TransactionLimits {
     /// More changes than this overflow the transaction.
     pub max_changes: usize,
-    /// More bytes of decoded changes ([`change_size`]) than this overflow it too.
+    /// More bytes of decoded changes ([`RowChange::memory_bytes`]) than this overflow it too.
     pub max_bytes: usize,
 }
 
@@ -66,7 +66,7 @@ pub struct Decoder {
 struct Open {
     begin: Begin,
     changes: Vec<Arc<RowChange>>,
-    /// Sum of [`change_size`] over `changes`.
+    /// Sum of [`RowChange::memory_bytes`] over `changes`.
     bytes: usize,
     /// Set once the limits were passed; `changes` is then empty for good.
     overflow: Option<Overflow>,
@@ -204,7 +204,7 @@ impl Decoder {
             new,
             old,
         };
-        open.bytes = open.bytes.saturating_add(change_size(&change));
+        open.bytes = open.bytes.saturating_add(change.memory_bytes());
         open.changes.push(Arc::new(change));
         if open.changes.len() > self.limits.max_changes || open.bytes > self.limits.max_bytes {
             // Too large to keep: from here on only what subscribers need to refetch is kept.
@@ -246,17 +246,6 @@ fn record(overflow: &mut Overflow, table: &Arc<Table>, kind: ChangeKind) {
             overflow.tables.push((table.clone(), kinds));
         }
     }
-}
-
-/// What one kept change costs in memory, roughly: its row images plus fixed parts. Used for the
-/// byte limit, so it counts what grows with the data.
-pub fn change_size(change: &RowChange) -> usize {
-    let row = |r: &Option<Row>| {
-        r.as_ref()
-            .map_or(0, |r| r.json.len() + std::mem::size_of_val(&*r.cells))
-    };
-    // The `Arc` allocation holds the change and two reference counts.
-    std::mem::size_of::<RowChange>() + 16 + row(&change.new) + row(&change.old)
 }
 
 fn table(relations: &RelationCache, relation_id: u32) -> Result<&CachedTable, StreamError> {
@@ -546,7 +535,7 @@ mod tests {
                 &mut decoder,
                 vec![relation(10, "a"), begin(), insert(10, 1), commit()],
             );
-            change_size(&t.changes[0])
+            t.changes[0].memory_bytes()
         };
         let mut decoder = Decoder::with_limits(Epoch(1), limits(usize::MAX, one * 2));
         let mut messages = vec![relation(10, "a"), begin()];

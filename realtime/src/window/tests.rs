@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::change::{ChangeKind, Column, ReplicaIdentity, Row, Table};
+use crate::change::{ChangeKind, Column, ReplicaIdentity, Row, RowChange, Table};
 
 const SECOND: i64 = 1_000_000;
 
