@@ -21,18 +21,21 @@ export type SchemaName<Database> = {
 type SchemaOf<Database, S> = S extends keyof Database ? (Database[S] extends GenericSchema ? Database[S] : never) : never
 
 /** Table and view names of schema `S`. */
-export type TableName<Database, S> = [Database] extends [AnyDatabase]
+export type TableName<Database, S> = IsAny<Database> extends true
   ? string
   : (keyof SchemaOf<Database, S>['Tables'] & string) | (keyof NonNullable<SchemaOf<Database, S>['Views']> & string)
 
 /** The row type of table or view `T` of schema `S`. */
-export type RowOf<Database, S, T> = [Database] extends [AnyDatabase]
+export type RowOf<Database, S, T> = IsAny<Database> extends true
   ? Record<string, any>
   : T extends keyof SchemaOf<Database, S>['Tables']
     ? SchemaOf<Database, S>['Tables'][T]['Row']
     : T extends keyof NonNullable<SchemaOf<Database, S>['Views']>
       ? NonNullable<SchemaOf<Database, S>['Views']>[T]['Row']
       : never
+
+/** True for `any` only (everything else fails `0 extends 1 & T`). */
+type IsAny<T> = 0 extends 1 & T ? true : false
 
 /** Marks "no database type given": any schema, any table, untyped rows. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
