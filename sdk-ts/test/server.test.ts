@@ -17,10 +17,12 @@ import {
   until,
 } from './support.js'
 
+const PAYLOAD_LIMIT_KB = 10
 let server: Server
 let secret: string
 beforeAll(async () => {
-  server = await startServer({ database: true })
+  // A small payload limit, to see a refused broadcast come back through the ack.
+  server = await startServer({ database: true, env: { MAX_PAYLOAD_SIZE_KB: String(PAYLOAD_LIMIT_KB) } })
   secret = (server as unknown as { secret: string }).secret
   await createTables(server)
 })
@@ -87,7 +89,7 @@ for (const vsn of VSNS) {
       await until(() => got.length === 2, 5_000, 'the second broadcast')
       expect(got.map((g: any) => g.payload)).toEqual([{ x: 1, y: 2 }, { x: 4 }])
       // An oversized message is refused through the ack, with the server's reason.
-      await expect(mine.send('cursor', { blob: 'x'.repeat(300_000) })).rejects.toThrow('payload_size_exceeded')
+      await expect(mine.send('cursor', { blob: 'x'.repeat(PAYLOAD_LIMIT_KB * 1000) })).rejects.toThrow('payload_size_exceeded')
     })
 
     if (vsn === '2.0.0') {
