@@ -176,7 +176,8 @@ export class Channel<Database = AnyDatabase> {
   async unsubscribe(): Promise<void> {
     this.wanted = false
     this.clearTimers()
-    if (this.state === 'joined' && this.joinRef) {
+    // A join in flight may still succeed on the server: leave that one too.
+    if ((this.state === 'joined' || this.state === 'joining') && this.joinRef && this.client.isOpen) {
       this.state = 'leaving'
       try {
         await this.request('phx_leave', {})

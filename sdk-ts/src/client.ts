@@ -83,7 +83,8 @@ export class RealtimeClient<Database = AnyDatabase> {
   private token: string | null = null
   private readonly channels = new Set<Channel<Database>>()
   private readonly connectionListeners = new Set<(state: ConnectionState) => void>()
-  private readonly detachWakeListeners: () => void
+  private readonly Transport: WebSocketConstructor
+  private detachWakeListeners: (() => void) | null = null
 
   /**
    * `endpoint` is the WebSocket base URL, such as `ws://localhost:4000/socket` or
@@ -97,7 +98,11 @@ export class RealtimeClient<Database = AnyDatabase> {
     this.backoff = options.backoff ?? DEFAULT_BACKOFF
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? 25_000
     this.probeTimeoutMs = Math.min(options.probeTimeoutMs ?? 5_000, this.heartbeatIntervalMs)
-    this.detachWakeListeners = this.listenForWake()
+    const Transport = options.transport ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+    if (!Transport) {
+      throw new Error('no WebSocket implementation: pass `transport` (for example the `ws` package) on Node before 22')
+    }
+    this.Transport = Transport
   }
 
   /** A channel on topic `realtime:<name>`. Add bindings, then `subscribe()`. */
@@ -120,6 +125,7 @@ export class RealtimeClient<Database = AnyDatabase> {
   /** Opens the connection (channels call this when they subscribe). */
   connect(): void {
     this.wanted = true
+    this.detachWakeListeners ??= this.listenForWake()
     if (this.socket || this.reconnectTimer) return
     void this.open()
   }
@@ -130,7 +136,8 @@ export class RealtimeClient<Database = AnyDatabase> {
     for (const channel of this.channels) channel.detach()
     this.channels.clear()
     this.clearTimers()
-    this.detachWakeListeners()
+    this.detachWakeListeners?.()
+    this.detachWakeListeners = null
     const socket = this.socket
     this.socket = null
     if (socket) {
@@ -212,14 +219,10 @@ export class RealtimeClient<Database = AnyDatabase> {
       return
     }
     if (!this.wanted) return
-    const Transport = this.options.transport ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-    if (!Transport) {
-      throw new Error('no WebSocket implementation: pass `transport` (for example the `ws` package) on Node before 22')
-    }
     const query = new URLSearchParams({ ...this.options.params, vsn: this.vsn })
     const apikey = this.options.apikey ?? token
     if (apikey) query.set('apikey', apikey)
-    const socket = new Transport(`${this.endpoint}/websocket?${query}`)
+    const socket = new this.Transport(`${this.endpoint}/websocket?${query}`)
     socket.binaryType = 'arraybuffer'
     this.socket = socket
     socket.onopen = () => {

@@ -116,6 +116,33 @@ describe('resume', () => {
     }
   })
 
+  test('timers suspended for longer than the heartbeat interval (a backgrounded tab): a probe finds the dead connection at once', async () => {
+    const proxy = await startSilencingProxy(server)
+    try {
+      const intervalMs = 8_000
+      const f = follower(proxy, '2.0.0', 4, { heartbeatIntervalMs: intervalMs, probeTimeoutMs: 300 })
+      await f.channel.subscribe()
+      const first = Number(await server.sql('INSERT INTO items (grp) VALUES (4) RETURNING id'))
+      await until(() => f.ids.includes(first), 5_000, 'the first change')
+      const closesBefore = f.states.filter((s) => s === 'closed').length
+      proxy.silence()
+      // Freeze this thread (timers included) well past one and a half intervals, without
+      // spinning the CPU: what a browser does to a background tab.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, intervalMs * 1.5 + 1_500)
+      const thawed = Date.now()
+      const missed = Number(await server.sql('INSERT INTO items (grp) VALUES (4) RETURNING id'))
+      // The late timer probes and gives up after the probe timeout, long before the next
+      // regular heartbeat (a whole interval away) would notice.
+      await until(() => f.states.filter((s) => s === 'closed').length > closesBefore, intervalMs / 2, 'the reconnect after the probe')
+      expect(Date.now() - thawed).toBeLessThan(intervalMs / 2)
+      await until(() => f.ids.includes(missed), 10_000, 'the change committed while frozen')
+      expect(f.ids).toEqual([first, missed])
+      expect(f.refetches).toEqual([])
+    } finally {
+      await proxy.close()
+    }
+  })
+
   test('a connection lost before the first change cannot resume: the app gets one refetch, then live changes', async () => {
     const proxy = await startSilencingProxy(server)
     try {
