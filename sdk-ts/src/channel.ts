@@ -203,7 +203,9 @@ export class Channel<Database = AnyDatabase> {
       await this.request('broadcast', body)
       return
     }
-    this.client.push({ join_ref: this.joinRef, ref: this.client.makeRef(), topic: this.topic, event: 'broadcast', payload: body })
+    if (!this.client.push({ join_ref: this.joinRef, ref: this.client.makeRef(), topic: this.topic, event: 'broadcast', payload: body })) {
+      throw new Error('the connection is not open')
+    }
   }
 
   /**
