@@ -45,10 +45,14 @@ function writer(grp: number, rows: number, gapMs: number): Promise<string> {
   END $$`)
 }
 
-/** An app that follows group `grp` of `items` and records what its callback sees. */
+/**
+ * An app that follows group `grp` of `items` and records what its callback sees; with
+ * `everything`, a second channel of the same client follows every insert of `items`.
+ */
 function follower(via: Parameters<typeof client>[0], vsn: (typeof VSNS)[number], grp: number, options = {}) {
   const c = client(via, vsn, options)
   const ids: number[] = []
+  const allIds: number[] = []
   const refetches: Refetch[] = []
   const states: string[] = []
   c.onConnection((s) => states.push(s))
@@ -58,7 +62,13 @@ function follower(via: Parameters<typeof client>[0], vsn: (typeof VSNS)[number],
       ids.push(change.new.id)
     })
     .onRefetch((r) => refetches.push(r))
-  return { client: c, channel, ids, refetches, states }
+  const everything = c
+    .channel(`items-all-${grp}-${vsn}`)
+    .onChanges({ table: 'items', event: 'INSERT' }, (change) => {
+      allIds.push(change.new.id)
+    })
+    .onRefetch((r) => refetches.push(r))
+  return { client: c, channel, everything, ids, allIds, refetches, states }
 }
 
 function report(label: string, ids: number[], expected: number[]) {
@@ -70,7 +80,8 @@ function report(label: string, ids: number[], expected: number[]) {
 describe('resume', () => {
   test('the server is killed (-9) and restarted while inserts continue: every row reaches the callbacks exactly once, in order', async () => {
     const followers = VSNS.map((vsn) => follower(server, vsn, 1))
-    await Promise.all(followers.map((f) => f.channel.subscribe()))
+    // Two channels per client, each resumed from its own last position.
+    await Promise.all(followers.flatMap((f) => [f.channel.subscribe(), f.everything.subscribe()]))
     const writing = writer(1, 250, 40)
     await until(() => followers.every((f) => f.ids.length >= 10), 10_000, 'changes before the crash')
     await server.crash()
@@ -86,6 +97,9 @@ describe('resume', () => {
       await sleep(300)
       report(`vsn ${VSNS[i]}`, f.ids, expected)
       expect(f.ids).toEqual(expected)
+      // Only group 1 is written meanwhile: the unfiltered channel saw the same rows.
+      await until(() => f.allIds.length >= expected.length, 5_000, 'every row on the second channel')
+      expect(f.allIds).toEqual(expected)
       expect(f.refetches).toEqual([])
       expect(atCrash[i]).toBeLessThan(expected.length - 20)
       // It did lose its connection and come back by itself.
