@@ -126,7 +126,7 @@ export class RealtimeClient<Database = AnyDatabase> {
   connect(): void {
     this.wanted = true
     this.detachWakeListeners ??= this.listenForWake()
-    if (this.socket || this.reconnectTimer) return
+    if (this.socket || this.reconnectTimer || this.state === 'connecting') return
     void this.open()
   }
 
@@ -215,10 +215,11 @@ export class RealtimeClient<Database = AnyDatabase> {
       token = await this.currentToken()
     } catch {
       // The app's token source failed: try again later, as for a failed connection.
+      this.setState('closed')
       this.scheduleReconnect()
       return
     }
-    if (!this.wanted) return
+    if (!this.wanted || this.socket) return
     const query = new URLSearchParams({ ...this.options.params, vsn: this.vsn })
     const apikey = this.options.apikey ?? token
     if (apikey) query.set('apikey', apikey)

@@ -111,7 +111,8 @@ describe('resume', () => {
     const proxy = await startSilencingProxy(server)
     try {
       const f = follower(proxy, '2.0.0', 2, { heartbeatIntervalMs: 500 })
-      await f.channel.subscribe()
+      // Two channels subscribed at once share one connection.
+      await Promise.all([f.channel.subscribe(), f.everything.subscribe()])
       const writing = writer(2, 100, 30)
       await until(() => f.ids.length >= 5, 10_000, 'changes before the silence')
       const opensBefore = f.states.filter((s) => s === 'open').length
@@ -125,6 +126,7 @@ describe('resume', () => {
       expect(f.ids).toEqual(expected)
       expect(f.refetches).toEqual([])
       expect(f.states.filter((s) => s === 'open').length).toBe(opensBefore + 1)
+      expect(proxy.accepted).toBe(2)
     } finally {
       await proxy.close()
     }

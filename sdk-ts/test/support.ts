@@ -99,7 +99,9 @@ export async function until(check: () => boolean, ms: number, what: string | (()
  */
 export async function startSilencingProxy(server: Server) {
   const sockets = new Set<{ silenced: boolean; ends: Socket[] }>()
+  let accepted = 0
   const proxy = createServer((downstream: Socket) => {
+    accepted += 1
     const upstream = tcpConnect(server.port, '127.0.0.1')
     const link = { silenced: false, ends: [downstream, upstream] }
     sockets.add(link)
@@ -121,6 +123,10 @@ export async function startSilencingProxy(server: Server) {
   return {
     wsBase: (path = '/socket') => `ws://127.0.0.1:${port}${path}`,
     token: (claims?: Record<string, unknown>) => server.token(claims),
+    /** How many connections the proxy has accepted. */
+    get accepted() {
+      return accepted
+    },
     silence() {
       for (const link of sockets) link.silenced = true
     },
