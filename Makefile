@@ -18,6 +18,7 @@ test: setup lint
 	cargo build --bins
 	cargo nextest run --workspace --no-fail-fast
 	@if [ -f tests/js/package.json ]; then cd tests/js && npm test; fi
+	cd sdk-ts && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 lint:
 	cargo fmt --all -- --check

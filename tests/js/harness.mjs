@@ -117,41 +117,31 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
   const args = database
     ? ['dev', '--data-dir', join(pgDir, 'data'), '--pg-port', String(pgPort), '--fresh']
     : ['serve']
-  const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
   // The server's log, kept for the failure message (tokens are never logged by the server).
   let log = ''
   const keep = (chunk) => {
     log = (log + chunk.toString()).slice(-20000)
   }
-  child.stdout.on('data', keep)
-  child.stderr.on('data', keep)
+  let child
   let exited = null
-  const exit = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal }
-      resolve(exited)
+  let exit
+  const launch = (launchArgs, launchEnv) => {
+    exited = null
+    child = spawn(bin, launchArgs, { env: launchEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+    child.stdout.on('data', keep)
+    child.stderr.on('data', keep)
+    exit = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        exited = { code, signal }
+        resolve(exited)
+      })
     })
-  })
-
-  const httpUrl = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + (database ? 60000 : 20000)
-  for (;;) {
-    if (exited) {
-      throw new Error(`realtime exited early (${JSON.stringify(exited)}):\n${log}`)
-    }
-    try {
-      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) })
-      await res.body?.cancel()
-      if (res.status === 200) break
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`realtime did not answer /healthz in time:\n${log}`)
-    }
-    await new Promise((r) => setTimeout(r, 50))
   }
+  launch(args, env)
+  const httpUrl = `http://127.0.0.1:${port}`
+  await healthy(httpUrl, database ? 60000 : 20000, () => exited, () => child, () => log)
+  // After `crash()` and `restart()` the embedded Postgres outlives the server it came with.
+  let postgresOrphaned = false
 
   return {
     port,
@@ -179,6 +169,23 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
       if (!database) throw new Error('startServer({ database: true }) has no database')
       return new SqlSession(pgPort)
     },
+    /** Kills the server at once (SIGKILL, a crash); the embedded Postgres keeps running. */
+    async crash() {
+      if (pgDir) postgresOrphaned = true
+      child.kill('SIGKILL')
+      await exit
+    },
+    /**
+     * Starts the server again after `crash()`: same port and secret, `realtime serve` against
+     * the embedded Postgres left running. Resolves once `/healthz` answers.
+     */
+    async restart() {
+      if (!exited) throw new Error('restart() needs a stopped server: call crash() first')
+      const serveEnv = { ...env }
+      if (database) serveEnv.DATABASE_URL = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`
+      launch(['serve'], serveEnv)
+      await healthy(httpUrl, 20000, () => exited, () => child, () => log)
+    },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM')
@@ -186,10 +193,57 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
         await exit
         clearTimeout(timer)
       }
+      if (postgresOrphaned) await stopPostgres(join(pgDir, 'data'))
       rmSync(policiesDir, { recursive: true, force: true })
       if (pgDir) rmSync(pgDir, { recursive: true, force: true })
       return exited
     },
+  }
+}
+
+/** Waits until `GET /healthz` answers 200; fails if the process exits or time runs out. */
+async function healthy(httpUrl, timeoutMs, exited, child, log) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (exited()) {
+      throw new Error(`realtime exited early (${JSON.stringify(exited())}):\n${log()}`)
+    }
+    try {
+      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) })
+      await res.body?.cancel()
+      if (res.status === 200) return
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child().kill('SIGKILL')
+      throw new Error(`realtime did not answer /healthz in time:\n${log()}`)
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** Stops a Postgres whose server process died without stopping it (immediate shutdown). */
+async function stopPostgres(dataDir) {
+  let pid
+  try {
+    pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
+  } catch {
+    return // not running
+  }
+  try {
+    process.kill(pid, 'SIGQUIT')
+  } catch {
+    return // already gone
+  }
+  const deadline = Date.now() + 10000
+  while (Date.now() < deadline) {
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+    await new Promise((r) => setTimeout(r, 50))
   }
 }
 
