@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::transport::phoenix::{self, UserData, Vsn, write_json_str};
-use crate::transport::ws::frame;
+use crate::protocol::phoenix::{self, UserData, Vsn};
+use crate::protocol::ws_frame;
 
 /// The event name of every broadcast frame.
 pub const EVENT: &str = "broadcast";
@@ -90,7 +90,7 @@ impl Broadcast {
                     inner.get().len() + self.event.len() + 48 + meta.map_or(0, str::len),
                 );
                 out.push_str("{\"event\":");
-                write_json_str(&mut out, &self.event);
+                crate::json::write_string(&self.event, &mut out);
                 if let Some(meta) = meta {
                     out.push_str(",\"meta\":");
                     out.push_str(meta);
@@ -109,11 +109,11 @@ impl Broadcast {
         if let (Vsn::V2, Body::Data(data)) = (vsn, &self.body) {
             let meta = self.meta.as_deref().map_or("", RawValue::get);
             if let Some(frame) = phoenix::encode_user_broadcast(wire_topic, &self.event, meta, data) {
-                return Some(frame::binary(&frame));
+                return Some(ws_frame::binary(&frame));
             }
         }
         let payload = self.text_payload()?;
-        Some(frame::text(&phoenix::encode_text(
+        Some(ws_frame::text(&phoenix::encode_text(
             vsn, None, None, wire_topic, EVENT, &payload,
         )))
     }
@@ -123,7 +123,7 @@ impl Broadcast {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::transport::ws::frame::{OpCode, decode_server};
+    use crate::protocol::ws_frame::{OpCode, decode_server};
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()

@@ -187,7 +187,7 @@ impl Eq for TableJson {}
 impl Table {
     fn fragments(&self) -> &TableFragments {
         self.json.0.get_or_init(|| {
-            use crate::replication::values::write_string;
+            use crate::json::write_string;
             let mut names = String::with_capacity(self.schema.len() + self.name.len() + 22);
             names.push_str("\"schema\":");
             write_string(&self.schema, &mut names);
@@ -400,7 +400,7 @@ impl RowChange {
     /// `record`/`old_record` appear only when the change has that image; `unchanged_toast` lists
     /// the columns whose unchanged TOASTed value the WAL did not carry.
     pub fn to_json(&self) -> String {
-        use crate::replication::values::write_string;
+        use crate::json::write_string;
         const POSITION: &str = "{\"position\":\"";
         const TYPE: &str = ",\"type\":\"";
         const TIMESTAMP: &str = "\",\"commit_timestamp\":\"";

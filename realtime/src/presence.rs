@@ -20,7 +20,6 @@ use serde_json::{Map, Value};
 
 use crate::bus::LocalBus;
 use crate::channels::{ChannelEvent, EventKind, SubscriberId, TopicKey};
-use crate::transport::phoenix::write_json_str;
 
 const SHARDS: usize = 16;
 
@@ -163,7 +162,7 @@ impl Presence {
             if i > 0 {
                 out.push(',');
             }
-            write_json_str(&mut out, key);
+            crate::json::write_string(key, &mut out);
             out.push_str(":{\"metas\":[");
             for (j, e) in entries.iter().filter(|e| e.key == *key).enumerate() {
                 if j > 0 {
@@ -185,17 +184,17 @@ impl Presence {
 
 fn write_meta(out: &mut String, e: &Entry) {
     out.push_str("{\"phx_ref\":");
-    write_json_str(out, &e.phx_ref);
+    crate::json::write_string(&e.phx_ref, out);
     if let Some(prev) = &e.phx_ref_prev {
         out.push_str(",\"phx_ref_prev\":");
-        write_json_str(out, prev);
+        crate::json::write_string(prev, out);
     }
     for (k, v) in &e.meta {
         if k == "phx_ref" || k == "phx_ref_prev" {
             continue;
         }
         out.push(',');
-        write_json_str(out, k);
+        crate::json::write_string(k, out);
         out.push(':');
         out.push_str(&v.to_string());
     }
@@ -205,7 +204,7 @@ fn write_meta(out: &mut String, e: &Entry) {
 fn write_side(out: &mut String, entry: Option<&Entry>) {
     out.push('{');
     if let Some(e) = entry {
-        write_json_str(out, &e.key);
+        crate::json::write_string(&e.key, out);
         out.push_str(":{\"metas\":[");
         write_meta(out, e);
         out.push_str("]}");

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use realtime::transport::phoenix::{Vsn, decode_binary_frame, decode_text};
+use realtime::protocol::phoenix::{Vsn, decode_binary_frame, decode_text};
 
 fuzz_target!(|data: &[u8]| {
     for vsn in [Vsn::V1, Vsn::V2] {

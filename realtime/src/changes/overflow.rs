@@ -70,8 +70,8 @@ mod tests {
     use crate::config::{DatabaseConfig, ReplicationConfig};
     use crate::lsn::Lsn;
     use crate::policy::PolicySet;
-    use crate::transport::outbound::{Outbound, Taken};
-    use crate::transport::phoenix::Vsn;
+    use crate::protocol::outbound::{Outbound, Taken};
+    use crate::protocol::phoenix::Vsn;
 
     fn subscribe(changes: &Changes, topic: &str, bindings: Value) -> Arc<Outbound> {
         let outbound = Arc::new(Outbound::new(16));

@@ -20,8 +20,8 @@ use crate::changes::subscription::Binding;
 use crate::channels::registry::SubscriberId;
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::policy::PolicySet;
-use crate::transport::outbound::Outbound;
-use crate::transport::phoenix::{self, Vsn};
+use crate::protocol::outbound::Outbound;
+use crate::protocol::phoenix::{self, Vsn};
 use crate::window::WindowLimits;
 
 /// One channel's Postgres Changes subscription.
@@ -56,7 +56,7 @@ impl Subscription {
     /// as a slow consumer, like any push.
     pub fn push_system(&self, payload: &str) {
         let text = phoenix::encode_text(self.vsn, None, None, &self.topic, "system", payload);
-        let _ = self.outbound.push(crate::transport::ws::frame::text(&text));
+        let _ = self.outbound.push(crate::protocol::ws_frame::text(&text));
     }
 }
 

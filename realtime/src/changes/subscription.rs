@@ -227,7 +227,7 @@ fn write_canonical(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                crate::replication::values::write_string(key, out);
+                crate::json::write_string(key, out);
                 out.push(':');
                 if let Some(value) = map.get(key) {
                     write_canonical(value, out);
@@ -245,7 +245,7 @@ fn write_canonical(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        Value::String(s) => crate::replication::values::write_string(s, out),
+        Value::String(s) => crate::json::write_string(s, out),
         other => out.push_str(&other.to_string()),
     }
 }

@@ -51,7 +51,7 @@ pub(crate) fn row(table: &Table, values: &[V<'_>]) -> Row {
         if json.len() > 1 {
             json.push(',');
         }
-        crate::replication::values::write_string(&column.name, &mut json);
+        crate::json::write_string(&column.name, &mut json);
         json.push(':');
         let start = json.len() as u32;
         json.push_str(text.unwrap_or("null"));

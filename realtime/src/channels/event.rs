@@ -10,8 +10,8 @@ use bytes::Bytes;
 use super::TopicKey;
 use super::registry::SubscriberId;
 use crate::broadcast::Broadcast;
-use crate::transport::phoenix::{self, Vsn};
-use crate::transport::ws::frame;
+use crate::protocol::phoenix::{self, Vsn};
+use crate::protocol::ws_frame;
 
 #[derive(Debug)]
 pub struct ChannelEvent {
@@ -54,7 +54,7 @@ impl ChannelEvent {
             let topic = self.topic.wire_topic();
             match &self.kind {
                 EventKind::Broadcast(b) => b.encode(vsn, &topic),
-                EventKind::PresenceDiff(diff) => Some(frame::text(&phoenix::encode_text(
+                EventKind::PresenceDiff(diff) => Some(ws_frame::text(&phoenix::encode_text(
                     vsn,
                     None,
                     None,

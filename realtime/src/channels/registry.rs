@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::TopicKey;
 use super::event::ChannelEvent;
-use crate::transport::outbound::{Outbound, PushError};
-use crate::transport::phoenix::Vsn;
+use crate::protocol::outbound::{Outbound, PushError};
+use crate::protocol::phoenix::Vsn;
 
 const SHARDS: usize = 32;
 
@@ -187,7 +187,7 @@ mod tests {
 
     use super::*;
     use crate::channels::event::EventKind;
-    use crate::transport::outbound::Taken;
+    use crate::protocol::outbound::Taken;
 
     fn sub(vsn: Vsn, capacity: usize) -> Subscriber {
         Subscriber {

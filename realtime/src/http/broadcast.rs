@@ -20,7 +20,7 @@ use crate::auth::Claims;
 use crate::broadcast::Broadcast;
 use crate::channels::{ChannelEvent, EventKind, TopicKey};
 use crate::node::Node;
-use crate::transport::phoenix::{MAX_JSON_DEPTH, UserData, within_depth};
+use crate::protocol::phoenix::{MAX_JSON_DEPTH, UserData, within_depth};
 
 const TOO_LARGE: &str = "Payload size exceeds tenant limit";
 

@@ -1,8 +1,6 @@
-//! Client transports: the Phoenix frame codec, per-socket sessions, their bounded outbound
-//! queues and the WebSocket endpoint.
+//! Client transports: the WebSocket endpoint and handshake, the socket I/O and the per-socket
+//! sessions. The wire codecs and the outbound queue they use live below, in `protocol`.
 
-pub mod outbound;
-pub mod phoenix;
 pub mod session;
 pub mod websocket;
 pub mod ws;

@@ -16,7 +16,7 @@ use base64::Engine;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
-use super::phoenix::Vsn;
+use crate::protocol::phoenix::Vsn;
 use super::session::Session;
 use super::ws::Connection;
 use crate::limits::{NodeLimits, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS};

@@ -16,7 +16,7 @@ use super::groups::{Group, TablePlan};
 use crate::change::{ChangeKind, RowChange};
 use crate::changes::payload::{PayloadLimits, View, encode_data, push_payload};
 use crate::policy::{ColumnSet, OldImage, Visibility};
-use crate::transport::phoenix;
+use crate::protocol::phoenix;
 
 /// Pushes `change` to the plan's groups. `visibility(k)` is claim group `k`'s decision for
 /// this change. Returns how many frames were queued.
@@ -115,5 +115,5 @@ fn encode_push(group: &Group, change: &RowChange, ids: &[u32], data: &str) -> By
             &push_payload(ids, &change.position, data),
         )
     };
-    crate::transport::ws::frame::text(&text)
+    crate::protocol::ws_frame::text(&text)
 }

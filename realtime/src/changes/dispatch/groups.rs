@@ -25,8 +25,8 @@ use crate::changes::filter::BoundFilter;
 use crate::changes::service::Subscription;
 use crate::changes::subscription::{Binding, EventFilter};
 use crate::policy::{BoundRules, ColumnSet};
-use crate::transport::outbound::Outbound;
-use crate::transport::phoenix::Vsn;
+use crate::protocol::outbound::Outbound;
+use crate::protocol::phoenix::Vsn;
 
 /// Most visible-column sets a group keeps bound bindings for; past it the cache starts over.
 /// Visibility decisions give few distinct sets (one per combination of passing rules, or one

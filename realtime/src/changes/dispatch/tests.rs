@@ -19,8 +19,8 @@ use crate::changes::subscription::Binding;
 use crate::changes::testing::{V, row, table};
 use crate::lsn::Lsn;
 use crate::policy::{ColumnSet, PolicySet};
-use crate::transport::outbound::{Outbound, Taken};
-use crate::transport::phoenix::Vsn;
+use crate::protocol::outbound::{Outbound, Taken};
+use crate::protocol::phoenix::Vsn;
 
 const RULES: &str = r#"
 [[table]]

@@ -12,13 +12,12 @@
 //! (`T` separator, `+00:00` offsets), arrays and rows nest, everything else is its text.
 
 mod builtin;
-mod json;
 mod structured;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-pub use json::write_string;
+pub use crate::json::write_string;
 
 /// How a column's text is turned into JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,14 +123,14 @@ fn write_text_value(kind: &ValueKind, s: &str, out: &mut String) {
             _ => write_string(s, out),
         },
         ValueKind::Integer | ValueKind::Float | ValueKind::Numeric => {
-            if json::is_number(s) {
+            if crate::json::is_number(s) {
                 out.push_str(s);
             } else {
                 write_string(s, out);
             }
         }
         ValueKind::Json => {
-            if json::is_valid(s) {
+            if crate::json::is_valid(s) {
                 out.push_str(s);
             } else {
                 write_string(s, out);
@@ -189,15 +188,15 @@ fn write_timestamp(s: &str, with_offset: bool, out: &mut String) {
         None
     };
     out.push('"');
-    json::write_escaped(&s[..separator], out);
+    crate::json::write_escaped(&s[..separator], out);
     out.push('T');
     match hours_only_offset_end {
         Some(end) => {
-            json::write_escaped(&s[separator + 1..end], out);
+            crate::json::write_escaped(&s[separator + 1..end], out);
             out.push_str(":00");
-            json::write_escaped(&s[end..], out);
+            crate::json::write_escaped(&s[end..], out);
         }
-        None => json::write_escaped(&s[separator + 1..], out),
+        None => crate::json::write_escaped(&s[separator + 1..], out),
     }
     out.push('"');
 }

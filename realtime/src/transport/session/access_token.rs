@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::Session;
 use super::join::channel_token;
 use super::postgres_changes::{Requested, Target};
-use crate::transport::phoenix::Inbound;
+use crate::protocol::phoenix::Inbound;
 
 impl Session {
     pub(super) async fn access_token(&mut self, msg: &Inbound) {

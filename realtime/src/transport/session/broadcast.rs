@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::Session;
 use crate::broadcast::Broadcast;
 use crate::channels::{ChannelEvent, EventKind};
-use crate::transport::phoenix::{Inbound, Payload, Status};
+use crate::protocol::phoenix::{Inbound, Payload, Status};
 
 impl Session {
     pub(super) fn broadcast(&mut self, mut msg: Inbound) {

@@ -2,7 +2,7 @@
 //! socket alive; realtime-js sends a heartbeat every 25 s.
 
 use super::Session;
-use crate::transport::phoenix::{Inbound, Status};
+use crate::protocol::phoenix::{Inbound, Status};
 
 impl Session {
     pub(super) fn heartbeat(&self, msg: &Inbound) {

@@ -18,7 +18,7 @@ use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
 use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
 use crate::policy::ChannelAccess;
-use crate::transport::phoenix::{Inbound, Status};
+use crate::protocol::phoenix::{Inbound, Status};
 
 pub(super) const UNMATCHED: &str = r#"{"reason":"unmatched topic"}"#;
 

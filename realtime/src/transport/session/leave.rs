@@ -3,7 +3,7 @@
 //! channel's join ref (realtime-js ignores a close with any other ref).
 
 use super::Session;
-use crate::transport::phoenix::{Inbound, Status};
+use crate::protocol::phoenix::{Inbound, Status};
 
 impl Session {
     pub(super) fn leave(&mut self, msg: &Inbound) {
@@ -19,7 +19,7 @@ impl Session {
         self.forget(&ch);
         let join_ref = ch.join_ref.as_deref();
         let frame =
-            crate::transport::phoenix::encode_text(self.vsn, join_ref, join_ref, topic, "phx_close", "{}");
+            crate::protocol::phoenix::encode_text(self.vsn, join_ref, join_ref, topic, "phx_close", "{}");
         self.send_text(frame);
     }
 

@@ -27,9 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use self::channel::Channel;
-use super::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
-use super::phoenix::{self, Inbound, Status, Vsn};
-use super::ws::frame::{self, OpCode};
+use crate::protocol::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
+use crate::protocol::phoenix::{self, Inbound, Status, Vsn};
+use crate::protocol::ws_frame::{self, OpCode};
 use super::ws::{Connection, Message, WsError};
 use crate::limits::{OwnedConnectionSlot, WindowCounter};
 use crate::node::Node;
@@ -220,7 +220,7 @@ impl Session {
             },
             Message::Binary(data) => phoenix::decode_binary_frame(self.vsn, data),
             Message::Ping(data) => {
-                let _ = self.outbound.push(frame::encode(OpCode::Pong, &data));
+                let _ = self.outbound.push(ws_frame::encode(OpCode::Pong, &data));
                 return;
             }
             Message::Close(_) => return,
@@ -329,7 +329,7 @@ impl Session {
 
     fn send_text(&self, frame: String) {
         // A full queue marks the client as slow; the loop then closes the socket.
-        let _ = self.outbound.push(frame::text(&frame));
+        let _ = self.outbound.push(ws_frame::text(&frame));
     }
 
     /// Replies to `msg` with `{"status":…,"response":<response>}`.
@@ -377,7 +377,7 @@ impl Session {
         // the close frame's bytes as the rest of that frame.
         let mut frames = std::mem::take(&mut self.writing);
         socket.keep_unfinished(&mut frames);
-        frames.push_back(frame::close(code, reason));
+        frames.push_back(ws_frame::close(code, reason));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_all(&mut frames)).await;
     }
 }

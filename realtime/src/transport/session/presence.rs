@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::Session;
 use crate::limits::{CLIENT_PRESENCE_RATE, TOO_MANY_PRESENCE_MESSAGES, TRACK_TOO_LARGE};
-use crate::transport::phoenix::{Inbound, Status};
+use crate::protocol::phoenix::{Inbound, Status};
 
 const NOT_A_MAP: &str = r#"{"reason":"Presence track payload must be a map"}"#;
 

@@ -3,10 +3,8 @@
 //! Owns the stream and the bytes of a frame being read. It exists to keep idle sockets cheap
 //! and fan-out copy-free: an idle connection holds no read buffer (reads wait with a buffer on
 //! the stack and keep only what they received), and writes take already-encoded frames
-//! ([`frame::text`], [`frame::binary`]) so one encoding of a broadcast is written to every
+//! ([`crate::protocol::ws_frame::text`], [`crate::protocol::ws_frame::binary`]) so one encoding of a broadcast is written to every
 //! receiver as is, several frames per system call.
-
-pub mod frame;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -17,7 +15,7 @@ use std::task::Poll;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use self::frame::{OpCode, ProtocolError};
+use crate::protocol::ws_frame::{self, OpCode, ProtocolError};
 
 /// Bytes read per system call while no frame is in progress.
 const IDLE_READ: usize = 2048;
@@ -81,7 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A message from bytes already read, if they hold one.
     fn next_buffered(&mut self) -> Result<Option<Message>, WsError> {
         loop {
-            let Some(header) = frame::parse_header(&self.read, self.max_message)? else {
+            let Some(header) = ws_frame::parse_header(&self.read, self.max_message)? else {
                 return Ok(None);
             };
             if self.read.len() < header.frame_len() {
@@ -89,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             let mut data = self.read.split_to(header.frame_len());
             data.advance(header.header_len);
-            frame::unmask(&mut data, header.mask);
+            ws_frame::unmask(&mut data, header.mask);
             if self.read.is_empty() {
                 // Let go of the read allocation between frames.
                 self.read = BytesMut::new();
@@ -97,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             match header.opcode {
                 OpCode::Ping => return Ok(Some(Message::Ping(data.freeze()))),
                 OpCode::Pong => {}
-                OpCode::Close => return Ok(Some(Message::Close(frame::close_code(&data)?))),
+                OpCode::Close => return Ok(Some(Message::Close(ws_frame::close_code(&data)?))),
                 OpCode::Text | OpCode::Binary => {
                     if self.partial.is_some() {
                         return Err(ProtocolError::Interleaved.into());
@@ -146,7 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .await?
         } else {
             // Inside a frame: read straight into the buffer, sized for the rest of the frame.
-            let wanted = match frame::parse_header(&self.read, self.max_message)? {
+            let wanted = match ws_frame::parse_header(&self.read, self.max_message)? {
                 Some(header) => header.frame_len().saturating_sub(self.read.len()),
                 None => 14,
             };
@@ -224,7 +222,7 @@ mod tests {
         let mut out = vec![b0, 0x80 | payload.len() as u8];
         out.extend_from_slice(&mask);
         let mut body = payload.to_vec();
-        frame::unmask(&mut body, mask);
+        ws_frame::unmask(&mut body, mask);
         out.extend_from_slice(&body);
         out
     }
@@ -295,7 +293,7 @@ mod tests {
     async fn writes_frames_in_order_through_partial_writes() {
         let (mut client, server) = duplex(7);
         let mut conn = Connection::new(server, 100);
-        let mut frames: VecDeque<Bytes> = (0..100).map(|i| frame::text(&format!("m{i}"))).collect();
+        let mut frames: VecDeque<Bytes> = (0..100).map(|i| ws_frame::text(&format!("m{i}"))).collect();
         let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; expected.len()];

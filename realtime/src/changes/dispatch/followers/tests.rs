@@ -15,8 +15,8 @@ use crate::changes::testing::{V, row, table};
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::lsn::Lsn;
 use crate::policy::{ColumnSet, PolicySet};
-use crate::transport::outbound::{Outbound, Taken};
-use crate::transport::phoenix::Vsn;
+use crate::protocol::outbound::{Outbound, Taken};
+use crate::protocol::phoenix::Vsn;
 
 const RULES: &str = r#"
 [[table]]

@@ -1,8 +1,48 @@
-//! JSON text primitives for value conversion: the string escaper, the number check `to_jsonb`
-//! applies to numeric output, and a validator for `json`/`jsonb` text that is embedded raw.
+//! JSON text primitives shared by every layer: the one string escaper, the number check that
+//! `to_jsonb` applies to numeric output, a validator for `json`/`jsonb` text embedded raw, and
+//! the nesting limit of client JSON.
 //!
 //! Pure and allocation-free on the common paths. The validator is iterative (no recursion), so
 //! nesting depth costs no stack, and it accepts exactly what any strict JSON parser accepts.
+
+/// The deepest nesting of arrays and objects accepted in client JSON (a whole text frame, or a
+/// JSON payload of a binary frame or a REST request). Payloads are relayed as sent, wrapped in
+/// up to two more levels, so this stays well under the 128 levels common parsers accept
+/// (serde_json's default): nothing we deliver is too deep for a receiver to read.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// Whether `text` nests arrays and objects at most `max` levels deep. Counts brackets outside
+/// strings in one pass without validating anything (the parser does that), so it is safe to
+/// run first on any bytes.
+pub fn within_depth(text: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
 
 /// Bytes that must be escaped inside a JSON string: `"`, `\` and the controls U+0000..U+001F.
 static NEEDS_ESCAPE: [bool; 256] = {
@@ -27,7 +67,7 @@ pub fn write_string(s: &str, out: &mut String) {
 }
 
 /// Appends the inside of a JSON string literal (no quotes).
-pub(super) fn write_escaped(s: &str, out: &mut String) {
+pub fn write_escaped(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut index = 0;
@@ -86,7 +126,7 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Whether `s` is exactly one JSON number (`-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`): what
 /// `to_jsonb` checks before writing a numeric type's output as a number rather than a string.
-pub(super) fn is_number(s: &str) -> bool {
+pub fn is_number(s: &str) -> bool {
     number_end(s.as_bytes(), 0) == Some(s.len())
 }
 
@@ -138,7 +178,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// Whether `s` is one complete JSON value (surrounding whitespace allowed). Unpaired UTF-16
 /// surrogate escapes are rejected: Postgres's `json` type accepts them but `jsonb` and strict
 /// JSON parsers do not, so such text is safer sent as a string.
-pub(super) fn is_valid(s: &str) -> bool {
+pub fn is_valid(s: &str) -> bool {
     validate(s.as_bytes()).is_some()
 }
 
@@ -308,6 +348,37 @@ impl Containers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_like_serde_json() {
+        for s in [
+            "plain",
+            "quote\"back\\slash",
+            "line\nfeed\ttab\r",
+            "\u{0}\u{1f}\u{7f}",
+            "é ✓ 😀",
+            "",
+        ] {
+            let mut out = String::new();
+            write_string(s, &mut out);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "for {s:?}");
+        }
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(within_depth(nested(3).as_bytes(), 3));
+        assert!(!within_depth(nested(4).as_bytes(), 3));
+        assert!(!within_depth("[{[{".as_bytes(), 3), "unclosed counts too");
+        assert!(within_depth(br#"[{"a":"[[[[{{{{","b":"\"[[[["}]"#, 2));
+        assert!(
+            !within_depth(br#"[{"a":"\\","b":[[]]}]"#, 3),
+            "an escaped backslash ends"
+        );
+        assert!(within_depth(b"]]]][[", 2), "stray closers do not go negative");
+        assert!(within_depth(b"", 0));
+    }
 
     fn escaped(s: &str) -> String {
         let mut out = String::new();

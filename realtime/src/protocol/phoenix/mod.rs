@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use binary::{Encoding, UserData, decode_binary, encode_user_broadcast};
-pub use json::{MAX_JSON_DEPTH, within_depth, write_json_str};
+pub use crate::json::{MAX_JSON_DEPTH, within_depth};
 
 /// Serializer version chosen by the client at connect time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,13 +179,13 @@ pub fn encode_text(
     match vsn {
         Vsn::V1 => {
             out.push_str("{\"event\":");
-            write_json_str(&mut out, event);
+            crate::json::write_string(event, &mut out);
             out.push_str(",\"payload\":");
             out.push_str(payload);
             out.push_str(",\"ref\":");
             write_opt_str(&mut out, msg_ref);
             out.push_str(",\"topic\":");
-            write_json_str(&mut out, topic);
+            crate::json::write_string(topic, &mut out);
             out.push('}');
         }
         Vsn::V2 => {
@@ -194,9 +194,9 @@ pub fn encode_text(
             out.push(',');
             write_opt_str(&mut out, msg_ref);
             out.push(',');
-            write_json_str(&mut out, topic);
+            crate::json::write_string(topic, &mut out);
             out.push(',');
-            write_json_str(&mut out, event);
+            crate::json::write_string(event, &mut out);
             out.push(',');
             out.push_str(payload);
             out.push(']');
@@ -247,7 +247,7 @@ pub fn encode_reply(
 
 fn write_opt_str(out: &mut String, value: Option<&str>) {
     match value {
-        Some(v) => write_json_str(out, v),
+        Some(v) => crate::json::write_string(v, out),
         None => out.push_str("null"),
     }
 }
