@@ -66,7 +66,8 @@ impl LocalBus {
         self.changes.subscribe()
     }
 
-    /// Hands a broadcast or presence event on to every node's registry.
+    /// Hands a broadcast or presence event on to the registry of this node (the only subscriber
+    /// of this in-process bus).
     pub fn publish_channel_event(&self, event: ChannelEvent) {
         // An error only means no registry is listening (no server running on this bus).
         let _ = self.channel_events.send(Arc::new(event));

@@ -352,7 +352,8 @@ impl Replication {
     }
 }
 
-/// Full-jitter exponential backoff: a random delay up to `base · 2^(failures-1)`, capped.
+/// Equal-jitter exponential backoff: a random delay between half of and all of
+/// `base · 2^(failures-1)`, capped, and never under 50 ms (so retries never spin).
 fn backoff(failures: u32) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
