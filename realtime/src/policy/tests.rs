@@ -1,4 +1,4 @@
-//! Policy files: the examples in `policies/`, channel decisions, default deny, and errors that
+//! Policy files: the examples in `policies/examples/`, channel decisions, default deny, and errors that
 //! name file and line.
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ fn claims(value: Json) -> Claims {
 }
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples")
 }
 
 fn examples() -> PolicySet {
