@@ -28,7 +28,8 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>, headers: HeaderMap) -
     if let Some(secret) = &node.config.server.metrics_jwt_secret
         && let Err(reason) = authorize(secret, &headers)
     {
-        tracing::info!(reason, "metrics scrape refused");
+        // Debug only: unauthenticated scrapes are cheap to send and must not flood the log.
+        tracing::debug!(reason, "metrics scrape refused");
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
