@@ -23,14 +23,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service against DATABASE_URL (or DB_HOST, DB_PORT, ...).
+    /// Run the service against DATABASE_URL (or DB_HOST, DB_PORT, ...). Listens on every
+    /// address (0.0.0.0) unless LISTEN_ADDRESS says otherwise.
     Serve {
         /// TOML configuration file; environment variables win over it.
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Run the service on a throwaway local Postgres (wal_level=logical) that it starts and stops
-    /// itself; with DATABASE_URL set, use that database instead.
+    /// itself; with DATABASE_URL set, use that database instead. Listens on 127.0.0.1 unless
+    /// LISTEN_ADDRESS says otherwise.
     Dev {
         /// Data folder of the local Postgres (kept between runs).
         #[arg(long, default_value = ".realtime/dev-postgres")]
