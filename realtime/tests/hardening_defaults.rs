@@ -128,6 +128,18 @@ async fn refused_tokens_and_joins_are_logged_without_the_token_and_counted() {
     );
     let refused = tokio_tungstenite::connect_async(server.url(&forged, "2.0.0")).await;
     assert!(refused.is_err(), "a forged token was accepted");
+    // The same token on the REST broadcast API.
+    let bearer = format!("Bearer {forged}");
+    let body = br#"{"messages":[{"topic":"a","event":"e","payload":{}}]}"#;
+    let (status, _) = http(
+        server.addr,
+        "POST",
+        "/api/broadcast",
+        &[("Authorization", &bearer), ("Content-Type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 401);
     // A join whose access_token has expired, and a private join no policy allows.
     let mut client = Client::connect(&server.url(&token(600), "2.0.0"), "2.0.0").await;
     let expired = token(-120);
@@ -140,15 +152,27 @@ async fn refused_tokens_and_joins_are_logged_without_the_token_and_counted() {
         .await;
     assert_eq!(client.recv_event("phx_reply").await.payload()["status"], "error");
 
+    // An expired token sent to refresh a joined channel's (the channel is closed).
+    let join_ref = client.join("realtime:d", json!({})).await;
+    client
+        .send(
+            Some(&join_ref),
+            "realtime:d",
+            "access_token",
+            json!({ "access_token": expired }),
+        )
+        .await;
+    client.recv_event("system").await;
+
     let (_, text) = http(server.addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(
         sample(&text, "realtime_auth_refused_total{reason=\"JwtSignatureError\"}"),
-        Some(1),
+        Some(2),
         "{text}"
     );
     assert_eq!(
         sample(&text, "realtime_auth_refused_total{reason=\"InvalidJWTToken\"}"),
-        Some(1),
+        Some(2),
         "{text}"
     );
     assert_eq!(
