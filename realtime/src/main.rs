@@ -1,6 +1,7 @@
 //! The `realtime` binary: parses the command line, installs logging, and calls the library.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,14 +23,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service against DATABASE_URL (or DB_HOST, DB_PORT, ...).
+    /// Run the service against DATABASE_URL (or DB_HOST, DB_PORT, ...). Listens on every
+    /// address (0.0.0.0) unless LISTEN_ADDRESS says otherwise.
     Serve {
         /// TOML configuration file; environment variables win over it.
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Run the service on a throwaway local Postgres (wal_level=logical) that it starts and stops
-    /// itself; with DATABASE_URL set, use that database instead.
+    /// itself; with DATABASE_URL set, use that database instead. Listens on 127.0.0.1 unless
+    /// LISTEN_ADDRESS says otherwise.
     Dev {
         /// Data folder of the local Postgres (kept between runs).
         #[arg(long, default_value = ".realtime/dev-postgres")]
@@ -91,7 +94,7 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => serve(load_config(config.as_deref())?, false).await,
+        Command::Serve { config } => serve(load_config(config.as_deref())?, Mode::Serve).await,
         Command::Dev {
             data_dir,
             pg_port,
@@ -142,16 +145,51 @@ fn load_config(file: Option<&Path>) -> anyhow::Result<Config> {
     })
 }
 
-async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
+/// What `serve` runs for: `realtime serve`, or `realtime dev` (which also logs every change
+/// and listens on loopback unless `LISTEN_ADDRESS` says otherwise).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    Dev,
+}
+
+impl Mode {
+    /// The listen address when `LISTEN_ADDRESS` is not set: every interface for a service,
+    /// loopback for a developer's machine (a dev server prints its keys and must not be
+    /// reachable from the network by accident).
+    fn default_address(self) -> IpAddr {
+        match self {
+            Mode::Serve => IpAddr::from([0, 0, 0, 0]),
+            Mode::Dev => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+}
+
+async fn bind(address: IpAddr, port: u16, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind((address, port))
+        .await
+        .with_context(|| format!("cannot listen on {address} port {port} ({what})"))?;
+    tracing::info!(address = %listener.local_addr()?, "listening ({what})");
+    Ok(listener)
+}
+
+async fn serve(config: Config, mode: Mode) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let bus = LocalBus::new(4096);
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", config.server.port))
-        .await
-        .with_context(|| format!("cannot listen on port {}", config.server.port))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    let address = config.server.listen_address.unwrap_or(mode.default_address());
+    let listener = bind(address, config.server.port, "HTTP and WebSocket").await?;
+    let metrics = match config.server.metrics_port {
+        Some(port) => Some(bind(address, port, "metrics").await?),
+        None => None,
+    };
+    if config.server.metrics_jwt_secret.is_none() {
+        tracing::info!(
+            "/metrics needs no token (set METRICS_JWT_SECRET to require one, or METRICS_PORT to serve it apart)"
+        );
+    }
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    if log_changes {
+    if mode == Mode::Dev {
         tokio::spawn(log_changes_of(bus.clone()));
     }
     let replication = match &config.database {
@@ -172,7 +210,7 @@ async fn serve(config: Config, log_changes: bool) -> anyhow::Result<()> {
             None
         }
     };
-    realtime::server::run(config, listener, bus, shutdown).await?;
+    realtime::server::run_with_metrics(config, listener, metrics, bus, shutdown).await?;
     if let Some(task) = replication {
         task.await.context("the replication task panicked")??;
     }
@@ -237,11 +275,17 @@ async fn dev(
         println!("  service_role key:  {}", dev_key(&secret, "service_role")?);
         config.server.auth.jwt_secret = Some(realtime::config::Secret::new(secret));
     }
+    let host = match config.server.listen_address {
+        None => "localhost".to_owned(),
+        Some(address) if address.is_unspecified() => "localhost".to_owned(),
+        Some(IpAddr::V6(address)) => format!("[{address}]"),
+        Some(address) => address.to_string(),
+    };
     println!(
-        "WebSocket: ws://localhost:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
+        "WebSocket: ws://{host}:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
         config.server.port
     );
-    let result = serve(config, true).await;
+    let result = serve(config, Mode::Dev).await;
     // `_postgres` drops here: the local server stops.
     result
 }

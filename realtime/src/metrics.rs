@@ -2,12 +2,15 @@
 //!
 //! Owns no state of its own. The replication task writes its gauges and counters into a shared
 //! [`ReplicationMetrics`] (it travels with the bus, as the task's transactions do); the node's
-//! figures (sockets, subscriptions, slow consumers) are read from the node at scrape time.
+//! figures (sockets, subscriptions, slow consumers) are read from the node at scrape time, and
+//! its [`Refusals`] (refused tokens and joins, by reason) render themselves.
 //! [`render`] is pure: numbers in, text out.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// What the last slot check found (see `replication::watchdog`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -208,6 +211,89 @@ pub fn render(replication: &ReplicationMetrics, node: NodeFigures) -> String {
     out
 }
 
+/// Refused tokens and refused joins, counted by reason and logged (the reason only: never the
+/// token, never a claim). Reasons are the codes of Supabase's error replies
+/// (`InvalidJWTToken`, `ClientJoinRateLimitReached`, `Unauthorized`, ...), a small fixed set.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    tokens: Mutex<BTreeMap<String, Tally>>,
+    joins: Mutex<BTreeMap<String, Tally>>,
+}
+
+/// One reason's count, and how its log lines are thinned out.
+#[derive(Debug, Default)]
+struct Tally {
+    count: u64,
+    logged_at: Option<Instant>,
+    /// Refusals since the last log line of this reason.
+    unlogged: u64,
+}
+
+/// At most one log line per reason this often: a flood of refusals must not flood the log.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    /// A token was refused (at the handshake or at a join); `code` is the error's code.
+    pub fn token_refused(&self, code: &str) {
+        let reason = reason_label(code);
+        if let Some(more) = tally(&self.tokens, reason) {
+            tracing::info!(reason, refused_since_last_line = more, "token refused");
+        }
+    }
+
+    /// A `phx_join` was refused with `reason` (`"<Code>: <message>"`); only the code is kept.
+    pub fn join_refused(&self, reason: &str) {
+        let code = reason_label(reason.split(':').next().unwrap_or(""));
+        if let Some(more) = tally(&self.joins, code) {
+            tracing::info!(reason = code, refused_since_last_line = more, "join refused");
+        }
+    }
+
+    /// Appends `realtime_auth_refused_total` and `realtime_joins_refused_total`.
+    pub fn render(&self, out: &mut String) {
+        for (name, help, map) in [
+            (
+                "realtime_auth_refused_total",
+                "Tokens refused at connect or join, by reason.",
+                &self.tokens,
+            ),
+            (
+                "realtime_joins_refused_total",
+                "Channel joins refused, by reason.",
+                &self.joins,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (reason, t) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", t.count);
+            }
+        }
+    }
+}
+
+/// Counts one refusal of `reason`; returns the refusals to report when a log line is due.
+fn tally(map: &Mutex<BTreeMap<String, Tally>>, reason: &str) -> Option<u64> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let t = map.entry(reason.to_owned()).or_default();
+    t.count += 1;
+    t.unlogged += 1;
+    let now = Instant::now();
+    if t.logged_at.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+        return None;
+    }
+    t.logged_at = Some(now);
+    Some(std::mem::take(&mut t.unlogged))
+}
+
+/// A code as a label value: letters, digits and `_` only, at most 64 of them (the codes are
+/// ours, but a label must never carry client text nor grow without bound); else `other`.
+fn reason_label(code: &str) -> &str {
+    let code = code.trim();
+    let plain =
+        !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain { code } else { "other" }
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: String) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }
@@ -280,8 +366,50 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_counted_by_code_and_never_by_client_text() {
+        let refusals = Refusals::default();
+        refusals.token_refused("InvalidJWTToken");
+        refusals.token_refused("InvalidJWTToken");
+        refusals.token_refused("JwtSignatureError");
+        refusals.join_refused("ClientJoinRateLimitReached: Too many joins per second");
+        refusals.join_refused("Unauthorized: You do not have permissions to read from this Channel topic: a");
+        refusals.join_refused("Unauthorized: You do not have permissions to read from this Channel topic: b");
+        refusals.join_refused("room {\"x\"} said: hello");
+        let mut text = String::new();
+        refusals.render(&mut text);
+        assert_eq!(
+            value(&text, "realtime_auth_refused_total{reason=\"InvalidJWTToken\"}"),
+            "2"
+        );
+        assert_eq!(
+            value(&text, "realtime_auth_refused_total{reason=\"JwtSignatureError\"}"),
+            "1"
+        );
+        assert_eq!(
+            value(&text, "realtime_joins_refused_total{reason=\"Unauthorized\"}"),
+            "2"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "realtime_joins_refused_total{reason=\"ClientJoinRateLimitReached\"}"
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(&text, "realtime_joins_refused_total{reason=\"other\"}"),
+            "1"
+        );
+        assert!(!text.contains("room"), "{text}");
+    }
+
+    #[test]
     fn every_sample_has_help_and_type_and_a_unique_name() {
-        let text = render(&ReplicationMetrics::default(), NodeFigures::default());
+        let mut text = render(&ReplicationMetrics::default(), NodeFigures::default());
+        let refusals = Refusals::default();
+        refusals.token_refused("MalformedJWT");
+        refusals.join_refused("TopicNameRequired: You must provide a topic name");
+        refusals.render(&mut text);
         let names: Vec<String> = samples(&text).into_iter().map(|(n, _)| n).collect();
         let mut unique = names.clone();
         unique.sort();

@@ -38,6 +38,8 @@ pub struct Node {
     last_key: Mutex<Option<Arc<str>>>,
     /// Sockets closed as slow consumers (4008), for `/metrics`.
     pub slow_consumer_closes: AtomicU64,
+    /// Refused tokens and joins, by reason, for `/metrics` and the log.
+    pub refusals: crate::metrics::Refusals,
 }
 
 impl Node {
@@ -59,6 +61,7 @@ impl Node {
             tracker: TaskTracker::new(),
             last_key: Mutex::new(None),
             slow_consumer_closes: AtomicU64::new(0),
+            refusals: crate::metrics::Refusals::default(),
             config,
         }
     }

@@ -40,12 +40,24 @@ pub enum ServerError {
     Policies(Vec<PolicyError>),
 }
 
-/// The access rules of private channels: the policy folder when there is one, else none
-/// (private channels are then refused to everyone but `service_role`).
+/// The access rules of private channels and tables: the policy folder when there is one, else
+/// none (private channels are then refused to everyone but `service_role`, and tables follow
+/// Postgres's grants and row-level security). The folder in use is logged, so nobody has to
+/// guess which rules govern.
 fn channel_policy(config: &Config) -> Result<PolicySet, ServerError> {
     match config.server.resolved_policies_dir() {
-        Some(dir) => PolicySet::load(&dir).map_err(ServerError::Policies),
-        None => Ok(PolicySet::empty()),
+        Some(dir) => {
+            let set = PolicySet::load(&dir).map_err(ServerError::Policies)?;
+            let shown = std::path::absolute(&dir).unwrap_or(dir);
+            tracing::info!(folder = %shown.display(), files = set.files().len(), "policy folder");
+            Ok(set)
+        }
+        None => {
+            tracing::info!(
+                "no policy folder (POLICIES_DIR is not set and ./policies does not exist): private channels are refused to all but service_role; tables follow Postgres grants and row-level security"
+            );
+            Ok(PolicySet::empty())
+        }
     }
 }
 
@@ -53,6 +65,18 @@ fn channel_policy(config: &Config) -> Result<PolicySet, ServerError> {
 pub async fn run(
     config: Arc<Config>,
     listener: TcpListener,
+    bus: LocalBus,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    run_with_metrics(config, listener, None, bus, shutdown).await
+}
+
+/// [`run`], with `/metrics` served on `metrics` instead of `listener` when it is given
+/// (`METRICS_PORT`).
+pub async fn run_with_metrics(
+    config: Arc<Config>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
@@ -95,9 +119,21 @@ pub async fn run(
         shutdown.clone(),
         connections.clone(),
     ));
+    let accepting_metrics = metrics.map(|listener| {
+        tokio::spawn(accept(
+            listener,
+            http::metrics::router(node.clone()),
+            node.config.server.limits.handshake_timeout,
+            shutdown.clone(),
+            connections.clone(),
+        ))
+    });
     shutdown.cancelled().await;
     // The listener is dropped when the accept loop ends: no new connections from here on.
     let _ = accepting.await;
+    if let Some(task) = accepting_metrics {
+        let _ = task.await;
+    }
 
     connections.close();
     node.tracker.close();

@@ -53,7 +53,7 @@ export function realtimeBinary() {
  * of our own outgoing connections while the server is still starting: polling /healthz then
  * connects the socket to itself (TCP self-connect) and waits forever for an answer.
  */
-async function freePort() {
+export async function freePort() {
   let low = 32768
   try {
     low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])

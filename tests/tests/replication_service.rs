@@ -389,10 +389,11 @@ async fn connects_with_scram_md5_and_cleartext_passwords_and_over_tls() {
     let cases = [
         (
             "md5",
-            format!("postgres://md5user:md5pw@127.0.0.1:{port}/postgres"),
+            format!("postgres://md5user:md5pw@127.0.0.1:{port}/postgres?sslmode=disable"),
         ),
         (
-            "cleartext",
+            // No sslmode: `prefer`, so TLS because the server offers it.
+            "cleartext over TLS by default",
             format!("postgres://plainuser:plainpw@127.0.0.1:{port}/postgres"),
         ),
         (
@@ -424,7 +425,7 @@ async fn connects_with_scram_md5_and_cleartext_passwords_and_over_tls() {
             .expect("q");
         assert_eq!(
             encrypted,
-            if url.contains("sslmode") { "t" } else { "f" },
+            if url.contains("sslmode=disable") { "f" } else { "t" },
             "{name}"
         );
         stream.stop().await.unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -11,12 +11,14 @@ use std::time::Duration;
 use super::{ConfigError, Secret, Sources};
 use crate::window::WindowLimits;
 
+/// libpq's `sslmode`. The default is libpq's: `prefer`, so a server that offers TLS is spoken
+/// to over TLS without anyone asking, and one without TLS (a local dev cluster) still connects.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SslMode {
     /// Plain TCP.
-    #[default]
     Disable,
     /// TLS when the server offers it, plain TCP otherwise; the certificate is not checked.
+    #[default]
     Prefer,
     /// TLS, certificate not checked.
     Require,
@@ -24,6 +26,19 @@ pub enum SslMode {
     VerifyCa,
     /// TLS, chain and host name checked.
     VerifyFull,
+}
+
+impl SslMode {
+    /// The setting's name as libpq spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 impl std::str::FromStr for SslMode {
@@ -118,7 +133,7 @@ impl DatabaseConfig {
             user: "postgres".to_owned(),
             password: Secret::default(),
             dbname: "postgres".to_owned(),
-            ssl_mode: SslMode::Disable,
+            ssl_mode: SslMode::default(),
             ssl_root_cert: None,
         }
     }
@@ -383,6 +398,21 @@ mod tests {
             ("db.example", 6543, "shop")
         );
         assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn sslmode_defaults_to_prefer_as_libpq() {
+        let url = DatabaseConfig::from_url("postgres://u:p@db.example/app").unwrap();
+        assert_eq!(url.ssl_mode, SslMode::Prefer);
+        let vars = load("", &[("DB_HOST", "db.example")]).unwrap().database.unwrap();
+        assert_eq!(vars.ssl_mode, SslMode::Prefer);
+        let off = DatabaseConfig::from_url("postgres://u:p@h/d?sslmode=disable").unwrap();
+        assert_eq!(off.ssl_mode, SslMode::Disable);
+        let supabase = load("", &[("DB_HOST", "h"), ("DB_SSL", "true")])
+            .unwrap()
+            .database
+            .unwrap();
+        assert_eq!(supabase.ssl_mode, SslMode::Require);
     }
 
     #[test]

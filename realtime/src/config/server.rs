@@ -1,6 +1,7 @@
 //! Settings of the HTTP/WebSocket side: listen port, JWT verification, limits.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,14 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Folder of policy files (`POLICIES_DIR`, default `policies` when it exists).
     pub policies_dir: Option<std::path::PathBuf>,
+    /// `LISTEN_ADDRESS`: the address the HTTP/WebSocket port (and the metrics port) listen on.
+    /// `None`: the command's default, `0.0.0.0` for `serve` and `127.0.0.1` for `dev`.
+    pub listen_address: Option<IpAddr>,
+    /// `METRICS_PORT`: serve `/metrics` on a listener of its own (and not on `PORT`).
+    pub metrics_port: Option<u16>,
+    /// `METRICS_JWT_SECRET`: `/metrics` requires `Authorization: Bearer <JWT>`, HS256-signed
+    /// with this secret (as Supabase Realtime).
+    pub metrics_jwt_secret: Option<Secret>,
     /// How long SIGTERM waits for sockets to close before exiting.
     pub shutdown_grace: Duration,
 }
@@ -130,6 +139,9 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             policies_dir: None,
+            listen_address: None,
+            metrics_port: None,
+            metrics_jwt_secret: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -244,6 +256,7 @@ impl ServerConfig {
         if let Some(d) = r.millis(&["SHUTDOWN_GRACE_PERIOD_MS"], "server", "shutdown_grace_ms") {
             c.shutdown_grace = d;
         }
+        load_listeners(&mut r, &mut c);
         c.auth = load_auth(&mut r);
         c.limits = load_limits(&mut r);
         if r.errors.is_empty() { Ok(c) } else { Err(r.errors) }
@@ -255,6 +268,38 @@ impl ServerConfig {
             Some(dir) => Some(dir.clone()),
             None => Some(PathBuf::from("policies")).filter(|d| d.is_dir()),
         }
+    }
+}
+
+/// `LISTEN_ADDRESS`, `METRICS_PORT` and `METRICS_JWT_SECRET`.
+fn load_listeners(r: &mut Reader<'_, '_>, c: &mut ServerConfig) {
+    match r
+        .sources
+        .parse::<IpAddr>(&["LISTEN_ADDRESS"], "server", "listen_address")
+    {
+        Ok(address) => c.listen_address = address,
+        Err(e) => r.errors.push(ConfigError::new(
+            e.key,
+            format!(
+                "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::, {}",
+                e.problem
+            ),
+        )),
+    }
+    if let Some(port) = r.int::<u16>(&["METRICS_PORT"], "server", "metrics_port", 1) {
+        if port == c.port {
+            r.errors.push(ConfigError::new(
+                blame(r.sources, "METRICS_PORT", "server", "metrics_port"),
+                format!("must differ from the HTTP port {}", c.port),
+            ));
+        }
+        c.metrics_port = Some(port);
+    }
+    if let Some((secret, _)) = r
+        .sources
+        .get(&["METRICS_JWT_SECRET"], "server", "metrics_jwt_secret")
+    {
+        c.metrics_jwt_secret = Some(Secret::new(secret));
     }
 }
 
@@ -514,7 +559,17 @@ pub fn check_config(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -
 
 /// The keys this section reads, per TOML table.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    ("server", &["port", "policies_dir", "shutdown_grace_ms"]),
+    (
+        "server",
+        &[
+            "port",
+            "policies_dir",
+            "shutdown_grace_ms",
+            "listen_address",
+            "metrics_port",
+            "metrics_jwt_secret",
+        ],
+    ),
     (
         "auth",
         &[

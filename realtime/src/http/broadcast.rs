@@ -46,7 +46,10 @@ async fn authorize(node: &Node, headers: &HeaderMap) -> Result<Claims, Response>
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
-    node.verifier.verify(token).await.map_err(|_| unauthorized())
+    node.verifier.verify(token).await.map_err(|error| {
+        node.refusals.token_refused(error.code());
+        unauthorized()
+    })
 }
 
 fn unprocessable(errors: serde_json::Value) -> Response {

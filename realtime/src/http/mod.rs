@@ -5,12 +5,13 @@
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
 mod broadcast;
+pub mod metrics;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tower_http::cors::CorsLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -35,13 +36,17 @@ pub fn router(node: Arc<Node>) -> Router {
         ))
         // Browsers call the API cross-origin; Supabase answers CORS with `*`.
         .layer(CorsLayer::permissive());
-    Router::new()
+    let mut routes = Router::new()
         .route("/socket/websocket", get(websocket::handler))
         .route("/realtime/v1/websocket", get(websocket::handler))
         .route("/healthz", get(healthz))
         .route("/healthcheck", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    // With `METRICS_PORT` the figures are served there only (see `metrics::router`).
+    if node.config.server.metrics_port.is_none() {
+        routes = routes.route("/metrics", get(metrics::metrics));
+    }
+    routes
         .nest("/api", api.clone())
         .nest("/socket/api", api.clone())
         .nest("/realtime/v1/api", api)
@@ -60,15 +65,6 @@ async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     }
-}
-
-/// Prometheus text: replication lag and health, sockets, subscriptions (no row data, no names).
-async fn metrics(State(node): State<Arc<Node>>) -> ([(header::HeaderName, &'static str); 1], String) {
-    let text = crate::metrics::render(node.bus.replication_metrics(), node.figures());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Reading policy files: every `*.toml` file of the folder (not sub-folders), in name order.
+//! Reading policy files: every `*.toml` file of the folder (not sub-folders, so examples kept in
+//! `examples/` never apply by accident), in name order. A named folder that is missing is an
+//! error, not an empty set of rules.
 //! Each file is checked completely and every problem is reported with its file and line, so one
 //! `realtime policies check` run shows them all.
 
@@ -57,6 +59,16 @@ struct ChannelToml {
 const MAX_FILE: u64 = 4 * 1024 * 1024;
 
 pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+    // A folder that was named but is not there is a mistake (a typo, a missing mount), never
+    // "no rules": saying so plainly keeps a server from starting without the rules meant for it.
+    if !dir.is_dir() {
+        let problem = if dir.exists() {
+            "the policy folder is not a folder"
+        } else {
+            "the policy folder does not exist"
+        };
+        return Err(vec![PolicyError::new(dir, None, problem)]);
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| {
         vec![PolicyError::new(
             dir,

@@ -1,4 +1,4 @@
-//! Policy files: the examples in `policies/`, channel decisions, default deny, and errors that
+//! Policy files: the examples in `policies/examples/`, channel decisions, default deny, and errors that
 //! name file and line.
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ fn claims(value: Json) -> Claims {
 }
 
 fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples")
 }
 
 fn examples() -> PolicySet {
@@ -286,5 +286,7 @@ fn loading_a_folder_reports_every_file() {
     let set = check_policies(&dir.0).unwrap();
     assert_eq!(set.channel_rules().len(), 1);
     let missing = check_policies(&dir.0.join("missing")).unwrap_err();
-    assert!(missing[0].message.contains("cannot read the policy folder"));
+    assert_eq!(missing[0].message, "the policy folder does not exist");
+    let not_a_folder = check_policies(&dir.0.join("c.toml")).unwrap_err();
+    assert_eq!(not_a_folder[0].message, "the policy folder is not a folder");
 }

@@ -49,6 +49,8 @@ impl SetupError {
                 | SetupError::SlotUnusable { .. }
                 | SetupError::Authentication { .. }
                 | SetupError::NoDatabase(_)
+                // sslmode demands TLS the server does not offer: a setting to change.
+                | SetupError::Wire(WireError::TlsUnsupported(_))
         )
     }
 

@@ -33,7 +33,10 @@ pub enum WireError {
     Connect { target: String, source: io::Error },
     #[error("connection to the database was lost: {0}")]
     Io(#[from] io::Error),
-    #[error("the server does not support TLS, but sslmode={0:?} requires it")]
+    #[error(
+        "the server does not offer TLS, but sslmode={} requires it (set sslmode=prefer or disable to connect without TLS)",
+        .0.as_str()
+    )]
     TlsUnsupported(SslMode),
     #[error("TLS: {0}")]
     Tls(String),

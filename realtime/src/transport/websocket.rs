@@ -85,12 +85,15 @@ pub async fn handler(
             .into_response();
     };
     let Some(key) = api_key(request.headers(), &params) else {
+        node.refusals
+            .token_refused(crate::auth::AuthError::Missing.code());
         return refuse(&node, StatusCode::UNAUTHORIZED, "API key is missing").await;
     };
     let Some(vsn) = Vsn::parse(params.get("vsn").map(String::as_str)) else {
         return refuse(&node, StatusCode::BAD_REQUEST, "Unsupported serializer version").await;
     };
     if let Err(error) = node.verifier.verify(&key).await {
+        node.refusals.token_refused(error.code());
         let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         return refuse(&node, status, &error.handshake_message()).await;
     }

@@ -155,7 +155,7 @@ async fn collect(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Vec<u8>>>) {
 
 /// A free port below the kernel's ephemeral range: a port inside it could be handed to one of
 /// our own connections while the server starts, which then connects to itself.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))

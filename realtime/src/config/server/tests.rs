@@ -291,3 +291,39 @@ fn check_warns_about_unknown_keys() {
         "warning: limits.max_conections: unknown key, ignored"
     );
 }
+
+#[test]
+fn listen_address_and_metrics_settings() {
+    let s = load("", &[]).unwrap().server;
+    assert_eq!((s.listen_address, s.metrics_port), (None, None));
+    assert!(s.metrics_jwt_secret.is_none());
+    let file = "[server]\nlisten_address = \"::\"\nmetrics_port = 9100\nmetrics_jwt_secret = \"from-file\"\n";
+    let s = load(
+        file,
+        &[
+            ("LISTEN_ADDRESS", "127.0.0.1"),
+            ("METRICS_JWT_SECRET", "from-env"),
+        ],
+    )
+    .unwrap()
+    .server;
+    assert_eq!(s.listen_address, Some(IpAddr::from([127, 0, 0, 1])));
+    assert_eq!(s.metrics_port, Some(9100));
+    assert_eq!(
+        s.metrics_jwt_secret.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    assert!(!format!("{s:?}").contains("from-env"));
+    let s = load(file, &[]).unwrap().server;
+    assert_eq!(s.listen_address, Some("::".parse().unwrap()));
+
+    assert_eq!(
+        error_keys("", &[("LISTEN_ADDRESS", "localhost")]),
+        ["LISTEN_ADDRESS"]
+    );
+    assert_eq!(
+        error_keys("", &[("PORT", "9100"), ("METRICS_PORT", "9100")]),
+        ["METRICS_PORT"]
+    );
+    assert_eq!(error_keys("", &[("METRICS_PORT", "0")]), ["METRICS_PORT"]);
+}

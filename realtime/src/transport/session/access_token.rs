@@ -29,7 +29,10 @@ impl Session {
         // Boxed: the verify future is large (see `join`).
         let claims = match Box::pin(self.node.verifier.verify(&token)).await {
             Ok(claims) => claims,
-            Err(error) => return self.shutdown_channel(&msg.topic, &error.to_string()),
+            Err(error) => {
+                self.node.refusals.token_refused(error.code());
+                return self.shutdown_channel(&msg.topic, &error.to_string());
+            }
         };
         let Some(ch) = self.channel(&msg.topic) else {
             return;

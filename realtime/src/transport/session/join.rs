@@ -132,7 +132,10 @@ impl Session {
         // Boxed: the verify future is large and would otherwise sit in every idle socket's task.
         let claims = match Box::pin(self.node.verifier.verify(token)).await {
             Ok(claims) => claims,
-            Err(error) => return self.join_error(&msg, &error.join_reason(), None),
+            Err(error) => {
+                self.node.refusals.token_refused(error.code());
+                return self.join_error(&msg, &error.join_reason(), None);
+            }
         };
         let access = if params.private {
             self.node.policy.channel_access(&sub_topic, &claims)
@@ -207,6 +210,7 @@ impl Session {
     }
 
     fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
+        self.node.refusals.join_refused(reason);
         let response = serde_json::json!({ "reason": reason }).to_string();
         let frame = self.reply_frame(msg, Status::Error, &response);
         self.send_delayed(frame, then);

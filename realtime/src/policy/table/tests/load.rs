@@ -273,11 +273,11 @@ fn table_names_parse() {
 
 #[test]
 fn the_example_file_binds_to_its_table() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
     let set = PolicySet::load(&dir).unwrap_or_else(|e| panic!("{e:?}"));
     let rules = set
         .table_rules("public", "todos")
-        .expect("policies/todos.toml has table rules");
+        .expect("policies/examples/todos.toml has table rules");
     let table = Arc::new(Table {
         oid: 7,
         schema: "public".into(),
