@@ -13,6 +13,7 @@ pub mod channels;
 pub mod config;
 pub mod db;
 pub mod embedded;
+pub mod healthcheck;
 pub mod http;
 pub mod json;
 pub mod limits;

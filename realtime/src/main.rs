@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Exit 0 when the service on this machine is ready (`GET /readyz` on its PORT), else 1:
+    /// the container health check. Reads the same settings as `serve`.
+    Healthcheck {
+        #[arg(long, env = "REALTIME_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -102,9 +111,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
         } => dev(config, data_dir, pg_port, fresh).await,
         Command::Tail { config } => tail(load_config(config.as_deref())?).await,
+        Command::Healthcheck { config, timeout } => {
+            healthcheck(load_config(config.as_deref())?, timeout).await
+        }
         Command::Config(ConfigCommand::Check { config }) => config_check(config.as_deref()),
         Command::Policies(PoliciesCommand::Check { dir }) => policies_check(&dir),
     }
+}
+
+async fn healthcheck(config: Config, timeout_seconds: u64) -> anyhow::Result<()> {
+    let port = config.server.port;
+    let timeout = std::time::Duration::from_secs(timeout_seconds);
+    let body = realtime::healthcheck::probe(port, realtime::healthcheck::READY_PATH, timeout).await?;
+    println!("ready: {body}");
+    Ok(())
 }
 
 fn config_check(file: Option<&Path>) -> anyhow::Result<()> {

@@ -53,6 +53,11 @@ impl ReplicationMetrics {
         self.streaming.store(streaming, Ordering::Relaxed);
     }
 
+    /// Whether the replication task streams from the slot now (readiness reads it).
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+    }
+
     pub fn set_slot(&self, slot: Option<SlotGauges>) {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
     }

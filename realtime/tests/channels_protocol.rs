@@ -263,10 +263,10 @@ async fn health_and_readiness() {
         http(server.addr, "GET", "/healthz", &[], b"").await,
         (200, "ok".to_owned())
     );
-    assert_eq!(
-        http(server.addr, "GET", "/readyz", &[], b"").await,
-        (200, "ok".to_owned())
-    );
+    let (status, body) = http(server.addr, "GET", "/readyz", &[], b"").await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "ready");
 }
 
 #[tokio::test]

@@ -159,29 +159,40 @@ pub struct Process {
     stderr: Arc<std::sync::Mutex<String>>,
 }
 
+/// `realtime <args>` with `env` on top of this process's environment, less the settings that
+/// would point it at another database or port.
+fn realtime_command(args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(realtime_bin());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    for var in [
+        "DATABASE_URL",
+        "DB_HOST",
+        "SLOT_NAME",
+        "PUBLICATIONS",
+        "TEMPORARY_SLOT",
+        "PORT",
+    ] {
+        command.env_remove(var);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+/// Runs `realtime <args>` to its end (a short command such as `healthcheck`).
+pub fn run_realtime(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    realtime_command(args, env).output().expect("run realtime")
+}
+
 impl Process {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
-        let mut command = Command::new(realtime_bin());
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-        for var in [
-            "DATABASE_URL",
-            "DB_HOST",
-            "SLOT_NAME",
-            "PUBLICATIONS",
-            "TEMPORARY_SLOT",
-            "PORT",
-        ] {
-            command.env_remove(var);
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn realtime");
+        let mut child = realtime_command(args, env).spawn().expect("spawn realtime");
         let (tx, stdout) = std::sync::mpsc::channel();
         let out = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {

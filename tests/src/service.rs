@@ -138,6 +138,34 @@ pub async fn http_get(port: u16, path: &str) -> String {
         .expect("GET within 10 s")
 }
 
+/// A plain HTTP/1.1 request on loopback with extra header lines (`"Name: value"`); returns the
+/// status and the body.
+pub async fn http_request(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let fetch = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head}"));
+        (status, body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .expect("an answer within 10 s")
+}
+
 /// An HS256 token for `role`, valid for an hour.
 pub fn token(role: &str) -> String {
     let exp = std::time::SystemTime::now()

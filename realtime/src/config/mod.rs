@@ -118,6 +118,14 @@ impl Config {
                 )]
             })?,
         };
+        for (name, why) in ignored_settings(env) {
+            // The name only: values of these (SECRET_KEY_BASE, DB_ENC_KEY) are secrets.
+            tracing::debug!(
+                setting = name,
+                why,
+                "accepted and ignored: a Supabase setting with no meaning here"
+            );
+        }
         Self::from_sources(&text, env)
     }
 
@@ -154,7 +162,108 @@ impl Config {
     }
 }
 
+/// Settings of Supabase's self-hosted compose that mean nothing to this service, with why. They
+/// are accepted (a compose file written for Supabase's image starts this one unchanged) and each
+/// one set is logged at debug level.
+pub const IGNORED_SUPABASE_SETTINGS: &[(&str, &str)] = &[
+    ("SECRET_KEY_BASE", "signs Phoenix sessions; this service has none"),
+    (
+        "SEED_SELF_HOST",
+        "seeds the multi-tenant catalog; this service is single-tenant",
+    ),
+    (
+        "DB_ENC_KEY",
+        "encrypts tenant settings in the multi-tenant catalog",
+    ),
+    (
+        "DB_AFTER_CONNECT_QUERY",
+        "sets the multi-tenant catalog's search_path",
+    ),
+    ("ERL_AFLAGS", "Erlang VM flags"),
+    ("DNS_NODES", "Erlang cluster discovery"),
+    ("APP_NAME", "Erlang node name"),
+    ("FLY_ALLOC_ID", "Erlang node name on Fly.io"),
+    ("FLY_APP_NAME", "Erlang node name on Fly.io"),
+    ("ENABLE_TAILSCALE", "Supabase's image networking"),
+    (
+        "RLIMIT_NOFILE",
+        "raised by the image's start script there; set the container's nofile ulimit instead",
+    ),
+    (
+        "DISABLE_HEALTHCHECK_LOGGING",
+        "health checks are never logged here",
+    ),
+];
+
+/// The ignored Supabase settings that are set, for the debug log.
+pub fn ignored_settings(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+    IGNORED_SUPABASE_SETTINGS
+        .iter()
+        .filter(|(name, _)| env(name).is_some())
+        .copied()
+        .collect()
+}
+
 /// The process environment, for [`Config::load`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The realtime service's environment in Supabase's self-hosted compose.
+    fn supabase_compose(name: &str) -> Option<String> {
+        let value = match name {
+            "PORT" => "4000",
+            "DB_HOST" => "db",
+            "DB_PORT" => "5432",
+            "DB_USER" => "supabase_admin",
+            "DB_PASSWORD" => "postgres-password",
+            "DB_NAME" => "postgres",
+            "DB_AFTER_CONNECT_QUERY" => "SET search_path TO _realtime",
+            "DB_ENC_KEY" => "supabaserealtime",
+            "API_JWT_SECRET" => "super-secret-jwt-token-with-at-least-32-characters",
+            "SECRET_KEY_BASE" => "UpNVntn3cDxHJpq99YMc1T1AQgQpc8kfYTuRgBiYa15BLrx8etQoXz3gZv1/u2oq",
+            "ERL_AFLAGS" => "-proto_dist inet_tcp",
+            "DNS_NODES" => "''",
+            "RLIMIT_NOFILE" => "10000",
+            "APP_NAME" => "realtime",
+            "SEED_SELF_HOST" => "true",
+            "RUN_JANITOR" => "true",
+            "DISABLE_HEALTHCHECK_LOGGING" => "true",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    }
+
+    #[test]
+    fn supabase_self_hosted_environment_is_accepted() {
+        let config = Config::load(None, &supabase_compose).unwrap();
+        assert_eq!(config.server.port, 4000);
+        let database = config.database.unwrap();
+        assert_eq!((database.host.as_str(), database.port), ("db", 5432));
+        assert_eq!(database.user, "supabase_admin");
+        assert!(config.server.auth.jwt_secret.is_some());
+        let ignored: Vec<&str> = ignored_settings(&supabase_compose)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            ignored,
+            [
+                "SECRET_KEY_BASE",
+                "SEED_SELF_HOST",
+                "DB_ENC_KEY",
+                "DB_AFTER_CONNECT_QUERY",
+                "ERL_AFLAGS",
+                "DNS_NODES",
+                "APP_NAME",
+                "RLIMIT_NOFILE",
+                "DISABLE_HEALTHCHECK_LOGGING",
+            ]
+        );
+    }
 }

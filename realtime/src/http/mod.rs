@@ -1,18 +1,19 @@
-//! HTTP routes: the WebSocket endpoints, health and readiness, metrics, and the REST broadcast
-//! API.
+//! HTTP routes: the WebSocket endpoints, health and readiness (`health`), metrics, and the REST
+//! broadcast API.
 //!
 //! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
 mod broadcast;
+pub mod health;
 pub mod metrics;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tower_http::cors::CorsLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -20,7 +21,11 @@ use crate::node::Node;
 use crate::transport::websocket;
 
 pub fn router(node: Arc<Node>) -> Router {
+    let health = Arc::new(health::Health::new(&node));
     let api = Router::new()
+        // GET routes answer HEAD too (without the body), as the Supabase healthcheck sends.
+        .route("/tenants/{tenant}/health", get(health::tenant))
+        .route("/ping", get(health::ping))
         .route("/broadcast", post(broadcast::batch))
         .route("/broadcast/{topic}/events/{event}", post(broadcast::single))
         // A body that trickles in must not hold its connection for longer than a handshake may
@@ -39,9 +44,9 @@ pub fn router(node: Arc<Node>) -> Router {
     let mut routes = Router::new()
         .route("/socket/websocket", get(websocket::handler))
         .route("/realtime/v1/websocket", get(websocket::handler))
-        .route("/healthz", get(healthz))
-        .route("/healthcheck", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/healthz", get(health::healthz))
+        .route("/healthcheck", get(health::healthz))
+        .route("/readyz", get(health::readyz));
     // With `METRICS_PORT` the figures are served there only (see `metrics::router`).
     if node.config.server.metrics_port.is_none() {
         routes = routes.route("/metrics", get(metrics::metrics));
@@ -50,45 +55,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .nest("/api", api.clone())
         .nest("/socket/api", api.clone())
         .nest("/realtime/v1/api", api)
+        .layer(Extension(health))
         .with_state(node)
-}
-
-/// Liveness: the process serves HTTP.
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Readiness: 503 from the moment shutdown starts, so load balancers stop sending clients.
-async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, &'static str) {
-    if node.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::bus::LocalBus;
-    use crate::config::Config;
-    use crate::policy::PolicySet;
-
-    #[tokio::test]
-    async fn readyz_turns_503_when_shutdown_starts() {
-        let shutdown = CancellationToken::new();
-        let node = Arc::new(Node::new(
-            Arc::new(Config::default()),
-            PolicySet::empty(),
-            LocalBus::new(8),
-            shutdown.clone(),
-        ));
-        assert_eq!(readyz(State(node.clone())).await.0, StatusCode::OK);
-        shutdown.cancel();
-        assert_eq!(readyz(State(node)).await.0, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(healthz().await, "ok");
-    }
 }
