@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod change;
 pub mod changes;
 pub mod channels;
+pub mod check;
 pub mod config;
 pub mod db;
 pub mod embedded;

@@ -128,13 +128,13 @@ async fn healthcheck(config: Config, timeout_seconds: u64) -> anyhow::Result<()>
 }
 
 fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
-    let problems = realtime::config::server::check_config(file, &process_env);
+    let problems = realtime::check::check_config(file, &process_env);
     for problem in &problems {
         println!("{problem}");
     }
     let errors = problems
         .iter()
-        .filter(|p| p.severity == realtime::config::server::Severity::Error)
+        .filter(|p| p.severity == realtime::check::Severity::Error)
         .count();
     if errors > 0 {
         anyhow::bail!("{errors} error(s) in the configuration");

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::jwks::JwksError;
+use crate::config::server::is_loopback_host;
 
 /// The largest JWKS body we read. Real sets are a few KB.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -37,7 +38,7 @@ fn target(url: &str) -> Result<Target, JwksError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let tls = match uri.scheme_str() {
         Some("https") => true,
-        Some("http") if is_loopback(&bare) => false,
+        Some("http") if is_loopback_host(&bare) => false,
         _ => return Err(JwksError::InsecureUrl(url.to_owned())),
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -51,11 +52,6 @@ fn target(url: &str) -> Result<Target, JwksError> {
         port,
         path,
     })
-}
-
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// GETs `url` and returns the body of a 200 response, at most `limit` bytes.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ConfigError, Secret, Sources};
@@ -324,9 +324,9 @@ fn load_auth(r: &mut Reader<'_, '_>) -> AuthConfig {
     } else if let Some((text, blame)) = sources.get(&["JWT_JWKS"], "auth", "jwks") {
         let source = JwksSource::from_setting(&text);
         if let JwksSource::Url(url) = &source
-            && let Err(e) = crate::auth::jwks::check_url(url)
+            && !jwks_url_allowed(url)
         {
-            r.errors.push(ConfigError::new(blame, e.to_string()));
+            r.errors.push(ConfigError::new(blame, JWKS_URL_RULE));
         }
         a.jwks = Some(source);
     }
@@ -453,173 +453,30 @@ fn blame(sources: &Sources<'_>, env: &str, section: &str, key: &str) -> String {
         .unwrap_or_else(|| format!("{section}.{key}"))
 }
 
-/// How serious a `config check` finding is: errors stop `serve`, warnings do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-}
+/// Why a JWKS URL was refused at load time.
+pub const JWKS_URL_RULE: &str = "the JWKS URL must use https (http is allowed for loopback hosts only)";
 
-/// A finding of [`check_config`].
-#[derive(Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub severity: Severity,
-    pub error: ConfigError,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, "{level}: {}", self.error)
-    }
-}
-
-/// `realtime config check`: loads the configuration as `serve` would and also checks what
-/// `serve` needs from this section: a JWT secret or a JWKS that can be read, the policy folder.
-/// Returns every finding; an empty list means the configuration is good. Never prints secrets.
-pub fn check_config(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
-    let error = |e: ConfigError| Problem {
-        severity: Severity::Error,
-        error: e,
+/// The JWKS URL rule: https, or plain http to a loopback host only, since a key set fetched in
+/// the clear from elsewhere could be swapped on the way. Checked at load time and again by the
+/// fetcher before every request.
+pub fn jwks_url_allowed(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return false;
     };
-    let config = match super::Config::load(file, env) {
-        Ok(c) => c,
-        Err(errors) => return errors.into_iter().map(error).collect(),
+    let Some(host) = uri.host() else {
+        return false;
     };
-    let mut problems = Vec::new();
-    let auth = &config.server.auth;
-    let has_secret = auth.jwt_secret.as_ref().is_some_and(|s| !s.is_empty());
-    if !has_secret && auth.jwks.is_none() {
-        problems.push(error(ConfigError::new(
-            "API_JWT_SECRET",
-            "no JWT secret and no JWT_JWKS: every token would be refused",
-        )));
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => is_loopback_host(host),
+        _ => false,
     }
-    if let Some(secret) = auth.jwt_secret.as_ref().filter(|s| !s.is_empty())
-        && secret.expose().len() < 32
-    {
-        problems.push(Problem {
-            severity: Severity::Warning,
-            error: ConfigError::new(
-                "API_JWT_SECRET",
-                "shorter than 32 bytes: HMAC secrets this short can be guessed",
-            ),
-        });
-    }
-    if let Some(source) = &auth.jwks {
-        let key = if env("JWT_JWKS").is_some_and(|v| !v.is_empty()) {
-            "JWT_JWKS"
-        } else {
-            "auth.jwks"
-        };
-        match crate::auth::jwks::Jwks::new(source.clone(), auth.jwks_cache_ttl, auth.jwks_min_refetch) {
-            Err(e) => problems.push(error(ConfigError::new(key, e.to_string()))),
-            Ok(jwks) => {
-                if let Some(set) = jwks.fixed_set() {
-                    if set.is_empty() {
-                        problems.push(error(ConfigError::new(
-                            key,
-                            "the JWKS has no usable key (each needs a kid)",
-                        )));
-                    } else if set.skipped > 0 {
-                        problems.push(Problem {
-                            severity: Severity::Warning,
-                            error: ConfigError::new(
-                                key,
-                                format!("{} keys are not usable and are ignored", set.skipped),
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    problems.extend(unknown_keys(file).into_iter().map(|key| Problem {
-        severity: Severity::Warning,
-        error: ConfigError::new(key, "unknown key, ignored"),
-    }));
-    if let Some(dir) = &config.server.policies_dir
-        && !dir.is_dir()
-    {
-        let key = if env("POLICIES_DIR").is_some_and(|v| !v.is_empty()) {
-            "POLICIES_DIR"
-        } else {
-            "server.policies_dir"
-        };
-        problems.push(error(ConfigError::new(
-            key,
-            format!("{} is not a folder", dir.display()),
-        )));
-    }
-    problems
 }
 
-/// The keys this section reads, per TOML table.
-const KNOWN_KEYS: &[(&str, &[&str])] = &[
-    (
-        "server",
-        &[
-            "port",
-            "policies_dir",
-            "shutdown_grace_ms",
-            "listen_address",
-            "metrics_port",
-            "metrics_jwt_secret",
-        ],
-    ),
-    (
-        "auth",
-        &[
-            "jwt_secret",
-            "jwks",
-            "claim_validators",
-            "jwks_cache_ttl_ms",
-            "jwks_min_refetch_ms",
-        ],
-    ),
-    (
-        "limits",
-        &[
-            "max_connections",
-            "max_channels_per_client",
-            "max_joins_per_second",
-            "max_events_per_second",
-            "max_presence_events_per_second",
-            "client_presence_max_calls",
-            "client_presence_window_ms",
-            "max_payload_size_kb",
-            "max_frame_size",
-            "outbound_queue_frames",
-            "channel_error_backoff_ms",
-            "connect_error_backoff_ms",
-            "idle_timeout_ms",
-            "handshake_timeout_ms",
-        ],
-    ),
-];
-
-/// Keys of `[server]`, `[auth]` and `[limits]` that nothing reads: usually typos.
-fn unknown_keys(file: Option<&Path>) -> Vec<String> {
-    let Some(table) = file
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|text| text.parse::<toml::Table>().ok())
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (section, known) in KNOWN_KEYS {
-        if let Some(t) = table.get(*section).and_then(|v| v.as_table()) {
-            out.extend(
-                t.keys()
-                    .filter(|k| !known.contains(&k.as_str()))
-                    .map(|k| format!("{section}.{k}")),
-            );
-        }
-    }
-    out
+/// `localhost` or a loopback address (an IPv6 literal with or without its brackets).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

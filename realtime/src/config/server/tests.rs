@@ -1,6 +1,7 @@
 //! Loading of `[server]`, `[auth]` and `[limits]`: precedence, key names in errors, secrecy.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -108,7 +109,7 @@ handshake_timeout_ms = 20000
     // `config check` knows every key the loader reads.
     let path = std::env::temp_dir().join(format!("realtime-config-all-{}.toml", std::process::id()));
     std::fs::write(&path, file).expect("write temp config");
-    let problems = check_config(Some(&path), &|_| None);
+    let problems = crate::check::check_config(Some(&path), &|_| None);
     let _ = std::fs::remove_file(&path);
     assert!(
         problems.iter().all(|p| p.error.problem != "unknown key, ignored"),
@@ -232,64 +233,6 @@ fn secrets_never_print() {
     );
     let debug = format!("{c:?}");
     assert!(!debug.contains("hunter2-secret") && !debug.contains("aHVudGVyMg"));
-}
-
-fn check(env: &[(&str, &str)]) -> Vec<Problem> {
-    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    check_config(None, &move |k| env.get(k).cloned())
-}
-
-#[test]
-fn check_requires_a_secret_or_jwks() {
-    let problems = check(&[]);
-    assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].severity, Severity::Error);
-    assert_eq!(problems[0].error.key, "API_JWT_SECRET");
-    assert!(check(&[("API_JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!!")]).is_empty());
-    let short = check(&[("API_JWT_SECRET", "short")]);
-    assert_eq!(
-        (short[0].severity, short[0].error.key.as_str()),
-        (Severity::Warning, "API_JWT_SECRET")
-    );
-}
-
-#[test]
-fn check_reads_the_jwks_and_the_policy_folder() {
-    let problems = check(&[("JWT_JWKS", "/nonexistent/jwks.json")]);
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].error.key, "JWT_JWKS");
-    let problems = check(&[("JWT_JWKS", r#"{"keys":[{"kty":"oct","k":"eA"}]}"#)]);
-    assert_eq!(problems[0].error.key, "JWT_JWKS", "{problems:?}");
-    assert!(problems[0].error.problem.contains("no usable key"));
-    let ok = check(&[("JWT_JWKS", r#"{"keys":[{"kty":"oct","kid":"a","k":"eA"}]}"#)]);
-    assert!(ok.is_empty(), "{ok:?}");
-    let problems = check(&[
-        ("API_JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!!"),
-        ("POLICIES_DIR", "/nonexistent"),
-    ]);
-    assert_eq!(problems[0].error.key, "POLICIES_DIR");
-    // Load errors come through as errors too.
-    let problems = check(&[("PORT", "x")]);
-    assert_eq!(problems[0].error.key, "PORT");
-}
-
-#[test]
-fn check_warns_about_unknown_keys() {
-    let path = std::env::temp_dir().join(format!("realtime-config-check-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        "[limits]\nmax_conections = 5\n[auth]\njwt_secret = \"a-secret-of-at-least-thirty-two-bytes!!\"\n",
-    )
-    .expect("write temp config");
-    let problems = check_config(Some(&path), &|_| None);
-    let _ = std::fs::remove_file(&path);
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(problems[0].severity, Severity::Warning);
-    assert_eq!(problems[0].error.key, "limits.max_conections");
-    assert_eq!(
-        problems[0].to_string(),
-        "warning: limits.max_conections: unknown key, ignored"
-    );
 }
 
 #[test]
