@@ -36,6 +36,7 @@ fn tx(epoch: u64, lsn: u64, changes: u32, at: i64, padding: usize) -> Arc<Transa
         commit_timestamp: at,
         backlog: false,
         overflow: None,
+        access_changed: false,
         changes: (0..changes)
             .map(|index| {
                 Arc::new(RowChange {
