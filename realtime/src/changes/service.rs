@@ -425,9 +425,8 @@ impl Changes {
             {
                 continue;
             }
-            if !tables.contains_key(&published.oid) {
-                let table = self.catalog_table(published).await.ok();
-                tables.insert(published.oid, table);
+            if let std::collections::hash_map::Entry::Vacant(entry) = tables.entry(published.oid) {
+                entry.insert(self.catalog_table(published).await.ok());
             }
             let Some(Some(table)) = tables.get(&published.oid) else {
                 continue;

@@ -366,22 +366,6 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(millis.max(50))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for failures in 1..40 {
-            let d = backoff(failures);
-            assert!(d <= BACKOFF_CAP, "{failures}: {d:?}");
-            assert!(d >= Duration::from_millis(50));
-        }
-        assert!(backoff(1) <= BACKOFF_BASE);
-        assert!(backoff(12) >= BACKOFF_CAP / 2);
-    }
-}
-
 /// A partition or inheritance child's Relation message renamed to its root (the top of the
 /// partition tree or inheritance hierarchy), as `publish_via_partition_root` would send it: its
 /// changes then reach subscribers of the root and are authorized by the root's grants and
@@ -409,4 +393,20 @@ async fn routed_to_root(pool: &PgPool, mut relation: pgoutput::Relation) -> pgou
         }
     }
     relation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for failures in 1..40 {
+            let d = backoff(failures);
+            assert!(d <= BACKOFF_CAP, "{failures}: {d:?}");
+            assert!(d >= Duration::from_millis(50));
+        }
+        assert!(backoff(1) <= BACKOFF_BASE);
+        assert!(backoff(12) >= BACKOFF_CAP / 2);
+    }
 }
