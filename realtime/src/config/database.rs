@@ -514,6 +514,18 @@ mod tests {
     }
 
     #[test]
+    fn the_access_recheck_interval_is_at_most_a_second() {
+        let c = load("", &[]).unwrap().replication;
+        assert_eq!(c.access_recheck_interval, Duration::from_millis(500));
+        let c = load("", &[("ACCESS_RECHECK_MS", "200")]).unwrap().replication;
+        assert_eq!(c.access_recheck_interval, Duration::from_millis(200));
+        for bad in ["2000", "0", "soon"] {
+            let errs = load("", &[("ACCESS_RECHECK_MS", bad)]).unwrap_err();
+            assert_eq!(errs[0].key, "ACCESS_RECHECK_MS", "{bad}");
+        }
+    }
+
+    #[test]
     fn publications_accept_both_list_forms() {
         assert_eq!(parse_publications(" a , b "), ["a", "b"]);
         assert_eq!(parse_publications("[\"x\",\"y\"]"), ["x", "y"]);
