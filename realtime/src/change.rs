@@ -297,6 +297,12 @@ pub struct Transaction {
     /// Set when the transaction was larger than the decoder keeps in memory: its changes were
     /// not kept, and subscribers of its tables must refetch them.
     pub overflow: Option<Arc<Overflow>>,
+    /// The transaction changed who may see what: it carried a `realtime.access` logical message
+    /// (written by the `realtime.access_changed` event trigger on GRANT, REVOKE, CREATE POLICY,
+    /// ALTER TABLE, …, or by the service when its periodic re-check saw a role change). Cached
+    /// grants and RLS flags are stale from its commit on, and a replay that crosses it cannot
+    /// be authorized with today's facts.
+    pub access_changed: bool,
 }
 
 /// What is known of a transaction too large to keep: which tables it changed, how, and how

@@ -304,6 +304,16 @@ impl Window {
                 }
                 continue;
             }
+            if t.access_changed && t.changes.is_empty() && position.commit_lsn < t.commit_lsn {
+                // A change of grants or policies with no rows: replayed as its marker, so the
+                // replay knows it crossed it.
+                budget -= 1;
+                slices.push(Slice {
+                    transaction: t.clone(),
+                    changes: 0..0,
+                });
+                continue;
+            }
             let first = t
                 .changes
                 .partition_point(|c| (c.position.commit_lsn, c.position.index) <= key);

@@ -211,6 +211,19 @@ impl Subscriber {
         bindings: Value,
         receive_buffer: Option<u32>,
     ) -> Subscriber {
+        Self::join_with(service, token, channel, bindings, receive_buffer, json!(null)).await
+    }
+
+    /// [`Subscriber::join`] with `postgres_changes_options` in the join's config (e.g.
+    /// `{"since": position}` to resume).
+    pub async fn join_with(
+        service: &Service,
+        token: &str,
+        channel: &str,
+        bindings: Value,
+        receive_buffer: Option<u32>,
+        postgres_changes_options: Value,
+    ) -> Subscriber {
         let url = service.url(token);
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         if let Some(size) = receive_buffer {
@@ -234,6 +247,7 @@ impl Subscriber {
                     "broadcast": {"ack": false, "self": false},
                     "presence": {"key": "", "enabled": false},
                     "postgres_changes": bindings,
+                    "postgres_changes_options": postgres_changes_options,
                     "private": false
                 },
                 "access_token": token
@@ -272,6 +286,25 @@ impl Subscriber {
                 }
                 Some("system") => return Some(Incoming::System(value["payload"].clone())),
                 _ => continue,
+            }
+        }
+    }
+
+    /// The next push (`postgres_changes` or `system`) as `(event, payload)`, whole (with `ids`
+    /// and `position`), or `None` on a close or after `timeout`.
+    pub async fn next_push(&mut self, timeout: Duration) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let Some(Ok(Message::Text(text))) = message else {
+                match message {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    _ => continue,
+                }
+            };
+            let value: Value = serde_json::from_str(&text).expect("a JSON frame");
+            if let Some(event @ ("postgres_changes" | "system")) = value["event"].as_str() {
+                return Some((event.to_owned(), value["payload"].clone()));
             }
         }
     }

@@ -3,10 +3,14 @@
 //! as Supabase does it (see `rls`).
 //!
 //! Owns a cache of catalog facts: per table OID its RLS flags and primary key ([`TableInfo`]),
-//! per (role, table OID) the role's privileges ([`RolePrivileges`]). Entries live until
-//! [`Access::invalidate`] is told the table changed (a new Relation message, DDL) or
-//! [`Access::invalidate_all`] (grants changed). The cache is a std `Mutex` never held across
-//! an `.await`; a lookup that raced with an invalidation is used once but not stored.
+//! per (role, table OID) the role's privileges ([`RolePrivileges`]). A partition or inheritance
+//! child is answered with its root's facts ([`root_of`]): the root's grants and policies
+//! authorize its rows. Entries live until [`Access::invalidate`] is told the table changed (the
+//! dispatcher, on a new Relation message) or [`Access::invalidate_all`] (the dispatcher, on an
+//! access marker in the change stream), or [`Access::recheck`] finds them stale (role changes
+//! no event trigger reports); `docs/security-model.md` tells the whole story. The cache is a
+//! std `Mutex` never held across an `.await`; a lookup that raced with an invalidation is used
+//! once but not stored.
 //!
 //! [`postgres_visibility`] turns those facts and the RLS answer into the same [`Visibility`]
 //! that table rules give, so the delivery path handles both alike.
@@ -18,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::types::Oid;
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::auth::Claims;
 use crate::change::{ChangeKind, Row, RowChange, Table};
@@ -134,6 +138,58 @@ fn names_to_set<'a>(table: &Table, names: impl Iterator<Item = &'a str>) -> Colu
     set
 }
 
+/// SQL for the root of the partition tree or inheritance hierarchy of relation `oid_sql` (itself
+/// when it has no parent): partitions and inheritance children are authorized by their root's
+/// grants and policies, as a query on the root would be. Multiple inheritance follows the first
+/// parent.
+pub(crate) fn root_of(oid_sql: &str) -> String {
+    format!(
+        "(WITH RECURSIVE up(oid, depth) AS (SELECT {oid_sql}, 0 UNION ALL \
+         SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.oid \
+         WHERE i.inhseqno = 1 AND up.depth < 64) SELECT up.oid FROM up ORDER BY up.depth DESC LIMIT 1)"
+    )
+}
+
+/// What each (role, relation) pair may read, in order; a role that does not exist gets
+/// [`RolePrivileges::none`]. One query however many pairs.
+async fn fetch_privileges_many(
+    pool: &PgPool,
+    pairs: &[(String, u32)],
+) -> Result<Vec<RolePrivileges>, sqlx::Error> {
+    let roles: Vec<&str> = pairs.iter().map(|(r, _)| r.as_str()).collect();
+    let oids: Vec<Oid> = pairs.iter().map(|(_, o)| Oid(*o)).collect();
+    // Joining on pg_roles first means a missing role gives no row instead of the error
+    // that has_table_privilege raises for an unknown role name.
+    let rows: Vec<(i64, bool, bool, Vec<String>)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT k.ord, r.rolsuper OR r.rolbypassrls \
+                OR (pg_has_role(r.oid, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity), \
+                has_table_privilege(r.oid, c.oid, 'SELECT'), \
+                ARRAY(SELECT a.attname::text FROM pg_attribute a \
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                        AND has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT') \
+                      ORDER BY a.attnum) \
+         FROM unnest($1::text[], $2::oid[]) WITH ORDINALITY AS k(role, rel, ord) \
+         JOIN pg_roles r ON r.rolname = k.role JOIN pg_class c ON c.oid = {}",
+        root_of("k.rel")
+    )))
+    .bind(&roles)
+    .bind(&oids)
+    .fetch_all(pool)
+    .await?;
+    let mut out = vec![RolePrivileges::none(); pairs.len()];
+    for (ord, bypasses_rls, table_select, columns) in rows {
+        if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = RolePrivileges {
+                role_exists: true,
+                table_select,
+                columns,
+                bypasses_rls,
+            };
+        }
+    }
+    Ok(out)
+}
+
 /// Settings of the checks.
 #[derive(Clone, Debug)]
 pub struct AccessOptions {
@@ -218,6 +274,11 @@ impl Access {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.cache().tables.is_empty()
+    }
+
     /// Forgets what is known about table `oid` (its definition, RLS flags or grants changed).
     pub fn invalidate(&self, oid: u32) {
         let mut cache = self.cache();
@@ -274,14 +335,15 @@ impl Access {
 
     async fn fetch_table(&self, oid: u32) -> Result<TableInfo, AccessError> {
         self.catalog_queries.fetch_add(1, Ordering::Relaxed);
-        let row: Option<(String, String, bool, bool)> = sqlx::query_as(
-            "SELECT n.nspname::text, c.relname::text, c.relrowsecurity, c.relforcerowsecurity \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
-        )
+        let row: Option<(Oid, String, String, bool, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.relrowsecurity, c.relforcerowsecurity \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {}",
+            root_of("$1::oid")
+        )))
         .bind(Oid(oid))
         .fetch_optional(&self.pool)
         .await?;
-        let Some((schema, name, rls_enabled, rls_forced)) = row else {
+        let Some((Oid(root), schema, name, rls_enabled, rls_forced)) = row else {
             return Err(AccessError::UnknownTable(oid));
         };
         // With only pg_catalog on the search path, format_type qualifies every other type, so
@@ -297,12 +359,12 @@ impl Access {
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
              WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
         )
-        .bind(Oid(oid))
+        .bind(Oid(root))
         .fetch_all(&mut *tx)
         .await?;
         tx.rollback().await?;
         Ok(TableInfo {
-            oid,
+            oid: root,
             schema,
             name,
             rls_enabled,
@@ -316,31 +378,63 @@ impl Access {
 
     async fn fetch_privileges(&self, role: &str, oid: u32) -> Result<RolePrivileges, AccessError> {
         self.catalog_queries.fetch_add(1, Ordering::Relaxed);
-        // Joining on pg_roles first means a missing role gives no row instead of the error
-        // that has_table_privilege raises for an unknown role name.
-        let row: Option<(bool, bool, Vec<String>)> = sqlx::query_as(
-            "SELECT r.rolsuper OR r.rolbypassrls \
-                    OR (pg_has_role(r.oid, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity), \
-                    has_table_privilege(r.oid, c.oid, 'SELECT'), \
-                    ARRAY(SELECT a.attname::text FROM pg_attribute a \
-                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-                            AND has_column_privilege(r.oid, c.oid, a.attnum, 'SELECT') \
-                          ORDER BY a.attnum) \
-             FROM pg_roles r, pg_class c WHERE r.rolname = $1 AND c.oid = $2",
-        )
-        .bind(role)
-        .bind(Oid(oid))
-        .fetch_optional(&self.pool)
+        let mut found = fetch_privileges_many(&self.pool, &[(role.to_owned(), oid)]).await?;
+        Ok(found.pop().unwrap_or_else(RolePrivileges::none))
+    }
+
+    /// Re-reads every cached fact (RLS flags per table, privileges per role and table) in two
+    /// queries and forgets everything when one of them changed. This is how changes that fire
+    /// no event trigger (ALTER ROLE, GRANT role TO role, a lost event trigger) take effect.
+    /// Returns whether something had changed.
+    pub async fn recheck(&self) -> Result<bool, AccessError> {
+        let (generation, tables, roles) = {
+            let cache = self.cache();
+            let tables: Vec<(u32, Arc<TableInfo>)> = cache
+                .tables
+                .iter()
+                .filter_map(|(oid, e)| Some((*oid, e.info.clone()?)))
+                .collect();
+            let roles: Vec<((String, u32), Arc<RolePrivileges>)> = cache
+                .tables
+                .iter()
+                .flat_map(|(oid, e)| e.roles.iter().map(|(r, p)| ((r.clone(), *oid), p.clone())))
+                .collect();
+            (cache.generation, tables, roles)
+        };
+        if tables.is_empty() && roles.is_empty() {
+            return Ok(false);
+        }
+        let oids: Vec<Oid> = tables.iter().map(|(oid, _)| Oid(*oid)).collect();
+        let flags: Vec<(i64, bool, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT k.ord, c.relrowsecurity, c.relforcerowsecurity \
+             FROM unnest($1::oid[]) WITH ORDINALITY AS k(rel, ord) JOIN pg_class c ON c.oid = {}",
+            root_of("k.rel")
+        )))
+        .bind(&oids)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(match row {
-            None => RolePrivileges::none(),
-            Some((bypasses_rls, table_select, columns)) => RolePrivileges {
-                role_exists: true,
-                table_select,
-                columns,
-                bypasses_rls,
-            },
-        })
+        let mut changed = flags.len() != tables.len();
+        for (ord, enabled, forced) in flags {
+            let known = usize::try_from(ord - 1).ok().and_then(|i| tables.get(i));
+            if known.is_none_or(|(_, info)| (info.rls_enabled, info.rls_forced) != (enabled, forced)) {
+                changed = true;
+            }
+        }
+        if !changed && !roles.is_empty() {
+            let pairs: Vec<(String, u32)> = roles.iter().map(|(k, _)| k.clone()).collect();
+            let now = fetch_privileges_many(&self.pool, &pairs).await?;
+            changed =
+                now.len() != roles.len() || roles.iter().zip(&now).any(|((_, before), now)| **before != *now);
+        }
+        if changed {
+            let mut cache = self.cache();
+            // An invalidation since the snapshot already dropped what was stale.
+            if cache.generation == generation {
+                cache.generation += 1;
+                cache.tables.clear();
+            }
+        }
+        Ok(changed)
     }
 
     /// Which of `rows` (row images of `table`, usually the new rows of INSERTs and UPDATEs)

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use crate::change::{Overflow, Transaction};
+use crate::change::{Overflow, Table, Transaction};
 use crate::changes::resume::refetch_object;
 use crate::changes::service::Subscription;
 
@@ -17,7 +17,14 @@ pub const REASON: &str = "transaction_too_large";
 
 /// Pushes the refetch message of an overflowed transaction to those of `subscriptions` that
 /// listen to its tables (the dispatcher's live audience, or one subscription it catches up).
-pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>, transaction: &Transaction) {
+/// `readable(role, table)` says whether the role may read the table at all: the signal never
+/// names a table its receiver cannot read (a wildcard binding covers tables the role may not
+/// see, and a role may lose access while subscribed).
+pub fn notify<'s>(
+    subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>,
+    transaction: &Transaction,
+    readable: impl Fn(&str, &Table) -> bool,
+) {
     let Some(overflow) = &transaction.overflow else {
         return;
     };
@@ -25,7 +32,7 @@ pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>
         .last_position(transaction.epoch, transaction.commit_lsn)
         .to_string();
     for subscription in subscriptions {
-        let tables = tables_for(subscription, overflow);
+        let tables = tables_for(subscription, overflow, &readable);
         if tables.is_empty() {
             continue;
         }
@@ -42,15 +49,40 @@ pub fn notify<'s>(subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>
     }
 }
 
-/// `schema.table` of each overflowed table the subscription listens to.
-fn tables_for(subscription: &Subscription, overflow: &Overflow) -> Vec<String> {
+/// The overflowed tables some subscription of `subscriptions` listens to, with the role of each
+/// such subscription: the (role, table) pairs whose readability [`notify`] needs.
+pub fn pairs<'s>(
+    subscriptions: impl IntoIterator<Item = &'s Arc<Subscription>>,
+    overflow: &Overflow,
+) -> Vec<(String, Arc<Table>)> {
+    let mut out: Vec<(String, Arc<Table>)> = Vec::new();
+    for subscription in subscriptions {
+        for (table, kinds) in &overflow.tables {
+            let listens = subscription.bindings.iter().any(|b| {
+                b.matches_table(&table.schema, &table.name) && kinds.iter().any(|k| b.event.matches(k))
+            });
+            let role = &subscription.claims.role;
+            if listens && !out.iter().any(|(r, t)| r == role && Arc::ptr_eq(t, table)) {
+                out.push((role.clone(), table.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `schema.table` of each overflowed table the subscription listens to and may read.
+fn tables_for(
+    subscription: &Subscription,
+    overflow: &Overflow,
+    readable: &impl Fn(&str, &Table) -> bool,
+) -> Vec<String> {
     overflow
         .tables
         .iter()
         .filter(|(table, kinds)| {
             subscription.bindings.iter().any(|b| {
                 b.matches_table(&table.schema, &table.name) && kinds.iter().any(|k| b.event.matches(k))
-            })
+            }) && readable(&subscription.claims.role, table)
         })
         .map(|(table, _)| format!("{}.{}", table.schema, table.name))
         .collect()
@@ -158,9 +190,24 @@ mod tests {
                 tables: vec![(Arc::new(table) as Arc<Table>, kinds)],
                 changes: 1_000_000,
             })),
+            access_changed: false,
         };
         let (_, subscriptions) = changes.snapshot();
-        notify(subscriptions.iter().map(|(_, s)| s), &transaction);
+        let pairs = pairs(
+            subscriptions.iter().map(|(_, s)| s),
+            transaction.overflow.as_ref().unwrap(),
+        );
+        assert_eq!(pairs.len(), 1, "one role, one table: {pairs:?}");
+        // A role that may not read the table is not told its name.
+        notify(subscriptions.iter().map(|(_, s)| s), &transaction, |_, _| false);
+        for outbound in [&items, &deletes, &other, &all] {
+            assert!(received(outbound).is_empty());
+        }
+        notify(
+            subscriptions.iter().map(|(_, s)| s),
+            &transaction,
+            |role, table| role == "anon" && &*table.name == "items",
+        );
         for (outbound, channel) in [(&items, "items"), (&all, "all")] {
             let got = received(outbound);
             assert_eq!(got.len(), 1, "{channel}");

@@ -48,6 +48,12 @@ pub enum Refetch {
     /// Changes were lost on their way to the subscription (the dispatcher fell behind the
     /// stream, or the stream started a new history while the subscription followed it).
     Gap,
+    /// Grants, policies or roles changed between `since` and now: the changes in between cannot
+    /// be authorized as they were when committed.
+    AccessChanged,
+    /// Postgres's row-level security decides what the subscriber sees of a table the replay
+    /// reached: Postgres can check rows only as they are now, not as they were when committed.
+    RowSecurity,
 }
 
 impl Refetch {
@@ -58,6 +64,8 @@ impl Refetch {
             Refetch::OtherEpoch => "other_epoch",
             Refetch::InvalidPosition => "invalid_position",
             Refetch::Gap => "gap",
+            Refetch::AccessChanged => "access_changed",
+            Refetch::RowSecurity => "row_security",
         }
     }
 
@@ -71,6 +79,12 @@ impl Refetch {
             }
             Refetch::InvalidPosition => "Cannot resume: invalid postgres_changes_options.since",
             Refetch::Gap => "Changes were lost on their way to this channel",
+            Refetch::AccessChanged => {
+                "Cannot resume: grants, policies or roles changed since the given position, so the changes in between cannot be authorized as they were when committed"
+            }
+            Refetch::RowSecurity => {
+                "Cannot resume: row-level security decides what this channel may see of a changed table, and Postgres can check rows only as they are now, not as they were when committed"
+            }
         }
     }
 }

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::auth::Claims;
 use crate::change::{Column, Position, ReplicaIdentity, Table};
-use crate::changes::access::{Access, AccessOptions, key_selectable};
+use crate::changes::access::{Access, AccessOptions, key_selectable, root_of};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::resume::{Refetch, refetch_payload};
 use crate::changes::subscription::Binding;
@@ -75,6 +76,11 @@ pub struct Changes {
     changed: tokio::sync::Notify,
     /// How much history the dispatcher keeps for resuming subscriptions.
     pub window: WindowLimits,
+    /// How often cached access facts are re-read (see [`Changes::watch_access`]).
+    pub access_recheck: Duration,
+    /// Per subscription, the bindings already told they lost access (told once; told again
+    /// only after access came back and went again).
+    told_lost: Mutex<HashMap<SubscriberId, Vec<u32>>>,
 }
 
 /// A published table as the catalog describes it.
@@ -105,6 +111,8 @@ impl Changes {
             generation: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             window: replication.window,
+            access_recheck: replication.access_recheck_interval,
+            told_lost: Mutex::new(HashMap::new()),
         }
     }
 
@@ -186,14 +194,17 @@ impl Changes {
     }
 
     /// Tables in the configured publications, read now: tables added to or dropped from the
-    /// publication while the service runs count at once.
+    /// publication while the service runs count at once. A published partition or inheritance
+    /// child counts as its root: its changes are routed to, and authorized as, the root's.
     async fn published_tables(&self) -> Result<Vec<PublishedTable>, sqlx::Error> {
-        let rows: Vec<(sqlx::postgres::types::Oid, String, String)> = sqlx::query_as(
-            "SELECT c.oid, pt.schemaname::text, pt.tablename::text FROM pg_publication_tables pt \
+        let rows: Vec<(sqlx::postgres::types::Oid, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT DISTINCT r.oid, rn.nspname::text, r.relname::text FROM pg_publication_tables pt \
              JOIN pg_namespace n ON n.nspname = pt.schemaname \
              JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_class r ON r.oid = {} JOIN pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE pt.pubname = ANY($1)",
-        )
+            root_of("c.oid")
+        )))
         .bind(&self.publications)
         .fetch_all(&self.pool)
         .await?;
@@ -241,12 +252,15 @@ impl Changes {
     /// Adds a subscription, or replaces the one with the same id (a token refresh): the
     /// dispatcher then carries on where the old one was.
     pub fn subscribe(&self, id: SubscriberId, subscription: Subscription) {
+        // A new or re-checked set of bindings (a token refresh checks them again).
+        lock(&self.told_lost).remove(&id);
         write(&self.subscriptions).insert(id, Arc::new(subscription));
         self.generation.fetch_add(1, Ordering::Release);
         self.changed.notify_one();
     }
 
     pub fn unsubscribe(&self, id: SubscriberId) {
+        lock(&self.told_lost).remove(&id);
         if write(&self.subscriptions).remove(&id).is_some() {
             self.generation.fetch_add(1, Ordering::Release);
             self.changed.notify_one();
@@ -274,17 +288,183 @@ impl Changes {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The primary key column names of a table as the catalog has them (empty: none).
+    /// Re-reads cached grants, RLS flags and role attributes every `access_recheck` until
+    /// `shutdown`: a change no event trigger reports (ALTER ROLE, GRANT role TO role, or any
+    /// change when the trigger could not be created) then takes effect within that interval.
+    /// When one is found, a `realtime.access` marker is written into the WAL too (best effort),
+    /// so that resume replays across that point refetch, and subscriptions that lost access are
+    /// told. Warns once when the event trigger is missing.
+    pub async fn watch_access(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut ticker = tokio::time::interval(self.access_recheck);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut trigger_checked = false;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            // Checked once the service has used the database (its migrations have run).
+            if !trigger_checked && !self.access.is_empty() {
+                trigger_checked = true;
+                self.warn_without_event_trigger().await;
+            }
+            match self.access.recheck().await {
+                Ok(false) => failing = false,
+                Ok(true) => {
+                    failing = false;
+                    tracing::info!("grants, row-level security or roles changed; access facts re-read");
+                    if let Err(error) = sqlx::query("SELECT realtime.mark_access_changed('recheck')")
+                        .execute(&self.pool)
+                        .await
+                    {
+                        tracing::debug!(%error, "cannot mark the access change in the WAL");
+                    }
+                    self.recheck_subscriptions().await;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "cannot re-check access facts; retrying");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    async fn warn_without_event_trigger(&self) {
+        let found: Result<bool, sqlx::Error> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_event_trigger \
+             WHERE evtname = 'realtime_access_changed' AND evtenabled <> 'D')",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok(false) = found {
+            tracing::warn!(
+                recheck_ms = self.access_recheck.as_millis() as u64,
+                "the realtime_access_changed event trigger is missing (only a superuser can create it; see migrations/): \
+                 GRANT, REVOKE, policy and RLS changes take effect at the next periodic re-check instead of in order with the changes"
+            );
+        }
+    }
+
+    /// Checks every subscription's bindings against the current grants (tables without policy
+    /// rules): a binding whose table, primary key or filter and `select` columns the role may
+    /// no longer read gets one `system` error naming it, instead of silence. Its changes are
+    /// already withheld by the dispatcher; they flow again if access comes back.
+    pub async fn recheck_subscriptions(&self) {
+        let (_, subscriptions) = self.snapshot();
+        if subscriptions.is_empty() {
+            return;
+        }
+        let published = match self.published_tables().await {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the publication's tables to re-check subscriptions");
+                return;
+            }
+        };
+        let mut tables: HashMap<u32, Option<Table>> = HashMap::new();
+        for (id, subscription) in subscriptions {
+            let mut lost = Vec::new();
+            for binding in &subscription.bindings {
+                if let Err(reason) = self
+                    .still_readable(binding, &subscription.claims, &published, &mut tables)
+                    .await
+                {
+                    lost.push((binding, reason));
+                }
+            }
+            let newly: Vec<(&Binding, String)> = {
+                let mut told = lock(&self.told_lost);
+                if lost.is_empty() {
+                    told.remove(&id);
+                    continue;
+                }
+                let before = told.remove(&id).unwrap_or_default();
+                told.insert(id, lost.iter().map(|(b, _)| b.id).collect());
+                lost.into_iter()
+                    .filter(|(b, _)| !before.contains(&b.id))
+                    .collect()
+            };
+            for (binding, reason) in newly {
+                let message = format!(
+                    "Access to this subscription was withdrawn: [{}]. Exception: {reason}. Its changes are no longer sent",
+                    describe(binding)
+                );
+                let payload = serde_json::json!({
+                    "channel": subscription.sub_topic(),
+                    "extension": "postgres_changes",
+                    "id": binding.id,
+                    "message": message,
+                    "reason": "access_revoked",
+                    "status": "error",
+                });
+                subscription.push_system(&payload.to_string());
+            }
+        }
+    }
+
+    /// `Err(reason)` when `claims` may no longer read what `binding` asks of a published table
+    /// that no policy rules govern. `tables` caches the catalog's table shapes for one pass.
+    async fn still_readable(
+        &self,
+        binding: &Binding,
+        claims: &Claims,
+        published: &[PublishedTable],
+        tables: &mut HashMap<u32, Option<Table>>,
+    ) -> Result<(), String> {
+        for published in published
+            .iter()
+            .filter(|t| binding.matches_table(&t.schema, &t.name))
+        {
+            if self
+                .policy
+                .table_rules(&published.schema, &published.name)
+                .is_some()
+            {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(entry) = tables.entry(published.oid) {
+                entry.insert(self.catalog_table(published).await.ok());
+            }
+            let Some(Some(table)) = tables.get(&published.oid) else {
+                continue;
+            };
+            let (Ok(info), Ok(privileges)) = (
+                self.access.table(table.oid).await,
+                self.access.privileges(&claims.role, table.oid).await,
+            ) else {
+                // Not knowable now: the dispatcher withholds what it cannot check.
+                continue;
+            };
+            if !privileges.role_exists || !key_selectable(table, &info, &privileges) {
+                return Err(format!("permission denied for table {}", table.name));
+            }
+            binding
+                .bind(table, Some(&privileges.column_set(table)))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The primary key column names of a table as the catalog has them (empty: none); for a
+    /// partition or inheritance child, its root's, which authorizes its rows.
     pub async fn primary_key_names(&self, oid: u32) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
+        sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT a.attname::text FROM pg_index i \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
-        )
+             WHERE i.indrelid = {} AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            root_of("$1::oid")
+        )))
         .bind(sqlx::postgres::types::Oid(oid))
         .fetch_all(&self.pool)
         .await
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {

@@ -251,6 +251,10 @@ pub struct ReplicationConfig {
     pub max_transaction_bytes: usize,
     /// How often the slot is checked (lag, `wal_status`, `max_slot_wal_keep_size`).
     pub slot_check_interval: Duration,
+    /// How often cached grants, RLS flags and role attributes are re-read from the catalog
+    /// (`ACCESS_RECHECK_MS`): the bound on how long a role change (ALTER ROLE, GRANT role TO
+    /// role), which no event trigger reports, can go unnoticed.
+    pub access_recheck_interval: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -264,6 +268,7 @@ impl Default for ReplicationConfig {
             max_transaction_changes: 100_000,
             max_transaction_bytes: 128 << 20,
             slot_check_interval: Duration::from_secs(10),
+            access_recheck_interval: Duration::from_millis(500),
         }
     }
 }
@@ -347,6 +352,21 @@ impl ReplicationConfig {
                 ));
             }
             c.slot_check_interval = Duration::from_millis(ms);
+        }
+        let recheck = ("ACCESS_RECHECK_MS", "access_recheck_ms");
+        if let Some(ms) = sources.parse::<u64>(&[recheck.0], "replication", recheck.1)? {
+            if !(50..=1000).contains(&ms) {
+                return Err(ConfigError::new(
+                    sources
+                        .get(&[recheck.0], "replication", recheck.1)
+                        .map(|(_, b)| b)
+                        .unwrap_or_default(),
+                    format!(
+                        "must be between 50 and 1000 (got {ms}): access changes must take effect within a second"
+                    ),
+                ));
+            }
+            c.access_recheck_interval = Duration::from_millis(ms);
         }
         Ok(c)
     }
@@ -521,6 +541,18 @@ mod tests {
         assert_eq!(errs[0].key, "replication.slot_check_interval_ms");
         let errs = load("", &[("MAX_TRANSACTION_BYTES", "lots")]).unwrap_err();
         assert_eq!(errs[0].key, "MAX_TRANSACTION_BYTES");
+    }
+
+    #[test]
+    fn the_access_recheck_interval_is_at_most_a_second() {
+        let c = load("", &[]).unwrap().replication;
+        assert_eq!(c.access_recheck_interval, Duration::from_millis(500));
+        let c = load("", &[("ACCESS_RECHECK_MS", "200")]).unwrap().replication;
+        assert_eq!(c.access_recheck_interval, Duration::from_millis(200));
+        for bad in ["2000", "0", "soon"] {
+            let errs = load("", &[("ACCESS_RECHECK_MS", bad)]).unwrap_err();
+            assert_eq!(errs[0].key, "ACCESS_RECHECK_MS", "{bad}");
+        }
     }
 
     #[test]

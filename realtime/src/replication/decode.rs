@@ -54,6 +54,10 @@ impl Default for TransactionLimits {
     }
 }
 
+/// The prefix of the logical messages that mark a change of grants, policies or roles (see the
+/// `realtime.access_changed` event trigger in `migrations/`).
+pub const ACCESS_MESSAGE_PREFIX: &str = "realtime.access";
+
 #[derive(Debug)]
 pub struct Decoder {
     epoch: Epoch,
@@ -70,6 +74,8 @@ struct Open {
     bytes: usize,
     /// Set once the limits were passed; `changes` is then empty for good.
     overflow: Option<Overflow>,
+    /// A transactional `realtime.access` logical message came in the transaction.
+    access_changed: bool,
 }
 
 impl Decoder {
@@ -103,6 +109,7 @@ impl Decoder {
                     changes: Vec::new(),
                     bytes: 0,
                     overflow: None,
+                    access_changed: false,
                 });
             }
             Message::Commit(commit) => {
@@ -120,6 +127,7 @@ impl Decoder {
                     backlog: false,
                     changes: open.changes,
                     overflow: open.overflow.map(Arc::new),
+                    access_changed: open.access_changed,
                 }));
             }
             Message::Relation(relation) => {
@@ -171,7 +179,14 @@ impl Decoder {
                     self.push(table, ChangeKind::Truncate, None, None)?;
                 }
             }
-            // Replication origins and logical messages carry no row changes.
+            // Who may see what changed from this transaction's commit on. Only transactional
+            // messages count: they are ordered with the rows, a non-transactional one is not.
+            Message::Message(message) if message.transactional && message.prefix == ACCESS_MESSAGE_PREFIX => {
+                if let Some(open) = self.open.as_mut() {
+                    open.access_changed = true;
+                }
+            }
+            // Replication origins and other logical messages carry no row changes.
             Message::Origin(_) | Message::Message(_) => {}
         }
         Ok(None)
@@ -473,6 +488,29 @@ mod tests {
         TransactionLimits {
             max_changes,
             max_bytes,
+        }
+    }
+
+    #[test]
+    fn an_access_message_in_a_transaction_marks_it_and_other_messages_do_not() {
+        use crate::replication::pgoutput::LogicalMessage;
+        let message = |transactional: bool, prefix: &str| {
+            Message::Message(LogicalMessage {
+                transactional,
+                lsn: Lsn(0x400),
+                prefix: prefix.into(),
+                content: Bytes::from_static(b"GRANT"),
+            })
+        };
+        let mut decoder = Decoder::new(Epoch(1));
+        let marked = run(
+            &mut decoder,
+            vec![begin(), message(true, ACCESS_MESSAGE_PREFIX), commit()],
+        );
+        assert!(marked.access_changed && marked.changes.is_empty());
+        for other in [message(false, ACCESS_MESSAGE_PREFIX), message(true, "other")] {
+            let t = run(&mut decoder, vec![begin(), other, commit()]);
+            assert!(!t.access_changed);
         }
     }
 

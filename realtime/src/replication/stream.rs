@@ -206,7 +206,7 @@ impl Replication {
         self.bus.announce_epoch(epoch);
         self.state.send_replace(State::Streaming { epoch });
         self.metrics().set_streaming(true);
-        self.stream(conn, epoch, shutdown, continuity).await
+        self.stream(conn, &pool, epoch, shutdown, continuity).await
     }
 
     /// The slot to stream from: the existing one, or a new one in place of a missing or
@@ -239,6 +239,7 @@ impl Replication {
     async fn stream(
         &self,
         mut conn: ReplicationConnection,
+        pool: &PgPool,
         epoch: Epoch,
         shutdown: &CancellationToken,
         continuity: &mut Continuity,
@@ -276,7 +277,11 @@ impl Replication {
                     Some(ReplicationMessage::XLogData { wal_end, data, .. }) => {
                         last_ping = None;
                         progress.on_received(wal_end);
-                        let Some(mut transaction) = decoder.apply(pgoutput::decode(&data)?)? else { continue };
+                        let message = match pgoutput::decode(&data)? {
+                            pgoutput::Message::Relation(relation) => pgoutput::Message::Relation(routed_to_root(pool, relation).await),
+                            other => other,
+                        };
+                        let Some(mut transaction) = decoder.apply(message)? else { continue };
                         if transaction.end_lsn <= *watermark {
                             tracing::debug!(end_lsn = %transaction.end_lsn, "dropping a transaction that was handed on before");
                             continue;
@@ -360,6 +365,35 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_CAP);
     let millis = rand::rng().random_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64);
     Duration::from_millis(millis.max(50))
+}
+
+/// A partition or inheritance child's Relation message renamed to its root (the top of the
+/// partition tree or inheritance hierarchy), as `publish_via_partition_root` would send it: its
+/// changes then reach subscribers of the root and are authorized by the root's grants and
+/// policies (the access checks resolve the child's OID to the root the same way). The OID stays
+/// the child's. Relation messages are rare (once per table per session and after DDL), so one
+/// catalog query each costs nothing; if it fails the name is kept, and the checks still
+/// authorize by the root.
+async fn routed_to_root(pool: &PgPool, mut relation: pgoutput::Relation) -> pgoutput::Relation {
+    let root: Result<Option<(String, String)>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = {} AND c.oid <> $1::oid",
+        crate::changes::access::root_of("$1::oid")
+    )))
+    .bind(sqlx::postgres::types::Oid(relation.id))
+    .fetch_optional(pool)
+    .await;
+    match root {
+        Ok(Some((schema, name))) => {
+            relation.namespace = schema;
+            relation.name = name;
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, relation = relation.id, "cannot look up the root of a relation; its changes keep its own name")
+        }
+    }
+    relation
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ fn tx(epoch: u64, lsn: u64, changes: u32, at: i64, padding: usize) -> Arc<Transa
         commit_timestamp: at,
         backlog: false,
         overflow: None,
+        access_changed: false,
         changes: (0..changes)
             .map(|index| {
                 Arc::new(RowChange {
@@ -354,4 +355,39 @@ fn an_overflowed_transaction_is_replayed_as_its_marker_once() {
     );
     // From the marker's own position (what its signal names), only what follows.
     assert_eq!(replayed(w.after(&pos(7, 200, 999_999), 10)), [(300, 0)]);
+}
+
+#[test]
+fn an_access_change_without_rows_is_replayed_as_its_marker_to_positions_before_it() {
+    let mut w = Window::new(limits(300, usize::MAX));
+    w.append(tx(7, 100, 1, 0, 1), 0);
+    let marker = Arc::new(Transaction {
+        access_changed: true,
+        ..(*tx(7, 200, 0, 0, 1)).clone()
+    });
+    w.append(marker, 0);
+    w.append(tx(7, 300, 1, 0, 1), 0);
+    let Resume::Replay(slices) = w.after(&pos(7, 100, 0), 10) else {
+        panic!("replayable")
+    };
+    let shape: Vec<(u64, bool, usize)> = slices
+        .iter()
+        .map(|s| {
+            (
+                s.transaction.commit_lsn.0,
+                s.transaction.access_changed,
+                s.changes.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [(200, true, 0), (300, false, 1)],
+        "the replay meets the marker first"
+    );
+    // A position past the marker does not cross it.
+    let Resume::Replay(slices) = w.after(&pos(7, 300, 0), 10) else {
+        panic!("replayable")
+    };
+    assert!(slices.is_empty());
 }

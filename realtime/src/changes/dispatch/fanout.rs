@@ -42,7 +42,7 @@ pub fn fan_out<'v>(
             continue;
         };
         for group in &mut claim_group.groups {
-            let Some(interest) = group.interest(change, visible, primary_key.as_ref()) else {
+            let Some(interest) = group.interest(change, visible, old, primary_key.as_ref()) else {
                 continue;
             };
             let old = narrow_old(old, &interest.columns);

@@ -10,12 +10,17 @@
 //! the window. The live audience therefore never sends it a change the replay will send, and the
 //! replay never sends a change the live audience sent: each change once, in commit order. A
 //! transaction too large to keep reaches both paths as its overflow signal, in its place.
+//!
+//! A replay is authorized as of each change's commit or not at all: it stops with a `refetch`
+//! signal (and the subscription goes live) when it crosses a change of grants, policies or roles
+//! (a transaction marked `access_changed`), or reaches a table whose rows Postgres's row-level
+//! security decides for the subscriber (Postgres can only check rows as they are now). Tables
+//! with policy rules decide on the row image itself and replay exactly.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::change::{Epoch, Position, Transaction};
-use crate::changes::overflow;
 use crate::changes::resume::{Refetch, resumed_payload};
 use crate::changes::service::{Changes, Subscription};
 use crate::channels::registry::SubscriberId;
@@ -154,8 +159,14 @@ impl Followers {
             self.live
                 .get_or_insert_with(|| Audience::new(live(&self.states, |_| true)))
         };
+        if transaction.access_changed {
+            // In commit order: every change after this one is decided with fresh facts.
+            dispatcher.access_changed();
+        }
         if transaction.overflow.is_some() {
-            overflow::notify(audience.subscriptions(), &transaction);
+            dispatcher
+                .notify_overflow(audience.subscriptions(), &transaction)
+                .await;
         } else {
             dispatcher.deliver(&transaction, audience).await;
         }
@@ -244,9 +255,23 @@ impl Followers {
                     true
                 }
                 Resume::Replay(slices) => {
+                    let mut refused = None;
                     for slice in &slices {
+                        // Authorized as of the commit or not at all: what today's facts cannot
+                        // decide for then is refetched instead of replayed.
+                        if slice.transaction.access_changed {
+                            refused = Some(Refetch::AccessChanged);
+                        } else if dispatcher.decided_by_row_security(subscription, slice).await {
+                            refused = Some(Refetch::RowSecurity);
+                        }
+                        if let Some(reason) = refused {
+                            subscription.push_refetch(reason);
+                            break;
+                        }
                         if slice.transaction.overflow.is_some() {
-                            overflow::notify([&*subscription], &slice.transaction);
+                            dispatcher
+                                .notify_overflow(std::slice::from_ref(&*subscription), &slice.transaction)
+                                .await;
                         } else {
                             dispatcher.deliver(&part(slice), audience).await;
                         }
@@ -255,7 +280,10 @@ impl Followers {
                             *after = last;
                         }
                     }
-                    continue;
+                    if refused.is_none() {
+                        continue;
+                    }
+                    false
                 }
             };
             let subscription = subscription.clone();
@@ -297,6 +325,7 @@ fn part(slice: &Slice) -> Transaction {
         backlog: t.backlog,
         changes: t.changes[slice.changes.clone()].to_vec(),
         overflow: t.overflow.clone(),
+        access_changed: t.access_changed,
     }
 }
 

@@ -19,12 +19,12 @@ use std::sync::Arc;
 
 use super::memo::Memo;
 use crate::auth::Claims;
-use crate::change::{RowChange, Table};
+use crate::change::{ChangeKind, RowChange, Table};
 use crate::changes::access::claims_key as postgres_claims_key;
 use crate::changes::filter::BoundFilter;
 use crate::changes::service::Subscription;
 use crate::changes::subscription::{Binding, EventFilter};
-use crate::policy::{BoundRules, ColumnSet};
+use crate::policy::{BoundRules, ColumnSet, OldImage};
 use crate::protocol::outbound::Outbound;
 use crate::protocol::phoenix::Vsn;
 
@@ -264,10 +264,16 @@ impl Group {
     /// carries: the union of theirs, within `visible`. `None` when no binding wants it. A
     /// binding whose filter or `select` needs a column outside `visible` is left out, as the
     /// subscribe check refuses such bindings.
+    ///
+    /// A DELETE's filter reads the old image, and only the part of it the subscriber may see
+    /// (`old`): under row-level security that is the primary key alone, so a filter on any
+    /// other column does not match. Otherwise which binding ids arrive would tell the values of
+    /// a row the subscriber may not read (a filter oracle).
     pub fn interest(
         &mut self,
         change: &RowChange,
         visible: &ColumnSet,
+        old: &OldImage,
         primary_key: Option<&ColumnSet>,
     ) -> Option<Interest> {
         let bound = self.bound_for(&change.table, visible, primary_key);
@@ -278,7 +284,7 @@ impl Group {
                 continue;
             }
             if let Some(filter) = &binding.filter
-                && !filter.matches_change(change)
+                && !(filter_may_read(filter, change.kind, old) && filter.matches_change(change))
             {
                 continue;
             }
@@ -314,6 +320,20 @@ impl Group {
             }
         };
         &self.bound[index].1
+    }
+}
+
+/// Whether `filter` reads only what the subscriber may see of the image it is evaluated on:
+/// the new row of an INSERT or UPDATE (visible whole, or the change is not sent), the old image
+/// of a DELETE as far as `old` shows it.
+fn filter_may_read(filter: &BoundFilter, kind: ChangeKind, old: &OldImage) -> bool {
+    if kind != ChangeKind::Delete {
+        return true;
+    }
+    match old {
+        OldImage::Full => true,
+        OldImage::KeyOnly(shown) => filter.columns().all(|c| shown.contains(c)),
+        OldImage::None => false,
     }
 }
 

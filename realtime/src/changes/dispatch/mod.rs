@@ -30,11 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::LocalBus;
 use crate::change::{RowChange, Table, Transaction};
+use crate::changes::access::key_selectable;
+use crate::changes::overflow;
 use crate::changes::payload::PayloadLimits;
 use crate::changes::payload::has_key_columns;
-use crate::changes::service::Changes;
+use crate::changes::service::{Changes, Subscription};
 use crate::policy::table::{DecisionKey, PreparedChange};
 use crate::policy::{BoundRules, ColumnSet, Visibility};
+use crate::window::Slice;
 pub use followers::Followers;
 pub use groups::{Audience, TableAccess, TableFacts, TablePlan};
 
@@ -49,6 +52,8 @@ pub async fn run(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) {
+    // Role changes no event trigger reports, re-checked beside the dispatcher.
+    tokio::spawn(changes.clone().watch_access(shutdown.clone()));
     let mut dispatcher = Dispatcher::new(changes.clone());
     let mut followers = Followers::new(changes.window);
     loop {
@@ -179,7 +184,97 @@ impl Dispatcher {
         facts
     }
 
+    /// A transaction changed grants, policies or roles: from here on (in commit order) every
+    /// decision reads fresh facts, and subscriptions that lost their table or columns are told.
+    pub fn access_changed(&mut self) {
+        self.changes.access.invalidate_all();
+        let changes = self.changes.clone();
+        tokio::spawn(async move { changes.recheck_subscriptions().await });
+    }
+
+    /// Whether Postgres's row-level security decides what `subscription` sees of some table
+    /// of `slice` that one of its bindings covers. Such a replay cannot be exact (Postgres
+    /// checks rows as they are now), so the caller refetches instead. Any doubt (a failed
+    /// lookup) counts as yes: a refetch is always safe.
+    pub async fn decided_by_row_security(&mut self, subscription: &Subscription, slice: &Slice) -> bool {
+        let changes = &slice.transaction.changes[slice.changes.clone()];
+        let mut seen: Vec<&Arc<Table>> = Vec::new();
+        for change in changes {
+            let table = &change.table;
+            if seen.iter().any(|t| Arc::ptr_eq(t, table)) {
+                continue;
+            }
+            seen.push(table);
+            if !subscription
+                .bindings
+                .iter()
+                .any(|b| b.matches_table(&table.schema, &table.name))
+            {
+                continue;
+            }
+            let facts = self.facts(table).await;
+            if !matches!(facts.access, TableAccess::Postgres) {
+                continue;
+            }
+            let access = &self.changes.access;
+            let (info, privileges) = match (
+                access.table(table.oid).await,
+                access.privileges(&subscription.claims.role, table.oid).await,
+            ) {
+                (Ok(info), Ok(privileges)) => (info, privileges),
+                _ => return true,
+            };
+            let applies = info.rls_enabled && !privileges.bypasses_rls && privileges.role_exists;
+            if applies && key_selectable(table, &info, &privileges) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether `role` may read `table` at all: some column under its policy rules, or SELECT on
+    /// its primary key in Postgres.
+    async fn can_read(&mut self, role: &str, table: &Arc<Table>) -> bool {
+        let facts = self.facts(table).await;
+        match &facts.access {
+            TableAccess::Rules(rules) => !rules.filterable_columns(role).is_empty(),
+            TableAccess::Unbound => false,
+            TableAccess::Postgres => {
+                let access = &self.changes.access;
+                match (
+                    access.table(table.oid).await,
+                    access.privileges(role, table.oid).await,
+                ) {
+                    (Ok(info), Ok(privileges)) => {
+                        privileges.role_exists && key_selectable(table, &info, &privileges)
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// The refetch signal of an overflowed transaction, to those of `subscriptions` that listen
+    /// to one of its tables and may read it.
+    pub async fn notify_overflow(&mut self, subscriptions: &[Arc<Subscription>], transaction: &Transaction) {
+        let Some(overflowed) = &transaction.overflow else {
+            return;
+        };
+        let mut readable: Vec<(String, u32)> = Vec::new();
+        for (role, table) in overflow::pairs(subscriptions, overflowed) {
+            if self.can_read(&role, &table).await {
+                readable.push((role, table.oid));
+            }
+        }
+        overflow::notify(subscriptions, transaction, |role, table| {
+            readable.iter().any(|(r, oid)| r == role && *oid == table.oid)
+        });
+    }
+
     async fn read_facts(&self, table: &Arc<Table>) -> TableFacts {
+        // A new shape comes with a Relation message: the table's definition changed, and what
+        // is cached of its grants and RLS flags may be stale.
+        self.changes.access.invalidate(table.oid);
         // The stream's key flags are the replica identity (every column under REPLICA IDENTITY
         // FULL); the catalog knows the primary key, which is what key-only images show.
         let catalog_key = match self.changes.primary_key_names(table.oid).await {

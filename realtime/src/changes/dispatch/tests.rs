@@ -148,6 +148,7 @@ fn transaction(changes: Vec<Arc<RowChange>>) -> Transaction {
         backlog: false,
         changes,
         overflow: None,
+        access_changed: false,
     }
 }
 

@@ -113,6 +113,7 @@ impl Setup {
             commit_timestamp: at,
             backlog,
             overflow: None,
+            access_changed: false,
             changes: (0..n)
                 .map(|index| {
                     let id = (lsn * 100 + u64::from(index)).to_string();
