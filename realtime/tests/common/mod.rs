@@ -141,6 +141,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on an already open WebSocket.
+    pub fn new(ws: Ws, vsn: &str) -> Client {
+        Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 0,
+        }
+    }
+
     pub async fn connect(url: &str, vsn: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
         Client {
