@@ -300,6 +300,30 @@ impl Client {
         }
     }
 
+    /// Reads frames until a broadcast of `event` (text or binary), skipping others.
+    pub async fn recv_broadcast(&mut self, event: &str) -> Frame {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(frame @ Frame::UserBroadcast { .. }) => {
+                    if matches!(&frame, Frame::UserBroadcast { event: e, .. } if e == event) {
+                        return frame;
+                    }
+                }
+                Some(frame @ Frame::Msg { .. }) => {
+                    if frame.event() == "broadcast" && frame.payload()["event"] == event {
+                        return frame;
+                    }
+                }
+                Some(Frame::Close(code, reason)) => {
+                    panic!("closed ({code:?} {reason}) while waiting for broadcast {event}")
+                }
+                None => panic!("no broadcast {event} within {WAIT:?}"),
+            }
+        }
+    }
+
     /// Asserts nothing arrives within `within`.
     pub async fn expect_silence(&mut self, within: Duration) {
         if let Some(frame) = self.try_recv(within).await {
