@@ -50,10 +50,15 @@ async fn a_join_flood_from_one_socket_never_fails_another_users_join() {
     })
     .await;
     let mut flooder = connect(&server, &user("mallory"), None).await.unwrap();
+    // 200 joins without waiting for replies; the server closes the socket partway through.
     for n in 0..200 {
-        flooder
-            .join_raw(&format!("realtime:flood-{n}"), json!({"config": {}}))
-            .await;
+        use futures::SinkExt;
+        let text =
+            json!([n.to_string(), n.to_string(), format!("realtime:flood-{n}"), "phx_join", {"config": {}}]);
+        let message = tokio_tungstenite::tungstenite::Message::Text(text.to_string().into());
+        if flooder.ws.send(message).await.is_err() {
+            break;
+        }
     }
     let mut answers = Vec::new();
     let close = loop {
@@ -289,8 +294,12 @@ async fn a_reconnect_storm_is_joined_without_a_refusal() {
     .await;
     let started = Instant::now();
     let addr = server.addr;
+    // At most this many handshakes in flight, so the test's own burst of connects does not
+    // overflow the listen backlog (which is the kernel's, not the server's, limit).
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|n| {
+            let connecting = connecting.clone();
             tokio::spawn(async move {
                 let key = user(&format!("storm-{n}"));
                 let url = format!("ws://{addr}/socket/websocket?apikey={key}&vsn=2.0.0");
@@ -299,10 +308,12 @@ async fn a_reconnect_storm_is_joined_without_a_refusal() {
                 request
                     .headers_mut()
                     .insert("x-forwarded-for", ip.parse().unwrap());
+                let permit = connecting.acquire().await.unwrap();
                 let (ws, _) = match tokio_tungstenite::connect_async(request).await {
                     Ok(ok) => ok,
                     Err(e) => return Err(format!("connect: {e}")),
                 };
+                drop(permit);
                 let mut c = Client::new(ws, "2.0.0");
                 c.join_raw("realtime:lobby", json!({"config": {}})).await;
                 let deadline = Duration::from_secs(60);
@@ -359,8 +370,9 @@ async fn forty_clients_cycling_see_no_refusal() {
             let url = url.clone();
             tokio::spawn(async move {
                 let mut cycles = 0u32;
-                // Staggered, each client starts a cycle every ~1.1 s: ~35 cycles/s in all.
-                tokio::time::sleep(Duration::from_millis(28 * n as u64)).await;
+                // Staggered, each client starts a cycle every 0.9 s: over the run, counting the
+                // ramp up, about 35 cycles per second in all.
+                tokio::time::sleep(Duration::from_millis(22 * n as u64)).await;
                 while started.elapsed() < RUN {
                     let began = Instant::now();
                     let mut c = Client::connect(&url, "2.0.0").await;
@@ -381,7 +393,7 @@ async fn forty_clients_cycling_see_no_refusal() {
                     expect_ok(&mut c, &r).await?;
                     drop(c);
                     cycles += 1;
-                    let pause = Duration::from_millis(1100).saturating_sub(began.elapsed());
+                    let pause = Duration::from_millis(900).saturating_sub(began.elapsed());
                     tokio::time::sleep(pause).await;
                 }
                 Ok::<u32, String>(cycles)
@@ -394,7 +406,7 @@ async fn forty_clients_cycling_see_no_refusal() {
     }
     let rate = f64::from(cycles) / started.elapsed().as_secs_f64();
     println!("churn: {cycles} cycles, {rate:.1} per second, no refusal");
-    assert!(cycles >= 60, "only {cycles} cycles ran");
+    assert!(cycles >= 90, "only {cycles} cycles ran");
 }
 
 /// Reads until the reply to `msg_ref`; an error reply or a `system` error is a refusal.
