@@ -1,14 +1,23 @@
 //! Rate and count limits, with Supabase's error strings.
 //!
-//! Owns the node-wide counters (open connections, joins and presence events per second). The
-//! per-client counters ([`WindowCounter`], [`SlidingLog`]) are plain values owned by the session
-//! that uses them. Windows are fixed one-second buckets: simple, allocation-free and strict
-//! enough for limits meant to stop abuse rather than to shape traffic.
+//! Owns the node-wide counters (open connections, the join pace, presence events and broadcasts
+//! per second) and the budgets of each subject and client address ([`budget`]). The per-socket
+//! counters ([`WindowCounter`], [`SecondCounter`], [`SlidingLog`]) are plain values owned by the
+//! session that uses them. Windows are fixed one-second buckets: simple, allocation-free and
+//! strict enough for limits meant to stop abuse rather than to shape traffic. Every limit is
+//! listed in `docs/limits.md`.
+
+mod address;
+mod budget;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+pub use address::{Cidr, CidrError, Peer, client_ip, peer_ip};
+pub use budget::{AtomicWindow, Budget, Budgets, JoinPace, SecondCounter, Subject};
 
 use crate::config::server::Limits;
 
@@ -20,6 +29,14 @@ pub const TOO_MANY_MESSAGES: &str = "Too many messages per second";
 pub const TOO_MANY_PRESENCE_MESSAGES: &str = "Too many presence messages per second";
 pub const CLIENT_PRESENCE_RATE: &str = "Client presence rate limit exceeded";
 pub const TRACK_TOO_LARGE: &str = "Track message size exceeded";
+pub const TOO_MANY_ACCESS_TOKENS: &str = "Too many access_token messages per second";
+pub const TOO_MANY_BINDINGS_REASON: &str =
+    "PostgresChangesLimitReached: Too many postgres_changes bindings in one join";
+pub const PRESENCE_TOPIC_FULL: &str = "PresenceLimitReached: Too many presence entries on this topic";
+pub const PRESENCE_TOPIC_TOO_LARGE: &str = "PresenceLimitReached: Presence state of this topic is too large";
+/// REST broadcast: Supabase's answers (429).
+pub const REST_TOO_MANY_REQUESTS: &str = "Too many requests";
+pub const REST_BATCH_TOO_LARGE: &str = "Too many messages to broadcast, please reduce the batch size";
 
 /// Events counted in fixed windows of `window`; at most `limit` per window.
 #[derive(Debug)]
@@ -89,71 +106,193 @@ impl SlidingLog {
     }
 }
 
-/// Node-wide limits shared by every socket.
+/// Node-wide limits and the per-subject and per-address budgets, shared by every socket.
 #[derive(Debug)]
 pub struct NodeLimits {
     pub limits: Limits,
     connections: AtomicUsize,
-    joins: Mutex<WindowCounter>,
-    presence: Mutex<WindowCounter>,
+    joins: JoinPace,
+    presence: AtomicWindow,
+    broadcasts: AtomicWindow,
+    pub subjects: Budgets<Subject>,
+    pub addresses: Budgets<IpAddr>,
+    epoch: Instant,
 }
 
-/// An owned connection slot (for tasks that outlive the borrow of [`NodeLimits`]).
+/// An owned connection slot: the node's, the subject's and the address's, returned on drop.
 #[derive(Debug)]
 pub struct OwnedConnectionSlot {
     node: std::sync::Arc<crate::node::Node>,
+    subject: Arc<Budget>,
+    address: Arc<Budget>,
+}
+
+impl OwnedConnectionSlot {
+    /// The budget of the socket's address (its joins, broadcasts and presence count there).
+    pub fn address(&self) -> &Arc<Budget> {
+        &self.address
+    }
+
+    /// The budget of the subject of the socket's API key.
+    pub fn subject(&self) -> &Arc<Budget> {
+        &self.subject
+    }
 }
 
 impl Drop for OwnedConnectionSlot {
     fn drop(&mut self) {
         self.node.limits.connections.fetch_sub(1, Ordering::AcqRel);
+        self.subject.disconnect();
+        self.address.disconnect();
     }
+}
+
+/// Which limit refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectRefusal {
+    Node,
+    Subject,
+    Address,
 }
 
 impl NodeLimits {
     pub fn new(limits: Limits) -> Self {
+        let epoch = Instant::now();
         NodeLimits {
-            joins: Mutex::new(WindowCounter::per_second(limits.max_joins_per_second)),
-            presence: Mutex::new(WindowCounter::per_second(limits.max_presence_events_per_second)),
+            joins: JoinPace::new(limits.max_joins_per_second, limits.join_queue_max_wait, epoch),
+            presence: AtomicWindow::default(),
+            broadcasts: AtomicWindow::default(),
             connections: AtomicUsize::new(0),
+            subjects: Budgets::default(),
+            addresses: Budgets::default(),
+            epoch,
             limits,
         }
+    }
+
+    /// The current second since the node started: the window of every one-second counter.
+    pub fn second(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// Takes a connection slot, or `None` at `max_connections`.
-    pub fn acquire_connection(node: &std::sync::Arc<crate::node::Node>) -> Option<OwnedConnectionSlot> {
+    pub fn subject(&self, subject: &Subject) -> Arc<Budget> {
+        self.subjects.get(subject, self.second(Instant::now()))
+    }
+
+    pub fn address(&self, ip: IpAddr) -> Arc<Budget> {
+        self.addresses.get(&ip, self.second(Instant::now()))
+    }
+
+    /// Takes a connection slot of the node, the subject and the address, or says which one
+    /// is full.
+    pub fn acquire_connection(
+        node: &std::sync::Arc<crate::node::Node>,
+        subject: &Subject,
+        ip: IpAddr,
+    ) -> Result<OwnedConnectionSlot, ConnectRefusal> {
         let limits = &node.limits;
         let before = limits.connections.fetch_add(1, Ordering::AcqRel);
         if before >= limits.limits.max_connections {
             limits.connections.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(ConnectRefusal::Node);
         }
-        Some(OwnedConnectionSlot { node: node.clone() })
+        let subject = limits.subject(subject);
+        if !subject.connect(limits.limits.max_connections_per_subject) {
+            limits.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(ConnectRefusal::Subject);
+        }
+        let address = limits.address(ip);
+        if !address.connect(limits.limits.max_connections_per_ip) {
+            limits.connections.fetch_sub(1, Ordering::AcqRel);
+            subject.disconnect();
+            return Err(ConnectRefusal::Address);
+        }
+        Ok(OwnedConnectionSlot {
+            node: node.clone(),
+            subject,
+            address,
+        })
     }
 
-    /// Counts a join; `false` when the node is over `max_joins_per_second`.
-    pub fn join(&self, now: Instant) -> bool {
-        lock(&self.joins).hit(now)
+    /// Counts a join against the subject and the address; `false` when either is over its
+    /// rate.
+    pub fn join_budgets(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
+        let second = self.second(now);
+        subject
+            .joins
+            .take(second, 1, self.limits.max_joins_per_second_per_subject)
+            .is_ok()
+            && address
+                .joins
+                .take(second, 1, self.limits.max_joins_per_second_per_ip)
+                .is_ok()
     }
 
-    /// Whether joins are currently over the limit (checked at handshake, not counted).
+    /// Reserves the join's turn in the node's join rate: how long it must wait, or `None`
+    /// when the queue is full.
+    pub fn join(&self, now: Instant) -> Option<Duration> {
+        self.joins.reserve(now)
+    }
+
+    /// Whether joins are refused right now (checked at handshake, nothing reserved).
     pub fn joins_exceeded(&self, now: Instant) -> bool {
-        lock(&self.joins).exceeded(now)
+        self.joins.is_full(now)
     }
 
-    /// Counts a presence event; `false` when over `max_presence_events_per_second`.
-    pub fn presence_event(&self, now: Instant) -> bool {
-        lock(&self.presence).hit(now)
+    /// Counts a presence event on the subject, the address and the node.
+    pub fn presence_event(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
+        let l = &self.limits;
+        let second = self.second(now);
+        subject
+            .presence
+            .take(second, 1, l.max_presence_events_per_second_per_subject)
+            .is_ok()
+            && address
+                .presence
+                .take(second, 1, l.max_presence_events_per_second_per_ip)
+                .is_ok()
+            && self
+                .presence
+                .take(second, 1, l.max_presence_events_per_second)
+                .is_ok()
+    }
+
+    /// Counts `n` broadcasts on the subject, the address and the node: the first limit they
+    /// do not fit in, with what is left of it, or `Ok` with the subject's remaining count.
+    pub fn broadcasts(
+        &self,
+        subject: &Budget,
+        address: &Budget,
+        n: u32,
+        now: Instant,
+    ) -> Result<u32, RateRefusal> {
+        let l = &self.limits;
+        let second = self.second(now);
+        let refused = |limit| move |count| RateRefusal { limit, count };
+        let remaining = subject
+            .broadcasts
+            .take(second, n, l.max_broadcasts_per_second_per_subject)
+            .map_err(refused(l.max_broadcasts_per_second_per_subject))?;
+        address
+            .broadcasts
+            .take(second, n, l.max_broadcasts_per_second_per_ip)
+            .map_err(refused(l.max_broadcasts_per_second_per_ip))?;
+        self.broadcasts
+            .take(second, n, l.max_broadcasts_per_second)
+            .map_err(refused(l.max_broadcasts_per_second))?;
+        Ok(remaining)
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A counter update cannot be left half done; a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// A rate that had no room: its limit per second and what was counted this second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateRefusal {
+    pub limit: u32,
+    pub count: u32,
 }
 
 #[cfg(test)]

@@ -10,18 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::auth::roles::RoleGuard;
 use crate::bus::LocalBus;
 use crate::changes::service::Changes;
 use crate::channels::Registry;
 use crate::config::Config;
 use crate::limits::NodeLimits;
 use crate::policy::PolicySet;
-use crate::presence::Presence;
+use crate::presence::{Presence, PresenceLimits};
 
 #[derive(Debug)]
 pub struct Node {
     pub config: Arc<Config>,
     pub verifier: Verifier,
+    /// Which token roles may be used (`ALLOWED_ROLES`, never one that bypasses RLS).
+    pub roles: RoleGuard,
     /// Access rules of private channels (immutable; default deny).
     pub policy: Arc<PolicySet>,
     /// Postgres Changes subscriptions; `None` when no database is configured.
@@ -49,12 +52,25 @@ impl Node {
             .database
             .as_ref()
             .map(|database| Arc::new(Changes::new(database, &config.replication, policy.clone())));
+        // One lazy connection: roles are looked up rarely (their attributes are cached).
+        let roles_pool = config.database.as_ref().map(|database| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(crate::db::connect_options(database))
+        });
         Node {
             verifier: Verifier::new(config.server.auth.clone()),
+            roles: RoleGuard::new(config.server.auth.allowed_roles.clone(), roles_pool),
             policy,
             changes,
             registry: Arc::new(Registry::new()),
-            presence: Presence::new(bus.clone()),
+            presence: Presence::with_limits(
+                bus.clone(),
+                PresenceLimits {
+                    max_entries: config.server.limits.max_presence_entries_per_topic,
+                    max_bytes: config.server.limits.max_presence_topic_bytes,
+                },
+            ),
             limits: NodeLimits::new(config.server.limits.clone()),
             bus,
             shutdown,

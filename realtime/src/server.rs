@@ -172,8 +172,8 @@ async fn accept(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 tracing::warn!(%error, "cannot accept connections; retrying in 1 s");
@@ -185,8 +185,12 @@ async fn accept(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        // Handlers read the peer address (`ConnectInfo`) for the per-address limits.
+        let service = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let connection = builder
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
             .with_upgrades();
         let shutdown = shutdown.clone();
         tokio::spawn(connections.track_future(async move {

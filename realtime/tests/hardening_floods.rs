@@ -1,5 +1,6 @@
-//! Floods from clients. Joins, on one socket and across sockets: every join gets an explicit
-//! answer with Supabase's reason (never a timeout), flooding sockets are closed with 1001,
+//! Floods from clients. Joins, on one socket and across sockets (the node's rate set strict, with
+//! no queue): every join gets an explicit answer with Supabase's reason (never a timeout),
+//! flooding sockets are closed with 1001,
 //! refused joins count toward the rate like the others, and the node serves normally once the
 //! second is over. Heartbeats: a client that keeps its socket busy still loses its channel when
 //! the channel's token expires.
@@ -37,16 +38,25 @@ async fn replies_until_close(c: &mut Client) -> (Vec<String>, Frame) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_flood_across_sockets_gets_supabase_errors_and_the_node_recovers() {
     const LIMIT: usize = 20;
-    let server = TestServer::start_with(|c| c.server.limits.max_joins_per_second = LIMIT as u32).await;
+    let server = TestServer::start_with(|c| {
+        c.server.limits.max_joins_per_second = LIMIT as u32;
+        // No queue: joins over the node's rate are refused at once.
+        c.server.limits.join_queue_max_wait = Duration::ZERO;
+    })
+    .await;
     let mut flooders = Vec::new();
     for _ in 0..5 {
         flooders.push(server.client("2.0.0").await);
     }
-    // Each socket fires 30 joins without waiting for replies.
+    // Each socket fires 30 joins without waiting for replies (a socket the server already
+    // closed takes no more).
     for (s, c) in flooders.iter_mut().enumerate() {
+        use futures::SinkExt;
         for n in 0..30 {
-            c.join_raw(&format!("realtime:s{s}-{n}"), json!({"config": {}}))
-                .await;
+            let text = json!([n.to_string(), n.to_string(), format!("realtime:s{s}-{n}"), "phx_join", {"config": {}}]);
+            if c.ws.send(Message::Text(text.to_string().into())).await.is_err() {
+                break;
+            }
         }
     }
     // Within the same second, a new socket is refused at the handshake.
@@ -102,7 +112,7 @@ async fn refused_joins_count_toward_the_rate_and_a_closing_socket_stops_reading(
     const LIMIT: usize = 50;
     const FLOOD: usize = 20_000;
     let server = TestServer::start_with(|c| {
-        c.server.limits.max_joins_per_second = LIMIT as u32;
+        c.server.limits.max_joins_per_second_per_socket = LIMIT as u32;
         c.server.limits.channel_error_backoff = Duration::from_millis(300);
     })
     .await;
@@ -155,7 +165,7 @@ async fn refused_joins_count_toward_the_rate_and_a_closing_socket_stops_reading(
 
 #[tokio::test]
 async fn joins_to_topics_outside_realtime_are_answered_at_once_and_not_counted() {
-    let server = TestServer::start_with(|c| c.server.limits.max_joins_per_second = 3).await;
+    let server = TestServer::start_with(|c| c.server.limits.max_joins_per_second_per_socket = 3).await;
     let mut c = server.client("2.0.0").await;
     for n in 0..10 {
         c.join_raw(&format!("other:{n}"), json!({})).await;

@@ -59,6 +59,11 @@ impl Service {
             ("API_JWT_SECRET", SECRET.to_owned()),
             ("CHANNEL_ERROR_BACKOFF_MS", "0".to_owned()),
             ("CONNECT_ERROR_BACKOFF_MS", "0".to_owned()),
+            // The tests' own role (see `reader_role_sql`) besides Supabase's.
+            (
+                "ALLOWED_ROLES",
+                "anon,authenticated,service_role,reader".to_owned(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let process = Process::spawn(&["serve"], &env);

@@ -9,6 +9,7 @@
 
 mod fetch;
 pub mod jwks;
+pub mod roles;
 pub mod token;
 
 use jsonwebtoken::{Algorithm, DecodingKey};

@@ -40,6 +40,12 @@ pub struct AuthConfig {
     /// `JWT_JWKS_MIN_REFETCH_MS`: the least time between two fetches, however many tokens name
     /// unknown key ids.
     pub jwks_min_refetch: Duration,
+    /// `ALLOWED_ROLES`: the token roles that may be used as Postgres roles (default `anon`,
+    /// `authenticated`, `service_role`). Others are refused at connect and at join.
+    pub allowed_roles: Vec<String>,
+    /// `TRUSTED_PROXIES`: networks (CIDR) of reverse proxies whose `X-Forwarded-For` names the
+    /// client. Empty (the default): the header is ignored.
+    pub trusted_proxies: Vec<crate::limits::Cidr>,
 }
 
 impl Default for AuthConfig {
@@ -50,6 +56,10 @@ impl Default for AuthConfig {
             claim_validators: serde_json::Map::new(),
             jwks_cache_ttl: Duration::from_secs(600),
             jwks_min_refetch: Duration::from_secs(30),
+            allowed_roles: ["anon", "authenticated", "service_role"]
+                .map(String::from)
+                .to_vec(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -86,20 +96,60 @@ impl JwksSource {
     }
 }
 
-/// Limits, with Supabase's defaults unless stated.
+/// Limits, with Supabase's defaults unless stated. Every limit, its default and its setting are
+/// listed in `docs/limits.md`.
+///
+/// Rates are counted at four levels: per socket, per subject (the token's `sub`; without one,
+/// its role from that client address), per client address and per node. The per-socket,
+/// per-subject and per-address limits are far below the node's, so one client reaches its
+/// own limit long before it could use up what everyone else needs.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_channels_per_client: usize,
+    /// Joins per second of the whole node (not Supabase's per-tenant 100: a restart's reconnect
+    /// storm must not turn into minutes of refusals). Joins beyond it wait their turn, up to
+    /// `join_queue_max_wait`, instead of being refused.
     pub max_joins_per_second: u32,
+    /// How long a join may wait for the node's join rate before it is refused.
+    pub join_queue_max_wait: Duration,
+    /// Client events (broadcasts, presence, unknown events) per second and socket.
     pub max_events_per_second: u32,
+    /// Presence events per second of the whole node.
     pub max_presence_events_per_second: u32,
     pub max_client_presence_events_per_window: u32,
     pub client_presence_window: Duration,
+    /// Broadcasts per second of the whole node (socket and REST).
+    pub max_broadcasts_per_second: u32,
+    pub max_joins_per_second_per_socket: u32,
+    pub max_joins_per_second_per_subject: u32,
+    pub max_joins_per_second_per_ip: u32,
+    pub max_broadcasts_per_second_per_subject: u32,
+    pub max_broadcasts_per_second_per_ip: u32,
+    pub max_presence_events_per_second_per_subject: u32,
+    pub max_presence_events_per_second_per_ip: u32,
+    pub max_connections_per_subject: u32,
+    pub max_connections_per_ip: u32,
+    /// `access_token` messages per second and socket.
+    pub max_access_tokens_per_second: u32,
+    /// `postgres_changes` bindings in one join.
+    pub max_changes_bindings_per_join: usize,
+    /// Messages in one `POST /api/broadcast`.
+    pub max_rest_broadcast_batch: usize,
+    /// Presence entries (tracking channels) on one topic.
+    pub max_presence_entries_per_topic: usize,
+    /// Bytes of one tracked presence payload.
+    pub max_presence_entry_bytes: usize,
+    /// Bytes of every tracked payload of one topic together.
+    pub max_presence_topic_bytes: usize,
     pub max_payload_size_kb: usize,
     pub max_frame_size: usize,
     /// Frames a socket may have queued before it is closed as too slow.
     pub outbound_queue_frames: usize,
+    /// Bytes a socket may have queued before it is closed as too slow.
+    pub outbound_queue_bytes: usize,
+    /// A socket whose writes make no progress for this long is closed (code 4009).
+    pub write_stall_timeout: Duration,
     /// Delay before a join error reply, to damp reconnect storms (`CHANNEL_ERROR_BACKOFF_MS`).
     pub channel_error_backoff: Duration,
     /// Delay before a refused handshake is answered (`CONNECT_ERROR_BACKOFF_MS`).
@@ -116,14 +166,33 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_channels_per_client: 100,
-            max_joins_per_second: 100,
+            max_joins_per_second: 5_000,
+            join_queue_max_wait: Duration::from_secs(10),
             max_events_per_second: 100,
-            max_presence_events_per_second: 1000,
+            max_presence_events_per_second: 10_000,
             max_client_presence_events_per_window: 5,
             client_presence_window: Duration::from_secs(30),
+            max_broadcasts_per_second: 50_000,
+            max_joins_per_second_per_socket: 100,
+            max_joins_per_second_per_subject: 200,
+            max_joins_per_second_per_ip: 1_000,
+            max_broadcasts_per_second_per_subject: 500,
+            max_broadcasts_per_second_per_ip: 2_500,
+            max_presence_events_per_second_per_subject: 100,
+            max_presence_events_per_second_per_ip: 1_000,
+            max_connections_per_subject: 100,
+            max_connections_per_ip: 1_000,
+            max_access_tokens_per_second: 100,
+            max_changes_bindings_per_join: 100,
+            max_rest_broadcast_batch: 100,
+            max_presence_entries_per_topic: 10_000,
+            max_presence_entry_bytes: 64 * 1024,
+            max_presence_topic_bytes: 16 * 1024 * 1024,
             max_payload_size_kb: 3000,
             max_frame_size: 5_000_000,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 16 * 1024 * 1024,
+            write_stall_timeout: Duration::from_secs(30),
             channel_error_backoff: Duration::from_millis(5000),
             connect_error_backoff: Duration::from_millis(2000),
             idle_timeout: Duration::from_secs(60),
@@ -345,7 +414,24 @@ fn load_auth(r: &mut Reader<'_, '_>) -> AuthConfig {
     if let Some(d) = r.millis(&["JWT_JWKS_MIN_REFETCH_MS"], "auth", "jwks_min_refetch_ms") {
         a.jwks_min_refetch = d;
     }
+    if let Some((text, _)) = sources.get(&["ALLOWED_ROLES"], "auth", "allowed_roles") {
+        a.allowed_roles = list(&text).map(str::to_owned).collect();
+    }
+    if let Some((text, blame)) = sources.get(&["TRUSTED_PROXIES"], "auth", "trusted_proxies") {
+        a.trusted_proxies.clear();
+        for item in list(&text) {
+            match item.parse() {
+                Ok(cidr) => a.trusted_proxies.push(cidr),
+                Err(e) => r.errors.push(ConfigError::new(blame.clone(), format!("{e}"))),
+            }
+        }
+    }
     a
+}
+
+/// The items of a comma-separated setting, trimmed, empty ones skipped.
+fn list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn load_limits(r: &mut Reader<'_, '_>) -> Limits {
@@ -395,6 +481,101 @@ fn load_limits(r: &mut Reader<'_, '_>) -> Limits {
         "CLIENT_PRESENCE_WINDOW_MS",
         "client_presence_window_ms"
     );
+    millis!(
+        join_queue_max_wait,
+        "JOIN_QUEUE_MAX_WAIT_MS",
+        "join_queue_max_wait_ms"
+    );
+    int!(
+        max_broadcasts_per_second,
+        "MAX_BROADCASTS_PER_SECOND",
+        "max_broadcasts_per_second"
+    );
+    int!(
+        max_joins_per_second_per_socket,
+        "MAX_JOINS_PER_SECOND_PER_SOCKET",
+        "max_joins_per_second_per_socket"
+    );
+    int!(
+        max_joins_per_second_per_subject,
+        "MAX_JOINS_PER_SECOND_PER_SUBJECT",
+        "max_joins_per_second_per_subject"
+    );
+    int!(
+        max_joins_per_second_per_ip,
+        "MAX_JOINS_PER_SECOND_PER_IP",
+        "max_joins_per_second_per_ip"
+    );
+    int!(
+        max_broadcasts_per_second_per_subject,
+        "MAX_BROADCASTS_PER_SECOND_PER_SUBJECT",
+        "max_broadcasts_per_second_per_subject"
+    );
+    int!(
+        max_broadcasts_per_second_per_ip,
+        "MAX_BROADCASTS_PER_SECOND_PER_IP",
+        "max_broadcasts_per_second_per_ip"
+    );
+    int!(
+        max_presence_events_per_second_per_subject,
+        "MAX_PRESENCE_EVENTS_PER_SECOND_PER_SUBJECT",
+        "max_presence_events_per_second_per_subject"
+    );
+    int!(
+        max_presence_events_per_second_per_ip,
+        "MAX_PRESENCE_EVENTS_PER_SECOND_PER_IP",
+        "max_presence_events_per_second_per_ip"
+    );
+    int!(
+        max_connections_per_subject,
+        "MAX_CONNECTIONS_PER_SUBJECT",
+        "max_connections_per_subject"
+    );
+    int!(
+        max_connections_per_ip,
+        "MAX_CONNECTIONS_PER_IP",
+        "max_connections_per_ip"
+    );
+    int!(
+        max_access_tokens_per_second,
+        "MAX_ACCESS_TOKENS_PER_SECOND",
+        "max_access_tokens_per_second"
+    );
+    int!(
+        max_changes_bindings_per_join,
+        "MAX_CHANGES_BINDINGS_PER_JOIN",
+        "max_changes_bindings_per_join"
+    );
+    int!(
+        max_rest_broadcast_batch,
+        "MAX_REST_BROADCAST_BATCH",
+        "max_rest_broadcast_batch"
+    );
+    int!(
+        max_presence_entries_per_topic,
+        "MAX_PRESENCE_ENTRIES_PER_TOPIC",
+        "max_presence_entries_per_topic"
+    );
+    int!(
+        max_presence_entry_bytes,
+        "MAX_PRESENCE_ENTRY_BYTES",
+        "max_presence_entry_bytes"
+    );
+    int!(
+        max_presence_topic_bytes,
+        "MAX_PRESENCE_TOPIC_BYTES",
+        "max_presence_topic_bytes"
+    );
+    int!(
+        outbound_queue_bytes,
+        "OUTBOUND_QUEUE_BYTES",
+        "outbound_queue_bytes"
+    );
+    millis!(
+        write_stall_timeout,
+        "WRITE_STALL_TIMEOUT_MS",
+        "write_stall_timeout_ms"
+    );
     int!(max_payload_size_kb, "MAX_PAYLOAD_SIZE_KB", "max_payload_size_kb");
     int!(max_frame_size, "MAX_FRAME_SIZE", "max_frame_size");
     int!(
@@ -421,6 +602,17 @@ fn load_limits(r: &mut Reader<'_, '_>) -> Limits {
                 "CLIENT_PRESENCE_WINDOW_MS",
                 "limits",
                 "client_presence_window_ms",
+            ),
+            "must be more than 0",
+        ));
+    }
+    if l.write_stall_timeout.is_zero() {
+        r.errors.push(ConfigError::new(
+            blame(
+                r.sources,
+                "WRITE_STALL_TIMEOUT_MS",
+                "limits",
+                "write_stall_timeout_ms",
             ),
             "must be more than 0",
         ));

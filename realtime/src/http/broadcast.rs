@@ -2,8 +2,17 @@
 //! (one message, JSON or binary body). Both answer 202 once the messages are on the bus.
 //!
 //! Authorization is `Authorization: Bearer <jwt>`, else an `apikey: <jwt>` header; a missing or
-//! refused token is `401 {"message":"Unauthorized"}`. Messages to private channels are dropped
-//! silently unless the policy grants broadcast write on that topic, as Supabase does.
+//! refused token is `401 {"message":"Unauthorized"}`, a role outside `ALLOWED_ROLES` (or one
+//! that bypasses row-level security) `403 {"message":"<why>"}`. Messages to private channels are
+//! dropped silently unless the policy grants broadcast write on that topic, as Supabase does.
+//!
+//! Limits: a batch holds at most `max_rest_broadcast_batch` messages (else
+//! `429 {"message":"Too many messages to broadcast, please reduce the batch size"}`); every
+//! message counts against the same broadcast rates as socket broadcasts (the token's subject,
+//! the client's address, the node). Over a rate nothing is sent and the answer is
+//! `429 {"message":"Too many requests"}` with `x-rate-limit` (the limit per second that was
+//! reached), `x-rate-rolling` (messages already counted against it this second) and
+//! `x-rate-limit-remaining`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +28,9 @@ use serde_json::value::RawValue;
 use crate::auth::Claims;
 use crate::broadcast::Broadcast;
 use crate::channels::{ChannelEvent, EventKind, TopicKey};
+use crate::limits::{
+    Peer, REST_BATCH_TOO_LARGE, REST_TOO_MANY_REQUESTS, RateRefusal, Subject, client_ip, peer_ip,
+};
 use crate::node::Node;
 use crate::protocol::phoenix::{MAX_JSON_DEPTH, UserData, within_depth};
 
@@ -46,10 +58,40 @@ async fn authorize(node: &Node, headers: &HeaderMap) -> Result<Claims, Response>
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
-    node.verifier.verify(token).await.map_err(|error| {
+    let claims = node.verifier.verify(token).await.map_err(|error| {
         node.refusals.token_refused(error.code());
         unauthorized()
-    })
+    })?;
+    if let Err(refusal) = node.roles.check(&claims.role, false).await {
+        let body = axum::Json(json!({ "message": refusal.to_string() }));
+        return Err((StatusCode::FORBIDDEN, body).into_response());
+    }
+    Ok(claims)
+}
+
+/// Counts `n` messages against the broadcast rates of the token's subject, the client's
+/// address and the node; the 429 answer when they do not fit, `None` when they do.
+fn count(node: &Node, peer: Peer, headers: &HeaderMap, claims: &Claims, n: usize) -> Option<Response> {
+    let ip = client_ip(peer_ip(peer), headers, &node.config.server.auth.trusted_proxies);
+    let limits = &node.limits;
+    let subject = limits.subject(&Subject::of(claims, ip));
+    let address = limits.address(ip);
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    match limits.broadcasts(&subject, &address, n, std::time::Instant::now()) {
+        Ok(_) => None,
+        Err(RateRefusal { limit, count }) => {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({ "message": REST_TOO_MANY_REQUESTS })),
+            )
+                .into_response();
+            let headers = response.headers_mut();
+            headers.insert("x-rate-limit", limit.into());
+            headers.insert("x-rate-rolling", count.into());
+            headers.insert("x-rate-limit-remaining", limit.saturating_sub(count).into());
+            Some(response)
+        }
+    }
 }
 
 fn unprocessable(errors: serde_json::Value) -> Response {
@@ -93,7 +135,7 @@ fn flexible_bool(v: Option<&serde_json::Value>) -> bool {
     }
 }
 
-pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn batch(State(node): State<Arc<Node>>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
     let claims = match authorize(&node, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
@@ -108,6 +150,13 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
     let limit = node.max_payload_bytes();
     if batch.messages.iter().any(|m| m.payload.get().len() > limit) {
         return unprocessable(json!({ "messages": [TOO_LARGE] }));
+    }
+    if batch.messages.len() > node.config.server.limits.max_rest_broadcast_batch {
+        let body = axum::Json(json!({ "message": REST_BATCH_TOO_LARGE }));
+        return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+    }
+    if let Some(response) = count(&node, peer, &headers, &claims, batch.messages.len()) {
+        return response;
     }
     // The policy is asked once per topic of the batch.
     let mut allowed: HashMap<TopicKey, bool> = HashMap::new();
@@ -131,6 +180,7 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
 
 pub async fn single(
     State(node): State<Arc<Node>>,
+    peer: Peer,
     Path((topic, event)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -178,6 +228,9 @@ pub async fn single(
         .get("private")
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     let topic = TopicKey::new(&topic, private);
+    if let Some(response) = count(&node, peer, &headers, &claims, 1) {
+        return response;
+    }
     if may_write(&node, &topic, &claims) {
         let broadcast = Broadcast::from_data(event, data);
         node.bus

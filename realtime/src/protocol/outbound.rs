@@ -5,8 +5,9 @@
 //!
 //! Producers (the registry's dispatcher, the socket's own session) never wait: a push into a full
 //! queue marks the socket as a slow consumer, drops what is queued and wakes the session, which
-//! closes the socket with [`SLOW_CONSUMER_CLOSE`]. One slow client therefore never delays the
-//! fan-out to the others. The queue holds no allocation while empty.
+//! closes the socket with [`SLOW_CONSUMER_CLOSE`] (the queue is bounded in frames and in bytes).
+//! One slow client therefore never delays the fan-out to the others. The queue holds no
+//! allocation while empty.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,8 +15,11 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-/// WebSocket close code for a client that does not read its frames fast enough.
+/// WebSocket close code for a client that does not read its frames fast enough: its queue
+/// went over its bound in frames or in bytes.
 pub const SLOW_CONSUMER_CLOSE: u16 = 4008;
+/// WebSocket close code for a client whose socket took no bytes for `write_stall_timeout`.
+pub const WRITE_STALLED_CLOSE: u16 = 4009;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -35,6 +39,8 @@ enum State {
 #[derive(Debug)]
 struct Inner {
     frames: VecDeque<Bytes>,
+    /// Bytes of `frames`.
+    bytes: usize,
     state: State,
 }
 
@@ -43,6 +49,7 @@ pub struct Outbound {
     inner: Mutex<Inner>,
     wake: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 /// What [`Outbound::take`] found.
@@ -55,14 +62,23 @@ pub enum Taken {
 }
 
 impl Outbound {
+    /// A queue bounded in frames only.
     pub fn new(capacity: usize) -> Self {
+        Self::bounded(capacity, usize::MAX)
+    }
+
+    /// A queue of at most `capacity` frames and `max_bytes` bytes (one frame larger than that
+    /// still fits in an empty queue: the frame size limit bounds it).
+    pub fn bounded(capacity: usize, max_bytes: usize) -> Self {
         Outbound {
             inner: Mutex::new(Inner {
                 frames: VecDeque::new(),
+                bytes: 0,
                 state: State::Open,
             }),
             wake: Notify::new(),
             capacity: capacity.max(1),
+            max_bytes,
         }
     }
 
@@ -80,14 +96,17 @@ impl Outbound {
             State::Overflowed => return Err(PushError::Overflow),
             State::Closed => return Err(PushError::Closed),
         }
-        if inner.frames.len() >= self.capacity {
+        let bytes = inner.bytes.saturating_add(frame.len());
+        if inner.frames.len() >= self.capacity || (bytes > self.max_bytes && !inner.frames.is_empty()) {
             inner.state = State::Overflowed;
             inner.frames = VecDeque::new();
+            inner.bytes = 0;
             drop(inner);
             self.wake.notify_one();
             return Err(PushError::Overflow);
         }
         inner.frames.push_back(frame);
+        inner.bytes = bytes;
         let first = inner.frames.len() == 1;
         drop(inner);
         // Only the empty → non-empty transition needs a wake-up: the session drains everything
@@ -102,7 +121,10 @@ impl Outbound {
     pub fn take(&self) -> Taken {
         let mut inner = self.lock();
         match inner.state {
-            State::Open => Taken::Frames(std::mem::take(&mut inner.frames)),
+            State::Open => {
+                inner.bytes = 0;
+                Taken::Frames(std::mem::take(&mut inner.frames))
+            }
             State::Overflowed => Taken::Overflowed,
             State::Closed => Taken::Closed,
         }
@@ -119,6 +141,7 @@ impl Outbound {
             inner.state = State::Closed;
         }
         inner.frames = VecDeque::new();
+        inner.bytes = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -187,6 +210,24 @@ mod tests {
         assert!(q.is_overflowed());
         assert!(matches!(q.take(), Taken::Overflowed));
         assert_eq!(q.push(text("d")), Err(PushError::Overflow));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        let q = Outbound::bounded(100, 10);
+        q.push(text("0123456")).unwrap();
+        q.push(text("789")).unwrap();
+        assert_eq!(q.push(text("x")), Err(PushError::Overflow), "11 bytes > 10");
+        assert!(q.is_overflowed());
+
+        // Taking the frames frees their bytes; one frame larger than the bound fits alone.
+        let q = Outbound::bounded(100, 10);
+        q.push(text("0123456789")).unwrap();
+        let _ = q.take();
+        q.push(text("0123456789")).unwrap();
+        let _ = q.take();
+        q.push(text("a frame of more than ten bytes")).unwrap();
+        assert_eq!(q.push(text("y")), Err(PushError::Overflow));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 
 use super::session::Session;
 use super::ws::Connection;
-use crate::limits::{NodeLimits, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS};
+use crate::limits::{NodeLimits, Peer, Subject, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS, client_ip, peer_ip};
 use crate::node::Node;
 use crate::protocol::phoenix::Vsn;
 
@@ -70,6 +70,7 @@ async fn refuse(node: &Node, status: StatusCode, message: &str) -> Response {
 
 pub async fn handler(
     State(node): State<Arc<Node>>,
+    peer: Peer,
     Query(params): Query<HashMap<String, String>>,
     mut request: Request,
 ) -> Response {
@@ -92,13 +93,30 @@ pub async fn handler(
     let Some(vsn) = Vsn::parse(params.get("vsn").map(String::as_str)) else {
         return refuse(&node, StatusCode::BAD_REQUEST, "Unsupported serializer version").await;
     };
-    if let Err(error) = node.verifier.verify(&key).await {
-        node.refusals.token_refused(error.code());
-        let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        return refuse(&node, status, &error.handshake_message()).await;
+    let claims = match node.verifier.verify(&key).await {
+        Ok(claims) => claims,
+        Err(error) => {
+            node.refusals.token_refused(error.code());
+            let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return refuse(&node, status, &error.handshake_message()).await;
+        }
+    };
+    if let Err(refusal) = node.roles.check(&claims.role, false).await {
+        tracing::info!(reason = %refusal, "refused a connection: its token's role is not allowed");
+        return refuse(&node, StatusCode::FORBIDDEN, &refusal.to_string()).await;
     }
-    let Some(slot) = NodeLimits::acquire_connection(&node) else {
-        return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS).await;
+    let ip = client_ip(
+        peer_ip(peer),
+        request.headers(),
+        &node.config.server.auth.trusted_proxies,
+    );
+    let subject = Subject::of(&claims, ip);
+    let slot = match NodeLimits::acquire_connection(&node, &subject, ip) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            tracing::debug!(?refused, "refused a connection: too many connections");
+            return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS).await;
+        }
     };
     if node.limits.joins_exceeded(std::time::Instant::now()) {
         return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_JOINS).await;
@@ -114,7 +132,7 @@ pub async fn handler(
                 Ok(upgraded) => {
                     let socket = Connection::new(TokioIo::new(upgraded), max_message);
                     let key = node.share_key(key);
-                    Session::new(node, vsn, key, slot).run(socket).await;
+                    Session::new(node, vsn, key, ip, slot).run(socket).await;
                 }
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }

@@ -141,6 +141,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on an already open WebSocket.
+    pub fn new(ws: Ws, vsn: &str) -> Client {
+        Client {
+            ws,
+            vsn: vsn.to_owned(),
+            next_ref: 0,
+        }
+    }
+
     pub async fn connect(url: &str, vsn: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
         Client {
@@ -287,6 +296,30 @@ impl Client {
                 }
                 Some(_) => continue,
                 None => panic!("no {event} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until a broadcast of `event` (text or binary), skipping others.
+    pub async fn recv_broadcast(&mut self, event: &str) -> Frame {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(frame @ Frame::UserBroadcast { .. }) => {
+                    if matches!(&frame, Frame::UserBroadcast { event: e, .. } if e == event) {
+                        return frame;
+                    }
+                }
+                Some(frame @ Frame::Msg { .. }) => {
+                    if frame.event() == "broadcast" && frame.payload()["event"] == event {
+                        return frame;
+                    }
+                }
+                Some(Frame::Close(code, reason)) => {
+                    panic!("closed ({code:?} {reason}) while waiting for broadcast {event}")
+                }
+                None => panic!("no broadcast {event} within {WAIT:?}"),
             }
         }
     }

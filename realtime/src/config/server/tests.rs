@@ -270,3 +270,35 @@ fn listen_address_and_metrics_settings() {
     );
     assert_eq!(error_keys("", &[("METRICS_PORT", "0")]), ["METRICS_PORT"]);
 }
+
+#[test]
+fn allowed_roles_trusted_proxies_and_fairness_limits_load() {
+    let s = load("", &[]).expect("valid").server;
+    assert_eq!(s.auth.allowed_roles, ["anon", "authenticated", "service_role"]);
+    assert!(
+        s.auth.trusted_proxies.is_empty(),
+        "X-Forwarded-For is ignored by default"
+    );
+    let file =
+        "[auth]\nallowed_roles = [\"anon\", \"editor\"]\n[limits]\nmax_joins_per_second_per_socket = 7\n";
+    let env = [
+        ("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+        ("OUTBOUND_QUEUE_BYTES", "1000"),
+        ("WRITE_STALL_TIMEOUT_MS", "250"),
+    ];
+    let s = load(file, &env).expect("valid").server;
+    assert_eq!(s.auth.allowed_roles, ["anon", "editor"]);
+    assert_eq!(s.auth.trusted_proxies.len(), 2);
+    assert!(s.auth.trusted_proxies[0].contains("10.2.3.4".parse().expect("an address")));
+    assert_eq!(s.limits.max_joins_per_second_per_socket, 7);
+    assert_eq!(s.limits.outbound_queue_bytes, 1000);
+    assert_eq!(s.limits.write_stall_timeout, Duration::from_millis(250));
+    assert_eq!(
+        error_keys("", &[("TRUSTED_PROXIES", "10.0.0.0/99")]),
+        ["TRUSTED_PROXIES"]
+    );
+    assert_eq!(
+        error_keys("", &[("WRITE_STALL_TIMEOUT_MS", "0")]),
+        ["WRITE_STALL_TIMEOUT_MS"]
+    );
+}

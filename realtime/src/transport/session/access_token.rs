@@ -1,13 +1,16 @@
 //! `access_token`: the client refreshes a channel's token (realtime-js does so whenever its
-//! session token changes). No reply. A refused token, or one that no longer grants read access
-//! to a private channel, shuts the channel down with a `system` error; a good one moves the
-//! expiry timer.
+//! session token changes). No reply. A refused token (its signature, its role), or one that no
+//! longer grants read access to a private channel, shuts the channel down with a `system`
+//! error; a good one moves the expiry timer. The same token sent again changes nothing (no
+//! verification, no new Postgres Changes subscription). At most `max_access_tokens_per_second`
+//! per socket: past it the channel is shut down.
 
 use serde_json::Value;
 
 use super::Session;
 use super::join::channel_token;
 use super::postgres_changes::{Requested, Target};
+use crate::limits::{Subject, TOO_MANY_ACCESS_TOKENS};
 use crate::protocol::phoenix::Inbound;
 
 impl Session {
@@ -20,12 +23,21 @@ impl Session {
         else {
             return;
         };
+        let limits = &self.node.limits;
+        let second = limits.second(std::time::Instant::now());
+        if !self
+            .access_tokens
+            .hit(second, limits.limits.max_access_tokens_per_second)
+        {
+            return self.shutdown_channel(&msg.topic, TOO_MANY_ACCESS_TOKENS);
+        }
         let Some(ch) = self.channel(&msg.topic) else {
             return;
         };
         if ch.token.as_deref().unwrap_or(&self.api_key) == token {
             return;
         }
+        let strict = !ch.changes.is_empty();
         // Boxed: the verify future is large (see `join`).
         let claims = match Box::pin(self.node.verifier.verify(&token)).await {
             Ok(claims) => claims,
@@ -34,6 +46,10 @@ impl Session {
                 return self.shutdown_channel(&msg.topic, &error.to_string());
             }
         };
+        if let Err(refusal) = Box::pin(self.node.roles.check(&claims.role, strict)).await {
+            return self.shutdown_channel(&msg.topic, &refusal.to_string());
+        }
+        let subject = self.node.limits.subject(&Subject::of(&claims, self.ip));
         let Some(ch) = self.channel(&msg.topic) else {
             return;
         };
@@ -54,6 +70,7 @@ impl Session {
             return;
         };
         let changed = ch.access != access;
+        ch.subject = subject;
         ch.token = Some(token);
         ch.exp = claims.exp;
         ch.access = access;

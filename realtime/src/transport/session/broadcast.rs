@@ -1,4 +1,5 @@
-//! `broadcast` from a client (text push or binary kind 3): checked, then published on the bus.
+//! `broadcast` from a client (text push or binary kind 3): checked (access, size, the rates of
+//! the subject, the address and the node), then published on the bus.
 //! With `ack` the client gets a reply once the message is handed on, or
 //! `"payload_size_exceeded"` when it is too large.
 
@@ -33,6 +34,16 @@ impl Session {
                 self.reply(&msg, Status::Error, "\"payload_size_exceeded\"");
             }
             return;
+        }
+        // The subject's, the address's and the node's rates (the socket's was counted already).
+        let now = std::time::Instant::now();
+        if let Err(refused) = self
+            .node
+            .limits
+            .broadcasts(&ch.subject, self.slot.address(), 1, now)
+        {
+            tracing::debug!(limit = refused.limit, "broadcast rate reached");
+            return self.shutdown_channel(&msg.topic, crate::limits::TOO_MANY_MESSAGES);
         }
         let exclude = (!ch.self_broadcast).then_some(ch.id);
         let ack = ch.ack;

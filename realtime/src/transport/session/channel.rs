@@ -5,7 +5,9 @@ use tokio::time::Instant;
 
 use crate::changes::subscription::Binding;
 use crate::channels::registry::{Subscriber, SubscriberId};
-use crate::limits::SlidingLog;
+use std::sync::Arc;
+
+use crate::limits::{Budget, SlidingLog};
 use crate::policy::ChannelAccess;
 
 use super::Session;
@@ -34,6 +36,8 @@ pub(super) struct Channel {
     /// Everything on public channels; what the policy grants on private ones.
     pub access: ChannelAccess,
     pub presence_calls: SlidingLog,
+    /// The rate budget of the channel token's subject (its broadcasts and presence count there).
+    pub subject: Arc<Budget>,
     /// The live Postgres Changes bindings (empty: the channel has none).
     pub changes: Vec<Binding>,
 }

@@ -1,8 +1,10 @@
-//! `phx_join`: checks, in Supabase's order, the topic, the join rate (which every channel join
-//! counts against, refused ones too), the channel count, the token and (private channels) the
-//! policy; then replies, registers the channel and pushes the
-//! presence state. Errors are replies `{"reason":"<Code>: <message>"}` sent after the channel
-//! error backoff, to damp reconnect storms.
+//! `phx_join`: checks, in Supabase's order, the topic, the socket's join rate (which every
+//! channel join counts against, refused ones too), the channel count, the number of
+//! `postgres_changes` bindings, the token and its role, the join rates of the token's subject
+//! and of the client's address, the node's join pace (a join may wait its turn there) and
+//! (private channels) the policy; then replies, registers the channel and pushes the presence
+//! state. Errors are replies `{"reason":"<Code>: <message>"}` sent after the channel error
+//! backoff, to damp reconnect storms.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,9 @@ use super::{Close, Session};
 use crate::changes::resume::Since;
 use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
-use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
+use crate::limits::{
+    SlidingLog, Subject, TOO_MANY_BINDINGS_REASON, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON,
+};
 use crate::policy::ChannelAccess;
 use crate::protocol::phoenix::{Inbound, Status};
 
@@ -111,7 +115,12 @@ impl Session {
         }
         // Every channel join counts, refused ones included: each refusal waits out the error
         // backoff in this session, so uncounted ones would pile up without bound.
-        if !self.node.limits.join(std::time::Instant::now()) {
+        let limits = &self.node.limits;
+        let second = limits.second(std::time::Instant::now());
+        if !self
+            .joins
+            .hit(second, limits.limits.max_joins_per_second_per_socket)
+        {
             return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
         }
         let sub_topic = match topic {
@@ -128,6 +137,9 @@ impl Session {
         if self.channels.len() >= limits.max_channels_per_client {
             return self.join_error(&msg, TOO_MANY_CHANNELS_REASON, None);
         }
+        if params.postgres_changes.len() > limits.max_changes_bindings_per_join {
+            return self.join_error(&msg, TOO_MANY_BINDINGS_REASON, None);
+        }
         let token = params.access_token.as_deref().unwrap_or(&self.api_key);
         // Boxed: the verify future is large and would otherwise sit in every idle socket's task.
         let claims = match Box::pin(self.node.verifier.verify(token)).await {
@@ -137,6 +149,28 @@ impl Session {
                 return self.join_error(&msg, &error.join_reason(), None);
             }
         };
+        // Strict when the role is about to be used in Postgres (the join has changes bindings).
+        let strict = !params.postgres_changes.is_empty();
+        if let Err(refusal) = Box::pin(self.node.roles.check(&claims.role, strict)).await {
+            tracing::info!(reason = %refusal, "refused a join: its token's role is not allowed");
+            return self.join_error(&msg, &refusal.join_reason(), None);
+        }
+        let subject = match params.access_token {
+            None => self.slot.subject().clone(),
+            Some(_) => self.node.limits.subject(&Subject::of(&claims, self.ip)),
+        };
+        let node_limits = &self.node.limits;
+        let now = std::time::Instant::now();
+        if !node_limits.join_budgets(&subject, self.slot.address(), now) {
+            return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
+        }
+        // The node's pace: in a reconnect storm joins wait their turn rather than fail.
+        match node_limits.join(now) {
+            None => return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate)),
+            Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+            Some(_) => {}
+        }
+        let limits = &self.node.config.server.limits;
         let access = if params.private {
             self.node.policy.channel_access(&sub_topic, &claims)
         } else {
@@ -167,6 +201,7 @@ impl Session {
                 limits.client_presence_window,
             ),
             changes: Vec::new(),
+            subject,
         };
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the

@@ -7,7 +7,8 @@
 //!
 //! Close codes (documented in `docs/protocol.md`): 1001 when the server shuts down, after the
 //! join rate limit and after 60 s without any frame; 4008 when the client does not read fast
-//! enough and its queue overflowed.
+//! enough and its queue overflowed (in frames or in bytes); 4009 when a write to the client
+//! made no progress for `write_stall_timeout`.
 
 mod access_token;
 mod broadcast;
@@ -28,9 +29,9 @@ use tokio::time::Instant;
 
 use self::channel::Channel;
 use super::ws::{Connection, Message, WsError};
-use crate::limits::{OwnedConnectionSlot, WindowCounter};
+use crate::limits::{OwnedConnectionSlot, SecondCounter, WindowCounter};
 use crate::node::Node;
-use crate::protocol::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
+use crate::protocol::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken, WRITE_STALLED_CLOSE};
 use crate::protocol::phoenix::{self, Inbound, Status, Vsn};
 use crate::protocol::ws_frame::{self, OpCode};
 
@@ -46,6 +47,8 @@ pub enum Close {
     Shutdown,
     /// The outbound queue overflowed.
     SlowConsumer,
+    /// A write made no progress for `write_stall_timeout`.
+    WriteStalled,
     /// No frame arrived within the idle timeout.
     Idle,
     /// The node's join rate limit was hit (Supabase disconnects too).
@@ -65,6 +68,7 @@ impl Close {
         match self {
             Close::Shutdown => Some((1001, "server shutting down")),
             Close::SlowConsumer => Some((SLOW_CONSUMER_CLOSE, "slow consumer")),
+            Close::WriteStalled => Some((WRITE_STALLED_CLOSE, "write stalled")),
             Close::Idle => Some((1001, "idle timeout")),
             Close::JoinRate => Some((1001, "too many joins per second")),
             Close::ClientClosed => Some((1000, "")),
@@ -96,18 +100,36 @@ pub struct Session {
     delayed: Vec<Delayed>,
     last_activity: Instant,
     client_events: WindowCounter,
+    /// Joins and `access_token` messages of this second (per-socket limits).
+    joins: SecondCounter,
+    access_tokens: SecondCounter,
+    /// The client's address (behind trusted proxies, the one they name).
+    ip: std::net::IpAddr,
     pending_close: Option<Close>,
     /// Frames taken from the queue and being written (empty, unallocated, between writes).
     writing: VecDeque<Bytes>,
-    _slot: OwnedConnectionSlot,
+    /// The connection slot, with the budgets of the API key's subject and of the address.
+    slot: OwnedConnectionSlot,
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, vsn: Vsn, api_key: Arc<str>, slot: OwnedConnectionSlot) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        vsn: Vsn,
+        api_key: Arc<str>,
+        ip: std::net::IpAddr,
+        slot: OwnedConnectionSlot,
+    ) -> Self {
         let limits = &node.config.server.limits;
         Session {
-            outbound: Arc::new(Outbound::new(limits.outbound_queue_frames)),
+            outbound: Arc::new(Outbound::bounded(
+                limits.outbound_queue_frames,
+                limits.outbound_queue_bytes,
+            )),
             client_events: WindowCounter::per_second(limits.max_events_per_second),
+            joins: SecondCounter::default(),
+            access_tokens: SecondCounter::default(),
+            ip,
             vsn,
             api_key,
             channels: Vec::new(),
@@ -115,7 +137,7 @@ impl Session {
             last_activity: Instant::now(),
             pending_close: None,
             writing: VecDeque::new(),
-            _slot: slot,
+            slot,
             node,
         }
     }
@@ -194,6 +216,7 @@ impl Session {
         socket: &mut Connection<S>,
     ) -> Result<(), Close> {
         let (writing, outbound, node) = (&mut self.writing, &self.outbound, &self.node);
+        let stall = node.config.server.limits.write_stall_timeout;
         // A client that stops reading blocks this write; keep watching for the queue
         // overflowing behind it and for shutdown, so neither waits on the client.
         let overflow = async {
@@ -208,7 +231,10 @@ impl Session {
             biased;
             _ = node.shutdown.cancelled() => Err(Close::Shutdown),
             _ = overflow => Err(Close::SlowConsumer),
-            written = socket.send_all(writing) => written.map_err(|_| Close::Gone),
+            written = socket.send_all_within(writing, stall) => written.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => Close::WriteStalled,
+                _ => Close::Gone,
+            }),
         }
     }
 
@@ -365,7 +391,7 @@ impl Session {
 
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>, close: Close) {
         self.cleanup();
-        if close == Close::SlowConsumer {
+        if matches!(close, Close::SlowConsumer | Close::WriteStalled) {
             self.node
                 .slow_consumer_closes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -414,8 +440,10 @@ mod tests {
             LocalBus::new(8),
             CancellationToken::new(),
         ));
-        let slot = NodeLimits::acquire_connection(&node).unwrap();
-        let session = Session::new(node, Vsn::V2, Arc::from("key"), slot);
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let subject = crate::limits::Subject::Role(Arc::from("anon"), ip);
+        let slot = NodeLimits::acquire_connection(&node, &subject, ip).unwrap();
+        let session = Session::new(node, Vsn::V2, Arc::from("key"), ip, slot);
         let (_client, server) = tokio::io::duplex(64);
         let future = session.run(Connection::new(server, 1024));
         let size = std::mem::size_of_val(&future);

@@ -1,5 +1,8 @@
 //! `presence` from a client: `{"type":"presence","event":"track","payload":{…}}` or
-//! `{"event":"untrack"}` (event names are case-insensitive). Replies ok, or an error reply.
+//! `{"event":"untrack"}` (event names are case-insensitive). Replies ok, or an error reply
+//! (a topic at its presence caps answers `{"reason":"PresenceLimitReached: …"}`). A payload over
+//! `max_presence_entry_bytes` (or the payload size limit) shuts the channel down with
+//! Supabase's `Track message size exceeded`.
 //!
 //! Unlike Supabase, a `track` on a channel joined without presence also pushes the current
 //! `presence_state`, so realtime-js (which waits for a state before applying diffs) shows it.
@@ -7,7 +10,11 @@
 use serde_json::Value;
 
 use super::Session;
-use crate::limits::{CLIENT_PRESENCE_RATE, TOO_MANY_PRESENCE_MESSAGES, TRACK_TOO_LARGE};
+use crate::limits::{
+    CLIENT_PRESENCE_RATE, PRESENCE_TOPIC_FULL, PRESENCE_TOPIC_TOO_LARGE, TOO_MANY_PRESENCE_MESSAGES,
+    TRACK_TOO_LARGE,
+};
+use crate::presence::Full;
 use crate::protocol::phoenix::{Inbound, Status};
 
 const NOT_A_MAP: &str = r#"{"reason":"Presence track payload must be a map"}"#;
@@ -22,7 +29,14 @@ impl Session {
             return self.reply(msg, Status::Error, "{}");
         };
         let now = std::time::Instant::now();
-        if !self.node.limits.presence_event(now) {
+        let Some(ch) = self.channel(&msg.topic) else {
+            return;
+        };
+        if !self
+            .node
+            .limits
+            .presence_event(&ch.subject, self.slot.address(), now)
+        {
             return self.shutdown_channel(&msg.topic, TOO_MANY_PRESENCE_MESSAGES);
         }
         let Some(ch) = self.channel_mut(&msg.topic) else {
@@ -49,7 +63,8 @@ impl Session {
             return self.reply(msg, Status::Error, "{}");
         }
         let size = msg.payload.as_json().map_or(0, |raw| raw.get().len());
-        if size > self.node.max_payload_bytes() {
+        let max_entry = self.node.config.server.limits.max_presence_entry_bytes;
+        if size > self.node.max_payload_bytes() || size > max_entry {
             return self.shutdown_channel(&msg.topic, TRACK_TOO_LARGE);
         }
         if !ch.presence_enabled {
@@ -67,12 +82,20 @@ impl Session {
         let Some(ch) = self.channel_mut(&msg.topic) else {
             return;
         };
-        ch.tracked = true;
         let key = ch
             .presence_key
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-        node.presence.track(&ch.key, ch.id, key, meta.clone());
-        self.reply(msg, Status::Ok, "{}");
+        // A full topic refuses the track with a reason; the channel stays.
+        let reason = match node.presence.track(&ch.key, ch.id, key, meta.clone(), size) {
+            Ok(_) => {
+                ch.tracked = true;
+                return self.reply(msg, Status::Ok, "{}");
+            }
+            Err(Full::Entries) => PRESENCE_TOPIC_FULL,
+            Err(Full::Bytes) => PRESENCE_TOPIC_TOO_LARGE,
+        };
+        let response = serde_json::json!({ "reason": reason }).to_string();
+        self.reply(msg, Status::Error, &response);
     }
 
     fn untrack(&mut self, msg: &Inbound) {

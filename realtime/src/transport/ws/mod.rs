@@ -160,6 +160,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes encoded frames, several per system call, and flushes. Not cancel-safe: a frame may
     /// be cut short, after which the connection is only good for dropping.
     pub async fn send_all(&mut self, frames: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+        self.send_all_within(frames, None).await
+    }
+
+    /// [`Connection::send_all`], failing with `TimedOut` when one write (or the flush) makes no
+    /// progress for `stall`: a client that stops reading holds this task for that long at most.
+    pub async fn send_all_within(
+        &mut self,
+        frames: &mut VecDeque<Bytes>,
+        stall: impl Into<Option<std::time::Duration>>,
+    ) -> std::io::Result<()> {
+        let stall = stall.into();
+        let stalled = || std::io::Error::from(std::io::ErrorKind::TimedOut);
         while !frames.is_empty() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
@@ -167,14 +179,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 for (slot, frame) in slices.iter_mut().zip(frames.iter()) {
                     *slot = IoSlice::new(frame);
                 }
-                self.io.write_vectored(&slices[..count]).await?
+                let write = self.io.write_vectored(&slices[..count]);
+                match stall {
+                    Some(stall) => tokio::time::timeout(stall, write)
+                        .await
+                        .map_err(|_| stalled())??,
+                    None => write.await?,
+                }
             };
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             self.mid_frame = advance(frames, written);
         }
-        self.io.flush().await
+        match stall {
+            Some(stall) => tokio::time::timeout(stall, self.io.flush())
+                .await
+                .map_err(|_| stalled())?,
+            None => self.io.flush().await,
+        }
     }
 
     /// After an interrupted [`Connection::send_all`], keeps of `frames` only the frame that was

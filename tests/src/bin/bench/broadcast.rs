@@ -128,6 +128,18 @@ fn bench_config(secret: &str) -> Config {
                 max_joins_per_second: u32::MAX,
                 max_events_per_second: u32::MAX,
                 max_presence_events_per_second: u32::MAX,
+                // One load generator from one address and (broadcast) one user: the per-socket,
+                // per-subject and per-address limits would police the benchmark itself.
+                max_joins_per_second_per_socket: u32::MAX,
+                max_joins_per_second_per_subject: u32::MAX,
+                max_joins_per_second_per_ip: u32::MAX,
+                max_broadcasts_per_second: u32::MAX,
+                max_broadcasts_per_second_per_subject: u32::MAX,
+                max_broadcasts_per_second_per_ip: u32::MAX,
+                max_presence_events_per_second_per_subject: u32::MAX,
+                max_presence_events_per_second_per_ip: u32::MAX,
+                max_connections_per_subject: u32::MAX,
+                max_connections_per_ip: u32::MAX,
                 idle_timeout: Duration::from_secs(600),
                 ..Limits::default()
             },
