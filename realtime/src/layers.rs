@@ -35,7 +35,7 @@ fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
         for entry in fs::read_dir(path).expect("folder is readable").flatten() {
             rust_files(&entry.path(), out);
         }
-    } else if path.extension().is_some_and(|e| e == "rs") {
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
         out.push(path.to_owned());
     }
 }
@@ -191,7 +191,11 @@ fn top_level_modules_form_no_cycle() {
             format!("{{{}}}: {}", c.join(", "), edges.join(", "))
         })
         .collect();
-    assert!(found.is_empty(), "import cycles among top-level modules:\n{}", explain.join("\n"));
+    assert!(
+        found.is_empty(),
+        "import cycles among top-level modules:\n{}",
+        explain.join("\n")
+    );
 }
 
 #[test]

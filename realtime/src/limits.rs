@@ -13,10 +13,11 @@ mod budget;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use address::{Cidr, CidrError, Peer, client_ip, peer_ip};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use address::{Peer, client_ip, peer_ip};
 pub use budget::{AtomicWindow, Budget, Budgets, JoinPace, SecondCounter, Subject};
 
 use crate::config::server::Limits;
@@ -110,7 +111,8 @@ impl SlidingLog {
 #[derive(Debug)]
 pub struct NodeLimits {
     pub limits: Limits,
-    connections: AtomicUsize,
+    /// One permit per open connection (a socket holds its permit until it closes).
+    connections: Arc<Semaphore>,
     joins: JoinPace,
     presence: AtomicWindow,
     broadcasts: AtomicWindow,
@@ -122,7 +124,7 @@ pub struct NodeLimits {
 /// An owned connection slot: the node's, the subject's and the address's, returned on drop.
 #[derive(Debug)]
 pub struct OwnedConnectionSlot {
-    node: std::sync::Arc<crate::node::Node>,
+    _node: OwnedSemaphorePermit,
     subject: Arc<Budget>,
     address: Arc<Budget>,
 }
@@ -141,7 +143,6 @@ impl OwnedConnectionSlot {
 
 impl Drop for OwnedConnectionSlot {
     fn drop(&mut self) {
-        self.node.limits.connections.fetch_sub(1, Ordering::AcqRel);
         self.subject.disconnect();
         self.address.disconnect();
     }
@@ -162,7 +163,7 @@ impl NodeLimits {
             joins: JoinPace::new(limits.max_joins_per_second, limits.join_queue_max_wait, epoch),
             presence: AtomicWindow::default(),
             broadcasts: AtomicWindow::default(),
-            connections: AtomicUsize::new(0),
+            connections: Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS))),
             subjects: Budgets::default(),
             addresses: Budgets::default(),
             epoch,
@@ -176,7 +177,8 @@ impl NodeLimits {
     }
 
     pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
+        let max = self.limits.max_connections.min(Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.connections.available_permits())
     }
 
     pub fn subject(&self, subject: &Subject) -> Arc<Budget> {
@@ -190,29 +192,26 @@ impl NodeLimits {
     /// Takes a connection slot of the node, the subject and the address, or says which one
     /// is full.
     pub fn acquire_connection(
-        node: &std::sync::Arc<crate::node::Node>,
+        &self,
         subject: &Subject,
         ip: IpAddr,
     ) -> Result<OwnedConnectionSlot, ConnectRefusal> {
-        let limits = &node.limits;
-        let before = limits.connections.fetch_add(1, Ordering::AcqRel);
-        if before >= limits.limits.max_connections {
-            limits.connections.fetch_sub(1, Ordering::AcqRel);
-            return Err(ConnectRefusal::Node);
-        }
-        let subject = limits.subject(subject);
-        if !subject.connect(limits.limits.max_connections_per_subject) {
-            limits.connections.fetch_sub(1, Ordering::AcqRel);
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ConnectRefusal::Node)?;
+        let subject = self.subject(subject);
+        if !subject.connect(self.limits.max_connections_per_subject) {
             return Err(ConnectRefusal::Subject);
         }
-        let address = limits.address(ip);
-        if !address.connect(limits.limits.max_connections_per_ip) {
-            limits.connections.fetch_sub(1, Ordering::AcqRel);
+        let address = self.address(ip);
+        if !address.connect(self.limits.max_connections_per_ip) {
             subject.disconnect();
             return Err(ConnectRefusal::Address);
         }
         Ok(OwnedConnectionSlot {
-            node: node.clone(),
+            _node: permit,
             subject,
             address,
         })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::policy::BYPASS_ROLE;
+use super::BYPASS_ROLE;
 
 /// How long a role's attributes are trusted before `pg_roles` is asked again.
 pub const ATTRIBUTE_TTL: Duration = Duration::from_secs(10);

@@ -4,6 +4,7 @@
 //! Loading is pure over its inputs (file text and an environment lookup), so every rule here is
 //! unit-tested without touching the process environment.
 
+pub mod cidr;
 mod database;
 mod secret;
 pub mod server;

@@ -45,7 +45,7 @@ pub struct AuthConfig {
     pub allowed_roles: Vec<String>,
     /// `TRUSTED_PROXIES`: networks (CIDR) of reverse proxies whose `X-Forwarded-For` names the
     /// client. Empty (the default): the header is ignored.
-    pub trusted_proxies: Vec<crate::limits::Cidr>,
+    pub trusted_proxies: Vec<super::cidr::Cidr>,
 }
 
 impl Default for AuthConfig {

@@ -20,8 +20,7 @@ pub use table::{BoundRules, ColumnSet, OldImage, TableName, TableRules, Visibili
 
 use crate::auth::Claims;
 
-/// The role that bypasses every policy (Postgres `BYPASSRLS` in Supabase).
-pub const BYPASS_ROLE: &str = "service_role";
+pub use crate::auth::BYPASS_ROLE;
 
 /// Every loaded rule.
 #[derive(Clone, Debug, Default)]

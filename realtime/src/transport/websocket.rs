@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 
 use super::session::Session;
 use super::ws::Connection;
-use crate::limits::{NodeLimits, Peer, Subject, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS, client_ip, peer_ip};
+use crate::limits::{Peer, Subject, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS, client_ip, peer_ip};
 use crate::node::Node;
 use crate::protocol::phoenix::Vsn;
 
@@ -111,7 +111,7 @@ pub async fn handler(
         &node.config.server.auth.trusted_proxies,
     );
     let subject = Subject::of(&claims, ip);
-    let slot = match NodeLimits::acquire_connection(&node, &subject, ip) {
+    let slot = match node.limits.acquire_connection(&subject, ip) {
         Ok(slot) => slot,
         Err(refused) => {
             tracing::debug!(?refused, "refused a connection: too many connections");

@@ -426,7 +426,6 @@ mod tests {
     use super::*;
     use crate::bus::LocalBus;
     use crate::config::Config;
-    use crate::limits::NodeLimits;
     use crate::policy::PolicySet;
 
     /// Every idle socket is one task holding this future: keep it small (the goal is ≤ 4 KB of
@@ -442,7 +441,7 @@ mod tests {
         ));
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let subject = crate::limits::Subject::Role(Arc::from("anon"), ip);
-        let slot = NodeLimits::acquire_connection(&node, &subject, ip).unwrap();
+        let slot = node.limits.acquire_connection(&subject, ip).unwrap();
         let session = Session::new(node, Vsn::V2, Arc::from("key"), ip, slot);
         let (_client, server) = tokio::io::duplex(64);
         let future = session.run(Connection::new(server, 1024));
