@@ -4,6 +4,7 @@
 //! this library. Tests and benchmarks call the same entry points.
 
 pub mod auth;
+pub mod authorization;
 pub mod broadcast;
 pub mod bus;
 pub mod calendar;
@@ -12,6 +13,7 @@ pub mod changes;
 pub mod channels;
 pub mod config;
 pub mod db;
+pub mod db_broadcast;
 pub mod embedded;
 pub mod http;
 pub mod limits;

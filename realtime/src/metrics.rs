@@ -46,6 +46,11 @@ pub struct ReplicationMetrics {
 }
 
 impl ReplicationMetrics {
+    /// Whether the replication stream is streaming now.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+    }
+
     pub fn set_streaming(&self, streaming: bool) {
         self.streaming.store(streaming, Ordering::Relaxed);
     }

@@ -10,10 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::authorization::{Authorization, Rls};
 use crate::bus::LocalBus;
 use crate::changes::service::Changes;
 use crate::channels::Registry;
 use crate::config::Config;
+use crate::config::server::ChannelAuthorization;
+use crate::db_broadcast::DbBroadcasts;
 use crate::limits::NodeLimits;
 use crate::policy::PolicySet;
 use crate::presence::Presence;
@@ -26,6 +29,10 @@ pub struct Node {
     pub policy: Arc<PolicySet>,
     /// Postgres Changes subscriptions; `None` when no database is configured.
     pub changes: Option<Arc<Changes>>,
+    /// How private channels are authorized (policy files or RLS).
+    pub authorization: Authorization,
+    /// Broadcast from the database; `None` when no database is configured.
+    pub db_broadcasts: Option<Arc<DbBroadcasts>>,
     pub registry: Arc<Registry>,
     pub presence: Presence,
     pub bus: LocalBus,
@@ -47,7 +54,23 @@ impl Node {
             .database
             .as_ref()
             .map(|database| Arc::new(Changes::new(database, &config.replication, policy.clone())));
+        let db_broadcasts = config
+            .database
+            .as_ref()
+            .map(|_| Arc::new(DbBroadcasts::default()));
+        let authorization = match (config.server.channel_authorization, &config.database) {
+            (ChannelAuthorization::Database, Some(database)) => Authorization::Database(Rls::new(database)),
+            (ChannelAuthorization::Database, None) => {
+                tracing::error!(
+                    "CHANNEL_AUTHORIZATION=database needs a database (DATABASE_URL or DB_HOST); the policy files authorize private channels instead"
+                );
+                Authorization::Policies
+            }
+            (ChannelAuthorization::Policies, _) => Authorization::Policies,
+        };
         Node {
+            authorization,
+            db_broadcasts,
             verifier: Verifier::new(config.server.auth.clone()),
             policy,
             changes,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::TopicKey;
 use super::registry::SubscriberId;
 use crate::broadcast::Broadcast;
+use crate::change::Position;
 use crate::transport::phoenix::{self, Vsn};
 use crate::transport::ws::frame;
 
@@ -19,6 +20,8 @@ pub struct ChannelEvent {
     /// A subscriber that must not receive the event (the sender of a broadcast with `self: false`).
     pub exclude: Option<SubscriberId>,
     pub kind: EventKind,
+    /// The stream position of a database broadcast (resuming channels skip what they replayed).
+    pub position: Option<Position>,
     encoded: [OnceLock<Option<Bytes>>; 2],
 }
 
@@ -35,8 +38,15 @@ impl ChannelEvent {
             topic,
             exclude,
             kind,
+            position: None,
             encoded: [OnceLock::new(), OnceLock::new()],
         }
+    }
+
+    /// The event of a database broadcast at `position`.
+    pub fn at(mut self, position: Position) -> Self {
+        self.position = Some(position);
+        self
     }
 
     pub fn is_presence(&self) -> bool {

@@ -236,6 +236,9 @@ pub struct ReplicationConfig {
     pub max_transaction_bytes: usize,
     /// How often the slot is checked (lag, `wal_status`, `max_slot_wal_keep_size`).
     pub slot_check_interval: Duration,
+    /// Daily partitions of `realtime.messages` older than this many days are dropped
+    /// (`MESSAGES_RETENTION_DAYS`; Supabase keeps about 3).
+    pub messages_retention_days: u32,
 }
 
 impl Default for ReplicationConfig {
@@ -249,6 +252,7 @@ impl Default for ReplicationConfig {
             max_transaction_changes: 100_000,
             max_transaction_bytes: 128 << 20,
             slot_check_interval: Duration::from_secs(10),
+            messages_retention_days: 3,
         }
     }
 }
@@ -307,6 +311,13 @@ impl ReplicationConfig {
                 other => Ok(other),
             }
         };
+        if let Some(days) = sources.parse::<u32>(
+            &["MESSAGES_RETENTION_DAYS"],
+            "replication",
+            "messages_retention_days",
+        )? {
+            c.messages_retention_days = days;
+        }
         if let Some(n) = positive("MAX_TRANSACTION_CHANGES", "max_transaction_changes")? {
             c.max_transaction_changes = n;
         }

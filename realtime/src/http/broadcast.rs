@@ -57,13 +57,19 @@ fn unprocessable(errors: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Whether `claims` may broadcast to `topic` (always on public channels).
-fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
-    !topic.is_private()
-        || node
-            .policy
-            .channel_access(topic.sub_topic(), claims)
-            .broadcast_write
+/// Why a broadcast with `persist` is refused (REST and WebSocket).
+pub const PERSIST_UNSUPPORTED: &str =
+    "UnableToPersistMessage: this server does not store client broadcasts; send without persist";
+
+/// Whether `claims` may broadcast to `topic` (always on public channels). A check that cannot
+/// answer (database authorization) denies.
+async fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
+    if !topic.is_private() {
+        return true;
+    }
+    node.private_access(topic.sub_topic(), claims, false)
+        .await
+        .is_ok_and(|access| access.broadcast_write)
 }
 
 #[derive(Deserialize)]
@@ -110,9 +116,14 @@ pub async fn batch(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byte
     let mut allowed: HashMap<TopicKey, bool> = HashMap::new();
     for message in batch.messages {
         let topic = TopicKey::new(&message.topic, flexible_bool(message.private.as_ref()));
-        let ok = *allowed
-            .entry(topic.clone())
-            .or_insert_with(|| may_write(&node, &topic, &claims));
+        let ok = match allowed.get(&topic) {
+            Some(ok) => *ok,
+            None => {
+                let ok = may_write(&node, &topic, &claims).await;
+                allowed.insert(topic.clone(), ok);
+                ok
+            }
+        };
         if !ok {
             continue;
         }
@@ -147,6 +158,12 @@ pub async fn single(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    // A missing Content-Type is accepted (as Supabase does) and read as JSON.
+    let mime = if mime.is_empty() {
+        "application/json".to_owned()
+    } else {
+        mime
+    };
     let data = match mime.as_str() {
         "application/json" if !within_depth(&body, MAX_JSON_DEPTH) => {
             return unprocessable(json!({ "payload": [too_deep()] }));
@@ -171,14 +188,30 @@ pub async fn single(
     if data.len() > node.max_payload_bytes() {
         return unprocessable(json!({ "payload": [TOO_LARGE] }));
     }
+    // `persist` (realtime-js httpSend): this server does not store client broadcasts. Refused,
+    // never silently ignored; httpSend rejects with the `error` text.
+    if params.keys().any(|k| k == "persist" || k.starts_with("persist[")) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": PERSIST_UNSUPPORTED})),
+        )
+            .into_response();
+    }
     let private = params
         .get("private")
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
     let topic = TopicKey::new(&topic, private);
-    if may_write(&node, &topic, &claims) {
-        let broadcast = Broadcast::from_data(event, data);
-        node.bus
-            .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+    if !may_write(&node, &topic, &claims).await {
+        // Supabase: a private topic without broadcast write is refused (httpSend rejects with
+        // "Unauthorized").
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"message": "Unauthorized"})),
+        )
+            .into_response();
     }
+    let broadcast = Broadcast::from_data(event, data);
+    node.bus
+        .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
     StatusCode::ACCEPTED.into_response()
 }

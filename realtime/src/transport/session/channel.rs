@@ -1,6 +1,9 @@
 //! A joined channel, as its session sees it.
 
+use std::sync::Arc;
+
 use crate::channels::TopicKey;
+use crate::db_broadcast::resume::ResumeGate;
 use tokio::time::Instant;
 
 use crate::changes::subscription::Binding;
@@ -36,6 +39,8 @@ pub(super) struct Channel {
     pub presence_calls: SlidingLog,
     /// The live Postgres Changes bindings (empty: the channel has none).
     pub changes: Vec<Binding>,
+    /// Set when the channel resumes database broadcasts (`config.broadcast.since`).
+    pub db_resume: Option<Arc<ResumeGate>>,
 }
 
 impl Channel {
@@ -74,7 +79,44 @@ impl Session {
             vsn: self.vsn,
             broadcast: ch.access.broadcast_read,
             presence: ch.presence_enabled && ch.access.presence_read,
+            resume: ch.db_resume.clone(),
         }
+    }
+
+    /// The gate of a channel that resumes database broadcasts (`config.broadcast.since`), when
+    /// the node has them.
+    pub(super) fn db_resume_gate(&self, params: &super::join::JoinParams) -> Option<Arc<ResumeGate>> {
+        params.broadcast_since.as_ref()?;
+        self.node.db_broadcasts.as_ref()?;
+        Some(Arc::default())
+    }
+
+    /// Asks for the replay of missed database broadcasts; call once `ch` is registered.
+    pub(super) fn request_db_resume(&self, ch: &Channel, params: &super::join::JoinParams) {
+        let (Some(gate), Some(since), Some(service)) =
+            (&ch.db_resume, &params.broadcast_since, &self.node.db_broadcasts)
+        else {
+            return;
+        };
+        service.resume(crate::db_broadcast::ResumeRequest {
+            outbound: self.outbound.clone(),
+            vsn: self.vsn,
+            topic: ch.key.clone(),
+            since: since.clone(),
+            gate: gate.clone(),
+        });
+    }
+
+    /// Answers `config.broadcast.replication_ready` (after the join reply).
+    pub(super) fn announce_replication_ready(&self, ch: &Channel, topic: &str) {
+        let asker = crate::db_broadcast::ready::Asker {
+            outbound: self.outbound.clone(),
+            vsn: self.vsn,
+            topic: topic.to_owned(),
+            sub_topic: ch.key.sub_topic().to_owned(),
+            join_ref: ch.join_ref.clone(),
+        };
+        crate::db_broadcast::ready::announce(&self.node.bus, asker, crate::db_broadcast::ready::TIMEOUT);
     }
 
     /// Removes `ch` from the registry and its presence from the topic.

@@ -20,6 +20,9 @@ use crate::limits::{SlidingLog, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON}
 use crate::policy::ChannelAccess;
 use crate::transport::phoenix::{Inbound, Status};
 
+/// Supabase's refusal of a public join when the project allows private channels only.
+pub(super) const PRIVATE_ONLY_REASON: &str = "PrivateOnly: This project only allows private channels";
+
 pub(super) const UNMATCHED: &str = r#"{"reason":"unmatched topic"}"#;
 
 /// The parts of a join payload the server uses. Parsing is lenient like Supabase's: whatever
@@ -41,6 +44,10 @@ pub(super) struct JoinParams {
     pub changes_wait: bool,
     /// `config.postgres_changes_options.since`: resume after this position.
     pub changes_since: Option<Since>,
+    /// `config.broadcast.since`: resume database broadcasts after this position.
+    pub broadcast_since: Option<Since>,
+    /// `config.broadcast.replication_ready`: say when the replication stream is up.
+    pub replication_ready: bool,
 }
 
 impl JoinParams {
@@ -65,6 +72,8 @@ impl JoinParams {
             access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
             changes_wait: flexible_bool(&config["postgres_changes_options"]["wait"]),
             changes_since: Since::parse(&config["postgres_changes_options"]["since"]),
+            broadcast_since: Since::parse(&config["broadcast"]["since"]),
+            replication_ready: flexible_bool(&config["broadcast"]["replication_ready"]),
         }
     }
 }
@@ -123,6 +132,9 @@ impl Session {
             self.close_channel(&msg.topic);
         }
         let params = JoinParams::parse(msg.payload.as_json());
+        if !params.private && self.node.config.server.private_only {
+            return self.join_error(&msg, PRIVATE_ONLY_REASON, None);
+        }
 
         let limits = &self.node.config.server.limits;
         if self.channels.len() >= limits.max_channels_per_client {
@@ -135,7 +147,11 @@ impl Session {
             Err(error) => return self.join_error(&msg, &error.join_reason(), None),
         };
         let access = if params.private {
-            self.node.policy.channel_access(&sub_topic, &claims)
+            let presence = params.presence_enabled || params.presence_key.is_some();
+            match Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await {
+                Ok(access) => access,
+                Err(error) => return self.join_error(&msg, &error.to_string(), None),
+            }
         } else {
             ChannelAccess::ALL
         };
@@ -164,6 +180,7 @@ impl Session {
                 limits.client_presence_window,
             ),
             changes: Vec::new(),
+            db_resume: self.db_resume_gate(&params),
         };
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
@@ -190,6 +207,10 @@ impl Session {
         }
         self.reply(&msg, Status::Ok, &response);
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+        self.request_db_resume(&ch, &params);
+        if params.replication_ready {
+            self.announce_replication_ready(&ch, &msg.topic);
+        }
         if ch.presence_enabled && ch.access.presence_read {
             self.push_presence_state(&ch, &msg.topic);
         }
