@@ -57,7 +57,7 @@ impl Node {
         let db_broadcasts = config
             .database
             .as_ref()
-            .map(|_| Arc::new(DbBroadcasts::default()));
+            .map(|database| Arc::new(DbBroadcasts::new(database)));
         let authorization = match (config.server.channel_authorization, &config.database) {
             (ChannelAuthorization::Database, Some(database)) => Authorization::Database(Rls::new(database)),
             (ChannelAuthorization::Database, None) => {

@@ -18,6 +18,7 @@
 pub mod message;
 pub mod partitions;
 pub mod ready;
+pub mod replay;
 pub mod resume;
 
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,8 @@ pub struct ResumeRequest {
 /// The node's handle on the service: sessions hand it resume requests.
 #[derive(Debug)]
 pub struct DbBroadcasts {
+    /// For replay reads (connects on first use).
+    pub pool: Option<sqlx::PgPool>,
     requests: mpsc::UnboundedSender<ResumeRequest>,
     /// Taken by [`DbBroadcasts::run`].
     receiver: Mutex<Option<mpsc::UnboundedReceiver<ResumeRequest>>>,
@@ -64,6 +67,7 @@ impl Default for DbBroadcasts {
     fn default() -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         DbBroadcasts {
+            pool: None,
             requests,
             receiver: Mutex::new(Some(receiver)),
         }
@@ -71,6 +75,17 @@ impl Default for DbBroadcasts {
 }
 
 impl DbBroadcasts {
+    /// The service for `database`.
+    pub fn new(database: &crate::config::DatabaseConfig) -> DbBroadcasts {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with(crate::db::connect_options(database));
+        DbBroadcasts {
+            pool: Some(pool),
+            ..DbBroadcasts::default()
+        }
+    }
+
     /// Asks for the replay of `request`'s channel; its gate opens once it is sent.
     pub fn resume(&self, request: ResumeRequest) {
         if let Err(unsent) = self.requests.send(request) {

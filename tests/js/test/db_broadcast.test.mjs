@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
-import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribed } from '../harness.mjs'
+import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribeStatus, subscribed } from '../harness.mjs'
 
 const POSITION = /^[0-9a-f]{16}-[0-9A-F]{16}-[0-9A-F]{8}$/
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -118,6 +118,28 @@ describe('broadcast from the database', () => {
       } else {
         assert.equal(bin, undefined)
       }
+    })
+
+    test(`vsn ${vsn}: replay (Supabase's) sends the newest stored broadcasts since a time, oldest first, marked replayed`, async () => {
+      const t = `room:replay-${i}`
+      const since = Date.now() - 60000
+      const earlier = await listen(vsn, t, { private: true })
+      for (let n = 1; n <= 3; n++) {
+        await server.sql(`select realtime.send('{"n":${n}}'::jsonb, 'position', '${t}', true)`)
+      }
+      // Delivered live already: the replaying channel below gets them from the table only.
+      await earlier.inbox.next((m) => m.payload.n === 3)
+      const config = { private: true, broadcast: { replay: { since, limit: 2 } } }
+      const ch = await listen(vsn, t, config)
+      const second = await ch.inbox.next((m) => m.payload.n === 3)
+      assert.equal(second.meta.replayed, true)
+      assert.match(second.meta.id, UUID)
+      assert.deepEqual(ch.inbox.items.map((m) => m.payload.n), [2, 3])
+
+      const bad = client(vsn).channel(t, { config: { private: true, broadcast: { replay: { since: 'yesterday' } } } })
+      const refused = await subscribeStatus(bad)
+      assert.equal(refused.status, 'CHANNEL_ERROR')
+      assert.match(refused.err.message, /UnableToReplayMessages: Replay params are not valid/)
     })
 
     test(`vsn ${vsn}: a channel that rejoins with config.broadcast.since gets what it missed, once each, then live`, async () => {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::channels::TopicKey;
+use crate::db_broadcast::replay;
 use crate::db_broadcast::resume::ResumeGate;
 use tokio::time::Instant;
 
@@ -105,6 +106,43 @@ impl Session {
             since: since.clone(),
             gate: gate.clone(),
         });
+    }
+
+    /// Reads the stored broadcasts a join asks to replay (`config.broadcast.replay`); the
+    /// error is the join's refusal reason.
+    pub(super) async fn replay(
+        &self,
+        sub_topic: &str,
+        params: &super::join::JoinParams,
+        access: &crate::policy::ChannelAccess,
+    ) -> Result<Vec<replay::Replayed>, String> {
+        let Some(requested) = &params.replay else {
+            return Ok(Vec::new());
+        };
+        if !params.private {
+            return Err(replay::ReplayError::PublicChannel.to_string());
+        }
+        if !access.broadcast_read {
+            return Err(format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+            ));
+        }
+        let replay_params = replay::ReplayParams::parse(requested).map_err(|e| e.to_string())?;
+        let Some(pool) = self.node.db_broadcasts.as_ref().and_then(|d| d.pool.as_ref()) else {
+            return Err(replay::ReplayError::Database.to_string());
+        };
+        replay::fetch(pool, sub_topic, replay_params)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends replayed broadcasts (after the join reply, before the presence state).
+    pub(super) fn push_replayed(&self, replayed: &[replay::Replayed], topic: &str, join_ref: Option<&str>) {
+        for r in replayed {
+            if let Some(frame) = replay::frame(r, self.vsn, topic, join_ref) {
+                let _ = self.outbound.push(frame);
+            }
+        }
     }
 
     /// Answers `config.broadcast.replication_ready` (after the join reply).

@@ -48,6 +48,8 @@ pub(super) struct JoinParams {
     pub broadcast_since: Option<Since>,
     /// `config.broadcast.replication_ready`: say when the replication stream is up.
     pub replication_ready: bool,
+    /// `config.broadcast.replay`, as sent (Supabase's replay of stored broadcasts).
+    pub replay: Option<Value>,
 }
 
 impl JoinParams {
@@ -74,6 +76,7 @@ impl JoinParams {
             changes_since: Since::parse(&config["postgres_changes_options"]["since"]),
             broadcast_since: Since::parse(&config["broadcast"]["since"]),
             replication_ready: flexible_bool(&config["broadcast"]["replication_ready"]),
+            replay: Some(config["broadcast"]["replay"].clone()).filter(|r| !r.is_null()),
         }
     }
 }
@@ -162,6 +165,11 @@ impl Session {
             return self.join_error(&msg, &reason, None);
         }
 
+        let replayed = match Box::pin(self.replay(&sub_topic, &params, &access)).await {
+            Ok(replayed) => replayed,
+            Err(reason) => return self.join_error(&msg, &reason, None),
+        };
+
         let ch = Channel {
             key: TopicKey::new(&sub_topic, params.private),
             join_ref: msg.join_ref.clone(),
@@ -206,6 +214,7 @@ impl Session {
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.reply(&msg, Status::Ok, &response);
+        self.push_replayed(&replayed, &msg.topic, ch.join_ref.as_deref());
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         self.request_db_resume(&ch, &params);
         if params.replication_ready {
