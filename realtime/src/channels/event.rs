@@ -22,6 +22,9 @@ pub struct ChannelEvent {
     pub kind: EventKind,
     /// The stream position of a database broadcast (resuming channels skip what they replayed).
     pub position: Option<Position>,
+    /// A database broadcast committed before this process streamed (re-read after a restart):
+    /// history, delivered only to channels that resume (see `db_broadcast::resume`).
+    pub backlog: bool,
     encoded: [OnceLock<Option<Bytes>>; 2],
 }
 
@@ -39,13 +42,15 @@ impl ChannelEvent {
             exclude,
             kind,
             position: None,
+            backlog: false,
             encoded: [OnceLock::new(), OnceLock::new()],
         }
     }
 
-    /// The event of a database broadcast at `position`.
-    pub fn at(mut self, position: Position) -> Self {
+    /// The event of a database broadcast at `position`; `backlog` as in [`ChannelEvent::backlog`].
+    pub fn at(mut self, position: Position, backlog: bool) -> Self {
         self.position = Some(position);
+        self.backlog = backlog;
         self
     }
 

@@ -136,6 +136,9 @@ impl Registry {
             if !wanted || event.exclude == Some(sub.id) {
                 continue;
             }
+            if event.backlog && sub.resume.is_none() {
+                continue;
+            }
             if let (Some(gate), Some(position)) = (&sub.resume, &event.position)
                 && !gate.passes(position)
             {

@@ -7,8 +7,8 @@
 //! Postgres Changes. The replication task takes them out of each transaction
 //! ([`message::split`]) and hands them to the bus apart from the row changes; the service here
 //! is their one consumer on a node:
-//! - live: each message becomes a broadcast [`ChannelEvent`] on the bus (a transaction re-read
-//!   after a restart, `backlog`, is history and only kept);
+//! - live: each message becomes a broadcast [`ChannelEvent`] on the bus (one of a transaction
+//!   re-read after a restart, `backlog`, is history: it reaches only channels that resume);
 //! - resume: the recent messages are kept in a [`Window`] (the Postgres Changes rule and limits),
 //!   and a channel that joins with `config.broadcast.since` gets every message of its topic after
 //!   that position, then the live stream (see `resume`).
@@ -171,9 +171,9 @@ impl Service {
         if self.window.append(transaction.clone(), window::now_micros()) == Appended::Repeated {
             return;
         }
-        if transaction.backlog {
-            return;
-        }
+        // A backlog transaction (re-read after a restart) still goes out, marked: channels that
+        // resume may have been answered before the stream reached it, and their gates let it
+        // through; channels that only follow what is new never see it.
         for change in &transaction.changes {
             let Some(m) = message::message(change) else {
                 continue;
@@ -185,7 +185,8 @@ impl Service {
                 );
                 continue;
             }
-            let event = ChannelEvent::new(m.topic, None, EventKind::Broadcast(m.broadcast)).at(m.position);
+            let event = ChannelEvent::new(m.topic, None, EventKind::Broadcast(m.broadcast))
+                .at(m.position, transaction.backlog);
             self.bus.publish_channel_event(event);
         }
     }
