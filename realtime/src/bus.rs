@@ -22,6 +22,9 @@ use crate::metrics::ReplicationMetrics;
 pub struct LocalBus {
     changes: broadcast::Sender<Arc<Transaction>>,
     channel_events: broadcast::Sender<Arc<ChannelEvent>>,
+    /// The `realtime.messages` rows of each transaction, taken out of it by the replication
+    /// task (see `db_broadcast`).
+    database_broadcasts: broadcast::Sender<Arc<Transaction>>,
     /// The epoch the change stream is in, once streaming: lets consumers judge a resume
     /// position before the first transaction of a run arrives.
     epoch: Arc<watch::Sender<Option<Epoch>>>,
@@ -32,9 +35,11 @@ impl LocalBus {
     pub fn new(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(capacity);
         let (channel_events, _) = broadcast::channel(capacity);
+        let (database_broadcasts, _) = broadcast::channel(capacity);
         LocalBus {
             changes,
             channel_events,
+            database_broadcasts,
             epoch: Arc::new(watch::channel(None).0),
             replication: Arc::default(),
         }
@@ -64,6 +69,16 @@ impl LocalBus {
 
     pub fn subscribe_transactions(&self) -> broadcast::Receiver<Arc<Transaction>> {
         self.changes.subscribe()
+    }
+
+    /// Hands on the `realtime.messages` rows of a committed transaction.
+    pub fn publish_database_broadcasts(&self, messages: Arc<Transaction>) {
+        // An error only means no database broadcast service is listening.
+        let _ = self.database_broadcasts.send(messages);
+    }
+
+    pub fn subscribe_database_broadcasts(&self) -> broadcast::Receiver<Arc<Transaction>> {
+        self.database_broadcasts.subscribe()
     }
 
     /// Hands a broadcast or presence event on to the registry of this node (the only subscriber

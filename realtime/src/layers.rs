@@ -70,7 +70,8 @@ fn without_test_items(source: &str) -> String {
     out
 }
 
-/// Every `crate::name` path in `source`, including the names inside `crate::{a, b::c}`.
+/// Every `crate::name` path in the code of `source` (comment lines are prose, not imports),
+/// including the names inside `crate::{a, b::c}`.
 fn crate_paths(source: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let ident = |s: &str| -> String {
@@ -78,8 +79,13 @@ fn crate_paths(source: &str) -> BTreeSet<String> {
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect()
     };
-    for (at, _) in source.match_indices("crate::") {
-        let rest = &source[at + "crate::".len()..];
+    let code: String = source
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let inside = group.split('}').next().unwrap_or("");
             out.extend(inside.split(',').map(|p| ident(p.trim())));
@@ -207,7 +213,7 @@ fn the_checker_sees_a_cycle_and_skips_test_code() {
     graph.insert("d".into(), ["a".into()].into());
     assert_eq!(cycles(&graph), vec![vec!["a".to_owned(), "b".into(), "c".into()]]);
 
-    let source = "use crate::{x, y::z};\nfn f() { crate::w::g(); }\n#[cfg(test)]\nmod tests {\n    use crate::v;\n}\n#[cfg(test)]\nmod more;\nuse crate::u;\n";
+    let source = "use crate::{x, y::z};\n/// see crate::t\nfn f() { crate::w::g(); }\n#[cfg(test)]\nmod tests {\n    use crate::v;\n}\n#[cfg(test)]\nmod more;\nuse crate::u;\n";
     let paths = crate_paths(&without_test_items(source));
     let expected: BTreeSet<String> = ["u", "w", "x", "y"].into_iter().map(String::from).collect();
     assert_eq!(paths, expected);

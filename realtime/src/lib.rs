@@ -32,6 +32,7 @@
 //! Nothing calls back up: sessions never call into replication, and features never call sessions.
 
 pub mod auth;
+pub mod authorization;
 pub mod broadcast;
 pub mod bus;
 pub mod calendar;
@@ -41,6 +42,7 @@ pub mod channels;
 pub mod check;
 pub mod config;
 pub mod db;
+pub mod db_broadcast;
 pub mod embedded;
 pub mod healthcheck;
 pub mod http;

@@ -49,13 +49,13 @@ pub struct ReplicationMetrics {
 }
 
 impl ReplicationMetrics {
-    pub fn set_streaming(&self, streaming: bool) {
-        self.streaming.store(streaming, Ordering::Relaxed);
-    }
-
-    /// Whether the replication task streams from the slot now (readiness reads it).
+    /// Whether the replication stream is streaming now.
     pub fn is_streaming(&self) -> bool {
         self.streaming.load(Ordering::Relaxed)
+    }
+
+    pub fn set_streaming(&self, streaming: bool) {
+        self.streaming.store(streaming, Ordering::Relaxed);
     }
 
     pub fn set_slot(&self, slot: Option<SlotGauges>) {

@@ -9,14 +9,18 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Claims;
 use crate::auth::Verifier;
 use crate::auth::roles::RoleGuard;
+use crate::authorization::{Authorization, CheckError, Rls};
 use crate::bus::LocalBus;
 use crate::changes::service::Changes;
 use crate::channels::Registry;
 use crate::config::Config;
+use crate::config::server::ChannelAuthorization;
+use crate::db_broadcast::DbBroadcasts;
 use crate::limits::NodeLimits;
-use crate::policy::PolicySet;
+use crate::policy::{ChannelAccess, PolicySet};
 use crate::presence::{Presence, PresenceLimits};
 
 #[derive(Debug)]
@@ -29,6 +33,10 @@ pub struct Node {
     pub policy: Arc<PolicySet>,
     /// Postgres Changes subscriptions; `None` when no database is configured.
     pub changes: Option<Arc<Changes>>,
+    /// How private channels are authorized (policy files or RLS).
+    pub authorization: Authorization,
+    /// Broadcast from the database; `None` when no database is configured.
+    pub db_broadcasts: Option<Arc<DbBroadcasts>>,
     pub registry: Arc<Registry>,
     pub presence: Presence,
     pub bus: LocalBus,
@@ -58,7 +66,23 @@ impl Node {
                 .max_connections(1)
                 .connect_lazy_with(crate::db::connect_options(database))
         });
+        let db_broadcasts = config
+            .database
+            .as_ref()
+            .map(|database| Arc::new(DbBroadcasts::new(database)));
+        let authorization = match (config.server.channel_authorization, &config.database) {
+            (ChannelAuthorization::Database, Some(database)) => Authorization::Database(Rls::new(database)),
+            (ChannelAuthorization::Database, None) => {
+                tracing::error!(
+                    "CHANNEL_AUTHORIZATION=database needs a database (DATABASE_URL or DB_HOST); the policy files authorize private channels instead"
+                );
+                Authorization::Policies
+            }
+            (ChannelAuthorization::Policies, _) => Authorization::Policies,
+        };
         Node {
+            authorization,
+            db_broadcasts,
             verifier: Verifier::new(config.server.auth.clone()),
             roles: RoleGuard::new(config.server.auth.allowed_roles.clone(), roles_pool),
             policy,
@@ -112,6 +136,22 @@ impl Node {
             sockets: self.tracker.len() as u64,
             changes_subscriptions: self.changes.as_ref().map_or(0, |c| c.subscription_count() as u64),
             slow_consumer_closes: self.slow_consumer_closes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Node {
+    /// What `claims` may do on private channel `sub_topic`, by the node's authorization mode.
+    /// `presence` is whether presence is enabled on the channel.
+    pub async fn private_access(
+        &self,
+        sub_topic: &str,
+        claims: &Claims,
+        presence: bool,
+    ) -> Result<ChannelAccess, CheckError> {
+        match &self.authorization {
+            Authorization::Policies => Ok(self.policy.channel_access(sub_topic, claims)),
+            Authorization::Database(rls) => rls.access(sub_topic, claims, presence).await,
         }
     }
 }

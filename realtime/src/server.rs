@@ -111,6 +111,20 @@ pub async fn run_with_metrics(
             .map_err(ServerError::DispatcherThread)?;
     }
 
+    // Broadcast from the database: its consumer of the bus, and the partitions of its table.
+    if let (Some(service), Some(database)) = (&node.db_broadcasts, &node.config.database) {
+        let service = service.clone();
+        let (bus, stop) = (bus.clone(), shutdown.clone());
+        let limits = node.config.replication.window;
+        let max_payload = node.max_payload_bytes();
+        tokio::spawn(async move { service.run(bus, limits, max_payload, stop).await });
+        tokio::spawn(crate::db_broadcast::partitions::run(
+            database.clone(),
+            node.config.replication.messages_retention_days,
+            shutdown.clone(),
+        ));
+    }
+
     let connections = TaskTracker::new();
     let accepting = tokio::spawn(accept(
         listener,

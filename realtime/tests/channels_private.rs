@@ -129,7 +129,8 @@ async fn writes_without_permission_are_refused() {
         panic!()
     };
     assert_eq!(event, "note");
-    // An authenticated user without broadcast.write is dropped silently over REST too.
+    // An authenticated user without broadcast.write is refused over REST (Supabase: 403
+    // {"message":"Unauthorized"}), and nothing is delivered.
     let bearer = format!("Bearer {}", user_token("user-1"));
     let headers = [
         ("Authorization", bearer.as_str()),
@@ -137,7 +138,7 @@ async fn writes_without_permission_are_refused() {
     ];
     assert_eq!(
         http(server.addr, "POST", path, &headers, b"{\"n\":2}").await.0,
-        202
+        403
     );
     other.expect_silence(Duration::from_millis(200)).await;
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::TopicKey;
 use super::registry::SubscriberId;
 use crate::broadcast::Broadcast;
+use crate::change::Position;
 use crate::protocol::phoenix::{self, Vsn};
 use crate::protocol::ws_frame;
 
@@ -19,6 +20,11 @@ pub struct ChannelEvent {
     /// A subscriber that must not receive the event (the sender of a broadcast with `self: false`).
     pub exclude: Option<SubscriberId>,
     pub kind: EventKind,
+    /// The stream position of a database broadcast (resuming channels skip what they replayed).
+    pub position: Option<Position>,
+    /// A database broadcast committed before this process streamed (re-read after a restart):
+    /// history, delivered only to channels that resume (see `db_broadcast::resume`).
+    pub backlog: bool,
     encoded: [OnceLock<Option<Bytes>>; 2],
 }
 
@@ -35,8 +41,17 @@ impl ChannelEvent {
             topic,
             exclude,
             kind,
+            position: None,
+            backlog: false,
             encoded: [OnceLock::new(), OnceLock::new()],
         }
+    }
+
+    /// The event of a database broadcast at `position`; `backlog` as in [`ChannelEvent::backlog`].
+    pub fn at(mut self, position: Position, backlog: bool) -> Self {
+        self.position = Some(position);
+        self.backlog = backlog;
+        self
     }
 
     pub fn is_presence(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Channels: topics, the registry of subscribers per topic, and the events delivered to them.
 
 pub mod event;
+pub mod gate;
 pub mod registry;
 pub mod topic;
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TopicKey;
 use super::event::ChannelEvent;
+use crate::channels::gate::ResumeGate;
 use crate::protocol::outbound::{Outbound, PushError};
 use crate::protocol::phoenix::Vsn;
 
@@ -44,6 +45,8 @@ pub struct Subscriber {
     pub broadcast: bool,
     /// Receives presence diffs (presence enabled, and on private channels presence read access).
     pub presence: bool,
+    /// Set when the channel resumes database broadcasts: live ones pass once its replay is sent.
+    pub resume: Option<Arc<ResumeGate>>,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,14 @@ impl Registry {
             if !wanted || event.exclude == Some(sub.id) {
                 continue;
             }
+            if event.backlog && sub.resume.is_none() {
+                continue;
+            }
+            if let (Some(gate), Some(position)) = (&sub.resume, &event.position)
+                && !gate.passes(position)
+            {
+                continue;
+            }
             let Some(frame) = event.frame(sub.vsn) else {
                 continue;
             };
@@ -196,6 +207,7 @@ mod tests {
             vsn,
             broadcast: true,
             presence: true,
+            resume: None,
         }
     }
 

@@ -255,6 +255,9 @@ pub struct ReplicationConfig {
     /// (`ACCESS_RECHECK_MS`): the bound on how long a role change (ALTER ROLE, GRANT role TO
     /// role), which no event trigger reports, can go unnoticed.
     pub access_recheck_interval: Duration,
+    /// Daily partitions of `realtime.messages` older than this many days are dropped
+    /// (`MESSAGES_RETENTION_DAYS`; Supabase keeps about 3).
+    pub messages_retention_days: u32,
 }
 
 impl Default for ReplicationConfig {
@@ -269,6 +272,7 @@ impl Default for ReplicationConfig {
             max_transaction_bytes: 128 << 20,
             slot_check_interval: Duration::from_secs(10),
             access_recheck_interval: Duration::from_millis(500),
+            messages_retention_days: 3,
         }
     }
 }
@@ -327,6 +331,13 @@ impl ReplicationConfig {
                 other => Ok(other),
             }
         };
+        if let Some(days) = sources.parse::<u32>(
+            &["MESSAGES_RETENTION_DAYS"],
+            "replication",
+            "messages_retention_days",
+        )? {
+            c.messages_retention_days = days;
+        }
         if let Some(n) = positive("MAX_TRANSACTION_CHANGES", "max_transaction_changes")? {
             c.max_transaction_changes = n;
         }

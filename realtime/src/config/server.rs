@@ -25,6 +25,20 @@ pub struct ServerConfig {
     pub metrics_jwt_secret: Option<Secret>,
     /// How long SIGTERM waits for sockets to close before exiting.
     pub shutdown_grace: Duration,
+    /// `CHANNEL_AUTHORIZATION`: how private channels are authorized.
+    pub channel_authorization: ChannelAuthorization,
+    /// `PRIVATE_ONLY`: public channel joins are refused (Supabase's "Allow public access" off).
+    pub private_only: bool,
+}
+
+/// How private channels are authorized (see the `authorization` module).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelAuthorization {
+    /// The policy files, evaluated in-process.
+    #[default]
+    Policies,
+    /// Row-level security on `realtime.messages`, as Supabase does (needs a database).
+    Database,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +226,8 @@ impl Default for ServerConfig {
             metrics_port: None,
             metrics_jwt_secret: None,
             shutdown_grace: Duration::from_secs(10),
+            channel_authorization: ChannelAuthorization::Policies,
+            private_only: false,
         }
     }
 }
@@ -321,6 +337,23 @@ impl ServerConfig {
         }
         if let Some((dir, _)) = sources.get(&["POLICIES_DIR"], "server", "policies_dir") {
             c.policies_dir = Some(PathBuf::from(dir));
+        }
+        if let Some((mode, blame)) =
+            sources.get(&["CHANNEL_AUTHORIZATION"], "server", "channel_authorization")
+        {
+            match mode.trim().to_ascii_lowercase().as_str() {
+                "policies" => c.channel_authorization = ChannelAuthorization::Policies,
+                "database" => c.channel_authorization = ChannelAuthorization::Database,
+                _ => r.errors.push(ConfigError::new(
+                    blame,
+                    format!("must be `policies` or `database`, got {mode:?}"),
+                )),
+            }
+        }
+        match sources.bool(&["PRIVATE_ONLY"], "server", "private_only") {
+            Ok(Some(b)) => c.private_only = b,
+            Ok(None) => {}
+            Err(e) => r.errors.push(e),
         }
         if let Some(d) = r.millis(&["SHUTDOWN_GRACE_PERIOD_MS"], "server", "shutdown_grace_ms") {
             c.shutdown_grace = d;

@@ -26,7 +26,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::auth::Claims;
-use crate::broadcast::Broadcast;
+use crate::broadcast::{Broadcast, PERSIST_UNSUPPORTED};
 use crate::channels::{ChannelEvent, EventKind, TopicKey};
 use crate::limits::{
     Peer, REST_BATCH_TOO_LARGE, REST_TOO_MANY_REQUESTS, RateRefusal, Subject, client_ip, peer_ip,
@@ -102,13 +102,15 @@ fn unprocessable(errors: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Whether `claims` may broadcast to `topic` (always on public channels).
-fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
-    !topic.is_private()
-        || node
-            .policy
-            .channel_access(topic.sub_topic(), claims)
-            .broadcast_write
+/// Whether `claims` may broadcast to `topic` (always on public channels). A check that cannot
+/// answer (database authorization) denies.
+async fn may_write(node: &Node, topic: &TopicKey, claims: &Claims) -> bool {
+    if !topic.is_private() {
+        return true;
+    }
+    node.private_access(topic.sub_topic(), claims, false)
+        .await
+        .is_ok_and(|access| access.broadcast_write)
 }
 
 #[derive(Deserialize)]
@@ -162,9 +164,14 @@ pub async fn batch(State(node): State<Arc<Node>>, peer: Peer, headers: HeaderMap
     let mut allowed: HashMap<TopicKey, bool> = HashMap::new();
     for message in batch.messages {
         let topic = TopicKey::new(&message.topic, flexible_bool(message.private.as_ref()));
-        let ok = *allowed
-            .entry(topic.clone())
-            .or_insert_with(|| may_write(&node, &topic, &claims));
+        let ok = match allowed.get(&topic) {
+            Some(ok) => *ok,
+            None => {
+                let ok = may_write(&node, &topic, &claims).await;
+                allowed.insert(topic.clone(), ok);
+                ok
+            }
+        };
         if !ok {
             continue;
         }
@@ -200,6 +207,12 @@ pub async fn single(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    // A missing Content-Type is accepted (as Supabase does) and read as JSON.
+    let mime = if mime.is_empty() {
+        "application/json".to_owned()
+    } else {
+        mime
+    };
     let data = match mime.as_str() {
         "application/json" if !within_depth(&body, MAX_JSON_DEPTH) => {
             return unprocessable(json!({ "payload": [too_deep()] }));
@@ -224,6 +237,15 @@ pub async fn single(
     if data.len() > node.max_payload_bytes() {
         return unprocessable(json!({ "payload": [TOO_LARGE] }));
     }
+    // `persist` (realtime-js httpSend): this server does not store client broadcasts. Refused,
+    // never silently ignored; httpSend rejects with the `error` text.
+    if params.keys().any(|k| k == "persist" || k.starts_with("persist[")) {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"error": PERSIST_UNSUPPORTED})),
+        )
+            .into_response();
+    }
     let private = params
         .get("private")
         .is_some_and(|p| p.eq_ignore_ascii_case("true"));
@@ -231,10 +253,17 @@ pub async fn single(
     if let Some(response) = count(&node, peer, &headers, &claims, 1) {
         return response;
     }
-    if may_write(&node, &topic, &claims) {
-        let broadcast = Broadcast::from_data(event, data);
-        node.bus
-            .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
+    if !may_write(&node, &topic, &claims).await {
+        // Supabase: a private topic without broadcast write is refused (httpSend rejects with
+        // "Unauthorized").
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"message": "Unauthorized"})),
+        )
+            .into_response();
     }
+    let broadcast = Broadcast::from_data(event, data);
+    node.bus
+        .publish_channel_event(ChannelEvent::new(topic, None, EventKind::Broadcast(broadcast)));
     StatusCode::ACCEPTED.into_response()
 }

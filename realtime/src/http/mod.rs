@@ -4,7 +4,7 @@
 //! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
-mod broadcast;
+pub mod broadcast;
 pub mod health;
 pub mod metrics;
 

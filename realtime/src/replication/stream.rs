@@ -179,6 +179,7 @@ impl Replication {
                 p
             }
         };
+        let messages = crate::db_broadcast::ensure_publication(&pool).await;
         let slot = self.slot(&mut conn, &pool).await?;
         let known = continuity.as_ref().map(|c| (c.epoch, c.handed));
         let handed = |epoch: Epoch| known.filter(|(e, _)| *e == epoch).map(|(_, h)| h);
@@ -200,7 +201,9 @@ impl Replication {
                 progress: Progress::new(self.config.window, slot.confirmed_flush),
             }),
         };
-        conn.start_replication(&setup::start_command(&self.config, continuity.handed))
+        let mut publications = self.config.clone();
+        publications.publications.extend(messages);
+        conn.start_replication(&setup::start_command(&publications, continuity.handed))
             .await?;
         tracing::info!(slot = %self.config.slot_name, %epoch, from = %continuity.handed, "streaming changes");
         self.bus.announce_epoch(epoch);
@@ -298,7 +301,16 @@ impl Replication {
                         transaction.backlog = transaction.end_lsn <= *backlog_through;
                         let handed = Handed::of(&transaction);
                         self.count(&transaction);
-                        self.bus.publish_transaction(Arc::new(transaction));
+                        // Database broadcasts go their own way: never as postgres_changes.
+                        match crate::db_broadcast::message::split(&mut transaction) {
+                            None => self.bus.publish_transaction(Arc::new(transaction)),
+                            Some(messages) => {
+                                self.bus.publish_database_broadcasts(Arc::new(messages));
+                                if !transaction.changes.is_empty() {
+                                    self.bus.publish_transaction(Arc::new(transaction));
+                                }
+                            }
+                        }
                         *watermark = handed.end_lsn;
                         progress.on_handed(handed, window::now_micros());
                     }

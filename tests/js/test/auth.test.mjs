@@ -170,10 +170,11 @@ for (const vsn of VSNS) {
       await subscribed(receiver)
       const restAs = (token) =>
         client(vsn, { token, logger: () => {} }).channel(topic, { config: { private: true } })
-      // Denied: Supabase answers 202 and drops the message; only its absence is asserted.
-      await restAs(server.token({ sub: 'someone-else' }))
-        .httpSend('denied', { n: 1 })
-        .catch(() => {})
+      // Denied: Supabase answers 403 and httpSend rejects with 'Unauthorized'.
+      await assert.rejects(
+        restAs(server.token({ sub: 'someone-else' })).httpSend('denied', { n: 1 }),
+        { message: 'Unauthorized' }
+      )
       assert.deepEqual(await restAs(allowedToken()).httpSend('allowed', { n: 2 }), { success: true })
       await inbox.next((m) => m.payload?.n === 2)
       await absenceWindow(ABSENCE_WAIT_MS)

@@ -116,7 +116,7 @@ pub fn decode_binary(frame: Bytes) -> Result<Inbound, FrameError> {
             let msg_ref = r.opt_ref(ref_len)?;
             let topic = r.string(topic_len)?;
             let user_event = r.string(event_len)?;
-            let _client_metadata = r.bytes(meta_len)?;
+            let persist = asks_persist(r.bytes(meta_len)?);
             let rest = frame.slice(r.pos..);
             let data = match enc {
                 0 => UserData::Binary(rest),
@@ -139,11 +139,24 @@ pub fn decode_binary(frame: Bytes) -> Result<Inbound, FrameError> {
                 payload: Payload::UserBroadcast {
                     event: user_event,
                     data,
+                    persist,
                 },
             })
         }
         other => Err(FrameError::BinaryKind(other)),
     }
+}
+
+/// Whether kind 3 metadata (`{"persist":true}` or `{"persist":{"ttl":60}}`, realtime-js's only
+/// metadata) asks for the message to be stored. Other metadata is ignored.
+fn asks_persist(meta: &[u8]) -> bool {
+    if meta.is_empty() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(meta)
+        .ok()
+        .and_then(|m| m.get("persist").cloned())
+        .is_some_and(|v| !matches!(v, serde_json::Value::Null | serde_json::Value::Bool(false)))
 }
 
 /// Encodes a kind 4 user broadcast. `meta` is JSON object text or empty. Returns `None` when

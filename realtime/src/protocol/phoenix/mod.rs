@@ -62,8 +62,13 @@ pub struct Inbound {
 pub enum Payload {
     /// Any JSON text frame payload, kept unparsed.
     Json(Box<RawValue>),
-    /// A binary kind 3 frame: a user broadcast; the message event is `broadcast`.
-    UserBroadcast { event: String, data: UserData },
+    /// A binary kind 3 frame: a user broadcast; the message event is `broadcast`. `persist`:
+    /// its metadata asks for the message to be stored (realtime-js `send({persist})`).
+    UserBroadcast {
+        event: String,
+        data: UserData,
+        persist: bool,
+    },
     /// A binary kind 0 push with an opaque payload (not sent by realtime-js).
     Binary(Bytes),
 }

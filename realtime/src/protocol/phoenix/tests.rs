@@ -70,7 +70,7 @@ fn decodes_every_client_fixture() {
                 let got: Value = serde_json::from_str(raw.get()).expect("payload json");
                 assert_eq!(got, want["payload"], "{name}: payload");
             }
-            Payload::UserBroadcast { event, data } => {
+            Payload::UserBroadcast { event, data, .. } => {
                 assert_eq!(event, want["user_event"].as_str().expect("user_event"), "{name}");
                 match data {
                     UserData::Json(raw) => {
@@ -168,12 +168,34 @@ fn supabase_kind3_test_vector() {
     let Payload::UserBroadcast {
         event,
         data: UserData::Json(raw),
+        persist: false,
     } = inbound.payload
     else {
         panic!("expected a JSON user broadcast");
     };
     assert_eq!(event, "user_event");
     assert_eq!(raw.get(), "{\"a\":\"b\"}");
+}
+
+#[test]
+fn kind3_metadata_asking_to_persist_is_recognised() {
+    for (meta, persist) in [
+        (&b"{\"persist\":true}"[..], true),
+        (b"{\"persist\":{\"ttl\":60}}", true),
+        (b"{\"persist\":false}", false),
+        (b"{\"other\":1}", false),
+        (b"not json", false),
+    ] {
+        let mut frame = vec![0x03, 0x00, 0x00, 0x01, 0x01, meta.len() as u8, 0x01];
+        frame.extend_from_slice(b"te");
+        frame.extend_from_slice(meta);
+        frame.extend_from_slice(b"{}");
+        let inbound = decode_binary_frame(Vsn::V2, Bytes::from(frame)).expect("decodes");
+        let Payload::UserBroadcast { persist: got, .. } = inbound.payload else {
+            panic!("a user broadcast");
+        };
+        assert_eq!(got, persist, "{}", String::from_utf8_lossy(meta));
+    }
 }
 
 #[test]
@@ -250,7 +272,7 @@ proptest! {
         frame.extend_from_slice(&out[5..]);
         let inbound = decode_binary_frame(Vsn::V2, Bytes::from(frame)).expect("decodes");
         prop_assert_eq!(inbound.topic, topic);
-        let Payload::UserBroadcast { event: got, data } = inbound.payload else {
+        let Payload::UserBroadcast { event: got, data, .. } = inbound.payload else {
             return Err(TestCaseError::fail("not a user broadcast"));
         };
         prop_assert_eq!(got, event);

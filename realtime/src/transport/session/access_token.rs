@@ -54,7 +54,14 @@ impl Session {
             return;
         };
         let access = if ch.key.is_private() {
-            let access = self.node.policy.channel_access(ch.key.sub_topic(), &claims);
+            let (sub_topic, presence) = (ch.key.sub_topic().to_owned(), ch.presence_enabled);
+            let access = match Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await {
+                Ok(access) => access,
+                Err(error) => return self.shutdown_channel(&msg.topic, &error.to_string()),
+            };
+            let Some(ch) = self.channel(&msg.topic) else {
+                return;
+            };
             if !access.can_join() {
                 let message = format!(
                     "You no longer have permission to read from this Channel topic: {}",

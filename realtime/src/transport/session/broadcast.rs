@@ -21,7 +21,13 @@ impl Session {
                 Some(b) => b,
                 None => return,
             },
-            Payload::UserBroadcast { event, data } => Broadcast::from_data(event, data),
+            Payload::UserBroadcast { persist: true, .. } => {
+                // Client broadcasts are not stored here: refused with a clear error (realtime-js
+                // resolves `send()` with it when `ack` is on), never silently broadcast.
+                let error = serde_json::json!({ "error": crate::broadcast::PERSIST_UNSUPPORTED });
+                return self.reply(&msg, Status::Error, &error.to_string());
+            }
+            Payload::UserBroadcast { event, data, .. } => Broadcast::from_data(event, data),
             Payload::Binary(_) => return,
         };
         // Without write access (private channels) the message is dropped silently, even with

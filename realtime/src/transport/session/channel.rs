@@ -1,11 +1,14 @@
 //! A joined channel, as its session sees it.
 
-use crate::channels::TopicKey;
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
 use crate::changes::subscription::Binding;
+use crate::channels::TopicKey;
 use crate::channels::registry::{Subscriber, SubscriberId};
-use std::sync::Arc;
+use crate::db_broadcast::replay;
+use crate::db_broadcast::resume::ResumeGate;
 
 use crate::limits::{Budget, SlidingLog};
 use crate::policy::ChannelAccess;
@@ -40,6 +43,8 @@ pub(super) struct Channel {
     pub subject: Arc<Budget>,
     /// The live Postgres Changes bindings (empty: the channel has none).
     pub changes: Vec<Binding>,
+    /// Set when the channel resumes database broadcasts (`config.broadcast.since`).
+    pub db_resume: Option<Arc<ResumeGate>>,
 }
 
 impl Channel {
@@ -78,7 +83,81 @@ impl Session {
             vsn: self.vsn,
             broadcast: ch.access.broadcast_read,
             presence: ch.presence_enabled && ch.access.presence_read,
+            resume: ch.db_resume.clone(),
         }
+    }
+
+    /// The gate of a channel that resumes database broadcasts (`config.broadcast.since`), when
+    /// the node has them.
+    pub(super) fn db_resume_gate(&self, params: &super::join::JoinParams) -> Option<Arc<ResumeGate>> {
+        params.broadcast_since.as_ref()?;
+        self.node.db_broadcasts.as_ref()?;
+        Some(Arc::default())
+    }
+
+    /// Asks for the replay of missed database broadcasts; call once `ch` is registered.
+    pub(super) fn request_db_resume(&self, ch: &Channel, params: &super::join::JoinParams) {
+        let (Some(gate), Some(since), Some(service)) =
+            (&ch.db_resume, &params.broadcast_since, &self.node.db_broadcasts)
+        else {
+            return;
+        };
+        service.resume(crate::db_broadcast::ResumeRequest {
+            outbound: self.outbound.clone(),
+            vsn: self.vsn,
+            topic: ch.key.clone(),
+            since: since.clone(),
+            gate: gate.clone(),
+        });
+    }
+
+    /// Reads the stored broadcasts a join asks to replay (`config.broadcast.replay`); the
+    /// error is the join's refusal reason.
+    pub(super) async fn replay(
+        &self,
+        sub_topic: &str,
+        params: &super::join::JoinParams,
+        access: &crate::policy::ChannelAccess,
+    ) -> Result<Vec<replay::Replayed>, String> {
+        let Some(requested) = &params.replay else {
+            return Ok(Vec::new());
+        };
+        if !params.private {
+            return Err(replay::ReplayError::PublicChannel.to_string());
+        }
+        if !access.broadcast_read {
+            return Err(format!(
+                "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+            ));
+        }
+        let replay_params = replay::ReplayParams::parse(requested).map_err(|e| e.to_string())?;
+        let Some(pool) = self.node.db_broadcasts.as_ref().and_then(|d| d.pool.as_ref()) else {
+            return Err(replay::ReplayError::Database.to_string());
+        };
+        replay::fetch(pool, sub_topic, replay_params)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends replayed broadcasts (after the join reply, before the presence state).
+    pub(super) fn push_replayed(&self, replayed: &[replay::Replayed], topic: &str, join_ref: Option<&str>) {
+        for r in replayed {
+            if let Some(frame) = replay::frame(r, self.vsn, topic, join_ref) {
+                let _ = self.outbound.push(frame);
+            }
+        }
+    }
+
+    /// Answers `config.broadcast.replication_ready` (after the join reply).
+    pub(super) fn announce_replication_ready(&self, ch: &Channel, topic: &str) {
+        let asker = crate::db_broadcast::ready::Asker {
+            outbound: self.outbound.clone(),
+            vsn: self.vsn,
+            topic: topic.to_owned(),
+            sub_topic: ch.key.sub_topic().to_owned(),
+            join_ref: ch.join_ref.clone(),
+        };
+        crate::db_broadcast::ready::announce(&self.node.bus, asker, crate::db_broadcast::ready::TIMEOUT);
     }
 
     /// Removes `ch` from the registry and its presence from the topic.

@@ -24,6 +24,9 @@ use crate::limits::{
 use crate::policy::ChannelAccess;
 use crate::protocol::phoenix::{Inbound, Status};
 
+/// Supabase's refusal of a public join when the project allows private channels only.
+pub(super) const PRIVATE_ONLY_REASON: &str = "PrivateOnly: This project only allows private channels";
+
 pub(super) const UNMATCHED: &str = r#"{"reason":"unmatched topic"}"#;
 
 /// The parts of a join payload the server uses. Parsing is lenient like Supabase's: whatever
@@ -45,6 +48,12 @@ pub(super) struct JoinParams {
     pub changes_wait: bool,
     /// `config.postgres_changes_options.since`: resume after this position.
     pub changes_since: Option<Since>,
+    /// `config.broadcast.since`: resume database broadcasts after this position.
+    pub broadcast_since: Option<Since>,
+    /// `config.broadcast.replication_ready`: say when the replication stream is up.
+    pub replication_ready: bool,
+    /// `config.broadcast.replay`, as sent (Supabase's replay of stored broadcasts).
+    pub replay: Option<Value>,
 }
 
 impl JoinParams {
@@ -69,6 +78,9 @@ impl JoinParams {
             access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
             changes_wait: flexible_bool(&config["postgres_changes_options"]["wait"]),
             changes_since: Since::parse(&config["postgres_changes_options"]["since"]),
+            broadcast_since: Since::parse(&config["broadcast"]["since"]),
+            replication_ready: flexible_bool(&config["broadcast"]["replication_ready"]),
+            replay: Some(config["broadcast"]["replay"].clone()).filter(|r| !r.is_null()),
         }
     }
 }
@@ -132,6 +144,9 @@ impl Session {
             self.close_channel(&msg.topic);
         }
         let params = JoinParams::parse(msg.payload.as_json());
+        if !params.private && self.node.config.server.private_only {
+            return self.join_error(&msg, PRIVATE_ONLY_REASON, None);
+        }
 
         let limits = &self.node.config.server.limits;
         if self.channels.len() >= limits.max_channels_per_client {
@@ -172,7 +187,11 @@ impl Session {
         }
         let limits = &self.node.config.server.limits;
         let access = if params.private {
-            self.node.policy.channel_access(&sub_topic, &claims)
+            let presence = params.presence_enabled || params.presence_key.is_some();
+            match Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await {
+                Ok(access) => access,
+                Err(error) => return self.join_error(&msg, &error.to_string(), None),
+            }
         } else {
             ChannelAccess::ALL
         };
@@ -182,6 +201,11 @@ impl Session {
             );
             return self.join_error(&msg, &reason, None);
         }
+
+        let replayed = match Box::pin(self.replay(&sub_topic, &params, &access)).await {
+            Ok(replayed) => replayed,
+            Err(reason) => return self.join_error(&msg, &reason, None),
+        };
 
         let ch = Channel {
             key: TopicKey::new(&sub_topic, params.private),
@@ -202,6 +226,7 @@ impl Session {
             ),
             changes: Vec::new(),
             subject,
+            db_resume: self.db_resume_gate(&params),
         };
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
@@ -227,7 +252,12 @@ impl Session {
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.reply(&msg, Status::Ok, &response);
+        self.push_replayed(&replayed, &msg.topic, ch.join_ref.as_deref());
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+        self.request_db_resume(&ch, &params);
+        if params.replication_ready {
+            self.announce_replication_ready(&ch, &msg.topic);
+        }
         if ch.presence_enabled && ch.access.presence_read {
             self.push_presence_state(&ch, &msg.topic);
         }
