@@ -53,6 +53,10 @@ impl ReplicationMetrics {
         self.streaming.store(streaming, Ordering::Relaxed);
     }
 
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Relaxed)
+    }
+
     pub fn set_slot(&self, slot: Option<SlotGauges>) {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
     }

@@ -121,6 +121,13 @@ impl Outbound {
         inner.frames = VecDeque::new();
     }
 
+    /// Closes the queue and wakes the session, which then ends its socket (an operator's
+    /// disconnect from `/admin`).
+    pub fn disconnect(&self) {
+        self.close();
+        self.wake.notify_one();
+    }
+
     pub fn len(&self) -> usize {
         self.lock().frames.len()
     }
