@@ -52,6 +52,7 @@ struct Admin {
 /// The `/admin` routes, or `None` when `ADMIN_SECRET` is not set (then `/admin` is a 404).
 pub fn router(node: &Arc<Node>) -> Option<Router> {
     let secret = node.config.server.admin_secret.clone()?;
+    tracing::info!("the /admin inspector is on (ADMIN_SECRET is set)");
     let admin = Admin {
         log: Log::start(node),
         node: node.clone(),
@@ -86,8 +87,8 @@ async fn page() -> Response {
         .into_response()
 }
 
-/// `Ok` when the request carries the admin secret.
-fn check(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer, unless the request carries the admin secret.
+fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -95,15 +96,17 @@ fn check(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     match presented {
-        Some(token) if same(token.as_bytes(), admin.secret.expose().as_bytes()) => Ok(()),
+        Some(token) if same(token.as_bytes(), admin.secret.expose().as_bytes()) => None,
         _ => {
             tracing::debug!("admin request refused: missing or wrong secret");
-            Err((
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                Json(json!({"error": "unauthorized"})),
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(json!({"error": "unauthorized"})),
+                )
+                    .into_response(),
             )
-                .into_response())
         }
     }
 }
@@ -120,7 +123,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check(&admin, &headers) {
+    if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
     let node = &admin.node;
@@ -186,7 +189,7 @@ async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
 }
 
 async fn live_log(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check(&admin, &headers) {
+    if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
     let (kept, live) = admin.log.follow();
@@ -217,7 +220,7 @@ struct BroadcastRequest {
 }
 
 async fn send_broadcast(State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(refused) = check(&admin, &headers) {
+    if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
     let request: BroadcastRequest = match serde_json::from_slice(&body) {
@@ -250,7 +253,7 @@ struct DisconnectRequest {
 }
 
 async fn disconnect(State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(refused) = check(&admin, &headers) {
+    if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
     let request: DisconnectRequest = match serde_json::from_slice(&body) {
@@ -277,7 +280,7 @@ struct TokenRequest {
 }
 
 async fn mint_token(State(admin): State<Admin>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(refused) = check(&admin, &headers) {
+    if let Some(refused) = refusal(&admin, &headers) {
         return refused;
     }
     let request: TokenRequest = match serde_json::from_slice(&body) {
