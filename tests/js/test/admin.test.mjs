@@ -56,6 +56,8 @@ test('the admin page shows channels, the live log and what a role receives', { s
   const client = connect(server, { vsn: '1.0.0', token: server.token({ role: 'anon' }) })
   clients.push(client)
   const lobby = client.channel('lobby', { config: { presence: { key: 'alice' } } })
+  const notices = []
+  lobby.on('broadcast', { event: 'notice' }, (m) => notices.push(m.payload))
   await subscribed(lobby)
   await lobby.track({ status: 'online' })
 
@@ -93,6 +95,21 @@ test('the admin page shows channels, the live log and what a role receives', { s
   // The role's own socket receives the row itself.
   await tab.waitForFunction(() => document.getElementById('listen-log').textContent.includes('customer-value-xyz'), null, { timeout: 20_000 })
 
-  if (process.env.ADMIN_SCREENSHOT) await tab.screenshot({ path: process.env.ADMIN_SCREENSHOT, fullPage: true })
+  // A broadcast sent from the page reaches the channel's client and shows in the log.
+  await tab.fill('#b-topic', 'lobby')
+  await tab.fill('#b-event', 'notice')
+  await tab.fill('#b-payload', '{"text": "maintenance at noon"}')
+  await tab.click('#broadcast-form button')
+  await tab.waitForFunction(() => document.getElementById('log').textContent.includes('broadcast lobby event=notice'), null, { timeout: 10_000 })
+  const deadline = Date.now() + 10_000
+  while (notices.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  assert.deepEqual(notices, [{ text: 'maintenance at noon' }])
+  assert.doesNotMatch(await tab.textContent('#log'), /maintenance at noon/)
+
+  if (process.env.ADMIN_SCREENSHOT) {
+    // Let the overview catch up with the last events before the picture.
+    await tab.waitForTimeout(2500)
+    await tab.screenshot({ path: process.env.ADMIN_SCREENSHOT, fullPage: true })
+  }
   assert.deepEqual(errors, [])
 })
