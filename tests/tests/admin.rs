@@ -250,6 +250,14 @@ async fn admin_api_inspects_sends_and_disconnects() {
     }
     assert!(seen.contains("\"type\":\"INSERT\""), "{seen}");
     assert!(seen.contains("\"position\":\""), "{seen}");
+    // The overview follows: the change's position, and the window holding its transaction.
+    let overview = overview_until(port, |o| o["replication"]["window"]["transactions"] == 1).await;
+    let position = overview["replication"]["position"].as_str().expect("a position");
+    assert!(
+        seen.contains(&format!("\"position\":\"{position}\"")),
+        "{position} {seen}"
+    );
+    assert!(overview["replication"]["window"]["bytes"].as_u64() > Some(0));
     assert!(
         seen.contains("\"kind\":\"broadcast\"") && seen.contains("\"event\":\"notice\""),
         "{seen}"

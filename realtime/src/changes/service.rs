@@ -75,6 +75,8 @@ pub struct Changes {
     changed: tokio::sync::Notify,
     /// How much history the dispatcher keeps for resuming subscriptions.
     pub window: WindowLimits,
+    /// How much it holds now (for `/admin`).
+    pub window_size: crate::window::WindowSize,
 }
 
 /// A published table as the catalog describes it.
@@ -105,6 +107,7 @@ impl Changes {
             generation: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
             window: replication.window,
+            window_size: crate::window::WindowSize::default(),
         }
     }
 

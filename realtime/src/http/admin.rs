@@ -5,7 +5,8 @@
 //! `/admin/api/` and requires `Authorization: Bearer <ADMIN_SECRET>`, compared in constant time;
 //! the secret is never logged. The API:
 //!
-//! - `GET overview`: replication (slot, epoch, position, lag, window limits), sockets, channels
+//! - `GET overview`: replication (slot, epoch, position, lag, the window's size and limits),
+//!   sockets, channels
 //!   with their subscribers and presence keys.
 //! - `GET log`: server-sent events, one per change (table, kind, position) or channel event
 //!   (topic, broadcast event): metadata only, never row values or payloads.
@@ -159,6 +160,7 @@ async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         .collect();
     channels.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
     let figures = node.figures();
+    let (window_transactions, window_bytes) = node.changes.as_ref().map_or((0, 0), |c| c.window_size.get());
     Json(json!({
         "node": {
             "version": env!("CARGO_PKG_VERSION"),
@@ -179,6 +181,8 @@ async fn overview(State(admin): State<Admin>, headers: HeaderMap) -> Response {
             "retained_bytes": slot.as_ref().map(|s| s.retained_bytes),
             "wal_status": slot.as_ref().map(|s| s.wal_status.clone()),
             "window": {
+                "transactions": window_transactions,
+                "bytes": window_bytes,
                 "max_age_seconds": config.window.max_age.as_secs(),
                 "max_bytes": config.window.max_bytes,
             },
