@@ -208,6 +208,16 @@ mod tests {
         assert_eq!(q.room(), 0);
     }
 
+    #[tokio::test]
+    async fn disconnect_wakes_the_session_to_a_closed_queue() {
+        let q = Outbound::new(2);
+        q.disconnect();
+        tokio::time::timeout(Duration::from_secs(5), q.wait())
+            .await
+            .expect("the waiting session is woken");
+        assert!(matches!(q.take(), Taken::Closed));
+    }
+
     #[test]
     fn closed_queue_refuses_frames() {
         let q = Outbound::new(2);
