@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::ColumnSet;
 use crate::change::{Cell, ChangeKind, Position, Row, RowChange, Table, format_timestamp};
-use crate::json::write_string;
 use crate::policy::{OldImage, Visibility};
+use crate::json::write_string;
 
 /// The error Supabase reports for a table without a primary key (INSERT and UPDATE only).
 pub const ERROR_NO_PRIMARY_KEY: &str = "Error 400: Bad Request, no primary key";

@@ -16,11 +16,11 @@ use base64::Engine;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
+use crate::protocol::phoenix::Vsn;
 use super::session::Session;
 use super::ws::Connection;
 use crate::limits::{NodeLimits, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS};
 use crate::node::Node;
-use crate::protocol::phoenix::Vsn;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use crate::json::{MAX_JSON_DEPTH, within_depth};
 pub use binary::{Encoding, UserData, decode_binary, encode_user_broadcast};
+pub use crate::json::{MAX_JSON_DEPTH, within_depth};
 
 /// Serializer version chosen by the client at connect time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -27,12 +27,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use self::channel::Channel;
-use super::ws::{Connection, Message, WsError};
-use crate::limits::{OwnedConnectionSlot, WindowCounter};
-use crate::node::Node;
 use crate::protocol::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken};
 use crate::protocol::phoenix::{self, Inbound, Status, Vsn};
 use crate::protocol::ws_frame::{self, OpCode};
+use super::ws::{Connection, Message, WsError};
+use crate::limits::{OwnedConnectionSlot, WindowCounter};
+use crate::node::Node;
 
 /// How long a closing socket may take to send its close frame. A slow consumer's frame waits
 /// behind the bytes it has not read yet: a client that stalled for a few seconds still learns
