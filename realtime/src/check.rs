@@ -124,6 +124,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "listen_address",
             "metrics_port",
             "metrics_jwt_secret",
+            "admin_secret",
         ],
     ),
     (

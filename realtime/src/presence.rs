@@ -248,6 +248,20 @@ impl Presence {
         out
     }
 
+    /// The presence keys tracked on `topic`, each with its number of entries (no metas: they
+    /// are the clients' payloads), for the `/admin` inspector.
+    pub fn keys(&self, topic: &TopicKey) -> Vec<(String, usize)> {
+        let shard = self.shard(topic);
+        let mut keys: Vec<(String, usize)> = Vec::new();
+        for e in shard.get(topic).map_or(&[][..], |s| &s.entries[..]) {
+            match keys.iter_mut().find(|(k, _)| *k == e.key) {
+                Some((_, n)) => *n += 1,
+                None => keys.push((e.key.clone(), 1)),
+            }
+        }
+        keys
+    }
+
     /// Number of tracked entries on `topic`.
     pub fn len(&self, topic: &TopicKey) -> usize {
         self.shard(topic).get(topic).map_or(0, |s| s.entries.len())

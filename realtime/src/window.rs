@@ -163,6 +163,28 @@ pub enum ResumeError {
     OtherEpoch,
 }
 
+/// How much the dispatcher's window holds right now: written by the dispatcher after each
+/// step, read by `/admin`.
+#[derive(Debug, Default)]
+pub struct WindowSize {
+    transactions: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl WindowSize {
+    pub fn record(&self, window: &Window) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.transactions.store(window.len() as u64, Relaxed);
+        self.bytes.store(window.bytes() as u64, Relaxed);
+    }
+
+    /// Transactions and bytes held.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.transactions.load(Relaxed), self.bytes.load(Relaxed))
+    }
+}
+
 /// The dispatcher's window: recent transactions of one epoch, in commit order.
 #[derive(Debug)]
 pub struct Window {

@@ -81,6 +81,8 @@ pub struct Changes {
     /// Per subscription, the bindings already told they lost access (told once; told again
     /// only after access came back and went again).
     told_lost: Mutex<HashMap<SubscriberId, Vec<u32>>>,
+    /// How much it holds now (for `/admin`).
+    pub window_size: crate::window::WindowSize,
 }
 
 /// A published table as the catalog describes it.
@@ -113,6 +115,7 @@ impl Changes {
             window: replication.window,
             access_recheck: replication.access_recheck_interval,
             told_lost: Mutex::new(HashMap::new()),
+            window_size: crate::window::WindowSize::default(),
         }
     }
 

@@ -29,6 +29,11 @@ const SHARDS: usize = 32;
 pub struct SubscriberId(u64);
 
 impl SubscriberId {
+    /// The number itself, as `/admin` shows it.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
     pub fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         SubscriberId(NEXT.fetch_add(1, Ordering::Relaxed))
@@ -121,6 +126,31 @@ impl Registry {
 
     pub fn topic_count(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()
+    }
+
+    /// Every topic with its subscribers, for the `/admin` inspector (a copy: no lock is held
+    /// once it returns).
+    pub fn snapshot(&self) -> Vec<(TopicKey, Vec<Subscriber>)> {
+        let mut topics = Vec::new();
+        for shard in self.shards.iter() {
+            let entries: Vec<_> = read(shard).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for (topic, entry) in entries {
+                topics.push((topic, read(&entry.list).clone()));
+            }
+        }
+        topics
+    }
+
+    /// Closes the socket that joined subscriber `id` (all its channels go with it). `false`
+    /// when no such subscriber is registered.
+    pub fn disconnect(&self, id: u64) -> bool {
+        for (_, subscribers) in self.snapshot() {
+            if let Some(s) = subscribers.iter().find(|s| s.id.0 == id) {
+                s.outbound.disconnect();
+                return true;
+            }
+        }
+        false
     }
 
     /// Pushes `event` into the queue of every subscriber of its topic that should get it.

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     /// `METRICS_JWT_SECRET`: `/metrics` requires `Authorization: Bearer <JWT>`, HS256-signed
     /// with this secret (as Supabase Realtime).
     pub metrics_jwt_secret: Option<Secret>,
+    /// `ADMIN_SECRET`: turns on the `/admin` inspector, which asks for this secret
+    /// (`Authorization: Bearer <secret>`). Unset: no `/admin` at all.
+    pub admin_secret: Option<Secret>,
     /// How long SIGTERM waits for sockets to close before exiting.
     pub shutdown_grace: Duration,
     /// `CHANNEL_AUTHORIZATION`: how private channels are authorized.
@@ -225,6 +228,7 @@ impl Default for ServerConfig {
             listen_address: None,
             metrics_port: None,
             metrics_jwt_secret: None,
+            admin_secret: None,
             shutdown_grace: Duration::from_secs(10),
             channel_authorization: ChannelAuthorization::Policies,
             private_only: false,
@@ -402,6 +406,17 @@ fn load_listeners(r: &mut Reader<'_, '_>, c: &mut ServerConfig) {
         .get(&["METRICS_JWT_SECRET"], "server", "metrics_jwt_secret")
     {
         c.metrics_jwt_secret = Some(Secret::new(secret));
+    }
+    if let Some((secret, _)) = r.sources.get(&["ADMIN_SECRET"], "server", "admin_secret") {
+        // The secret guards disconnecting clients and minting tokens: a guessable one is refused.
+        if secret.chars().count() < 16 {
+            r.errors.push(ConfigError::new(
+                blame(r.sources, "ADMIN_SECRET", "server", "admin_secret"),
+                "must be at least 16 characters long".to_owned(),
+            ));
+        } else {
+            c.admin_secret = Some(Secret::new(secret));
+        }
     }
 }
 

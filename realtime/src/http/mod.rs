@@ -4,6 +4,7 @@
 //! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
+mod admin;
 pub mod broadcast;
 pub mod health;
 pub mod metrics;
@@ -51,10 +52,16 @@ pub fn router(node: Arc<Node>) -> Router {
     if node.config.server.metrics_port.is_none() {
         routes = routes.route("/metrics", get(metrics::metrics));
     }
-    routes
+    let node_for_admin = node.clone();
+    let routes = routes
         .nest("/api", api.clone())
         .nest("/socket/api", api.clone())
         .nest("/realtime/v1/api", api)
         .layer(Extension(health))
-        .with_state(node)
+        .with_state(node);
+    // `/admin` exists only with `ADMIN_SECRET` set; otherwise it is a plain 404.
+    match admin::router(&node_for_admin) {
+        Some(admin) => routes.merge(admin),
+        None => routes,
+    }
 }

@@ -144,6 +144,13 @@ impl Outbound {
         inner.bytes = 0;
     }
 
+    /// Closes the queue and wakes the session, which then ends its socket (an operator's
+    /// disconnect from `/admin`).
+    pub fn disconnect(&self) {
+        self.close();
+        self.wake.notify_one();
+    }
+
     pub fn len(&self) -> usize {
         self.lock().frames.len()
     }
@@ -240,6 +247,16 @@ mod tests {
         assert_eq!(q.room(), 3);
         q.close();
         assert_eq!(q.room(), 0);
+    }
+
+    #[tokio::test]
+    async fn disconnect_wakes_the_session_to_a_closed_queue() {
+        let q = Outbound::new(2);
+        q.disconnect();
+        tokio::time::timeout(Duration::from_secs(5), q.wait())
+            .await
+            .expect("the waiting session is woken");
+        assert!(matches!(q.take(), Taken::Closed));
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl Followers {
         self.live_resumed = None;
     }
 
+    /// Records how much the window holds (for `/admin`).
+    pub fn record_window(&self, size: &crate::window::WindowSize) {
+        size.record(&self.window);
+    }
+
     /// Whether some subscription is still being caught up.
     pub fn catching_up(&self) -> bool {
         self.states

@@ -79,6 +79,7 @@ pub async fn run(
         if followers.catching_up() {
             followers.catch_up(&mut dispatcher, bus.epoch()).await;
         }
+        followers.record_window(&changes.window_size);
     }
 }
 

@@ -302,3 +302,23 @@ fn allowed_roles_trusted_proxies_and_fairness_limits_load() {
         ["WRITE_STALL_TIMEOUT_MS"]
     );
 }
+
+#[test]
+fn admin_secret_turns_admin_on_and_must_not_be_guessable() {
+    assert!(
+        load("", &[]).unwrap().server.admin_secret.is_none(),
+        "off by default"
+    );
+    let s = load(
+        "[server]\nadmin_secret = \"from-file-0123456789\"\n",
+        &[("ADMIN_SECRET", "from-env-0123456789")],
+    )
+    .unwrap()
+    .server;
+    assert_eq!(
+        s.admin_secret.as_ref().map(Secret::expose),
+        Some("from-env-0123456789")
+    );
+    assert!(!format!("{s:?}").contains("from-env"));
+    assert_eq!(error_keys("", &[("ADMIN_SECRET", "short")]), ["ADMIN_SECRET"]);
+}
