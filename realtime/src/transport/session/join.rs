@@ -138,7 +138,10 @@ impl Session {
             }
         };
         let access = if params.private {
-            self.node.policy.channel_access(&sub_topic, &claims)
+            let started = std::time::Instant::now();
+            let access = self.node.policy.channel_access(&sub_topic, &claims);
+            crate::metrics::events().authorized(started.elapsed());
+            access
         } else {
             ChannelAccess::ALL
         };
@@ -207,10 +210,12 @@ impl Session {
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.add_channel(ch);
+        crate::metrics::events().joins.add("accepted");
     }
 
     fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
         self.node.refusals.join_refused(reason);
+        crate::metrics::events().joins.add("refused");
         let response = serde_json::json!({ "reason": reason }).to_string();
         let frame = self.reply_frame(msg, Status::Error, &response);
         self.send_delayed(frame, then);

@@ -46,6 +46,7 @@ impl Session {
             return;
         };
         if !ch.access.presence_write {
+            crate::metrics::events().presence.add("refused");
             return self.reply(msg, Status::Error, "{}");
         }
         let size = msg.payload.as_json().map_or(0, |raw| raw.get().len());
@@ -72,6 +73,7 @@ impl Session {
             .presence_key
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         node.presence.track(&ch.key, ch.id, key, meta.clone());
+        crate::metrics::events().presence.add("track");
         self.reply(msg, Status::Ok, "{}");
     }
 
@@ -82,6 +84,7 @@ impl Session {
         {
             ch.tracked = false;
             node.presence.untrack(&ch.key, ch.id);
+            crate::metrics::events().presence.add("untrack");
         }
         self.reply(msg, Status::Ok, "{}");
     }
