@@ -566,10 +566,7 @@ mod tests {
             ),
             "1"
         );
-        assert_eq!(
-            value(&text, "process_cpu_seconds_total").parse::<f64>().is_ok(),
-            true
-        );
+        assert!(value(&text, "process_cpu_seconds_total").parse::<f64>().is_ok());
         let names: Vec<String> = samples(&text).into_iter().map(|(n, _)| n).collect();
         let mut unique = names.clone();
         unique.sort();
