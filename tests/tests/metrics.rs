@@ -172,7 +172,7 @@ async fn counters_and_latency_move_and_the_dashboard_uses_only_exported_metrics(
     );
     assert!(after.contains("realtime_auth_refused_total{reason="), "{after}");
     assert_eq!(metric(&after, "realtime_broadcasts_total{outcome=\"sent\"}"), 1.0);
-    assert_eq!(metric(&after, "realtime_replication_transactions_total"), 1.0);
+    assert!(metric(&after, "realtime_replication_transactions_total") >= 1.0);
     // The private join's policy check and the row's access check were both timed.
     assert!(
         metric(&after, "realtime_authorization_check_seconds_count") >= 2.0,
