@@ -1,16 +1,27 @@
-//! Metrics in the Prometheus text format, served at `GET /metrics`.
+//! Metrics served at `GET /metrics`, encoded by the `prometheus-client` library.
 //!
-//! Owns no state of its own. The replication task writes its gauges and counters into a shared
+//! The process's events (joins, broadcasts, latencies, bytes) are counted where they happen,
+//! in [`events`]. Owns no other state. The replication task writes its gauges and counters into a shared
 //! [`ReplicationMetrics`] (it travels with the bus, as the task's transactions do); the node's
 //! figures (sockets, subscriptions, slow consumers) are read from the node at scrape time, and
 //! its [`Refusals`] (refused tokens and joins, by reason) render themselves.
-//! [`render`] is pure: numbers in, text out.
+//! [`render`] reads them all into one registry per scrape.
+
+mod events;
+mod process;
+
+pub use events::{Events, Outcomes, RESUME_OUTCOMES, events};
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 /// What the last slot check found (see `replication::watchdog`).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -75,145 +86,203 @@ impl ReplicationMetrics {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeFigures {
     pub sockets: u64,
+    pub channels: u64,
     pub changes_subscriptions: u64,
     pub slow_consumer_closes: u64,
 }
 
-/// Every metric as Prometheus text (version 0.0.4).
-pub fn render(replication: &ReplicationMetrics, node: NodeFigures) -> String {
-    let mut out = String::with_capacity(4096);
+/// Every metric as OpenMetrics text (which Prometheus reads), encoded by `prometheus-client`.
+/// Figures kept elsewhere (replication, the node, refusals, `/proc`) are read now into a
+/// registry made for this scrape; the process's event counters join it by shared handle.
+pub fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Refusals) -> String {
+    let mut registry = Registry::default();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    metric(
-        &mut out,
+    let r = &mut registry;
+    gauge(
+        r,
         "realtime_replication_streaming",
-        "gauge",
         "1 while the replication task streams from the slot, else 0.",
-        u8::from(replication.streaming.load(Ordering::Relaxed)).to_string(),
+        i64::from(replication.is_streaming()),
     );
     let slot = replication.slot();
-    let gauge = |value: Option<String>| value.unwrap_or_else(|| "NaN".to_owned());
-    metric(
-        &mut out,
+    let known = |value: Option<f64>| value.unwrap_or(f64::NAN);
+    gauge(
+        r,
         "realtime_replication_slot_lag_bytes",
-        "gauge",
         "WAL bytes written since what the service has received (the slot's confirmed position while it is not connected; NaN: not known). The resume window's WAL shows in retained WAL, not here.",
-        gauge(slot.as_ref().map(|s| s.lag_bytes.to_string())),
+        known(slot.as_ref().map(|s| s.lag_bytes as f64)),
     );
-    metric(
-        &mut out,
+    gauge(
+        r,
         "realtime_replication_slot_lag_seconds",
-        "gauge",
         "How long ago the WAL was at what the service has received (NaN: not known).",
-        gauge(slot.as_ref().map(|s| format!("{:.3}", s.lag_seconds))),
+        known(slot.as_ref().map(|s| s.lag_seconds)),
     );
-    metric(
-        &mut out,
+    gauge(
+        r,
         "realtime_replication_slot_retained_wal_bytes",
-        "gauge",
         "WAL bytes Postgres keeps for the slot (from its restart_lsn).",
-        gauge(slot.as_ref().map(|s| s.retained_bytes.to_string())),
+        known(slot.as_ref().map(|s| s.retained_bytes as f64)),
     );
-    metric(
-        &mut out,
+    gauge(
+        r,
         "realtime_replication_slot_safe_wal_bytes",
-        "gauge",
         "WAL bytes that may still be written before the slot is in danger (NaN: no limit).",
-        gauge(
+        known(slot.as_ref().and_then(|s| s.safe_wal_bytes).map(|b| b as f64)),
+    );
+    gauge(
+        r,
+        "realtime_replication_max_slot_wal_keep_size_bytes",
+        "Postgres's max_slot_wal_keep_size in bytes (-1: unlimited; NaN: not known).",
+        known(
             slot.as_ref()
-                .and_then(|s| s.safe_wal_bytes)
-                .map(|b| b.to_string()),
+                .map(|s| s.max_slot_wal_keep_size_bytes.map_or(-1.0, |b| b as f64)),
         ),
     );
-    metric(
-        &mut out,
-        "realtime_replication_max_slot_wal_keep_size_bytes",
-        "gauge",
-        "Postgres's max_slot_wal_keep_size in bytes (-1: unlimited; NaN: not known).",
-        gauge(slot.as_ref().map(|s| {
-            s.max_slot_wal_keep_size_bytes
-                .map_or_else(|| "-1".to_owned(), |b| b.to_string())
-        })),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP realtime_replication_slot_wal_status 1 for the slot's current wal_status.\n\
-         # TYPE realtime_replication_slot_wal_status gauge"
-    );
+    let wal_status = Family::<events::Label, Gauge>::default();
     for status in ["reserved", "extended", "unreserved", "lost"] {
         let on = slot.as_ref().is_some_and(|s| s.wal_status == status);
-        let _ = writeln!(
-            out,
-            "realtime_replication_slot_wal_status{{status=\"{status}\"}} {}",
-            u8::from(on)
-        );
+        wal_status
+            .get_or_create(&vec![("status", status)])
+            .set(i64::from(on));
     }
+    r.register(
+        "realtime_replication_slot_wal_status",
+        "1 for the slot's current wal_status.",
+        wal_status,
+    );
     let counters: [(&str, &str, &AtomicU64); 8] = [
         (
-            "realtime_replication_transactions_total",
+            "realtime_replication_transactions",
             "Transactions handed on to subscribers.",
             &replication.transactions,
         ),
         (
-            "realtime_replication_changes_total",
+            "realtime_replication_changes",
             "Row changes handed on to subscribers.",
             &replication.changes,
         ),
         (
-            "realtime_replication_overflowed_transactions_total",
+            "realtime_replication_overflowed_transactions",
             "Transactions too large to keep, sent as an overflow signal instead.",
             &replication.overflowed_transactions,
         ),
         (
-            "realtime_replication_interruptions_total",
+            "realtime_replication_interruptions",
             "Replication sessions that ended in an error and were retried.",
             &replication.interruptions,
         ),
         (
-            "realtime_replication_slots_created_total",
+            "realtime_replication_slots_created",
             "Replication slots this process created (first start, dropped or invalidated slot).",
             &replication.slots_created,
         ),
         (
-            "realtime_replication_slots_invalidated_total",
+            "realtime_replication_slots_invalidated",
             "Invalidated slots (wal_status lost) found and replaced.",
             &replication.slots_invalidated,
         ),
         (
-            "realtime_replication_epochs_started_total",
+            "realtime_replication_epochs_started",
             "New epochs begun: positions from before each are not resumable.",
             &replication.epochs_started,
         ),
         (
-            "realtime_replication_slot_check_failures_total",
+            "realtime_replication_slot_check_failures",
             "Slot checks that failed (the database was unreachable or the slot missing).",
             &replication.slot_check_failures,
         ),
     ];
     for (name, help, counter) in counters {
-        metric(&mut out, name, "counter", help, load(counter).to_string());
+        r.register(name, help, ConstCounter::new(load(counter)));
     }
-    metric(
-        &mut out,
+    gauge(
+        r,
         "realtime_websocket_connections",
-        "gauge",
         "Open WebSocket connections.",
-        node.sockets.to_string(),
+        to_i64(node.sockets),
     );
-    metric(
-        &mut out,
+    gauge(
+        r,
+        "realtime_channels",
+        "Channel topics with at least one subscriber on this node.",
+        to_i64(node.channels),
+    );
+    gauge(
+        r,
         "realtime_changes_subscriptions",
-        "gauge",
         "Channels subscribed to Postgres Changes.",
-        node.changes_subscriptions.to_string(),
+        to_i64(node.changes_subscriptions),
     );
-    metric(
-        &mut out,
-        "realtime_slow_consumer_closes_total",
-        "counter",
+    r.register(
+        "realtime_slow_consumer_closes",
         "Sockets closed with 4008 because they did not read their frames fast enough.",
-        node.slow_consumer_closes.to_string(),
+        ConstCounter::new(node.slow_consumer_closes),
     );
+    refusals.register(r);
+    events::events().register(r);
+    r.register(
+        "realtime_build",
+        "The running build (always 1).",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    if let Some(p) = process::read() {
+        gauge(
+            r,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            to_i64(p.resident_memory_bytes),
+        );
+        gauge(
+            r,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            to_i64(p.virtual_memory_bytes),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            ConstCounter::new(p.cpu_seconds),
+        );
+        gauge(
+            r,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            to_i64(p.open_fds),
+        );
+        if let Some(max) = p.max_fds {
+            gauge(
+                r,
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                to_i64(max),
+            );
+        }
+        gauge(
+            r,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        );
+    }
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
+}
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn gauge<N>(registry: &mut Registry, name: &str, help: &str, value: N)
+where
+    N: prometheus_client::encoding::EncodeGaugeValue + std::fmt::Debug + Send + Sync + 'static,
+{
+    registry.register(name, help, ConstGauge::new(value));
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Refused tokens and refused joins, counted by reason and logged (the reason only: never the
@@ -254,24 +323,28 @@ impl Refusals {
         }
     }
 
-    /// Appends `realtime_auth_refused_total` and `realtime_joins_refused_total`.
-    pub fn render(&self, out: &mut String) {
+    /// Registers `realtime_auth_refused_total` and `realtime_joins_refused_total` as they
+    /// stand now.
+    fn register(&self, registry: &mut Registry) {
         for (name, help, map) in [
             (
-                "realtime_auth_refused_total",
+                "realtime_auth_refused",
                 "Tokens refused at connect or join, by reason.",
                 &self.tokens,
             ),
             (
-                "realtime_joins_refused_total",
+                "realtime_joins_refused",
                 "Channel joins refused, by reason.",
                 &self.joins,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let family = Family::<Vec<(&'static str, String)>, Counter>::default();
             for (reason, t) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", t.count);
+                family
+                    .get_or_create(&vec![("reason", reason.clone())])
+                    .inc_by(t.count);
             }
+            registry.register(name, help, family);
         }
     }
 }
@@ -297,10 +370,6 @@ fn reason_label(code: &str) -> &str {
     let plain =
         !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if plain { code } else { "other" }
-}
-
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: String) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }
 
 #[cfg(test)]
@@ -329,7 +398,7 @@ mod tests {
     #[test]
     fn unknown_slot_figures_are_nan_and_known_ones_are_numbers() {
         let metrics = ReplicationMetrics::default();
-        let text = render(&metrics, NodeFigures::default());
+        let text = render(&metrics, NodeFigures::default(), &Refusals::default());
         assert_eq!(value(&text, "realtime_replication_slot_lag_bytes"), "NaN");
         assert_eq!(value(&text, "realtime_replication_streaming"), "0");
         metrics.set_streaming(true);
@@ -346,17 +415,17 @@ mod tests {
             &metrics,
             NodeFigures {
                 sockets: 7,
+                channels: 3,
                 changes_subscriptions: 2,
                 slow_consumer_closes: 1,
             },
+            &Refusals::default(),
         );
         assert_eq!(value(&text, "realtime_replication_streaming"), "1");
-        assert_eq!(value(&text, "realtime_replication_slot_lag_bytes"), "1234");
-        assert_eq!(value(&text, "realtime_replication_slot_lag_seconds"), "2.500");
-        assert_eq!(
-            value(&text, "realtime_replication_max_slot_wal_keep_size_bytes"),
-            "-1"
-        );
+        let number = |name: &str| value(&text, name).parse::<f64>().expect("a number");
+        assert_eq!(number("realtime_replication_slot_lag_bytes"), 1234.0);
+        assert_eq!(number("realtime_replication_slot_lag_seconds"), 2.5);
+        assert_eq!(number("realtime_replication_max_slot_wal_keep_size_bytes"), -1.0);
         assert_eq!(
             value(&text, "realtime_replication_slot_wal_status{status=\"extended\"}"),
             "1"
@@ -368,6 +437,7 @@ mod tests {
         assert_eq!(value(&text, "realtime_replication_transactions_total"), "3");
         assert_eq!(value(&text, "realtime_websocket_connections"), "7");
         assert_eq!(value(&text, "realtime_slow_consumer_closes_total"), "1");
+        assert_eq!(value(&text, "realtime_channels"), "3");
     }
 
     #[test]
@@ -380,8 +450,7 @@ mod tests {
         refusals.join_refused("Unauthorized: You do not have permissions to read from this Channel topic: a");
         refusals.join_refused("Unauthorized: You do not have permissions to read from this Channel topic: b");
         refusals.join_refused("room {\"x\"} said: hello");
-        let mut text = String::new();
-        refusals.render(&mut text);
+        let text = render(&ReplicationMetrics::default(), NodeFigures::default(), &refusals);
         assert_eq!(
             value(&text, "realtime_auth_refused_total{reason=\"InvalidJWTToken\"}"),
             "2"
@@ -408,22 +477,99 @@ mod tests {
         assert!(!text.contains("room"), "{text}");
     }
 
+    /// `# TYPE` lines: family name to type.
+    fn types(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_owned(), t.to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn every_sample_has_help_and_type_and_a_unique_name() {
-        let mut text = render(&ReplicationMetrics::default(), NodeFigures::default());
+    fn every_metric_has_its_name_type_help_and_labels() {
         let refusals = Refusals::default();
         refusals.token_refused("MalformedJWT");
         refusals.join_refused("TopicNameRequired: You must provide a topic name");
-        refusals.render(&mut text);
+        events().joins.add("accepted");
+        events().broadcasts.add("no such outcome");
+        events().pushed(0);
+        let text = render(&ReplicationMetrics::default(), NodeFigures::default(), &refusals);
+        let types = types(&text);
+        let expected = [
+            ("realtime_replication_streaming", "gauge"),
+            ("realtime_replication_slot_lag_bytes", "gauge"),
+            ("realtime_replication_slot_retained_wal_bytes", "gauge"),
+            ("realtime_replication_slot_wal_status", "gauge"),
+            ("realtime_replication_transactions", "counter"),
+            ("realtime_replication_changes", "counter"),
+            ("realtime_websocket_connections", "gauge"),
+            ("realtime_channels", "gauge"),
+            ("realtime_changes_subscriptions", "gauge"),
+            ("realtime_slow_consumer_closes", "counter"),
+            ("realtime_auth_refused", "counter"),
+            ("realtime_joins_refused", "counter"),
+            ("realtime_commit_to_push_seconds", "histogram"),
+            ("realtime_authorization_check_seconds", "histogram"),
+            ("realtime_joins", "counter"),
+            ("realtime_leaves", "counter"),
+            ("realtime_broadcasts", "counter"),
+            ("realtime_presence_events", "counter"),
+            ("realtime_resumes", "counter"),
+            ("realtime_websocket_received_bytes", "counter"),
+            ("realtime_websocket_sent_bytes", "counter"),
+            ("realtime_build", "info"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_cpu_seconds", "counter"),
+            ("process_open_fds", "gauge"),
+        ];
+        for (name, kind) in expected {
+            assert_eq!(
+                types.get(name).map(String::as_str),
+                Some(kind),
+                "{name} in\n{text}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+        // Counters are sampled as `_total`, as the names in the docs and dashboards say.
+        assert_eq!(
+            value(&text, "realtime_auth_refused_total{reason=\"MalformedJWT\"}"),
+            "1"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "realtime_joins_refused_total{reason=\"TopicNameRequired\"}"
+            ),
+            "1"
+        );
+        assert_ne!(value(&text, "realtime_joins_total{outcome=\"accepted\"}"), "0");
+        assert_ne!(value(&text, "realtime_broadcasts_total{outcome=\"other\"}"), "0");
+        // Every outcome is there from the start, counted or not.
+        value(&text, "realtime_presence_events_total{outcome=\"refused\"}");
+        for outcome in RESUME_OUTCOMES {
+            value(&text, &format!("realtime_resumes_total{{outcome=\"{outcome}\"}}"));
+        }
+        // A commit at the Unix epoch is decades old: it lands in the +Inf bucket only.
+        assert_ne!(value(&text, "realtime_commit_to_push_seconds_count"), "0");
+        assert_ne!(
+            value(&text, "realtime_commit_to_push_seconds_bucket{le=\"+Inf\"}"),
+            "0"
+        );
+        value(&text, "realtime_authorization_check_seconds_sum");
+        assert_eq!(
+            value(
+                &text,
+                &format!("realtime_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+            ),
+            "1"
+        );
+        assert!(value(&text, "process_cpu_seconds_total").parse::<f64>().is_ok());
         let names: Vec<String> = samples(&text).into_iter().map(|(n, _)| n).collect();
         let mut unique = names.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        for name in &names {
-            let family = name.split('{').next().unwrap_or(name);
-            assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
-            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
-        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -134,6 +134,7 @@ impl Node {
     pub fn figures(&self) -> crate::metrics::NodeFigures {
         crate::metrics::NodeFigures {
             sockets: self.tracker.len() as u64,
+            channels: self.registry.topic_count() as u64,
             changes_subscriptions: self.changes.as_ref().map_or(0, |c| c.subscription_count() as u64),
             slow_consumer_closes: self.slow_consumer_closes.load(Ordering::Relaxed),
         }

@@ -1,4 +1,4 @@
-//! `GET /metrics`: Prometheus text, served on the main port or, with `METRICS_PORT`, on a
+//! `GET /metrics`: OpenMetrics text (Prometheus reads it), served on the main port or, with `METRICS_PORT`, on a
 //! listener of its own.
 //!
 //! With `METRICS_JWT_SECRET` set, a scrape must carry `Authorization: Bearer <JWT>` signed with
@@ -37,13 +37,8 @@ pub(super) async fn metrics(State(node): State<Arc<Node>>, headers: HeaderMap) -
         )
             .into_response();
     }
-    let mut text = crate::metrics::render(node.bus.replication_metrics(), node.figures());
-    node.refusals.render(&mut text);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
-        .into_response()
+    let text = crate::metrics::render(node.bus.replication_metrics(), node.figures(), &node.refusals);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Checks the bearer token of a scrape. The reason (never the token) is for the log.

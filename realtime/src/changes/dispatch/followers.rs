@@ -253,9 +253,11 @@ impl Followers {
                         ResumeError::OtherEpoch => Refetch::OtherEpoch,
                     };
                     subscription.push_refetch(reason);
+                    crate::metrics::events().resumes.add(reason.code());
                     false
                 }
                 Resume::Replay(slices) if slices.is_empty() => {
+                    crate::metrics::events().resumes.add("resumed");
                     subscription.push_system(&resumed_payload(subscription.sub_topic(), since));
                     true
                 }

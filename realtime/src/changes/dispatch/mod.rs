@@ -136,13 +136,20 @@ impl Dispatcher {
                 .filter(|c| Arc::ptr_eq(&c.table, table))
                 .map(|c| &**c)
                 .collect();
+            let started = std::time::Instant::now();
+            let visibility = self.decide(plan, &changes).await;
+            crate::metrics::events().authorized(started.elapsed());
             decisions.push(Decisions {
                 table: table.clone(),
                 changes: changes.len(),
-                visibility: self.decide(plan, &changes).await,
+                visibility,
             });
         }
-        push_in_order(transaction, audience, &decisions, self.changes.limits)
+        let frames = push_in_order(transaction, audience, &decisions, self.changes.limits);
+        if frames > 0 && !transaction.backlog {
+            crate::metrics::events().pushed(transaction.commit_timestamp);
+        }
+        frames
     }
 
     /// For each claim group of `plan` in turn, the visibility of each of `changes` (all of the

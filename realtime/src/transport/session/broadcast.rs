@@ -33,9 +33,11 @@ impl Session {
         // Without write access (private channels) the message is dropped silently, even with
         // `ack`, as Supabase does: the client's push times out.
         if !ch.access.broadcast_write {
+            crate::metrics::events().broadcasts.add("refused");
             return;
         }
         if message.payload_size() > self.node.max_payload_bytes() {
+            crate::metrics::events().broadcasts.add("refused");
             if ch.ack {
                 self.reply(&msg, Status::Error, "\"payload_size_exceeded\"");
             }
@@ -55,6 +57,7 @@ impl Session {
         let ack = ch.ack;
         let event = ChannelEvent::new(ch.key.clone(), exclude, EventKind::Broadcast(message));
         self.node.bus.publish_channel_event(event);
+        crate::metrics::events().broadcasts.add("sent");
         if ack {
             self.reply(&msg, Status::Ok, "{}");
         }

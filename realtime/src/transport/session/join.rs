@@ -188,7 +188,10 @@ impl Session {
         let limits = &self.node.config.server.limits;
         let access = if params.private {
             let presence = params.presence_enabled || params.presence_key.is_some();
-            match Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await {
+            let started = std::time::Instant::now();
+            let access = Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await;
+            crate::metrics::events().authorized(started.elapsed());
+            match access {
                 Ok(access) => access,
                 Err(error) => return self.join_error(&msg, &error.to_string(), None),
             }
@@ -272,10 +275,12 @@ impl Session {
             ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
         }
         self.add_channel(ch);
+        crate::metrics::events().joins.add("accepted");
     }
 
     fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
         self.node.refusals.join_refused(reason);
+        crate::metrics::events().joins.add("refused");
         let response = serde_json::json!({ "reason": reason }).to_string();
         let frame = self.reply_frame(msg, Status::Error, &response);
         self.send_delayed(frame, then);

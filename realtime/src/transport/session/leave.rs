@@ -8,6 +8,7 @@ use crate::protocol::phoenix::{Inbound, Status};
 impl Session {
     pub(super) fn leave(&mut self, msg: &Inbound) {
         self.reply(msg, Status::Ok, "{}");
+        crate::metrics::events().leaves.add("left");
         self.close_channel(&msg.topic);
     }
 
@@ -35,6 +36,7 @@ impl Session {
             "status": "error",
         });
         self.push(ch.join_ref.as_deref(), topic, "system", &payload.to_string());
+        crate::metrics::events().leaves.add("closed");
         self.close_channel(topic);
     }
 }

@@ -128,6 +128,9 @@ impl Session {
             // Live only from here: the client hears so before the confirmation.
             Some(Since::Invalid(problem)) => {
                 let refetch = refetch_payload(sub_topic, Refetch::InvalidPosition, Some(problem));
+                crate::metrics::events()
+                    .resumes
+                    .add(Refetch::InvalidPosition.code());
                 changes.subscribe(id, subscription(None));
                 self.push(join_ref, topic, "system", &refetch);
                 self.push(join_ref, topic, "system", &subscribed);

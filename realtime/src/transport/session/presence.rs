@@ -60,6 +60,7 @@ impl Session {
             return;
         };
         if !ch.access.presence_write {
+            crate::metrics::events().presence.add("refused");
             return self.reply(msg, Status::Error, "{}");
         }
         let size = msg.payload.as_json().map_or(0, |raw| raw.get().len());
@@ -89,11 +90,13 @@ impl Session {
         let reason = match node.presence.track(&ch.key, ch.id, key, meta.clone(), size) {
             Ok(_) => {
                 ch.tracked = true;
+                crate::metrics::events().presence.add("track");
                 return self.reply(msg, Status::Ok, "{}");
             }
             Err(Full::Entries) => PRESENCE_TOPIC_FULL,
             Err(Full::Bytes) => PRESENCE_TOPIC_TOO_LARGE,
         };
+        crate::metrics::events().presence.add("refused");
         let response = serde_json::json!({ "reason": reason }).to_string();
         self.reply(msg, Status::Error, &response);
     }
@@ -105,6 +108,7 @@ impl Session {
         {
             ch.tracked = false;
             node.presence.untrack(&ch.key, ch.id);
+            crate::metrics::events().presence.add("untrack");
         }
         self.reply(msg, Status::Ok, "{}");
     }

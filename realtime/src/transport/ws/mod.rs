@@ -154,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if read == 0 {
             return Err(WsError::Eof);
         }
+        crate::metrics::events().bytes_received.inc_by(read as u64);
         Ok(())
     }
 
@@ -190,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            crate::metrics::events().bytes_sent.inc_by(written as u64);
             self.mid_frame = advance(frames, written);
         }
         match stall {
