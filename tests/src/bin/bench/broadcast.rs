@@ -312,7 +312,7 @@ pub(super) async fn fanout_phase(o: &Options, base: &[String], server: &str) -> 
     for _ in 0..o.rounds {
         fan.expect("publishing", Duration::from_secs(30)).await?;
         let cpu_before = proc_stats::cpu_time_of(server);
-        let round = fan.expect("round", Duration::from_secs(120)).await?;
+        let round = fan.expect("round", Duration::from_secs(330)).await?;
         let server_cpu = proc_stats::cpu_time_of(server).saturating_sub(cpu_before);
         let (delivered, expected) = (round.num("delivered")?, round.num("expected")?);
         let secs = round.num("elapsed_us")? as f64 / 1e6;
