@@ -280,6 +280,9 @@ fn result_line(results: &[(Peer, Measured)]) -> String {
     line
 }
 
+/// One figure of a server's measurements.
+type Figure = fn(&Measured) -> Option<f64>;
+
 /// `peers.csv`, `peers.txt` (machine, command, table) and one PNG chart per figure in `dir`.
 fn write_outputs(
     dir: &std::path::Path,
@@ -312,7 +315,8 @@ fn write_outputs(
             command.join(" ")
         ),
     )?;
-    let charts: [(&str, &str, &str, fn(&Measured) -> Option<f64>); 4] = [
+    // (file, title, unit, the figure)
+    let charts: [(&str, &str, &str, Figure); 4] = [
         ("deliveries", "Broadcast fan-out", "deliveries per second", |m| {
             m.deliveries_per_s
         }),
