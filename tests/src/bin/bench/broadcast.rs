@@ -21,6 +21,7 @@
 
 mod clients;
 mod proc_stats;
+mod wire;
 
 use std::io::Read;
 use std::process::Stdio;
@@ -40,25 +41,26 @@ use super::Line;
 use clients::Vsn;
 pub use clients::main as clients_main;
 
+/// The workload, shared with the `peers` benchmark.
 #[derive(Debug)]
-struct Options {
-    subscribers: u64,
-    messages: u64,
-    rounds: u64,
-    payload: u64,
-    idle: u64,
-    concurrency: u64,
-    topics: u64,
+pub(super) struct Options {
+    pub(super) subscribers: u64,
+    pub(super) messages: u64,
+    pub(super) rounds: u64,
+    pub(super) payload: u64,
+    pub(super) idle: u64,
+    pub(super) concurrency: u64,
+    pub(super) topics: u64,
     vsn: Vsn,
     /// Run the idle phase (connect rate, memory) and the fan-out phase.
-    idle_phase: bool,
-    fanout_phase: bool,
+    pub(super) idle_phase: bool,
+    pub(super) fanout_phase: bool,
     /// Join each idle socket to a topic (`join=0` measures bare sockets, for diagnosis).
     idle_join: bool,
 }
 
 impl Options {
-    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
+    pub(super) fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
         let mut o = Options {
             subscribers: 2_000,
             messages: 500,
@@ -115,7 +117,7 @@ pub fn main() -> anyhow::Result<()> {
 /// A server configuration for load: the secret set, Supabase's per-tenant rate limits lifted
 /// (they would cap the benchmark at 100 events/s), and a long idle timeout because the load
 /// generator sends no heartbeats.
-fn bench_config(secret: &str) -> Config {
+pub(super) fn bench_config(secret: &str) -> Config {
     Config {
         server: ServerConfig {
             port: 0,
@@ -149,13 +151,13 @@ fn bench_config(secret: &str) -> Config {
     }
 }
 
-fn random_secret() -> anyhow::Result<String> {
+pub(super) fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn token(secret: &str) -> anyhow::Result<String> {
+pub(super) fn token(secret: &str) -> anyhow::Result<String> {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
@@ -180,12 +182,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         LocalBus::new(4096),
         shutdown.clone(),
     ));
-    let base = vec![
-        format!("url=ws://{addr}/socket/websocket"),
-        format!("token={}", token(&secret)?),
-        format!("vsn={}", o.vsn.as_str()),
-        format!("concurrency={}", o.concurrency),
-    ];
+    let base = realtime_clients_base(&o, addr, &secret)?;
     println!(
         "broadcast benchmark: server on {addr}, clients in child processes, vsn {}",
         o.vsn.as_str()
@@ -193,25 +190,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let mut result = String::from("result broadcast");
     let mut details = format!("vsn={}", o.vsn.as_str());
 
-    // 1. Warm-up: first-use allocations (runtime, registry, TLS of worker threads).
-    let mut warm = Clients::spawn(
-        "idle",
-        &base,
-        &["count=200".into(), format!("topics={}", o.topics)],
-    )?;
-    let line = warm.expect("connected", Duration::from_secs(60)).await?;
-    if line.num("failed")? > 0 {
-        bail!("warm-up sockets failed to join: {line:?}");
-    }
-    warm.close().await?;
-
+    warm_up(&o, &base).await?;
     // Idle first, on a server that has not yet carried any fan-out traffic.
     let idle = match o.idle_phase {
-        true => Some(idle_phase(&o, &base).await?),
+        true => Some(idle_phase(&o, &base, "self").await?),
         false => None,
     };
     let fanout = match o.fanout_phase {
-        true => Some(fanout_phase(&o, &base).await?),
+        true => Some(fanout_phase(&o, &base, "self").await?),
         false => None,
     };
     if let Some((rate, cpu_ns)) = fanout {
@@ -241,15 +227,45 @@ async fn run(o: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct IdleResult {
-    sockets: u64,
-    connects_per_s: f64,
-    bytes_per_conn: f64,
+/// The load generator's arguments for realtime's own server at `addr`.
+pub(super) fn realtime_clients_base(
+    o: &Options,
+    addr: std::net::SocketAddr,
+    secret: &str,
+) -> anyhow::Result<Vec<String>> {
+    Ok(vec![
+        format!("url=ws://{addr}/socket/websocket"),
+        format!("token={}", token(secret)?),
+        format!("vsn={}", o.vsn.as_str()),
+        format!("concurrency={}", o.concurrency),
+    ])
 }
 
-/// Opens `idle` sockets (joined unless `join=0`): connect rate, then server RSS growth per socket.
-async fn idle_phase(o: &Options, base: &[String]) -> anyhow::Result<IdleResult> {
-    let rss_before = proc_stats::rss_bytes().context("VmRSS")?;
+/// 200 sockets open, join and close: the server's first-use allocations (runtime, registry,
+/// thread-local state of worker threads) stay out of the measured phases.
+pub(super) async fn warm_up(o: &Options, base: &[String]) -> anyhow::Result<()> {
+    let mut warm = Clients::spawn(
+        "idle",
+        base,
+        &["count=200".into(), format!("topics={}", o.topics)],
+    )?;
+    let line = warm.expect("connected", Duration::from_secs(60)).await?;
+    if line.num("failed")? > 0 {
+        bail!("warm-up sockets failed to join: {line:?}");
+    }
+    warm.close().await
+}
+
+pub(super) struct IdleResult {
+    sockets: u64,
+    pub(super) connects_per_s: f64,
+    pub(super) bytes_per_conn: f64,
+}
+
+/// Opens `idle` sockets (joined unless `join=0`): connect rate, then the RSS growth per socket of
+/// the server process `server` (`self` or a pid).
+pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> anyhow::Result<IdleResult> {
+    let rss_before = proc_stats::rss_bytes_of(server).context("VmRSS")?;
     let mut idle = Clients::spawn(
         "idle",
         base,
@@ -260,7 +276,7 @@ async fn idle_phase(o: &Options, base: &[String]) -> anyhow::Result<IdleResult> 
         ],
     )?;
     let line = idle.expect("connected", Duration::from_secs(300)).await?;
-    let rss_after = proc_stats::rss_bytes().context("VmRSS")?;
+    let rss_after = proc_stats::rss_bytes_of(server).context("VmRSS")?;
     let (sockets, failed) = (line.num("ok")?, line.num("failed")?);
     let connect_secs = line.num("elapsed_us")? as f64 / 1e6;
     idle.close().await?;
@@ -289,8 +305,9 @@ async fn idle_phase(o: &Options, base: &[String]) -> anyhow::Result<IdleResult> 
     })
 }
 
-/// Fan-out rounds: returns the median deliveries per second and server CPU ns per delivery.
-async fn fanout_phase(o: &Options, base: &[String]) -> anyhow::Result<(f64, f64)> {
+/// Fan-out rounds: returns the median deliveries per second and the CPU ns per delivery of the
+/// server process `server` (`self` or a pid).
+pub(super) async fn fanout_phase(o: &Options, base: &[String], server: &str) -> anyhow::Result<(f64, f64)> {
     let mut fan = Clients::spawn(
         "fanout",
         base,
@@ -306,9 +323,9 @@ async fn fanout_phase(o: &Options, base: &[String]) -> anyhow::Result<(f64, f64)
     let mut server_ns_per_delivery = Vec::new();
     for _ in 0..o.rounds {
         fan.expect("publishing", Duration::from_secs(30)).await?;
-        let cpu_before = proc_stats::cpu_time();
-        let round = fan.expect("round", Duration::from_secs(120)).await?;
-        let server_cpu = proc_stats::cpu_time().saturating_sub(cpu_before);
+        let cpu_before = proc_stats::cpu_time_of(server);
+        let round = fan.expect("round", Duration::from_secs(330)).await?;
+        let server_cpu = proc_stats::cpu_time_of(server).saturating_sub(cpu_before);
         let (delivered, expected) = (round.num("delivered")?, round.num("expected")?);
         let secs = round.num("elapsed_us")? as f64 / 1e6;
         let rate = delivered as f64 / secs;

@@ -4,6 +4,9 @@
 pub mod broadcast;
 pub mod cdc;
 pub mod changes;
+pub mod chart;
+pub mod peers;
+pub mod presence;
 
 use std::collections::HashMap;
 

@@ -9,6 +9,9 @@
 //! - `fanout`: joins `subscribers` sockets and one publisher to one topic, then for each round
 //!   prints `publishing`, sends `messages` broadcasts of `payload` bytes and prints `round ...`
 //!   once every subscriber has every message (or the round timed out).
+//!
+//! `wire=` picks the protocol (see [`super::wire`]): realtime's own (`phoenix`, the default, with
+//! `vsn=`) or a peer server's, for the `peers` benchmark.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,11 +30,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::proc_stats;
+use super::wire::{Deliveries, Wire};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
-const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+// Long enough for the slowest peer of the `peers` benchmark (ws, Socket.IO: tens of thousands of
+// deliveries per second, a million per round).
+const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The two Phoenix serializers: text JSON objects, or JSON arrays plus binary broadcast frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,18 +106,31 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The socket URL with the token and serializer version, as realtime-js builds it.
-fn socket_url(base: &str, token: &str, vsn: Vsn) -> String {
-    format!("{base}?apikey={token}&vsn={}", vsn.as_str())
+/// The wire protocol and the socket URL: for realtime with the token and serializer version, as
+/// realtime-js builds it; a peer's as given.
+fn wire_and_url(args: &Args) -> anyhow::Result<(Wire, String)> {
+    let vsn = Vsn::parse(args.str("vsn")?)?;
+    let wire = Wire::parse(args.str("wire").unwrap_or("phoenix"), vsn)?;
+    let url = match wire {
+        Wire::Phoenix(_) => format!(
+            "{}?apikey={}&vsn={}",
+            args.str("url")?,
+            args.str("token")?,
+            vsn.as_str()
+        ),
+        _ => args.str("url")?.to_owned(),
+    };
+    Ok((wire, url))
 }
 
-/// Opens a socket and joins `topic`; fails unless the join reply is ok.
-async fn open_joined(url: &str, vsn: Vsn, topic: &str) -> anyhow::Result<Ws> {
-    open(url, vsn, Some(topic)).await
+/// Opens a socket and subscribes to `topic`; fails unless the subscription is acknowledged.
+async fn open_joined(url: &str, wire: Wire, topic: &str) -> anyhow::Result<Ws> {
+    open(url, wire, Some(topic)).await
 }
 
-/// Opens a socket and, given a topic, joins it; fails unless the join reply is ok.
-async fn open(url: &str, vsn: Vsn, topic: Option<&str>) -> anyhow::Result<Ws> {
+/// Opens a socket and, given a topic, subscribes to it; fails unless the subscription is
+/// acknowledged (for realtime: the join reply is ok).
+async fn open(url: &str, wire: Wire, topic: Option<&str>) -> anyhow::Result<Ws> {
     // Small buffers: the client side should not dominate the machine's memory.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -119,16 +138,33 @@ async fn open(url: &str, vsn: Vsn, topic: Option<&str>) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .context("WebSocket handshake")?;
+    if let Some(greeting) = wire.greeting() {
+        ws.send(greeting).await?;
+        tokio::time::timeout(JOIN_TIMEOUT, await_frame(&mut ws, |m| Ok(wire.ends_greeting(m))))
+            .await
+            .context("no greeting in time")??;
+    }
     if let Some(topic) = topic {
-        ws.send(Message::text(join_frame(vsn, topic))).await?;
-        tokio::time::timeout(JOIN_TIMEOUT, await_join_reply(&mut ws, vsn))
+        ws.send(wire.subscribe(topic)).await?;
+        tokio::time::timeout(JOIN_TIMEOUT, await_frame(&mut ws, |m| wire.acknowledges(m)))
             .await
             .context("no join reply in time")??;
     }
     Ok(ws)
 }
 
-fn join_frame(vsn: Vsn, topic: &str) -> String {
+/// Reads frames until `done` holds for one (or fails).
+async fn await_frame(ws: &mut Ws, done: impl Fn(&Message) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    while let Some(message) = ws.next().await {
+        if done(&message?)? {
+            return Ok(());
+        }
+    }
+    bail!("socket closed before the reply")
+}
+
+/// realtime-js's `phx_join` of `topic` for a broadcast-only channel.
+pub fn join_frame(vsn: Vsn, topic: &str) -> String {
     let payload = serde_json::json!({
         "config": {
             "broadcast": {"ack": false, "self": false},
@@ -148,29 +184,11 @@ fn join_frame(vsn: Vsn, topic: &str) -> String {
     }
 }
 
-async fn await_join_reply(ws: &mut Ws, vsn: Vsn) -> anyhow::Result<()> {
-    while let Some(message) = ws.next().await {
-        let Message::Text(text) = message? else { continue };
-        let value: serde_json::Value = serde_json::from_str(&text)?;
-        let (event, reference, payload) = match vsn {
-            Vsn::V1 => (&value["event"], &value["ref"], &value["payload"]),
-            Vsn::V2 => (&value[3], &value[1], &value[4]),
-        };
-        if event == "phx_reply" && reference == "1" {
-            if payload["status"] == "ok" {
-                return Ok(());
-            }
-            bail!("join refused: {payload}");
-        }
-    }
-    bail!("socket closed before the join reply")
-}
-
 /// Opens `count` joined sockets with at most `concurrency` handshakes in flight. Returns the
 /// sockets, the failures and the first failure's text.
 async fn open_many(
     url: &str,
-    vsn: Vsn,
+    wire: Wire,
     count: u64,
     concurrency: u64,
     topic_of: impl Fn(u64) -> Option<String>,
@@ -184,7 +202,7 @@ async fn open_many(
         let url = url.to_owned();
         let topic = topic_of(i);
         tasks.spawn(async move {
-            let result = open(&url, vsn, topic.as_deref()).await;
+            let result = open(&url, wire, topic.as_deref()).await;
             drop(permit);
             result
         });
@@ -214,8 +232,7 @@ fn report_failure(failed: u64, first_error: &Option<String>) {
 }
 
 async fn idle(args: &Args) -> anyhow::Result<()> {
-    let vsn = Vsn::parse(args.str("vsn")?)?;
-    let url = socket_url(args.str("url")?, args.str("token")?, vsn);
+    let (wire, url) = wire_and_url(args)?;
     let (count, concurrency, topics) = (
         args.num("count")?,
         args.num("concurrency")?,
@@ -224,7 +241,7 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
     // `join=0`: bare sockets, to tell the cost of a connection from the cost of a join.
     let join = args.0.get("join").is_none_or(|v| v != "0");
     let started = Instant::now();
-    let (sockets, failed, first_error) = open_many(&url, vsn, count, concurrency, |i| {
+    let (sockets, failed, first_error) = open_many(&url, wire, count, concurrency, |i| {
         join.then(|| format!("idle-{}", i % topics))
     })
     .await;
@@ -258,8 +275,7 @@ struct Tally {
 }
 
 async fn fanout(args: &Args) -> anyhow::Result<()> {
-    let vsn = Vsn::parse(args.str("vsn")?)?;
-    let url = socket_url(args.str("url")?, args.str("token")?, vsn);
+    let (wire, url) = wire_and_url(args)?;
     let subscribers = args.num("subscribers")?;
     let (messages, rounds, payload_len) = (args.num("messages")?, args.num("rounds")?, args.num("payload")?);
     let concurrency = args.num("concurrency")?;
@@ -267,12 +283,12 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (sockets, failed, first_error) =
-        open_many(&url, vsn, subscribers, concurrency, |_| Some(topic.to_owned())).await;
+        open_many(&url, wire, subscribers, concurrency, |_| Some(topic.to_owned())).await;
     report_failure(failed, &first_error);
     if failed > 0 {
         bail!("{failed} of {subscribers} subscribers could not join");
     }
-    let mut publisher = open_joined(&url, vsn, topic).await.context("publisher")?;
+    let mut publisher = open_joined(&url, wire, topic).await.context("publisher")?;
     println!(
         "subscribed n={} elapsed_us={}",
         sockets.len(),
@@ -286,7 +302,7 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
         done: Notify::new(),
     });
     for ws in sockets {
-        tokio::spawn(read_deliveries(ws, vsn, tally.clone()));
+        tokio::spawn(read_deliveries(ws, wire, tally.clone()));
     }
 
     let mut reference = 1u64;
@@ -295,7 +311,7 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
         let frames: Vec<Message> = (0..messages)
             .map(|seq| {
                 reference += 1;
-                broadcast_frame(vsn, topic, &reference.to_string(), seq, payload_len as usize)
+                wire.publish(topic, &reference.to_string(), seq, payload_len as usize)
             })
             .collect();
         let before = tally.delivered.load(Ordering::Relaxed);
@@ -331,19 +347,27 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts broadcast frames on one subscriber socket until it closes.
-async fn read_deliveries(mut ws: Ws, vsn: Vsn, tally: Arc<Tally>) {
-    while let Some(message) = ws.next().await {
-        let is_broadcast = match (&message, vsn) {
-            // Kind 4: user broadcast.
-            (Ok(Message::Binary(b)), Vsn::V2) => b.first() == Some(&4),
-            (Ok(Message::Text(t)), _) => t.contains("\"broadcast\""),
-            (Ok(_), _) => false,
-            (Err(_), _) => break,
+/// Counts deliveries on one subscriber socket until it closes, answering keep-alive pings.
+async fn read_deliveries(mut ws: Ws, wire: Wire, tally: Arc<Tally>) {
+    let mut deliveries = Deliveries::new(wire);
+    while let Some(Ok(message)) = ws.next().await {
+        let received = match deliveries.receive(&message) {
+            Ok(received) => received,
+            Err(e) => {
+                eprintln!("broadcast-clients: subscriber stops: {e:#}");
+                break;
+            }
         };
-        if is_broadcast {
-            let now = tally.delivered.fetch_add(1, Ordering::SeqCst) + 1;
-            if now == tally.target.load(Ordering::SeqCst) {
+        if let Some(reply) = received.reply
+            && ws.send(reply).await.is_err()
+        {
+            break;
+        }
+        if received.deliveries > 0 {
+            // One frame may carry several deliveries (NATS): notify when the count crosses.
+            let before = tally.delivered.fetch_add(received.deliveries, Ordering::SeqCst);
+            let target = tally.target.load(Ordering::SeqCst);
+            if before < target && before + received.deliveries >= target {
                 tally.done.notify_one();
             }
         }

@@ -1,10 +1,16 @@
-//! This process's resident memory and CPU time, read from `/proc/self` (Linux only).
+//! A process's resident memory and CPU time, read from `/proc/<pid>` (Linux only): this
+//! process's (`"self"`) when the server runs in it, a child's when a peer server runs apart.
 
 use std::time::Duration;
 
 /// Resident set size (`VmRSS` of `/proc/self/status`) in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_bytes_of("self")
+}
+
+/// Resident set size of process `pid` (a number, or `self`) in bytes.
+pub fn rss_bytes_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -13,7 +19,12 @@ pub fn rss_bytes() -> Option<u64> {
 /// User plus system CPU time of the whole process, threads included (also exited ones), at
 /// the kernel's 100 Hz tick resolution (`USER_HZ` is 100 on Linux).
 pub fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_time_of("self")
+}
+
+/// User plus system CPU time of process `pid` (a number, or `self`); zero if it cannot be read.
+pub fn cpu_time_of(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
     // Fields after the parenthesised command name (which may contain spaces).
