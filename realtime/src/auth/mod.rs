@@ -20,6 +20,7 @@ use jwks::{Jwks, KeyType};
 /// The role that bypasses every policy and row-level security (Postgres `BYPASSRLS` in
 /// Supabase); the only such role a token may name (`ALLOWED_ROLES`).
 pub const BYPASS_ROLE: &str = "service_role";
+
 /// The claims of a verified token that the server uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claims {
