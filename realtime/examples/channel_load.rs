@@ -221,9 +221,10 @@ fn run_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap().port());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        realtime::server::run(
+        realtime::run_service(
             Arc::new(config),
             listener,
+            None,
             realtime::bus::LocalBus::new(65536),
             shutdown,
         )

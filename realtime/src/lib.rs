@@ -1,7 +1,7 @@
 //! `realtime`: streams Postgres changes, broadcast and presence to WebSocket clients.
 //!
 //! The binary in `main.rs` is thin: it parses the command line, installs tracing and calls into
-//! this library. Tests and benchmarks call the same entry points.
+//! this library: `realtime serve` is [`run_service`], and tests start whole nodes with [`run`].
 //!
 //! # Layers, bottom up
 //!
@@ -61,3 +61,15 @@ pub mod window;
 
 #[cfg(test)]
 mod layers;
+
+pub use server::{RunError, run_service};
+
+/// Runs the service as `realtime serve` does (see [`run_service`]), on its own bus, with
+/// `/metrics` on `listener`: the entry point of tests and benchmarks that start a whole node.
+pub async fn run(
+    config: std::sync::Arc<config::Config>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), RunError> {
+    run_service(config, listener, None, bus::LocalBus::new(4096), shutdown).await
+}

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use realtime::bus::LocalBus;
 use realtime::config::{Config, DatabaseConfig, process_env};
 use realtime::embedded::{EmbeddedPostgres, Options};
-use realtime::replication::Replication;
 
 #[derive(Parser)]
 #[command(name = "realtime", version, about = "Realtime service for Postgres")]
@@ -212,28 +211,7 @@ async fn serve(config: Config, mode: Mode) -> anyhow::Result<()> {
     if mode == Mode::Dev {
         tokio::spawn(log_changes_of(bus.clone()));
     }
-    let replication = match &config.database {
-        Some(database) => {
-            let task = Replication::new(database.clone(), config.replication.clone(), bus.clone());
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                let result = task.run(stop.clone()).await;
-                // A fatal replication error stops the whole service: it needs a person.
-                stop.cancel();
-                result
-            }))
-        }
-        None => {
-            tracing::warn!(
-                "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
-            );
-            None
-        }
-    };
-    realtime::server::run_with_metrics(config, listener, metrics, bus, shutdown).await?;
-    if let Some(task) = replication {
-        task.await.context("the replication task panicked")??;
-    }
+    realtime::run_service(config, listener, metrics, bus, shutdown).await?;
     Ok(())
 }
 
@@ -372,13 +350,7 @@ async fn tail(config: Config) -> anyhow::Result<()> {
     let mut changes = bus.subscribe_transactions();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let task = Replication::new(database, config.replication.clone(), bus);
-    let stop = shutdown.clone();
-    let replication = tokio::spawn(async move {
-        let result = task.run(stop.clone()).await;
-        stop.cancel();
-        result
-    });
+    let replication = realtime::replication::spawn(database, config.replication.clone(), bus, shutdown.clone());
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         tokio::select! {

@@ -40,6 +40,52 @@ pub enum ServerError {
     Policies(Vec<PolicyError>),
 }
 
+/// Why the service stopped with an error: the server could not start, or replication failed
+/// fatally (it needs a person: the settings or the database must change).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error("the replication task panicked")]
+    ReplicationPanicked,
+}
+
+/// The whole service, exactly as `realtime serve` runs it: the replication task on `bus` when a
+/// database is configured (a fatal replication error cancels `shutdown`, so the service stops
+/// rather than serving stale data), and the server on `listener` (with `/metrics` on `metrics`
+/// when given) until `shutdown`. Returns after both have stopped.
+pub async fn run_service(
+    config: Arc<Config>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    bus: LocalBus,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let replication = match &config.database {
+        Some(database) => Some(crate::replication::spawn(
+            database.clone(),
+            config.replication.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        )),
+        None => {
+            tracing::warn!(
+                "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
+            );
+            None
+        }
+    };
+    let served = run_with_metrics(config, listener, metrics, bus, shutdown.clone()).await;
+    // The server stops on `shutdown`; so must replication, also when the server failed to start.
+    shutdown.cancel();
+    if let Some(task) = replication {
+        task.await.map_err(|_| RunError::ReplicationPanicked)??;
+    }
+    Ok(served?)
+}
+
 /// The access rules of private channels and tables: the policy folder when there is one, else
 /// none (private channels are then refused to everyone but `service_role`, and tables follow
 /// Postgres's grants and row-level security). The folder in use is logged, so nobody has to
@@ -61,7 +107,8 @@ fn channel_policy(config: &Config) -> Result<PolicySet, ServerError> {
     }
 }
 
-/// Serves `listener` until `shutdown` is cancelled, then closes every socket and returns.
+/// Serves `listener` until `shutdown` is cancelled, then closes every socket and returns. The
+/// HTTP and WebSocket server alone: [`run_service`] (`realtime::run`) adds replication.
 pub async fn run(
     config: Arc<Config>,
     listener: TcpListener,

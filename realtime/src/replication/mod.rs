@@ -19,3 +19,25 @@ pub mod watchdog;
 pub mod wire;
 
 pub use stream::{Replication, ReplicationError, State};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::LocalBus;
+use crate::config::{DatabaseConfig, ReplicationConfig};
+
+/// Starts the replication task: the one place it is spawned (`realtime serve` and `tail`). A
+/// fatal error cancels `shutdown` too, so the whole service stops: it needs a person.
+pub fn spawn(
+    database: DatabaseConfig,
+    config: ReplicationConfig,
+    bus: LocalBus,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), ReplicationError>> {
+    let task = Replication::new(database, config, bus);
+    tokio::spawn(async move {
+        let result = task.run(shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    })
+}

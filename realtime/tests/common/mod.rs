@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use realtime::bus::LocalBus;
 use realtime::config::{Config, Secret};
 
 pub mod process;
@@ -29,7 +28,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub handle: JoinHandle<Result<(), realtime::server::ServerError>>,
+    pub handle: JoinHandle<Result<(), realtime::RunError>>,
 }
 
 impl TestServer {
@@ -47,12 +46,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(realtime::server::run(
-            Arc::new(config),
-            listener,
-            LocalBus::new(4096),
-            shutdown.clone(),
-        ));
+        let handle = tokio::spawn(realtime::run(Arc::new(config), listener, shutdown.clone()));
         TestServer {
             addr,
             shutdown,

@@ -33,7 +33,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use realtime::bus::LocalBus;
 use realtime::config::server::{AuthConfig, Limits, ServerConfig};
 use realtime::config::{Config, Secret};
 
@@ -176,10 +175,9 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(realtime::server::run(
+    let server = tokio::spawn(realtime::run(
         Arc::new(bench_config(&secret)),
         listener,
-        LocalBus::new(4096),
         shutdown.clone(),
     ));
     let base = realtime_clients_base(&o, addr, &secret)?;

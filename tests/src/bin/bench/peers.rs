@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::broadcast::{self, Options};
 use super::chart;
-use realtime::bus::LocalBus;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -151,10 +150,9 @@ async fn measure_ours(w: &Options) -> Measured {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(realtime::server::run(
+        let server = tokio::spawn(realtime::run(
             Arc::new(broadcast::bench_config(&secret)),
             listener,
-            LocalBus::new(4096),
             shutdown.clone(),
         ));
         let base = broadcast::realtime_clients_base(w, addr, &secret)?;

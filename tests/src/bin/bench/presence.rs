@@ -25,7 +25,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast;
-use realtime::bus::LocalBus;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,10 +71,9 @@ pub fn main() -> anyhow::Result<()> {
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    server_rt.spawn(realtime::server::run(
+    server_rt.spawn(realtime::run(
         Arc::new(config),
         listener,
-        LocalBus::new(4096),
         shutdown.clone(),
     ));
     let url = format!(
