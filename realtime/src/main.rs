@@ -350,7 +350,8 @@ async fn tail(config: Config) -> anyhow::Result<()> {
     let mut changes = bus.subscribe_transactions();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let replication = realtime::replication::spawn(database, config.replication.clone(), bus, shutdown.clone());
+    let replication =
+        realtime::replication::spawn(database, config.replication.clone(), bus, shutdown.clone());
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         tokio::select! {

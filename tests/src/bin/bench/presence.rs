@@ -71,11 +71,7 @@ pub fn main() -> anyhow::Result<()> {
     let listener = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    server_rt.spawn(realtime::run(
-        Arc::new(config),
-        listener,
-        shutdown.clone(),
-    ));
+    server_rt.spawn(realtime::run(Arc::new(config), listener, shutdown.clone()));
     let url = format!(
         "ws://{addr}/socket/websocket?apikey={}&vsn=2.0.0",
         broadcast::token(&secret)?
