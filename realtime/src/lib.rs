@@ -10,16 +10,18 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | leaves | `json`, `lsn`, `calendar`, `metrics` | primitives: the JSON string writer and validator, WAL positions, dates, counters |
-//! | wire | `protocol` | Phoenix v1/v2 codec, WebSocket frame codec, the per-socket queue of encoded frames; pure, no I/O |
-//! | domain | `change`, `window` | a committed row change and its position; the resume window of recent transactions |
-//! | settings | `config`, `db`, `auth` | typed configuration, the connection pool and migrations, token verification |
-//! | rules | `policy` | policy files, compiled once and evaluated in-process |
-//! | sources | `replication`, `bus` | WAL → pgoutput → decoded transactions; the conduit every event travels |
-//! | features | `channels`, `broadcast`, `presence`, `changes` | topic registry, broadcast, presence state, Postgres Changes dispatch |
-//! | node | `limits`, `node` | the shared services of one running node |
-//! | edges | `transport`, `http`, `check` | sockets and sessions, HTTP routes, `config check` |
-//! | composition | `server`, `embedded` | wires all of the above and runs until shutdown |
+//! | 0 | `json`, `lsn`, `calendar`, `metrics`, `embedded`, `healthcheck` | primitives (JSON writer and validator, WAL positions, dates, counters); a throwaway Postgres for `dev` and tests; the container health check |
+//! | 1 | `change`, `protocol` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure |
+//! | 2 | `broadcast`, `window` | a broadcast and its wire forms; the resume window of recent transactions |
+//! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
+//! | 4 | `auth`, `bus`, `db` | token verification; the conduit every event travels; the pool and migrations |
+//! | 5 | `policy`, `presence`, `limits`, `check` | policy files evaluated in-process; presence state; rate and count limits; `config check` |
+//! | 6 | `changes`, `authorization` | Postgres Changes subscriptions and dispatch; private channels by policy files or RLS |
+//! | 7 | `db_broadcast` | broadcasts from the database (`realtime.messages`) |
+//! | 8 | `replication`, `node` | the WAL stream (it hands `realtime.messages` rows to `db_broadcast`); a node's shared services |
+//! | 9 | `transport` | sockets and sessions |
+//! | 10 | `http` | routes: WebSocket upgrade, REST broadcast, health, metrics, `/admin` |
+//! | 11 | `server` | the composition: [`run_service`] wires replication and the server |
 //!
 //! # Data flow, from the WAL to the socket
 //!
