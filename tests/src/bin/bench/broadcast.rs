@@ -33,7 +33,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use realtime::config::server::{AuthConfig, Limits, ServerConfig};
+use realtime::config::server::{AuthConfig, ServerConfig};
 use realtime::config::{Config, Secret};
 
 use super::Line;
@@ -124,26 +124,7 @@ pub(super) fn bench_config(secret: &str) -> Config {
                 jwt_secret: Some(Secret::new(secret)),
                 ..AuthConfig::default()
             },
-            limits: Limits {
-                max_connections: 50_000,
-                max_joins_per_second: u32::MAX,
-                max_events_per_second: u32::MAX,
-                max_presence_events_per_second: u32::MAX,
-                // One load generator from one address and (broadcast) one user: the per-socket,
-                // per-subject and per-address limits would police the benchmark itself.
-                max_joins_per_second_per_socket: u32::MAX,
-                max_joins_per_second_per_subject: u32::MAX,
-                max_joins_per_second_per_ip: u32::MAX,
-                max_broadcasts_per_second: u32::MAX,
-                max_broadcasts_per_second_per_subject: u32::MAX,
-                max_broadcasts_per_second_per_ip: u32::MAX,
-                max_presence_events_per_second_per_subject: u32::MAX,
-                max_presence_events_per_second_per_ip: u32::MAX,
-                max_connections_per_subject: u32::MAX,
-                max_connections_per_ip: u32::MAX,
-                idle_timeout: Duration::from_secs(600),
-                ..Limits::default()
-            },
+            limits: super::unpoliced_limits(),
             ..ServerConfig::default()
         },
         ..Config::default()

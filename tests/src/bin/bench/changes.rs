@@ -158,30 +158,13 @@ fn config(database: DatabaseConfig, policies: PathBuf, secret: &str) -> Config {
                 ..AuthConfig::default()
             },
             limits: Limits {
-                max_connections: 50_000,
                 max_channels_per_client: 100,
-                max_joins_per_second: u32::MAX,
-                max_events_per_second: u32::MAX,
-                max_presence_events_per_second: u32::MAX,
                 channel_error_backoff: Duration::ZERO,
                 connect_error_backoff: Duration::ZERO,
                 // Throughput is measured, not slow-consumer policing: queues may grow.
                 outbound_queue_frames: 1_000_000,
                 outbound_queue_bytes: usize::MAX,
-                // One load generator from one address and (broadcast) one user: the per-socket,
-                // per-subject and per-address limits would police the benchmark itself.
-                max_joins_per_second_per_socket: u32::MAX,
-                max_joins_per_second_per_subject: u32::MAX,
-                max_joins_per_second_per_ip: u32::MAX,
-                max_broadcasts_per_second: u32::MAX,
-                max_broadcasts_per_second_per_subject: u32::MAX,
-                max_broadcasts_per_second_per_ip: u32::MAX,
-                max_presence_events_per_second_per_subject: u32::MAX,
-                max_presence_events_per_second_per_ip: u32::MAX,
-                max_connections_per_subject: u32::MAX,
-                max_connections_per_ip: u32::MAX,
-                idle_timeout: Duration::from_secs(600),
-                ..Limits::default()
+                ..super::unpoliced_limits()
             },
             policies_dir: Some(policies),
             ..ServerConfig::default()

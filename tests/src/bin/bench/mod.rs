@@ -11,6 +11,31 @@ pub mod presence;
 use std::collections::HashMap;
 
 use anyhow::{Context, bail};
+use realtime::config::server::Limits;
+
+/// The server's limits with everything that would police the benchmark itself lifted: one load
+/// generator from one address and (broadcast) one user would otherwise meet the per-socket,
+/// per-subject and per-address limits long before the node's.
+pub fn unpoliced_limits() -> Limits {
+    Limits {
+        max_connections: 50_000,
+        max_joins_per_second: u32::MAX,
+        max_events_per_second: u32::MAX,
+        max_presence_events_per_second: u32::MAX,
+        max_joins_per_second_per_socket: u32::MAX,
+        max_joins_per_second_per_subject: u32::MAX,
+        max_joins_per_second_per_ip: u32::MAX,
+        max_broadcasts_per_second: u32::MAX,
+        max_broadcasts_per_second_per_subject: u32::MAX,
+        max_broadcasts_per_second_per_ip: u32::MAX,
+        max_presence_events_per_second_per_subject: u32::MAX,
+        max_presence_events_per_second_per_ip: u32::MAX,
+        max_connections_per_subject: u32::MAX,
+        max_connections_per_ip: u32::MAX,
+        idle_timeout: std::time::Duration::from_secs(600),
+        ..Limits::default()
+    }
+}
 
 /// One step line of a child: its first word (checked by [`Line::parse`]) and its fields.
 #[derive(Debug)]
