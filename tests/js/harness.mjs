@@ -78,7 +78,7 @@ function canListen(port) {
 }
 
 /**
- * Starts `realtime serve` and waits until `GET /healthz` answers 200.
+ * Starts `realtime serve` and waits until `GET /readyz` answers 200.
  * Returns `{ port, secret, wsUrl(path), httpUrl, token(claims), stop() }`.
  *
  * With `{ database: true }` it runs `realtime dev` instead, which starts a throwaway Postgres of
@@ -177,14 +177,14 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
     },
     /**
      * Starts the server again after `crash()`: same port and secret, `realtime serve` against
-     * the embedded Postgres left running. Resolves once `/healthz` answers.
+     * the embedded Postgres left running. Resolves once `/readyz` answers 200.
      */
     async restart() {
       if (!exited) throw new Error('restart() needs a stopped server: call crash() first')
       const serveEnv = { ...env }
       if (database) serveEnv.DATABASE_URL = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`
       launch(['serve'], serveEnv)
-      await healthy(httpUrl, 20000, () => exited, () => child, () => log)
+      await healthy(httpUrl, 60000, () => exited, () => child, () => log)
     },
     async stop() {
       if (!exited) {
@@ -201,7 +201,10 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
   }
 }
 
-/** Waits until `GET /healthz` answers 200; fails if the process exits or time runs out. */
+/**
+ * Waits until `GET /readyz` answers 200 (with a database: the change stream is streaming, so a
+ * row committed from now on is delivered); fails if the process exits or time runs out.
+ */
 async function healthy(httpUrl, timeoutMs, exited, child, log) {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -209,7 +212,7 @@ async function healthy(httpUrl, timeoutMs, exited, child, log) {
       throw new Error(`realtime exited early (${JSON.stringify(exited())}):\n${log()}`)
     }
     try {
-      const res = await fetch(`${httpUrl}/healthz`, { signal: AbortSignal.timeout(1000) })
+      const res = await fetch(`${httpUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
       await res.body?.cancel()
       if (res.status === 200) return
     } catch {
@@ -217,7 +220,7 @@ async function healthy(httpUrl, timeoutMs, exited, child, log) {
     }
     if (Date.now() > deadline) {
       child().kill('SIGKILL')
-      throw new Error(`realtime did not answer /healthz in time:\n${log()}`)
+      throw new Error(`realtime was not ready (/readyz) in time:\n${log()}`)
     }
     await new Promise((r) => setTimeout(r, 50))
   }

@@ -5,12 +5,14 @@
 //! unit-tested without touching the process environment.
 
 pub mod cidr;
+mod cluster;
 mod database;
 mod secret;
 pub mod server;
 
 use std::path::Path;
 
+pub use cluster::{CdcRole, ClusterConfig, NatsAuth};
 pub(crate) use database::percent_decode;
 pub use database::{DatabaseConfig, ReplicationConfig, SslMode};
 pub use secret::Secret;
@@ -22,6 +24,8 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     pub replication: ReplicationConfig,
     pub server: ServerConfig,
+    /// `None`: a single node (no `NATS_URL`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A configuration problem, naming the key (file key or environment variable) at fault.
@@ -151,11 +155,16 @@ impl Config {
             errors.extend(e);
             ServerConfig::default()
         });
+        let cluster = ClusterConfig::load(&sources).unwrap_or_else(|e| {
+            errors.extend(e);
+            None
+        });
         if errors.is_empty() {
             Ok(Config {
                 database,
                 replication,
                 server,
+                cluster,
             })
         } else {
             Err(errors)

@@ -169,6 +169,7 @@ fn config(database: DatabaseConfig, policies: PathBuf, secret: &str) -> Config {
             policies_dir: Some(policies),
             ..ServerConfig::default()
         },
+        ..Config::default()
     }
 }
 
