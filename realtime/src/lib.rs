@@ -11,7 +11,7 @@
 //! | layer | modules | what they are |
 //! |---|---|---|
 //! | 0 | `json`, `lsn`, `calendar`, `metrics`, `embedded`, `healthcheck` | primitives (JSON writer and validator, WAL positions, dates, counters); a throwaway Postgres for `dev` and tests; the container health check |
-//! | 1 | `change`, `protocol` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure |
+//! | 1 | `change`, `protocol`, `pgvalue` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure; Postgres values as filters and policies compare them |
 //! | 2 | `broadcast`, `window` | a broadcast and its wire forms; the resume window of recent transactions |
 //! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
 //! | 4 | `auth`, `bus`, `db`, `cluster` | token verification; the conduit every event travels; the pool and migrations; the NATS link of a clustered node |
@@ -54,6 +54,7 @@ pub mod limits;
 pub mod lsn;
 pub mod metrics;
 pub mod node;
+pub mod pgvalue;
 pub mod policy;
 pub mod presence;
 pub mod protocol;

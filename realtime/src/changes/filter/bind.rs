@@ -11,20 +11,17 @@
 //! A column the image does not carry (unchanged TOAST, non-key column of a key-only old row)
 //! never matches, whatever the operator.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use regex::{Regex, RegexBuilder};
 
 use super::pattern::LikePattern;
-use super::scalar::{
-    NumericValue, cmp_float, json_float, json_numeric, json_string, parse_bool, parse_float, parse_int,
-    parse_numeric, parse_uuid, sql_type_name, syntax_error,
-};
-use super::time::{self, Kind};
 use super::{Condition, Filter, FilterError, Op};
 use crate::change::{Cell, ChangeKind, Column, Row, RowChange, Table};
 use crate::changes::ColumnSet;
+use crate::pgvalue::{
+    self, Class, CmpOp, Scalar, ScalarError, classify, compare, json_bool, json_string, sql_type_name,
+};
 
 /// Most values an `in` list may hold.
 pub const MAX_IN_VALUES: usize = 100;
@@ -33,102 +30,9 @@ pub const MAX_IN_VALUES: usize = 100;
 /// hostile pattern from costing much memory either.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// How a column's values compare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Int {
-        bits: u32,
-    },
-    Numeric,
-    Float {
-        single: bool,
-    },
-    Bool,
-    /// `text`, `varchar`, `name`; `bpchar` ignores trailing spaces (`pad`); `citext` ignores
-    /// case (`fold`). Ordering is by code point (the "C" collation).
-    Text {
-        fold: bool,
-        pad: bool,
-    },
-    Uuid,
-    Time(Kind),
-    /// A user type (enum, composite, extension type): equality on its text form only.
-    Opaque,
-    /// Another built-in type (json, arrays, intervals, ...): only `is`.
-    Unsupported,
-}
-
-fn classify(column: &Column) -> Class {
-    // Built-in types have OIDs below 16384; a domain is reported under its base type's name.
-    let builtin = column.type_oid < 16_384;
-    match &*column.type_name {
-        "int2" => Class::Int { bits: 16 },
-        "int4" => Class::Int { bits: 32 },
-        "int8" => Class::Int { bits: 64 },
-        "numeric" => Class::Numeric,
-        "float4" => Class::Float { single: true },
-        "float8" => Class::Float { single: false },
-        "bool" => Class::Bool,
-        "text" | "varchar" | "name" => Class::Text {
-            fold: false,
-            pad: false,
-        },
-        "bpchar" => Class::Text {
-            fold: false,
-            pad: true,
-        },
-        "citext" if !builtin => Class::Text {
-            fold: true,
-            pad: false,
-        },
-        "uuid" => Class::Uuid,
-        "timestamptz" => Class::Time(Kind::Timestamptz),
-        "timestamp" => Class::Time(Kind::Timestamp),
-        "date" => Class::Time(Kind::Date),
-        name if builtin || name.starts_with('_') => Class::Unsupported,
-        _ => Class::Opaque,
-    }
-}
-
-/// A filter value in its column type's comparable form.
-#[derive(Clone, Debug)]
-enum Scalar {
-    Int(i64),
-    Numeric(NumericValue),
-    Float(f64),
-    Bool(bool),
-    /// Already trimmed (`bpchar`) or lower-cased (`citext`) as the class compares.
-    Text(Box<str>),
-    Uuid(u128),
-    Time(i64),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cmp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl Cmp {
-    fn holds(self, o: Ordering) -> bool {
-        match self {
-            Cmp::Eq => o == Ordering::Equal,
-            Cmp::Ne => o != Ordering::Equal,
-            Cmp::Lt => o == Ordering::Less,
-            Cmp::Le => o != Ordering::Greater,
-            Cmp::Gt => o == Ordering::Greater,
-            Cmp::Ge => o != Ordering::Less,
-        }
-    }
-}
-
 #[derive(Clone, Debug)]
 enum Test {
-    Compare(Cmp, Scalar),
+    Compare(CmpOp, Scalar),
     In {
         values: Box<[Scalar]>,
         has_null: bool,
@@ -197,7 +101,7 @@ fn bind_condition(
         return Err(unknown());
     }
     let column = &table.columns[index];
-    let class = classify(column);
+    let class = classify(&column.type_name, column.type_oid);
     let type_name = || sql_type_name(&column.type_name);
     let op = condition.op;
     let unsupported = || FilterError::Unsupported {
@@ -263,8 +167,8 @@ fn bind_condition(
             }
             let scalar = parse_scalar(class, column, value)?;
             match op {
-                Op::Eq => Test::Compare(Cmp::Eq, scalar),
-                Op::Neq => Test::Compare(Cmp::Ne, scalar),
+                Op::Eq => Test::Compare(CmpOp::Eq, scalar),
+                Op::Neq => Test::Compare(CmpOp::Ne, scalar),
                 _ => Test::Distinct(scalar),
             }
         }
@@ -273,10 +177,10 @@ fn bind_condition(
                 return Err(unsupported());
             }
             let cmp = match op {
-                Op::Lt => Cmp::Lt,
-                Op::Lte => Cmp::Le,
-                Op::Gt => Cmp::Gt,
-                _ => Cmp::Ge,
+                Op::Lt => CmpOp::Lt,
+                Op::Lte => CmpOp::Le,
+                Op::Gt => CmpOp::Gt,
+                _ => CmpOp::Ge,
             };
             Test::Compare(cmp, parse_scalar(class, column, value)?)
         }
@@ -309,47 +213,13 @@ fn compile_regex(pattern: &str, insensitive: bool, op: Op) -> Result<Regex, Filt
 
 /// Reads a filter value as the column type's input function would.
 fn parse_scalar(class: Class, column: &Column, text: &str) -> Result<Scalar, FilterError> {
-    let invalid = FilterError::InvalidValue;
-    let name = sql_type_name(&column.type_name);
-    Ok(match class {
-        Class::Int { bits } => Scalar::Int(parse_int(text, bits, &name).map_err(invalid)?),
-        Class::Numeric => Scalar::Numeric(parse_numeric(text).map_err(invalid)?),
-        Class::Float { single } => Scalar::Float(parse_float(text, single).map_err(invalid)?),
-        Class::Bool => Scalar::Bool(parse_bool(text).map_err(invalid)?),
-        Class::Text { .. } | Class::Opaque => {
-            if text.contains('\0') {
-                return Err(invalid(
-                    "invalid byte sequence for encoding \"UTF8\": 0x00".to_owned(),
-                ));
-            }
-            Scalar::Text(normalize_text(class, text).into())
-        }
-        Class::Uuid => Scalar::Uuid(parse_uuid(text).ok_or_else(|| invalid(syntax_error("uuid", text)))?),
-        Class::Time(kind) => {
-            Scalar::Time(time::parse(text, kind).ok_or_else(|| invalid(syntax_error(&name, text)))?)
-        }
-        Class::Unsupported => {
-            return Err(FilterError::Unsupported {
-                op: "eq",
-                type_name: name,
-            });
-        }
+    pgvalue::parse_scalar(class, &column.type_name, text).map_err(|e| match e {
+        ScalarError::Invalid(message) => FilterError::InvalidValue(message),
+        ScalarError::Unsupported => FilterError::Unsupported {
+            op: "eq",
+            type_name: sql_type_name(&column.type_name),
+        },
     })
-}
-
-/// The form text values of `class` compare in.
-fn normalize_text(class: Class, text: &str) -> Cow<'_, str> {
-    match class {
-        Class::Text { fold, pad } => {
-            let text = if pad { text.trim_end_matches(' ') } else { text };
-            if fold {
-                Cow::Owned(text.to_lowercase())
-            } else {
-                Cow::Borrowed(text)
-            }
-        }
-        _ => Cow::Borrowed(text),
-    }
 }
 
 /// The elements of an `in` list, read as Postgres reads an array literal's contents:
@@ -500,37 +370,6 @@ impl Bound {
             }
             Test::Regex(regex) => json_string(json).map(|text| regex.is_match(&text)),
         }
-    }
-}
-
-fn json_bool(json: &str) -> Option<bool> {
-    match json {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => None,
-    }
-}
-
-/// The text inside a JSON string that holds no escapes (uuids, dates and timestamps).
-fn plain_string(json: &str) -> Option<&str> {
-    json.strip_prefix('"')?.strip_suffix('"')
-}
-
-/// Orders a column's JSON value against a filter value; `None` if the JSON is not the column
-/// type's form (the condition is then unknown).
-fn compare(class: Class, json: &str, value: &Scalar) -> Option<Ordering> {
-    match (class, value) {
-        (Class::Int { .. }, Scalar::Int(v)) => json.parse::<i64>().ok().map(|x| x.cmp(v)),
-        (Class::Numeric, Scalar::Numeric(v)) => json_numeric(json).map(|x| x.cmp(&v.view())),
-        (Class::Float { single }, Scalar::Float(v)) => json_float(json, single).map(|x| cmp_float(x, *v)),
-        (Class::Bool, Scalar::Bool(v)) => json_bool(json).map(|x| x.cmp(v)),
-        (Class::Text { .. } | Class::Opaque, Scalar::Text(v)) => {
-            let text = json_string(json)?;
-            Some(normalize_text(class, &text).as_ref().cmp(&**v))
-        }
-        (Class::Uuid, Scalar::Uuid(v)) => parse_uuid(plain_string(json)?).map(|x| x.cmp(v)),
-        (Class::Time(kind), Scalar::Time(v)) => time::parse(plain_string(json)?, kind).map(|x| x.cmp(v)),
-        _ => None,
     }
 }
 

@@ -9,8 +9,8 @@
 //! 3. [`BoundFilter::matches`] evaluates it on a row image with the column type's semantics
 //!    (exact integers and decimals, Postgres float ordering, instants for timestamps, ...).
 //!
-//! Files: `parse` (grammar), `bind` (column classes, binding, evaluation), `scalar` (number,
-//! boolean, uuid and JSON string forms), `time` (dates and timestamps), `pattern` (LIKE).
+//! Files: `parse` (grammar), `bind` (binding and evaluation), `pattern` (LIKE). Column classes,
+//! value parsing and comparison are [`crate::pgvalue`]'s, shared with table policies.
 //!
 //! Where evaluation in-process differs from asking Postgres (each is refused at bind time or
 //! documented, never a silent disagreement; `tests/tests/filters_vs_postgres.rs` checks the
@@ -27,8 +27,6 @@
 mod bind;
 mod parse;
 mod pattern;
-mod scalar;
-mod time;
 
 #[cfg(test)]
 mod tests;

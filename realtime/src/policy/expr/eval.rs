@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value as Json};
 
-use super::{CmpOp, Expr, Func, Type, Value, time};
+use super::{Expr, Func, Type, Value, time};
 
 /// What an expression can read.
 pub trait Context {
@@ -18,6 +18,11 @@ pub trait Context {
     /// The value of a resolved column ([`Expr::Column`]); NULL where there are no columns.
     fn column(&self, _index: usize) -> Value {
         Value::Null
+    }
+    /// The JSON text of a resolved column as the row image carries it (for [`Expr::Exact`]
+    /// tests); `None` for NULL and where there are no columns.
+    fn column_json(&self, _index: usize) -> Option<&str> {
+        None
     }
     /// The channel sub-topic for `realtime.topic()`.
     fn topic(&self) -> Option<&str> {
@@ -34,6 +39,7 @@ impl Expr {
     pub fn eval(&self, ctx: &dyn Context) -> Value {
         match self {
             Expr::Literal(v) => v.clone(),
+            Expr::Decimal { value, .. } => Value::Float(*value),
             Expr::Var(name) => ctx.var(name),
             Expr::Column { index, .. } => ctx.column(*index),
             Expr::Func(f) => func(*f, ctx),
@@ -57,16 +63,10 @@ impl Expr {
                 }
             }
             Expr::Cast(inner, ty) => cast(inner.eval(ctx), *ty),
+            Expr::Exact(exact) => exact.eval(ctx),
             Expr::Compare(a, op, b) => match compare(&a.eval(ctx), &b.eval(ctx)) {
                 None => Value::Null,
-                Some(ord) => Value::Bool(match op {
-                    CmpOp::Eq => ord == Ordering::Equal,
-                    CmpOp::Ne => ord != Ordering::Equal,
-                    CmpOp::Lt => ord == Ordering::Less,
-                    CmpOp::Le => ord != Ordering::Greater,
-                    CmpOp::Gt => ord == Ordering::Greater,
-                    CmpOp::Ge => ord != Ordering::Less,
-                }),
+                Some(ord) => Value::Bool(op.holds(ord)),
             },
             Expr::In { expr, list, negated } => {
                 let v = expr.eval(ctx);

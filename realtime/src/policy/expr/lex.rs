@@ -1,6 +1,6 @@
 //! Tokenizer: expression text → tokens with byte offsets. Pure; never panics.
 
-use super::{ExprError, MAX_LEN};
+use super::{CmpOp, ExprError, MAX_LEN};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Tok {
@@ -12,12 +12,8 @@ pub enum Tok {
     Str(String),
     /// The number's text; the parser decides integer or decimal.
     Num(String),
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+    /// `=`, `<>` or `!=`, `<`, `<=`, `>`, `>=`.
+    Cmp(CmpOp),
     Arrow,
     ArrowText,
     Cast,
@@ -68,13 +64,13 @@ pub fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
                 }
             }
             b'-' => simple(Tok::Minus, 1),
-            b'=' => simple(Tok::Eq, 1),
-            b'!' if next == Some(b'=') => simple(Tok::Ne, 2),
-            b'<' if next == Some(b'>') => simple(Tok::Ne, 2),
-            b'<' if next == Some(b'=') => simple(Tok::Le, 2),
-            b'<' => simple(Tok::Lt, 1),
-            b'>' if next == Some(b'=') => simple(Tok::Ge, 2),
-            b'>' => simple(Tok::Gt, 1),
+            b'=' => simple(Tok::Cmp(CmpOp::Eq), 1),
+            b'!' if next == Some(b'=') => simple(Tok::Cmp(CmpOp::Ne), 2),
+            b'<' if next == Some(b'>') => simple(Tok::Cmp(CmpOp::Ne), 2),
+            b'<' if next == Some(b'=') => simple(Tok::Cmp(CmpOp::Le), 2),
+            b'<' => simple(Tok::Cmp(CmpOp::Lt), 1),
+            b'>' if next == Some(b'=') => simple(Tok::Cmp(CmpOp::Ge), 2),
+            b'>' => simple(Tok::Cmp(CmpOp::Gt), 1),
             b':' if next == Some(b':') => simple(Tok::Cast, 2),
             b'(' => simple(Tok::LParen, 1),
             b')' => simple(Tok::RParen, 1),
@@ -188,7 +184,7 @@ mod tests {
                 },
                 Tok::ArrowText,
                 Tok::Str("x".into()),
-                Tok::Ne,
+                Tok::Cmp(CmpOp::Ne),
                 Tok::Num("1.5".into()),
                 Tok::Cast,
                 Tok::Ident {

@@ -10,6 +10,7 @@
 //! is false), and a rule grants only when its expression is `true`.
 
 mod eval;
+mod exact;
 mod lex;
 mod parse;
 pub mod time;
@@ -68,33 +69,19 @@ impl Func {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl CmpOp {
-    fn symbol(self) -> &'static str {
-        match self {
-            CmpOp::Eq => "=",
-            CmpOp::Ne => "<>",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-        }
-    }
-}
+pub use crate::pgvalue::CmpOp;
+use crate::pgvalue::{Class, Scalar};
 
 /// A parsed expression.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
     Literal(Value),
+    /// A number with a fraction or beyond `i64`, with its text: it evaluates as a float, and
+    /// compares with a `numeric` column exactly (see [`Exact`]), as Postgres's numeric literals do.
+    Decimal {
+        value: f64,
+        text: Box<str>,
+    },
     /// A name: a topic parameter in channel rules, a column in table rules.
     Var(String),
     /// A column of a table rule, resolved to its index in the table when the rule is bound to a
@@ -122,10 +109,32 @@ pub enum Expr {
         expr: Box<Expr>,
         negated: bool,
     },
+    /// A comparison of a table column with constants, bound to the column's type (see
+    /// [`Expr::bind_exact`]): compares as Postgres compares values of that type.
+    Exact(Box<Exact>),
     /// Flat lists keep long chains shallow.
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
+}
+
+/// `column op constant` or `column [NOT] IN (constants)` with the constants read as the column
+/// type's input function reads them, the way Postgres coerces a literal to the column's type:
+/// `numeric` compares as an exact decimal, `bpchar` without trailing spaces, `citext` without
+/// case, uuids and timestamps as values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exact {
+    pub column: usize,
+    pub class: Class,
+    pub test: ExactTest,
+    /// The comparison as written (resolved), for its text and the columns it reads.
+    pub source: Expr,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExactTest {
+    Compare(CmpOp, Scalar),
+    In { values: Box<[Scalar]>, negated: bool },
 }
 
 /// The claims an expression reads (see [`Expr::claims_read`]).
@@ -222,7 +231,11 @@ impl Expr {
                 },
                 None => Expr::Var(name.clone()),
             },
-            Expr::Literal(_) | Expr::Column { .. } | Expr::Func(_) => self.clone(),
+            Expr::Literal(_)
+            | Expr::Decimal { .. }
+            | Expr::Column { .. }
+            | Expr::Func(_)
+            | Expr::Exact(_) => self.clone(),
             Expr::JsonGet { base, key, as_text } => Expr::JsonGet {
                 base: go(base),
                 key: go(key),
@@ -279,7 +292,13 @@ impl Expr {
             Expr::Func(Func::AuthRole) => add("role"),
             Expr::Func(Func::AuthEmail) => add("email"),
             Expr::Func(Func::AuthJwt) => read.all = true,
-            Expr::Func(Func::RealtimeTopic) | Expr::Literal(_) | Expr::Var(_) | Expr::Column { .. } => {}
+            // An exact test reads a column and constants only.
+            Expr::Func(Func::RealtimeTopic)
+            | Expr::Literal(_)
+            | Expr::Decimal { .. }
+            | Expr::Var(_)
+            | Expr::Column { .. }
+            | Expr::Exact(_) => {}
             Expr::JsonGet { base, key, .. } => match (&**base, &**key) {
                 (Expr::Func(Func::AuthJwt), Expr::Literal(Value::Text(name))) => add(name),
                 // An integer key on the claims object is always NULL: nothing is read.
@@ -305,12 +324,13 @@ impl Expr {
     fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
         f(self);
         match self {
-            Expr::Literal(_) | Expr::Var(_) | Expr::Column { .. } | Expr::Func(_) => {}
+            Expr::Literal(_) | Expr::Decimal { .. } | Expr::Var(_) | Expr::Column { .. } | Expr::Func(_) => {}
             Expr::JsonGet { base, key, .. } => {
                 base.walk(f);
                 key.walk(f);
             }
             Expr::Cast(e, _) | Expr::Not(e) | Expr::IsNull { expr: e, .. } => e.walk(f),
+            Expr::Exact(exact) => exact.source.walk(f),
             Expr::Compare(a, _, b) => {
                 a.walk(f);
                 b.walk(f);
@@ -353,6 +373,7 @@ impl fmt::Display for Expr {
         };
         match self {
             Expr::Literal(v) => write!(f, "{v}"),
+            Expr::Decimal { text, .. } => f.write_str(text),
             Expr::Var(name) | Expr::Column { name, .. } => {
                 let plain = name.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
                     && name
@@ -371,6 +392,7 @@ impl fmt::Display for Expr {
             }
             Expr::Cast(e, t) => write!(f, "({e})::{}", t.name()),
             Expr::Compare(a, op, b) => write!(f, "({a} {} {b})", op.symbol()),
+            Expr::Exact(exact) => write!(f, "{}", exact.source),
             Expr::In {
                 expr,
                 list: items,

@@ -3,7 +3,7 @@
 //! Every recursion and every postfix chain counts against [`MAX_DEPTH`]. Never panics.
 
 use super::lex::{Tok, Token, lex};
-use super::{CmpOp, Expr, ExprError, Func, MAX_DEPTH, Type, Value};
+use super::{Expr, ExprError, Func, MAX_DEPTH, Type, Value};
 
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
     let tokens = lex(text)?;
@@ -139,12 +139,7 @@ impl Parser {
     fn comparison(&mut self) -> Result<Expr, ExprError> {
         let left = self.postfix()?;
         let op = match self.peek() {
-            Some(Tok::Eq) => Some(CmpOp::Eq),
-            Some(Tok::Ne) => Some(CmpOp::Ne),
-            Some(Tok::Lt) => Some(CmpOp::Lt),
-            Some(Tok::Le) => Some(CmpOp::Le),
-            Some(Tok::Gt) => Some(CmpOp::Gt),
-            Some(Tok::Ge) => Some(CmpOp::Ge),
+            Some(Tok::Cmp(op)) => Some(*op),
             _ => None,
         };
         if let Some(op) = op {
@@ -320,7 +315,10 @@ fn number(text: &str, negative: bool) -> Option<Expr> {
         return Some(Expr::Literal(Value::Int(i)));
     }
     let f = signed.parse::<f64>().ok().filter(|f| f.is_finite())?;
-    Some(Expr::Literal(Value::Float(f)))
+    Some(Expr::Decimal {
+        value: f,
+        text: signed.into(),
+    })
 }
 
 fn describe(tok: &Tok) -> String {
@@ -328,12 +326,7 @@ fn describe(tok: &Tok) -> String {
         Tok::Ident { name, .. } => format!("{name:?}"),
         Tok::Str(_) => "a string".to_owned(),
         Tok::Num(n) => n.clone(),
-        Tok::Eq => "=".to_owned(),
-        Tok::Ne => "<>".to_owned(),
-        Tok::Lt => "<".to_owned(),
-        Tok::Le => "<=".to_owned(),
-        Tok::Gt => ">".to_owned(),
-        Tok::Ge => ">=".to_owned(),
+        Tok::Cmp(op) => op.symbol().to_owned(),
         Tok::Arrow => "->".to_owned(),
         Tok::ArrowText => "->>".to_owned(),
         Tok::Cast => "::".to_owned(),

@@ -108,6 +108,7 @@ impl Expr {
     pub fn type_of(&self, var_type: &dyn Fn(&str) -> Option<Type>) -> Result<Type, ExprError> {
         Ok(match self {
             Expr::Literal(v) => v.type_of(),
+            Expr::Decimal { .. } => Type::Float,
             Expr::Var(name) | Expr::Column { name, .. } => {
                 var_type(name).ok_or_else(|| ExprError::general(format!("unknown name `{name}`")))?
             }
@@ -162,6 +163,7 @@ impl Expr {
                 expr.type_of(var_type)?;
                 Type::Bool
             }
+            Expr::Exact(_) => Type::Bool,
             Expr::And(items) | Expr::Or(items) => {
                 for item in items {
                     boolean(item, var_type)?;

@@ -68,6 +68,9 @@ pub struct PreparedChange<'a> {
     change: &'a RowChange,
     new: Option<Vec<Known>>,
     old: Option<Vec<Known>>,
+    /// The JSON text of the read columns of each image, for exact comparisons.
+    new_json: Vec<Option<&'a str>>,
+    old_json: Vec<Option<&'a str>>,
     /// The old image carries every column (`REPLICA IDENTITY FULL`), not just the key.
     old_is_full: bool,
     /// The change's table no longer has the columns the rules were bound to.
@@ -99,11 +102,19 @@ impl BoundRules {
                     .map(|row| values::read(columns, &self.reads, row, None)),
             )
         };
+        let json = |row: Option<&'a Row>, fallback: Option<&'a Row>| match row {
+            Some(row) if !stale => values::json_cells(columns.len(), &self.reads, row, fallback),
+            _ => Vec::new(),
+        };
+        let new_json = json(change.new.as_ref(), change.old.as_ref().filter(|_| old_is_full));
+        let old_json = json(change.old.as_ref(), None);
         PreparedChange {
             rules: self,
             change,
             new,
             old,
+            new_json,
+            old_json,
             old_is_full,
             stale,
         }
@@ -182,13 +193,13 @@ impl PreparedChange<'_> {
                 let Some(new) = &self.new else {
                     return Visibility::Hidden;
                 };
-                let columns = outcome(rules(), new, &claims.all, width).passed;
+                let columns = outcome(rules(), new, &self.new_json, &claims.all, width).passed;
                 if columns.is_empty() {
                     return Visibility::Hidden;
                 }
                 let old = match (&self.old, self.change.kind) {
                     (Some(old), ChangeKind::Update) => {
-                        let was = outcome(rules(), old, &claims.all, width);
+                        let was = outcome(rules(), old, &self.old_json, &claims.all, width);
                         let shown_key = key.intersection(&columns);
                         if self.old_is_full {
                             // The old row was checked: show what it allowed, never more.
@@ -215,7 +226,7 @@ impl PreparedChange<'_> {
                 let Some(old) = &self.old else {
                     return Visibility::Hidden;
                 };
-                let was = outcome(rules(), old, &claims.all, width);
+                let was = outcome(rules(), old, &self.old_json, &claims.all, width);
                 let columns = if self.old_is_full {
                     was.passed
                 } else {
@@ -255,6 +266,7 @@ fn write_cell(row: Option<&Row>, i: usize, key: &mut Vec<u8>) {
 fn outcome<'r>(
     rules: impl Iterator<Item = &'r BoundRule>,
     image: &[Known],
+    json: &[Option<&str>],
     claims: &Map<String, Json>,
     width: usize,
 ) -> Outcome {
@@ -262,7 +274,7 @@ fn outcome<'r>(
         passed: ColumnSet::none(width),
         undecided: ColumnSet::none(width),
     };
-    let ctx = RowContext { claims, image };
+    let ctx = RowContext { claims, image, json };
     for rule in rules {
         if rule.columns.is_subset(&out.passed) {
             continue; // It could add nothing.
@@ -284,6 +296,7 @@ fn outcome<'r>(
 struct RowContext<'a> {
     claims: &'a Map<String, Json>,
     image: &'a [Known],
+    json: &'a [Option<&'a str>],
 }
 
 impl Context for RowContext<'_> {
@@ -301,5 +314,9 @@ impl Context for RowContext<'_> {
             Some(Known::Value(v)) => v.clone(),
             _ => Value::Null,
         }
+    }
+
+    fn column_json(&self, index: usize) -> Option<&str> {
+        self.json.get(index).copied().flatten()
     }
 }

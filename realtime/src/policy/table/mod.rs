@@ -21,6 +21,7 @@ use super::expr::{ClaimsRead, Expr, Type};
 use super::{BYPASS_ROLE, PolicyError};
 use crate::auth::Claims;
 use crate::change::{Column, ReplicaIdentity, Table};
+use crate::pgvalue;
 
 /// A schema-qualified table name, exactly as the catalog spells it (no case folding).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,7 +240,18 @@ impl TableRules {
                     set
                 }
             };
-            let rows = rule.rows.resolve_columns(&index_of);
+            let column_type = |i: usize| {
+                let column = &table.columns[i];
+                (
+                    pgvalue::classify(&column.type_name, column.type_oid),
+                    &*column.type_name,
+                )
+            };
+            let rows = rule
+                .rows
+                .resolve_columns(&index_of)
+                .bind_exact(&column_type)
+                .map_err(|e| at(rule.rows_line, format!("rows: {} (in {})", e.message, self.table)))?;
             let rule_reads = rows.columns();
             for i in &rule_reads {
                 if !reads.contains(i) {

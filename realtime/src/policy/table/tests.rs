@@ -677,3 +677,68 @@ proptest! {
         }
     }
 }
+
+/// `prices(id int8 key, price numeric, code character(4), tag citext, owner uuid)`.
+fn prices() -> Arc<Table> {
+    let col = |name: &str, ty: &str, oid: u32| Column {
+        name: name.into(),
+        type_name: ty.into(),
+        type_oid: oid,
+        key: name == "id",
+    };
+    Arc::new(Table {
+        oid: 16390,
+        schema: "public".into(),
+        name: "todos".into(),
+        replica_identity: ReplicaIdentity::Default,
+        json: Default::default(),
+        columns: vec![
+            col("id", "int8", 20),
+            col("price", "numeric", 1700),
+            col("code", "bpchar", 1042),
+            // An extension type: its OID is above the built-in range.
+            col("tag", "citext", 16_500),
+            col("owner", "uuid", 2950),
+        ]
+        .into(),
+    })
+}
+
+#[test]
+fn constants_compare_with_columns_as_postgres_coerces_them() {
+    let table = prices();
+    let insert = |cells: &[C]| change(&table, ChangeKind::Insert, Some(row(&table, cells)), None);
+    let sees = |condition: &str, change: &RowChange| {
+        let text =
+            format!("[[table]]\ntable = \"todos\"\nroles = [\"authenticated\"]\nrows = {condition:?}\n");
+        let decision = bound(&text, &table).decide(change, &user("ann"));
+        matches!(decision, Visibility::Visible { .. })
+    };
+    let owner = "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"";
+    let a = insert(&[
+        C::V("1"),
+        C::V("0.10"),
+        C::V("\"ab  \""),
+        C::V("\"Blue\""),
+        C::V(owner),
+    ]);
+    // numeric: exact decimals, never through a double (0.1 + 0.2 is not 0.3 there).
+    assert!(sees("price = 0.1", &a));
+    assert!(!sees("price = 0.1000000000000000001", &a));
+    assert!(sees("price < 0.1000000000000000001", &a));
+    // character(n) ignores trailing spaces; citext ignores case; uuids compare as values.
+    assert!(sees("code = 'ab'", &a) && sees("'ab ' = code", &a));
+    assert!(sees("tag = 'BLUE'", &a) && sees("tag IN ('red', 'blue')", &a));
+    assert!(!sees("tag NOT IN ('blue', 'red')", &a));
+    assert!(sees("owner = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'", &a));
+    // A NULL column: unknown, so hidden either way.
+    let b = insert(&[C::V("2"), C::Null, C::Null, C::Null, C::Null]);
+    assert!(!sees("price = 0.1", &b) && !sees("NOT (price = 0.1)", &b));
+    // A constant that is not a value of the column's type is Postgres's error, at bind.
+    let text = "[[table]]\ntable = \"todos\"\nroles = [\"authenticated\"]\nrows = \"owner = 'nobody'\"\n";
+    let error = rules(text).bind(&table).unwrap_err().to_string();
+    assert!(
+        error.contains("invalid input syntax for type uuid: \"nobody\""),
+        "{error}"
+    );
+}

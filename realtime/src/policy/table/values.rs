@@ -50,6 +50,29 @@ pub fn read(columns: &[Column], wanted: &[usize], row: &Row, fallback: Option<&R
     out
 }
 
+/// The JSON text of the `wanted` columns of `row` (indexed like the table's columns; `None`
+/// for NULL, missing and other columns), `fallback` filling unchanged TOASTed values as in
+/// [`read`]. Exact comparisons ([`crate::policy::expr::Exact`]) read these.
+pub fn json_cells<'a>(
+    width: usize,
+    wanted: &[usize],
+    row: &'a Row,
+    fallback: Option<&'a Row>,
+) -> Vec<Option<&'a str>> {
+    let mut out = vec![None; width];
+    for &i in wanted {
+        let Some(slot) = out.get_mut(i) else {
+            continue;
+        };
+        *slot = match row.cells.get(i) {
+            Some(Cell::Value { .. }) => row.value(i),
+            Some(Cell::Unchanged) => fallback.and_then(|old| old.value(i)),
+            _ => None,
+        };
+    }
+    out
+}
+
 fn cell(row: &Row, i: usize, ty: Type) -> Known {
     match row.cells.get(i) {
         Some(Cell::Null) => Known::Value(Value::Null),

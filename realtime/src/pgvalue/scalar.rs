@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// A Postgres input error, worded as Postgres words it.
-pub(super) fn syntax_error(type_name: &str, text: &str) -> String {
+pub(crate) fn syntax_error(type_name: &str, text: &str) -> String {
     format!("invalid input syntax for type {type_name}: \"{text}\"")
 }
 
@@ -19,7 +19,7 @@ fn range_error(type_name: &str, text: &str) -> String {
 }
 
 /// `int2`/`int4`/`int8` input (Postgres 15: optional whitespace and sign, decimal digits).
-pub(super) fn parse_int(text: &str, bits: u32, type_name: &str) -> Result<i64, String> {
+pub(crate) fn parse_int(text: &str, bits: u32, type_name: &str) -> Result<i64, String> {
     let t = text.trim_matches(pg_space);
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -38,7 +38,7 @@ pub(super) fn parse_int(text: &str, bits: u32, type_name: &str) -> Result<i64, S
 }
 
 /// The whitespace Postgres's input functions skip (`isspace` in the C locale).
-pub(super) fn pg_space(c: char) -> bool {
+pub(crate) fn pg_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{0b}' | '\u{0c}')
 }
 
@@ -46,7 +46,7 @@ pub(super) fn pg_space(c: char) -> bool {
 /// The digits are `head` followed by `tail` (the integer and fraction digits of a text, so
 /// no copy is needed), without leading or trailing zeros; zero has no digits.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Decimal<'a> {
+pub(crate) struct Decimal<'a> {
     negative: bool,
     head: &'a [u8],
     tail: &'a [u8],
@@ -55,7 +55,7 @@ pub(super) struct Decimal<'a> {
 
 /// A `numeric` value: Postgres orders NaN above +Infinity and makes NaN equal to itself.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Numeric<'a> {
+pub(crate) enum Numeric<'a> {
     NegInf,
     Finite(Decimal<'a>),
     PosInf,
@@ -64,7 +64,7 @@ pub(super) enum Numeric<'a> {
 
 /// An owned [`Numeric`] (a pre-parsed filter value).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum NumericValue {
+pub enum NumericValue {
     NegInf,
     Finite {
         negative: bool,
@@ -76,7 +76,7 @@ pub(super) enum NumericValue {
 }
 
 impl NumericValue {
-    pub(super) fn view(&self) -> Numeric<'_> {
+    pub(crate) fn view(&self) -> Numeric<'_> {
         match self {
             NumericValue::NegInf => Numeric::NegInf,
             NumericValue::PosInf => Numeric::PosInf,
@@ -100,7 +100,7 @@ const MAX_EXPONENT: i64 = 1 << 20;
 
 /// Reads `[+-]digits[.digits][e[+-]digits]` (at least one digit). Returns `None` on any other
 /// text, including exponents beyond [`MAX_EXPONENT`].
-pub(super) fn decimal(text: &str) -> Option<Decimal<'_>> {
+pub(crate) fn decimal(text: &str) -> Option<Decimal<'_>> {
     let b = text.as_bytes();
     let mut i = 0;
     let negative = match b.first() {
@@ -239,7 +239,7 @@ impl Numeric<'_> {
         }
     }
 
-    pub(super) fn cmp(&self, other: &Numeric<'_>) -> Ordering {
+    pub(crate) fn cmp(&self, other: &Numeric<'_>) -> Ordering {
         match (self, other) {
             (Numeric::Finite(a), Numeric::Finite(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
@@ -249,7 +249,7 @@ impl Numeric<'_> {
 
 /// `numeric` input: whitespace, `NaN`, `Infinity`/`inf` with optional sign (any case), or a
 /// decimal with optional exponent.
-pub(super) fn parse_numeric(text: &str) -> Result<NumericValue, String> {
+pub(crate) fn parse_numeric(text: &str) -> Result<NumericValue, String> {
     let t = text.trim_matches(pg_space);
     let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
     if t.eq_ignore_ascii_case("nan") {
@@ -268,7 +268,7 @@ pub(super) fn parse_numeric(text: &str) -> Result<NumericValue, String> {
 }
 
 /// A `numeric` column's JSON: a number, or the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
-pub(super) fn json_numeric(json: &str) -> Option<Numeric<'_>> {
+pub(crate) fn json_numeric(json: &str) -> Option<Numeric<'_>> {
     match json {
         "\"NaN\"" => Some(Numeric::NaN),
         "\"Infinity\"" => Some(Numeric::PosInf),
@@ -278,7 +278,7 @@ pub(super) fn json_numeric(json: &str) -> Option<Numeric<'_>> {
 }
 
 /// `float4`/`float8` input. Overflow and underflow are errors, as in Postgres.
-pub(super) fn parse_float(text: &str, single: bool) -> Result<f64, String> {
+pub(crate) fn parse_float(text: &str, single: bool) -> Result<f64, String> {
     let type_name = if single { "real" } else { "double precision" };
     let t = text.trim_matches(pg_space);
     let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
@@ -309,7 +309,7 @@ pub(super) fn parse_float(text: &str, single: bool) -> Result<f64, String> {
 }
 
 /// A float column's JSON: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
-pub(super) fn json_float(json: &str, single: bool) -> Option<f64> {
+pub(crate) fn json_float(json: &str, single: bool) -> Option<f64> {
     match json {
         "\"NaN\"" => Some(f64::NAN),
         "\"Infinity\"" => Some(f64::INFINITY),
@@ -320,7 +320,7 @@ pub(super) fn json_float(json: &str, single: bool) -> Option<f64> {
 }
 
 /// Postgres's float order: NaN equals NaN and is greater than every other value; -0 = 0.
-pub(super) fn cmp_float(a: f64, b: f64) -> Ordering {
+pub(crate) fn cmp_float(a: f64, b: f64) -> Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,
@@ -330,7 +330,7 @@ pub(super) fn cmp_float(a: f64, b: f64) -> Ordering {
 }
 
 /// `bool` input: any prefix of `true`/`false`/`yes`/`no`, `on`, `off` (2+ letters), `1`, `0`.
-pub(super) fn parse_bool(text: &str) -> Result<bool, String> {
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     let t = text.trim_matches(pg_space).to_ascii_lowercase();
     let prefix_of = |word: &str, min: usize| t.len() >= min && word.starts_with(t.as_str());
     if prefix_of("true", 1) || prefix_of("yes", 1) || t == "on" || t == "1" {
@@ -343,7 +343,7 @@ pub(super) fn parse_bool(text: &str) -> Result<bool, String> {
 }
 
 /// `uuid` input: 32 hex digits, a hyphen allowed after any group of four, optional braces.
-pub(super) fn parse_uuid(text: &str) -> Option<u128> {
+pub(crate) fn parse_uuid(text: &str) -> Option<u128> {
     let inner = match text.strip_prefix('{') {
         Some(rest) => rest.strip_suffix('}')?,
         None => text,
@@ -368,7 +368,7 @@ pub(super) fn parse_uuid(text: &str) -> Option<u128> {
 }
 
 /// The text of a JSON string literal, unescaped (borrowed unless it holds an escape).
-pub(super) fn json_string(json: &str) -> Option<Cow<'_, str>> {
+pub fn json_string(json: &str) -> Option<Cow<'_, str>> {
     let inner = json.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
@@ -421,7 +421,7 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 
 /// The name Postgres prints for a type (`format_type`), from its `pg_type.typname`, for
 /// error messages: `int4` → `integer`, `_text` → `text[]`.
-pub(super) fn sql_type_name(typname: &str) -> String {
+pub fn sql_type_name(typname: &str) -> String {
     if let Some(element) = typname.strip_prefix('_') {
         return format!("{}[]", sql_type_name(element));
     }

@@ -17,14 +17,14 @@ const UNIX_EPOCH_DAYS: i64 = -10_957;
 
 /// What the text is read as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
+pub enum Kind {
     Timestamptz,
     Timestamp,
     Date,
 }
 
 /// Reads `text` as `kind`; `None` if it is not one of the accepted forms or out of range.
-pub(super) fn parse(text: &str, kind: Kind) -> Option<i64> {
+pub(crate) fn parse(text: &str, kind: Kind) -> Option<i64> {
     let t = text.trim_matches(pg_space);
     if t.eq_ignore_ascii_case("infinity") || t.eq_ignore_ascii_case("+infinity") {
         return Some(i64::MAX);
