@@ -12,7 +12,7 @@
 //! errors), `time` (dates and timestamps).
 
 pub(crate) mod scalar;
-pub(crate) mod time;
+pub mod time;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
