@@ -323,7 +323,7 @@ async fn hold(args: &Args) -> anyhow::Result<()> {
                 arrivals.last_us.fetch_max(unix_us(), Ordering::SeqCst);
                 let total =
                     arrivals.received.fetch_add(received.deliveries, Ordering::SeqCst) + received.deliveries;
-                if total % arrivals.sockets == 0 {
+                if total.is_multiple_of(arrivals.sockets) {
                     let _ = arrivals
                         .rounds
                         .send((total, arrivals.last_us.load(Ordering::SeqCst)));
