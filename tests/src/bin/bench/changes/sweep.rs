@@ -39,6 +39,13 @@ impl Point {
 }
 
 pub fn main() -> anyhow::Result<()> {
+    let (options, rates, out) = parse(std::env::args().skip(2))?;
+    with_pipeline(&options, move |o, p| Box::pin(sweep(o, p, rates, out)))
+}
+
+/// The `changes` options (with the sweep's defaults: 5 s per rate, 8 writers, no throughput
+/// phase), the rates and the output directory.
+fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<(Options, Vec<u64>, Option<PathBuf>)> {
     let mut rates = DEFAULT_RATES.to_vec();
     let mut out = Some(PathBuf::from("docs/bench"));
     let mut options = Options::parse_with(
@@ -48,7 +55,7 @@ pub fn main() -> anyhow::Result<()> {
             "seconds=0".to_owned(),
         ]
         .into_iter()
-        .chain(std::env::args().skip(2)),
+        .chain(args),
         |key, value| {
             match key {
                 "rates" => {
@@ -65,7 +72,7 @@ pub fn main() -> anyhow::Result<()> {
         },
     )?;
     options.rate = rates.iter().copied().max().unwrap_or(1);
-    with_pipeline(&options, move |o, p| Box::pin(sweep(o, p, rates, out)))
+    Ok((options, rates, out))
 }
 
 async fn sweep(o: &Options, p: &mut Pipeline, rates: Vec<u64>, out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -168,4 +175,56 @@ fn write_outputs(dir: &std::path::Path, o: &Options, table: &str, points: &[Poin
         ],
         Some(("p99 goal 10 ms", P99_GOAL_MS)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(rate: u64, reached: f64, p99_ms: f64, delivered: f64) -> Point {
+        Point {
+            rate,
+            reached,
+            p50_ms: 1.0,
+            p99_ms,
+            max_ms: p99_ms,
+            cpu_us: 5.0,
+            delivered,
+            busy_pct: 50.0,
+        }
+    }
+
+    #[test]
+    fn a_rate_meets_the_goal_only_if_reached_complete_and_under_10_ms() {
+        assert!(point(1_000, 990.0, 9.9, 1.0).meets_goal());
+        assert!(
+            !point(1_000, 990.0, 10.0, 1.0).meets_goal(),
+            "p99 must stay under 10 ms"
+        );
+        assert!(
+            !point(1_000, 990.0, 2.0, 0.99).meets_goal(),
+            "a dropped change fails the rate"
+        );
+        assert!(
+            !point(5_000, 1_000.0, 2.0, 1.0).meets_goal(),
+            "a rate the writers never reached"
+        );
+    }
+
+    #[test]
+    fn options_take_the_sweep_defaults_and_its_own_keys() {
+        let args = ["rates=500,2000", "out=none", "subscribers=100"].map(String::from);
+        let (o, rates, out) = parse(args.into_iter()).expect("valid");
+        assert_eq!(rates, [500, 2_000]);
+        assert!(out.is_none());
+        assert_eq!(
+            (o.subscribers, o.latency_seconds, o.writers, o.seconds),
+            (100, 5, 8, 0)
+        );
+        assert!(parse(["rates=5,x".to_owned()].into_iter()).is_err());
+        assert!(parse(["colour=red".to_owned()].into_iter()).is_err());
+        let (_, rates, out) = parse(std::iter::empty()).expect("defaults");
+        assert_eq!(rates.first().zip(rates.last()), Some((&250, &8_000)));
+        assert_eq!(out, Some(PathBuf::from("docs/bench")));
+    }
 }
