@@ -21,6 +21,7 @@
 
 mod clients;
 mod proc_stats;
+pub mod scale;
 mod wire;
 
 use std::io::Read;

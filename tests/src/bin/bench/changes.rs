@@ -22,6 +22,7 @@
 
 mod clients;
 mod cpu;
+mod sweep;
 
 use super::Line;
 
@@ -45,6 +46,7 @@ use realtime::embedded::{EmbeddedPostgres, Options as PgOptions};
 use realtime::replication::{Replication, State};
 
 pub use clients::main as clients_main;
+pub use sweep::main as sweep_main;
 
 const POLICY: &str = r#"[[table]]
 description = "A row reaches the claim groups of its band and the group it names"
@@ -52,7 +54,7 @@ table = "public.items"
 rows = "band = (auth.jwt() ->> 'band')::int OR grp = (auth.jwt() ->> 'grp')::int"
 "#;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Options {
     subscribers: u64,
     groups: u64,
@@ -66,6 +68,14 @@ struct Options {
 
 impl Options {
     fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
+        Options::parse_with(args, |key, _| bail!("unknown option {key:?}"))
+    }
+
+    /// [`Options::parse`], handing keys it does not know to `other` (the sweep's own).
+    fn parse_with(
+        args: impl Iterator<Item = String>,
+        mut other: impl FnMut(&str, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Options> {
         let mut o = Options {
             subscribers: 1_000,
             groups: 50,
@@ -80,6 +90,20 @@ impl Options {
             let (key, value) = arg
                 .split_once('=')
                 .with_context(|| format!("expected key=value, got {arg:?}"))?;
+            let known = [
+                "subscribers",
+                "groups",
+                "seconds",
+                "batch",
+                "window",
+                "rate",
+                "latency_seconds",
+                "writers",
+            ];
+            if !known.contains(&key) {
+                other(key, value)?;
+                continue;
+            }
             let n: u64 = value.parse().with_context(|| format!("{key}= needs a number"))?;
             match key {
                 "subscribers" => o.subscribers = n.max(1),
@@ -112,6 +136,23 @@ impl Options {
 
 pub fn main() -> anyhow::Result<()> {
     let options = Options::parse(std::env::args().skip(2))?;
+    with_pipeline(&options, |o, pipeline| Box::pin(changes(o, pipeline)))
+}
+
+/// What a benchmark run gets once the pipeline is up: the subscribers joined and warmed up.
+struct Pipeline {
+    db: sqlx::PgPool,
+    clients: Clients,
+    next_id: u64,
+}
+
+type PhasesFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// Starts Postgres, the server and the subscribers, warms up, runs `phases`, and stops.
+fn with_pipeline(
+    options: &Options,
+    phases: impl for<'a> FnOnce(&'a Options, &'a mut Pipeline) -> PhasesFuture<'a>,
+) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -136,7 +177,7 @@ pub fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&policies)?;
     std::fs::write(policies.join("bench.toml"), POLICY)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(run(&options, &pg, policies.clone()));
+    let result = runtime.block_on(run(options, &pg, policies.clone(), phases));
     let _ = std::fs::remove_dir_all(&policies);
     result
 }
@@ -173,7 +214,12 @@ fn config(database: DatabaseConfig, policies: PathBuf, secret: &str) -> Config {
     }
 }
 
-async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::Result<()> {
+async fn run(
+    o: &Options,
+    pg: &EmbeddedPostgres,
+    policies: PathBuf,
+    phases: impl for<'a> FnOnce(&'a Options, &'a mut Pipeline) -> PhasesFuture<'a>,
+) -> anyhow::Result<()> {
     let secret = format!("{:032x}", std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15);
     let database = DatabaseConfig::from_url(&pg.url("postgres")).map_err(anyhow::Error::msg)?;
     let config = Arc::new(config(database.clone(), policies, &secret));
@@ -216,7 +262,6 @@ async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::R
 
     let mut next_id = 0u64;
     // 1. Warm-up.
-    let per_band_row = o.sockets_where(|_, band| band == 0);
     insert_batch(&db, next_id, o.batch).await?;
     next_id += o.batch;
     let warm_expected: u64 = (0..o.batch)
@@ -228,17 +273,24 @@ async fn run(o: &Options, pg: &EmbeddedPostgres, policies: PathBuf) -> anyhow::R
         .context("warm-up")?;
     clients.reset().await?;
 
-    // 2. Throughput.
-    let t = throughput(o, &db, &mut clients, &mut next_id).await?;
-
-    // 3. Latency.
-    clients.reset().await?;
-    let latency = latency(o, &db, &mut clients, &mut next_id).await?;
-
-    clients.close().await?;
+    let mut pipeline = Pipeline { db, clients, next_id };
+    let outcome = phases(o, &mut pipeline).await;
+    pipeline.clients.close().await?;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), replication_task).await;
+    outcome
+}
+
+/// The `changes` benchmark's phases: throughput, then latency at `rate`.
+async fn changes(o: &Options, p: &mut Pipeline) -> anyhow::Result<()> {
+    // 2. Throughput.
+    let t = throughput(o, &p.db, &mut p.clients, &mut p.next_id).await?;
+
+    // 3. Latency.
+    p.clients.reset().await?;
+    let latency = latency(o, &p.db, &mut p.clients, &mut p.next_id).await?;
+    let per_band_row = o.sockets_where(|_, band| band == 0);
     println!(
         "result changes deliveries_per_s={:.0} latency_p50_ms={:.2} latency_p99_ms={:.2} \
          commit_latency_p50_ms={:.1} commit_latency_p99_ms={:.1} latency_max_ms={:.1} latency_txn_per_s={:.0} latency_delivered_fraction={:.3} \
@@ -356,6 +408,8 @@ struct Latency {
     /// Deliveries that arrived ÷ deliveries due (below 1 when the server dropped changes).
     delivered_fraction: f64,
     machine_busy_pct: f64,
+    /// CPU time of this process (server, replication, the writers) ÷ deliveries that arrived.
+    server_us_per_delivery: f64,
 }
 
 async fn latency(
@@ -446,11 +500,12 @@ async fn latency(
         txn_per_s,
         delivered_fraction,
         machine_busy_pct: spent.busy_percent(),
+        server_us_per_delivery: spent.server.as_secs_f64() * 1e6 / report.num("total")?.max(1) as f64,
     };
     println!(
         "latency: {total} single-row transactions in {insert_secs:.2} s ({txn_per_s:.0}/s over {} connections), \
          {expected} deliveries; receive − clock_timestamp(): p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; \
-         receive − commit_timestamp (ms precision): p50 {:.1} ms, p99 {:.1} ms; {}",
+         receive − commit_timestamp (ms precision): p50 {:.1} ms, p99 {:.1} ms; {} = {:.2} µs/delivery in the server process",
         o.writers,
         l.p50_us as f64 / 1e3,
         l.p99_us as f64 / 1e3,
@@ -458,6 +513,7 @@ async fn latency(
         l.commit_p50_us as f64 / 1e3,
         l.commit_p99_us as f64 / 1e3,
         spent.describe(),
+        l.server_us_per_delivery,
     );
     Ok(l)
 }

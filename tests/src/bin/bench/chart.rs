@@ -86,6 +86,80 @@ pub fn bars(path: &Path, title: &str, unit: &str, bars: &[(String, f64)]) -> any
     Ok(())
 }
 
+/// One line with point markers per `(label, points)` series over a shared x axis, and an
+/// optional dashed horizontal `(label, y)` goal line, saved as PNG at `path`.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_unit: &str,
+    y_unit: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    goal: Option<(&str, f64)>,
+) -> anyhow::Result<()> {
+    register_font();
+    let error = |e: &dyn std::fmt::Display| anyhow!("chart {}: {e}", path.display());
+    let all = || series.iter().flat_map(|(_, points)| points.iter());
+    let right = all().map(|p| p.0).fold(0.0, f64::max).max(1.0) * 1.05;
+    let top = all()
+        .map(|p| p.1)
+        .chain(goal.map(|g| g.1))
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE)
+        * 1.15;
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 22))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..right, 0f64..top)
+        .map_err(|e| error(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_unit)
+        .y_desc(y_unit)
+        .x_label_formatter(&|v| human(*v))
+        .x_label_style((FONT, 14))
+        .y_label_style((FONT, 14))
+        .draw()
+        .map_err(|e| error(&e))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = [COLOURS[0], COLOURS[1], COLOURS[2]][i % 3];
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(3)))
+            .map_err(|e| error(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+            .map_err(|e| error(&e))?;
+    }
+    if let Some((label, y)) = goal {
+        let red = RGBColor(0xd0, 0x45, 0x45);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, y), (right, y)],
+                8,
+                6,
+                red.stroke_width(2),
+            ))
+            .map_err(|e| error(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}
+
 /// 1234567 → "1.23M": axis and bar labels stay short.
 pub fn human(value: f64) -> String {
     let magnitude = value.abs();
@@ -108,6 +182,19 @@ mod tests {
     fn a_bar_chart_is_written_as_png() {
         let path = std::env::temp_dir().join(format!("realtime-chart-{}.png", std::process::id()));
         bars(&path, "t", "per s", &[("a".into(), 3.0e5), ("b".into(), 1.2e5)]).expect("chart");
+        let bytes = std::fs::read(&path).expect("written");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    #[test]
+    fn a_line_chart_is_written_as_png() {
+        let path = std::env::temp_dir().join(format!("realtime-lines-{}.png", std::process::id()));
+        let series = [(
+            "p99".to_owned(),
+            vec![(250.0, 1.5), (1000.0, 2.5), (4000.0, 40.0)],
+        )];
+        lines(&path, "t", "per s", "ms", &series, Some(("goal", 10.0))).expect("chart");
         let bytes = std::fs::read(&path).expect("written");
         let _ = std::fs::remove_file(&path);
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

@@ -345,7 +345,7 @@ fn write_outputs(
 }
 
 /// CPU model, core count, memory and kernel, for the record beside the numbers.
-fn machine() -> String {
+pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

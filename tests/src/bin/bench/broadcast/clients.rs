@@ -9,6 +9,10 @@
 //! - `fanout`: joins `subscribers` sockets and one publisher to one topic, then for each round
 //!   prints `publishing`, sends `messages` broadcasts of `payload` bytes and prints `round ...`
 //!   once every subscriber has every message (or the round timed out).
+//! - `hold`: opens and joins `count` sockets to `topic`, prints `connected ...`, then reads on
+//!   every socket and prints `received total=<k × count> last_us=<µs since the Unix epoch>`
+//!   each time every socket has received `k` broadcasts (the `scale` benchmark sends one at a
+//!   time), until stdin says `close`.
 //!
 //! `wire=` picks the protocol (see [`super::wire`]): realtime's own (`phoenix`, the default, with
 //! `vsn=`) or a peer server's, for the `peers` benchmark.
@@ -102,6 +106,7 @@ pub fn main() -> anyhow::Result<()> {
     match mode.as_str() {
         "idle" => runtime.block_on(idle(&args)),
         "fanout" => runtime.block_on(fanout(&args)),
+        "hold" => runtime.block_on(hold(&args)),
         other => bail!("unknown broadcast-clients mode {other:?}"),
     }
 }
@@ -124,7 +129,7 @@ fn wire_and_url(args: &Args) -> anyhow::Result<(Wire, String)> {
 }
 
 /// Opens a socket and subscribes to `topic`; fails unless the subscription is acknowledged.
-async fn open_joined(url: &str, wire: Wire, topic: &str) -> anyhow::Result<Ws> {
+pub(super) async fn open_joined(url: &str, wire: Wire, topic: &str) -> anyhow::Result<Ws> {
     open(url, wire, Some(topic)).await
 }
 
@@ -261,6 +266,82 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
         }
     }
     drop(sockets);
+    println!("closed");
+    Ok(())
+}
+
+/// Shared by the readers of the hold mode.
+struct Arrivals {
+    received: AtomicU64,
+    /// The latest receive time (µs since the Unix epoch) of any socket.
+    last_us: AtomicU64,
+    sockets: u64,
+    rounds: tokio::sync::mpsc::UnboundedSender<(u64, u64)>,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn hold(args: &Args) -> anyhow::Result<()> {
+    let (wire, url) = wire_and_url(args)?;
+    let (count, concurrency) = (args.num("count")?, args.num("concurrency")?);
+    let topic = args.str("topic")?.to_owned();
+    let started = Instant::now();
+    let (sockets, failed, first_error) =
+        open_many(&url, wire, count, concurrency, |_| Some(topic.clone())).await;
+    report_failure(failed, &first_error);
+    println!(
+        "connected ok={} failed={failed} elapsed_us={} client_rss={}",
+        sockets.len(),
+        started.elapsed().as_micros(),
+        proc_stats::rss_bytes().unwrap_or(0)
+    );
+    let (rounds, mut completed) = tokio::sync::mpsc::unbounded_channel();
+    let arrivals = Arc::new(Arrivals {
+        received: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+        sockets: sockets.len() as u64,
+        rounds,
+    });
+    let mut readers = JoinSet::new();
+    for mut ws in sockets {
+        let arrivals = arrivals.clone();
+        readers.spawn(async move {
+            let mut deliveries = Deliveries::new(wire);
+            while let Some(Ok(message)) = ws.next().await {
+                let Ok(received) = deliveries.receive(&message) else {
+                    break;
+                };
+                if received.deliveries == 0 {
+                    continue;
+                }
+                // The time is stored before the count moves, so the socket completing a round
+                // sees every earlier arrival's time.
+                arrivals.last_us.fetch_max(unix_us(), Ordering::SeqCst);
+                let total =
+                    arrivals.received.fetch_add(received.deliveries, Ordering::SeqCst) + received.deliveries;
+                if total.is_multiple_of(arrivals.sockets) {
+                    let _ = arrivals
+                        .rounds
+                        .send((total, arrivals.last_us.load(Ordering::SeqCst)));
+                }
+            }
+        });
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) if line.trim() != "close" => {}
+                _ => break,
+            },
+            Some((total, last_us)) = completed.recv() => println!("received total={total} last_us={last_us}"),
+        }
+    }
+    readers.abort_all();
     println!("closed");
     Ok(())
 }
