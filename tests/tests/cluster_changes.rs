@@ -62,7 +62,10 @@ impl Node {
             service: None,
             postgres,
             nats,
-            extra: extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         node.launch();
         node
@@ -150,7 +153,14 @@ async fn settled(nodes: &[Node]) -> usize {
         if ready && let Some(leader) = leaders.first() {
             return *leader;
         }
-        assert!(Instant::now() < deadline, "no single leader with every node ready in time");
+        if Instant::now() > deadline {
+            for node in nodes.iter().filter(|n| n.service.is_some()) {
+                let log = node.service().process.stderr();
+                let tail = &log[log.len().saturating_sub(3000)..];
+                println!("--- {} (ready {}):\n{tail}", node.id, node.ready().await);
+            }
+            panic!("no single leader with every node ready in time (leaders {leaders:?})");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -197,13 +207,12 @@ async fn exactly_one_node_leads_over_repeated_simultaneous_starts() {
         let leader = settled(&nodes).await;
         // Postgres agrees: the slot's walsender is the backend holding the lock, and the other
         // two nodes' backends wait for it.
-        let active: Option<i32> = sqlx::query_scalar(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-        )
-        .bind(SLOT)
-        .fetch_one(&db)
-        .await
-        .expect("the slot");
+        let active: Option<i32> =
+            sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+                .bind(SLOT)
+                .fetch_one(&db)
+                .await
+                .expect("the slot");
         let locks: Vec<(i32, bool)> = sqlx::query_as(
             "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' \
              AND pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender') ORDER BY granted DESC",
@@ -218,12 +227,17 @@ async fn exactly_one_node_leads_over_repeated_simultaneous_starts() {
         for (i, node) in nodes.iter().enumerate() {
             assert_eq!(node.is_leader().await, i == leader, "round {round}");
         }
-        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM realtime.replication_epochs WHERE slot_name = $1")
-            .bind(SLOT)
-            .fetch_one(&db)
-            .await
-            .expect("the epoch");
-        assert_eq!(*first_epoch.get_or_insert(epoch), epoch, "round {round}: no leader begins an epoch of its own");
+        let epoch: i64 =
+            sqlx::query_scalar("SELECT epoch FROM realtime.replication_epochs WHERE slot_name = $1")
+                .bind(SLOT)
+                .fetch_one(&db)
+                .await
+                .expect("the epoch");
+        assert_eq!(
+            *first_epoch.get_or_insert(epoch),
+            epoch,
+            "round {round}: no leader begins an epoch of its own"
+        );
         println!("round {round}: {} leads", nodes[leader].id);
         for node in &mut nodes {
             node.kill();
@@ -258,7 +272,8 @@ async fn live_subscribers_on_every_node_get_every_change_whichever_node_leads() 
     assert!(first < 2, "a CLUSTER_CDC=never node never leads");
     let mut subscribers = Vec::new();
     for node in &nodes {
-        subscribers.push(Subscriber::join(node.service(), &token("service_role"), "live", all_items(), None).await);
+        subscribers
+            .push(Subscriber::join(node.service(), &token("service_role"), "live", all_items(), None).await);
     }
     insert(&db, 100).await;
     let mut epoch = None;
@@ -291,7 +306,11 @@ async fn live_subscribers_on_every_node_get_every_change_whichever_node_leads() 
     insert(&db, 20).await;
     for i in [next, other] {
         let got = read_changes(&mut subscribers[i], 20).await;
-        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), ids(151, 170), "node {i}");
+        assert_eq!(
+            got.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ids(151, 170),
+            "node {i}"
+        );
         // The same history: the new leader did not begin an epoch of its own.
         assert_eq!(Some(&got[0].1[..16]), epoch.as_deref(), "node {i}");
     }
@@ -348,7 +367,9 @@ fn resuming_client(ports: Vec<u16>, start: usize, seen: Arc<Mutex<Seen>>, stop: 
                     }
                     break;
                 };
-                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 let payload = &frame["payload"];
                 match frame["event"].as_str() {
                     Some("postgres_changes") => seen.lock().expect("lock").changes.push((
@@ -396,7 +417,9 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     }
     exec(&db, "INSERT INTO items (grp) VALUES (0)").await;
     wait_until("a first change at every client", || async {
-        clients.iter().all(|c| !c.lock().expect("lock").changes.is_empty())
+        clients
+            .iter()
+            .all(|c| !c.lock().expect("lock").changes.is_empty())
     })
     .await;
     let url = pg.url("postgres");
@@ -406,7 +429,10 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
         while written < ROWS {
             let n = size.min(ROWS - written);
             let sql = format!("INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, {n}) g");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&db).await.expect("insert");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&db)
+                .await
+                .expect("insert");
             written += n;
             size = size % 9 + 1;
         }
@@ -456,7 +482,8 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     );
     let mut bad = 0;
     for (i, client) in clients.iter().enumerate() {
-        let (missing, duplicated, reordered) = check(&format!("client {i}"), &client.lock().expect("lock"), ROWS);
+        let (missing, duplicated, reordered) =
+            check(&format!("client {i}"), &client.lock().expect("lock"), ROWS);
         bad += missing + duplicated + reordered;
     }
     assert_eq!(bad, 0, "every change once, in order, at every client");
@@ -468,12 +495,23 @@ async fn a_follower_cut_off_from_nats_under_load_fetches_what_it_missed() {
     let nodes = start_nodes(&pg, &nats, 3).await;
     let leader = settled(&nodes).await;
     let follower = (leader + 1) % 3;
-    let mut subscriber = Subscriber::join(nodes[follower].service(), &token("service_role"), "gap", all_items(), None).await;
+    let mut subscriber = Subscriber::join(
+        nodes[follower].service(),
+        &token("service_role"),
+        "gap",
+        all_items(),
+        None,
+    )
+    .await;
     let url = pg.url("postgres");
     let writer = tokio::spawn(async move {
         let db = sqlx::PgPool::connect(&url).await.expect("connect");
         for _ in 0..100 {
-            exec(&db, "INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, 10) g").await;
+            exec(
+                &db,
+                "INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, 10) g",
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     });
@@ -500,7 +538,8 @@ async fn a_leader_cut_off_from_nats_steps_down_and_nothing_is_lost() {
     let leader = settled(&nodes).await;
     let mut subscribers = Vec::new();
     for node in &nodes {
-        subscribers.push(Subscriber::join(node.service(), &token("service_role"), "cut", all_items(), None).await);
+        subscribers
+            .push(Subscriber::join(node.service(), &token("service_role"), "cut", all_items(), None).await);
     }
     insert(&db, 50).await;
     nodes[leader].nats.cut();
@@ -516,13 +555,20 @@ async fn a_leader_cut_off_from_nats_steps_down_and_nothing_is_lost() {
         false
     })
     .await;
-    assert!(!nodes[leader].is_leader().await, "the cut-off leader stepped down");
+    assert!(
+        !nodes[leader].is_leader().await,
+        "the cut-off leader stepped down"
+    );
     insert(&db, 50).await;
     nodes[leader].nats.resume();
     insert(&db, 50).await;
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
         let got = read_changes(subscriber, 200).await;
-        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), ids(1, 200), "node {i}");
+        assert_eq!(
+            got.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ids(1, 200),
+            "node {i}"
+        );
         let extra = subscriber.next(Duration::from_millis(300)).await;
         assert!(extra.is_none(), "node {i} sent more: {extra:?}");
     }
@@ -533,7 +579,14 @@ async fn a_late_node_warms_up_and_resumes_a_client_from_an_old_position() {
     let (pg, db, nats) = setup().await;
     let mut nodes = start_nodes(&pg, &nats, 2).await;
     settled(&nodes).await;
-    let mut early = Subscriber::join(nodes[0].service(), &token("service_role"), "late", all_items(), None).await;
+    let mut early = Subscriber::join(
+        nodes[0].service(),
+        &token("service_role"),
+        "late",
+        all_items(),
+        None,
+    )
+    .await;
     insert(&db, 300).await;
     let got = read_changes(&mut early, 300).await;
     let since = got[49].1.clone();

@@ -83,6 +83,13 @@ pub fn start(
     ));
     if let Some(stage) = stage {
         let (queue, queued) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(announce(
+            cluster.clone(),
+            stage.clone(),
+            feed.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(lead(
             stage,
             feed.clone(),
@@ -92,12 +99,6 @@ pub fn start(
         ));
         tokio::spawn(publish(cluster.clone(), queued, metrics.clone()));
         tokio::spawn(answer(
-            cluster.clone(),
-            feed.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(announce(
             cluster.clone(),
             feed.clone(),
             metrics.clone(),
@@ -300,6 +301,7 @@ async fn answer(
 /// The leader's head, every heartbeat: followers that missed the last transactions fetch them.
 async fn announce(
     cluster: Cluster,
+    stage: LocalBus,
     feed: Arc<Mutex<Feed>>,
     metrics: Arc<ReplicationMetrics>,
     shutdown: CancellationToken,
@@ -316,12 +318,16 @@ async fn announce(
         }
         let (epoch, head) = {
             let feed = lock(&feed);
-            let head = feed.tail().head();
-            // Before the first transaction the stream's epoch is the bus's.
-            (
-                head.map(|(e, _)| e).or(feed.bus().epoch()),
-                head.map(|(_, l)| l.0),
-            )
+            let head = feed.tail().head().filter(|(e, _)| Some(*e) == stage.epoch());
+            // Before the first transaction of its epoch the stream's epoch is what replication
+            // announced; the node's bus learns it too (resumes are judged by it).
+            if head.is_none()
+                && let Some(epoch) = stage.epoch()
+                && feed.bus().epoch() != Some(epoch)
+            {
+                feed.bus().announce_epoch(epoch);
+            }
+            (stage.epoch(), head.map(|(_, l)| l.0))
         };
         let Some(epoch) = epoch else { continue };
         let announced = Head {
