@@ -328,6 +328,7 @@ struct Seen {
     changes: Vec<(i64, String, Instant)>,
     refetches: Vec<Value>,
     joins: usize,
+    subscribed: usize,
 }
 
 /// A client that joins node `ports[start]`, records every change, and on losing its socket
@@ -380,6 +381,9 @@ fn resuming_client(ports: Vec<u16>, start: usize, seen: Arc<Mutex<Seen>>, stop: 
                     Some("system") if payload["refetch"] == json!(true) => {
                         seen.lock().expect("lock").refetches.push(payload.clone());
                     }
+                    Some("system") if payload["message"] == json!("Subscribed to PostgreSQL") => {
+                        seen.lock().expect("lock").subscribed += 1;
+                    }
                     _ => {}
                 }
             }
@@ -415,6 +419,10 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     for (i, seen) in clients.iter().enumerate() {
         resuming_client(ports.clone(), i % 3, seen.clone(), stop.clone());
     }
+    wait_until("every client to subscribe", || async {
+        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
+    })
+    .await;
     exec(&db, "INSERT INTO items (grp) VALUES (0)").await;
     wait_until("a first change at every client", || async {
         clients
@@ -525,7 +533,7 @@ async fn a_follower_cut_off_from_nats_under_load_fetches_what_it_missed() {
     writer.await.expect("the writer");
     let got = read_changes(&mut subscriber, 1000).await;
     assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), ids(1, 1000));
-    let fetches = nodes[follower].metric("realtime_cluster_gap_fetches").await;
+    let fetches = nodes[follower].metric("realtime_cluster_gap_fetches_total").await;
     println!("gap fetches on the follower: {fetches}");
     assert!(fetches > 0.0);
     drop(db);
