@@ -601,7 +601,7 @@ pub(crate) mod tests {
             backlog: false,
             changes,
             overflow: None,
-            access_changed: commit % 2 == 0,
+            access_changed: commit.is_multiple_of(2),
             follows_gap: false,
         }
     }
