@@ -333,11 +333,19 @@ struct Seen {
 
 /// A client that joins node `ports[start]`, records every change, and on losing its socket
 /// joins the next node (round robin) with `since` = the last position it processed.
-fn resuming_client(ports: Vec<u16>, start: usize, seen: Arc<Mutex<Seen>>, stop: CancellationToken) {
+fn resuming_client(
+    ports: Arc<Mutex<Vec<u16>>>,
+    start: usize,
+    seen: Arc<Mutex<Seen>>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut at = start;
         while !stop.is_cancelled() {
-            let port = ports[at % ports.len()];
+            let port = {
+                let ports = ports.lock().expect("lock");
+                ports[at % ports.len()]
+            };
             at += 1;
             let url = format!(
                 "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=1.0.0",
@@ -413,7 +421,7 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     let (pg, db, nats) = setup().await;
     let mut nodes = start_nodes(&pg, &nats, 3).await;
     let leader = settled(&nodes).await;
-    let ports: Vec<u16> = nodes.iter().map(Node::port).collect();
+    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
     let stop = CancellationToken::new();
     let clients: Vec<Arc<Mutex<Seen>>> = (0..6).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
     for (i, seen) in clients.iter().enumerate() {
@@ -624,4 +632,100 @@ async fn a_late_node_warms_up_and_resumes_a_client_from_an_old_position() {
     insert(&db, 5).await;
     let live = read_changes(&mut resumed, 5).await;
     assert_eq!(live.iter().map(|c| c.0).collect::<Vec<_>>(), ids(301, 305));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_clients() {
+    const ROWS: i64 = 3_000;
+    let (pg, db, nats) = setup().await;
+    let mut nodes = start_nodes(&pg, &nats, 3).await;
+    settled(&nodes).await;
+    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
+    let stop = CancellationToken::new();
+    let clients: Vec<Arc<Mutex<Seen>>> = (0..3).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
+    for (i, seen) in clients.iter().enumerate() {
+        resuming_client(ports.clone(), i, seen.clone(), stop.clone());
+    }
+    wait_until("every client to subscribe", || async {
+        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
+    })
+    .await;
+    let url = pg.url("postgres");
+    let writer = tokio::spawn(async move {
+        let db = sqlx::PgPool::connect(&url).await.expect("connect");
+        for _ in 0..ROWS / 10 {
+            exec(
+                &db,
+                "INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, 10) g",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // SIGTERM each node in turn, start it again, and wait until the cluster has settled (exactly
+    // one leader, every node ready) before the next.
+    for i in 0..nodes.len() {
+        let service = nodes[i].service.take().expect("running");
+        let mut process = service.process;
+        process.terminate(PATIENCE);
+        settled(&nodes).await;
+        nodes[i].launch();
+        ports.lock().expect("lock")[i] = nodes[i].port();
+        let leader = settled(&nodes).await;
+        println!("restarted {}; {} leads", nodes[i].id, nodes[leader].id);
+    }
+    writer.await.expect("the writer");
+    wait_until("every row at every client", || async {
+        clients
+            .iter()
+            .all(|c| c.lock().expect("lock").changes.iter().map(|c| c.0).max() == Some(ROWS))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let mut bad = 0;
+    for (i, client) in clients.iter().enumerate() {
+        let (missing, duplicated, reordered) =
+            check(&format!("client {i}"), &client.lock().expect("lock"), ROWS);
+        bad += missing + duplicated + reordered;
+    }
+    assert_eq!(bad, 0, "every change once, in order, at every client");
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_loses_no_change() {
+    let (pg, db, mut nats) = setup().await;
+    let nodes = start_nodes(&pg, &nats, 3).await;
+    settled(&nodes).await;
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        subscribers.push(
+            Subscriber::join(
+                node.service(),
+                &token("service_role"),
+                "restart",
+                all_items(),
+                None,
+            )
+            .await,
+        );
+    }
+    insert(&db, 50).await;
+    nats.kill();
+    insert(&db, 50).await;
+    // Shorter than the leader's grace: the leader keeps streaming meanwhile.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    nats.restart();
+    insert(&db, 50).await;
+    for (i, subscriber) in subscribers.iter_mut().enumerate() {
+        let got = read_changes(subscriber, 150).await;
+        assert_eq!(
+            got.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ids(1, 150),
+            "node {i}"
+        );
+        let extra = subscriber.next(Duration::from_millis(300)).await;
+        assert!(extra.is_none(), "node {i} sent more: {extra:?}");
+    }
 }
