@@ -22,6 +22,10 @@ use crate::replication::wire::{ReplicationConnection, quote_literal};
 /// waiter that died never gets the lock.
 pub const OPTIONS: &str = "-c wal_sender_timeout=10s -c client_connection_check_interval=1000";
 
+/// [`OPTIONS`] for PostgreSQL 12 and 13, which have no connection check (its connect fails with
+/// SQLSTATE 42704): a waiter that died is then noticed by the keepalives alone.
+pub const OPTIONS_BEFORE_14: &str = "-c wal_sender_timeout=10s";
+
 /// Keepalives on the lock's session: a waiter or leader whose host vanished is noticed within
 /// seconds, not the kernel's two hours.
 const KEEPALIVES: [&str; 4] = [

@@ -172,9 +172,14 @@ impl Replication {
         } else {
             ""
         };
-        let mut conn = ReplicationConnection::connect_with(&self.database, "realtime", options)
-            .await
-            .map_err(|e| SetupError::from_connect(e, &self.database))?;
+        let conn = match ReplicationConnection::connect_with(&self.database, "realtime", options).await {
+            Err(e) if self.leadership.is_some() && e.sqlstate() == Some("42704") => {
+                ReplicationConnection::connect_with(&self.database, "realtime", leadership::OPTIONS_BEFORE_14)
+                    .await
+            }
+            connected => connected,
+        };
+        let mut conn = conn.map_err(|e| SetupError::from_connect(e, &self.database))?;
         let system = setup::identify(&mut conn).await?;
         if let Some(leadership) = &self.leadership {
             match leadership::acquire(&mut conn, &self.config.slot_name, leadership, shutdown).await? {
