@@ -45,6 +45,16 @@ impl LocalBus {
         }
     }
 
+    /// A bus of its own for a stage before this one, sharing this bus's figures: a clustered
+    /// node's replication hands its transactions to the cluster feed on it, and the feed hands
+    /// on to this bus what is new to the node.
+    pub fn stage(&self, capacity: usize) -> LocalBus {
+        LocalBus {
+            replication: self.replication.clone(),
+            ..LocalBus::new(capacity)
+        }
+    }
+
     /// Announces the epoch of the transactions that follow.
     pub fn announce_epoch(&self, epoch: Epoch) {
         self.epoch.send_replace(Some(epoch));

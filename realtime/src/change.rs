@@ -303,6 +303,10 @@ pub struct Transaction {
     /// grants and RLS flags are stale from its commit on, and a replay that crosses it cannot
     /// be authorized with today's facts.
     pub access_changed: bool,
+    /// Changes committed between the transaction handed on before this one and this one never
+    /// reached this node (a cluster follower could not fetch them from the leader): consumers
+    /// treat it as a gap before this transaction. Never set by the node's own replication.
+    pub follows_gap: bool,
 }
 
 /// What is known of a transaction too large to keep: which tables it changed, how, and how

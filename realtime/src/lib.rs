@@ -14,7 +14,7 @@
 //! | 1 | `change`, `protocol`, `pgvalue` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure; Postgres values as filters and policies compare them |
 //! | 2 | `broadcast`, `window` | a broadcast and its wire forms; the resume window of recent transactions |
 //! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
-//! | 4 | `auth`, `bus`, `db`, `cluster` | token verification; the conduit every event travels; the pool and migrations; the NATS link of a clustered node |
+//! | 4 | `auth`, `bus`, `db`, `cluster` | token verification; the conduit every event travels; the pool and migrations; the NATS link of a clustered node and its one change stream (the leader publishes, followers follow and fetch holes) |
 //! | 5 | `policy`, `presence`, `limits`, `check` | policy files evaluated in-process; presence state; rate and count limits; `config check` |
 //! | 6 | `changes`, `authorization` | Postgres Changes subscriptions and dispatch; private channels by policy files or RLS |
 //! | 7 | `db_broadcast` | broadcasts from the database (`realtime.messages`) |

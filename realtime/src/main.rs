@@ -351,7 +351,7 @@ async fn tail(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let replication =
-        realtime::replication::spawn(database, config.replication.clone(), bus, shutdown.clone());
+        realtime::replication::spawn(database, config.replication.clone(), bus, None, shutdown.clone());
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         tokio::select! {

@@ -57,6 +57,41 @@ pub struct ReplicationMetrics {
     pub slots_invalidated: AtomicU64,
     pub epochs_started: AtomicU64,
     pub slot_check_failures: AtomicU64,
+    /// The clustered change stream's figures (shown only on a node of a cluster).
+    pub cluster: ClusterMetrics,
+}
+
+/// A clustered node's part in the change stream: leadership, and how it follows the leader.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// The node is part of a cluster: the figures below are shown.
+    pub enabled: AtomicBool,
+    /// The node leads the change stream now.
+    pub leader: AtomicBool,
+    /// The leadership term this node last held or saw.
+    pub term: AtomicU64,
+    /// The node holds the leader's window (it caught up once): it is ready.
+    pub warm: AtomicBool,
+    /// WAL bytes between the leader's announced head and this node's head.
+    pub lag_bytes: AtomicU64,
+    pub gap_fetches: AtomicU64,
+    pub fetched_transactions: AtomicU64,
+    /// Transactions the leader could not publish (its publish queue was full or NATS refused).
+    pub publish_dropped: AtomicU64,
+    /// Times this node became the leader.
+    pub leader_changes: AtomicU64,
+    /// Transactions applied after a hole the leader could no longer fill (subscribers refetch).
+    pub gaps: AtomicU64,
+}
+
+impl ClusterMetrics {
+    pub fn set(flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::Relaxed);
+    }
+
+    pub fn get(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::Relaxed)
+    }
 }
 
 impl ReplicationMetrics {
@@ -195,6 +230,63 @@ pub fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Re
     ];
     for (name, help, counter) in counters {
         r.register(name, help, ConstCounter::new(load(counter)));
+    }
+    let cluster = &replication.cluster;
+    if ClusterMetrics::get(&cluster.enabled) {
+        gauge(
+            r,
+            "realtime_cluster_leader",
+            "1 while this node leads the change stream (streams the slot), else 0.",
+            i64::from(ClusterMetrics::get(&cluster.leader)),
+        );
+        gauge(
+            r,
+            "realtime_cluster_term",
+            "The leadership term this node last held or heard of.",
+            to_i64(load(&cluster.term)),
+        );
+        gauge(
+            r,
+            "realtime_cluster_warm",
+            "1 once this node holds the leader's resume window, else 0.",
+            i64::from(ClusterMetrics::get(&cluster.warm)),
+        );
+        gauge(
+            r,
+            "realtime_cluster_cdc_lag_bytes",
+            "WAL bytes between the leader's announced head and this node's.",
+            to_i64(load(&cluster.lag_bytes)),
+        );
+        let counters: [(&str, &str, &AtomicU64); 5] = [
+            (
+                "realtime_cluster_gap_fetches",
+                "Fetches from the leader's window to fill a hole in what this node received.",
+                &cluster.gap_fetches,
+            ),
+            (
+                "realtime_cluster_fetched_transactions",
+                "Transactions received by fetch rather than live.",
+                &cluster.fetched_transactions,
+            ),
+            (
+                "realtime_cluster_publish_dropped",
+                "Transactions the leader did not publish (queue full or NATS unavailable); followers fetch them.",
+                &cluster.publish_dropped,
+            ),
+            (
+                "realtime_cluster_leader_changes",
+                "Times this node became the leader of the change stream.",
+                &cluster.leader_changes,
+            ),
+            (
+                "realtime_cluster_gaps",
+                "Holes the leader could no longer fill: subscribers on this node were told to refetch.",
+                &cluster.gaps,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, ConstCounter::new(load(counter)));
+        }
     }
     gauge(
         r,

@@ -50,6 +50,8 @@ pub enum RunError {
     Replication(#[from] crate::replication::ReplicationError),
     #[error("the replication task panicked")]
     ReplicationPanicked,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The whole service, exactly as `realtime serve` runs it: the replication task on `bus` when a
@@ -63,14 +65,20 @@ pub async fn run_service(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let replication = match &config.database {
-        Some(database) => Some(crate::replication::spawn(
+    let (stage, leadership) = match (&config.cluster, &config.database) {
+        (Some(cluster), Some(_)) => cluster_change_stream(cluster, &config, &bus, &shutdown).await?,
+        _ => (Some(bus.clone()), None),
+    };
+    let replication = match (&config.database, stage) {
+        (Some(database), Some(stage)) => Some(crate::replication::spawn(
             database.clone(),
             config.replication.clone(),
-            bus.clone(),
+            stage,
+            leadership,
             shutdown.clone(),
         )),
-        None => {
+        (Some(_), None) => None,
+        (None, _) => {
             tracing::warn!(
                 "no database configured (DATABASE_URL or DB_HOST): serving broadcast and presence only"
             );
@@ -84,6 +92,37 @@ pub async fn run_service(
         task.await.map_err(|_| RunError::ReplicationPanicked)??;
     }
     Ok(served?)
+}
+
+/// A clustered node's change stream (see `cluster::cdc`): the bus its replication hands on to
+/// (`None`: `CLUSTER_CDC=never`, it never streams) and what it needs to contend for leadership.
+async fn cluster_change_stream(
+    config: &crate::config::ClusterConfig,
+    all: &Config,
+    bus: &LocalBus,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        Option<LocalBus>,
+        Option<crate::replication::leadership::Leadership>,
+    ),
+    RunError,
+> {
+    let cluster = crate::cluster::Cluster::connect(config).await?;
+    let contends = config.cdc == crate::config::CdcRole::Auto;
+    let stage = contends.then(|| bus.stage(4096));
+    let may_lead = crate::cluster::cdc::start(
+        cluster,
+        bus.clone(),
+        stage.clone(),
+        all.replication.window,
+        shutdown.clone(),
+    );
+    let leadership = contends.then(|| crate::replication::leadership::Leadership {
+        node_id: config.node_id.clone(),
+        may_lead,
+    });
+    Ok((stage, leadership))
 }
 
 /// The access rules of private channels and tables: the policy folder when there is one, else

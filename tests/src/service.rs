@@ -72,6 +72,29 @@ impl Service {
         Service { process, port }
     }
 
+    /// Starts `realtime serve` as [`Service::start`] does, but waits only until it listens: a
+    /// node of a cluster that follows the leader never streams from the slot itself.
+    pub fn start_node(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
+        let port = free_port();
+        let mut env = vec![
+            ("DATABASE_URL", url.to_owned()),
+            ("SLOT_NAME", slot.to_owned()),
+            ("PUBLICATIONS", publication.to_owned()),
+            ("PORT", port.to_string()),
+            ("API_JWT_SECRET", SECRET.to_owned()),
+            ("CHANNEL_ERROR_BACKOFF_MS", "0".to_owned()),
+            ("CONNECT_ERROR_BACKOFF_MS", "0".to_owned()),
+            (
+                "ALLOWED_ROLES",
+                "anon,authenticated,service_role,reader".to_owned(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let process = Process::spawn(&["serve"], &env);
+        process.wait_stderr("listening", Duration::from_secs(30));
+        Service { process, port }
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.child.id()
     }

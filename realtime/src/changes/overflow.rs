@@ -191,6 +191,7 @@ mod tests {
                 changes: 1_000_000,
             })),
             access_changed: false,
+            follows_gap: false,
         };
         let (_, subscriptions) = changes.snapshot();
         let pairs = pairs(

@@ -8,6 +8,11 @@
 //! Core NATS is at-most-once: what the features here build on top (positions and fetches for
 //! changes, sequences and heartbeats for presence) is what makes them whole again.
 
+pub mod cdc;
+pub mod feed;
+pub mod follow;
+pub mod wire;
+
 use std::time::Duration;
 
 use base64::Engine as _;

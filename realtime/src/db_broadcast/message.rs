@@ -290,6 +290,7 @@ mod tests {
             commit_timestamp: 5,
             backlog: false,
             access_changed: false,
+            follows_gap: false,
             changes: vec![
                 insert(&todos, &[Some("1")], 0),
                 insert(&messages, &[None; 7], 1),

@@ -138,21 +138,32 @@ pub enum DatabaseCheck {
 pub enum ReplicationCheck {
     /// This node reads the slot and hands changes on.
     Streaming,
-    /// Another node holds the change stream and this one follows it, ready to take over. Nothing
-    /// reports this state yet: it belongs to clustering, whose followers are ready (they serve
-    /// changes they receive from the leader) while not streaming from the slot themselves.
+    /// Another node holds the change stream and this one follows it, ready to take over: it
+    /// holds the leader's window and serves changes (and resumes) it receives from the leader.
     WaitingForLeadership,
+    /// A node of a cluster that does not hold the leader's window yet (its first fetch has not
+    /// finished, or no node leads): a client resuming here could be refused. Not ready.
+    WarmingUp,
     /// Connecting, or waiting to retry after an error (the log says which).
     NotStreaming,
     NotConfigured,
 }
 
-/// The change stream's state as readiness sees it. Clustering plugs in here: a follower
+/// The change stream's state as readiness sees it: on a node of a cluster, a warm follower
 /// reports [`ReplicationCheck::WaitingForLeadership`].
 fn replication_check(node: &Node) -> ReplicationCheck {
+    let metrics = node.bus.replication_metrics();
+    let cluster = &metrics.cluster;
+    use crate::metrics::ClusterMetrics;
     if node.config.database.is_none() {
         ReplicationCheck::NotConfigured
-    } else if node.bus.replication_metrics().is_streaming() {
+    } else if ClusterMetrics::get(&cluster.enabled) {
+        match (metrics.is_streaming(), ClusterMetrics::get(&cluster.warm)) {
+            (true, _) => ReplicationCheck::Streaming,
+            (false, true) => ReplicationCheck::WaitingForLeadership,
+            (false, false) => ReplicationCheck::WarmingUp,
+        }
+    } else if metrics.is_streaming() {
         ReplicationCheck::Streaming
     } else {
         ReplicationCheck::NotStreaming
@@ -202,7 +213,10 @@ pub fn assess(checks: Checks) -> Readiness {
     ) {
         failing.push("database");
     }
-    if checks.replication == ReplicationCheck::NotStreaming {
+    if matches!(
+        checks.replication,
+        ReplicationCheck::NotStreaming | ReplicationCheck::WarmingUp
+    ) {
         failing.push("replication");
     }
     if checks.shutting_down {
@@ -304,6 +318,10 @@ mod tests {
         assert_eq!(ready.status, "ready");
         assert!(assess(checks(D::NotConfigured, R::NotConfigured, false)).is_ready());
         assert!(assess(checks(D::Reachable, R::WaitingForLeadership, false)).is_ready());
+        assert_eq!(
+            assess(checks(D::Reachable, R::WarmingUp, false)).failing,
+            ["replication"]
+        );
 
         assert_eq!(
             assess(checks(D::Unreachable, R::Streaming, false)).failing,

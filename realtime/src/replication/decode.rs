@@ -128,6 +128,7 @@ impl Decoder {
                     changes: open.changes,
                     overflow: open.overflow.map(Arc::new),
                     access_changed: open.access_changed,
+                    follows_gap: false,
                 }));
             }
             Message::Relation(relation) => {

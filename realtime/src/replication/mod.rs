@@ -8,6 +8,7 @@
 
 pub mod decode;
 pub mod lag;
+pub mod leadership;
 pub mod pgoutput;
 pub mod progress;
 pub mod relations;
@@ -32,9 +33,11 @@ pub fn spawn(
     database: DatabaseConfig,
     config: ReplicationConfig,
     bus: LocalBus,
+    leadership: Option<leadership::Leadership>,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), ReplicationError>> {
-    let task = Replication::new(database, config, bus);
+    let mut task = Replication::new(database, config, bus);
+    task.leadership = leadership;
     tokio::spawn(async move {
         let result = task.run(shutdown.clone()).await;
         shutdown.cancel();

@@ -22,8 +22,9 @@ use crate::change::Epoch;
 use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::db;
 use crate::lsn::Lsn;
-use crate::metrics::ReplicationMetrics;
+use crate::metrics::{ClusterMetrics, ReplicationMetrics};
 use crate::replication::decode::{Decoder, StreamError, TransactionLimits};
+use crate::replication::leadership::{self, Leadership, Waited};
 use crate::replication::pgoutput::{self, DecodeError};
 use crate::replication::progress::Progress;
 use crate::replication::setup::{self, SetupError, SlotFound};
@@ -48,6 +49,8 @@ pub enum ReplicationError {
     Stream(#[from] StreamError),
     #[error("the server ended the replication stream")]
     Ended,
+    #[error("stepped down as the change stream's leader: this node cannot reach NATS")]
+    SteppedDown,
 }
 
 impl ReplicationError {
@@ -92,6 +95,8 @@ pub struct Replication {
     pub config: ReplicationConfig,
     pub bus: LocalBus,
     pub state: watch::Sender<State>,
+    /// On a node of a cluster: contend for leadership before streaming (see `leadership`).
+    pub leadership: Option<Leadership>,
 }
 
 impl Replication {
@@ -101,6 +106,7 @@ impl Replication {
             config,
             bus,
             state: watch::channel(State::Starting).0,
+            leadership: None,
         }
     }
 
@@ -121,6 +127,7 @@ impl Replication {
             let streamed_before = continuity.as_ref().map(|c| (c.epoch, c.handed));
             let result = self.session(&shutdown, &mut continuity, &mut pool).await;
             self.metrics().set_streaming(false);
+            ClusterMetrics::set(&self.metrics().cluster.leader, false);
             let error = match result {
                 Ok(()) => {
                     self.state.send_replace(State::Stopped);
@@ -160,10 +167,30 @@ impl Replication {
         continuity: &mut Option<Continuity>,
         pool: &mut Option<PgPool>,
     ) -> Result<(), ReplicationError> {
-        let mut conn = ReplicationConnection::connect(&self.database, "realtime")
-            .await
-            .map_err(|e| SetupError::from_connect(e, &self.database))?;
+        let options = if self.leadership.is_some() {
+            leadership::OPTIONS
+        } else {
+            ""
+        };
+        let conn = match ReplicationConnection::connect_with(&self.database, "realtime", options).await {
+            Err(e) if self.leadership.is_some() && e.sqlstate() == Some("42704") => {
+                ReplicationConnection::connect_with(&self.database, "realtime", leadership::OPTIONS_BEFORE_14)
+                    .await
+            }
+            connected => connected,
+        };
+        let mut conn = conn.map_err(|e| SetupError::from_connect(e, &self.database))?;
         let system = setup::identify(&mut conn).await?;
+        if let Some(leadership) = &self.leadership {
+            match leadership::acquire(&mut conn, &self.config.slot_name, leadership, shutdown).await? {
+                Waited::Acquired => {}
+                Waited::GaveUp if shutdown.is_cancelled() => return Ok(()),
+                Waited::GaveUp => return Err(ReplicationError::SteppedDown),
+            }
+            // Another node may have streamed since this one last did: nothing it remembers of
+            // the stream still holds (its watermark would read as a slot moved by someone else).
+            *continuity = None;
+        }
         setup::check_wal_level(&mut conn).await?;
         setup::ensure_publications(&mut conn, &self.config).await?;
         let pool = match pool {
@@ -201,6 +228,14 @@ impl Replication {
                 progress: Progress::new(self.config.window, slot.confirmed_flush),
             }),
         };
+        if let Some(leadership) = &self.leadership {
+            let term = leadership::next_term(&mut conn, &self.config.slot_name, &leadership.node_id).await?;
+            let cluster = &self.metrics().cluster;
+            cluster.term.store(term, std::sync::atomic::Ordering::Relaxed);
+            ReplicationMetrics::count(&cluster.leader_changes, 1);
+            ClusterMetrics::set(&cluster.leader, true);
+            tracing::info!(slot = %self.config.slot_name, term, node = %leadership.node_id, "leading the change stream");
+        }
         let mut publications = self.config.clone();
         publications.publications.extend(messages);
         conn.start_replication(&setup::start_command(&publications, continuity.handed))
@@ -264,9 +299,17 @@ impl Replication {
         let mut last_ping: Option<Instant> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut may_lead = self.leadership.as_ref().map(|l| l.may_lead.clone());
         loop {
             tokio::select! {
                 biased;
+                // A leader that cannot publish lets another node lead: confirm, release the
+                // slot and the lock (both go with the connection).
+                _ = lost_leadership(&mut may_lead) => {
+                    conn.send_status(progress.received(), progress.confirmed(), false).await?;
+                    conn.close().await?;
+                    return Err(ReplicationError::SteppedDown);
+                }
                 // Shutdown first: confirm the start of the resume window (the next run re-reads
                 // the window from there) and release the slot.
                 _ = shutdown.cancelled() => {
@@ -367,6 +410,16 @@ impl Replication {
             );
         }
     }
+}
+
+/// Resolves when the node may no longer lead; never without leadership.
+async fn lost_leadership(may_lead: &mut Option<watch::Receiver<bool>>) {
+    if let Some(may_lead) = may_lead
+        && may_lead.wait_for(|may| !*may).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Equal-jitter exponential backoff: a random delay between half of and all of

@@ -132,6 +132,15 @@ impl std::fmt::Debug for ReplicationConnection {
 impl ReplicationConnection {
     /// Connects, negotiates TLS as configured, and authenticates.
     pub async fn connect(config: &DatabaseConfig, application_name: &str) -> Result<Self, WireError> {
+        Self::connect_with(config, application_name, "").await
+    }
+
+    /// [`connect`](Self::connect), with `options` (`-c name=value ...`) added to the session's.
+    pub async fn connect_with(
+        config: &DatabaseConfig,
+        application_name: &str,
+        options: &str,
+    ) -> Result<Self, WireError> {
         let target = format!("{}:{}", config.host, config.port);
         let tcp = TcpStream::connect((config.host.as_str(), config.port))
             .await
@@ -148,17 +157,23 @@ impl ReplicationConnection {
             backend_pid: 0,
             parameters: HashMap::new(),
         };
-        conn.startup(config, application_name).await?;
+        conn.startup(config, application_name, options).await?;
         Ok(conn)
     }
 
-    async fn startup(&mut self, config: &DatabaseConfig, application_name: &str) -> Result<(), WireError> {
+    async fn startup(
+        &mut self,
+        config: &DatabaseConfig,
+        application_name: &str,
+        options: &str,
+    ) -> Result<(), WireError> {
+        let options = format!("{SESSION_OPTIONS} {options}");
         let params = [
             ("user", config.user.as_str()),
             ("database", config.dbname.as_str()),
             ("replication", "database"),
             ("application_name", application_name),
-            ("options", SESSION_OPTIONS),
+            ("options", options.trim_end()),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write)?;
         self.flush().await?;

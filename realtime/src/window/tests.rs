@@ -37,6 +37,7 @@ fn tx(epoch: u64, lsn: u64, changes: u32, at: i64, padding: usize) -> Arc<Transa
         backlog: false,
         overflow: None,
         access_changed: false,
+        follows_gap: false,
         changes: (0..changes)
             .map(|index| {
                 Arc::new(RowChange {
@@ -363,6 +364,7 @@ fn an_access_change_without_rows_is_replayed_as_its_marker_to_positions_before_i
     w.append(tx(7, 100, 1, 0, 1), 0);
     let marker = Arc::new(Transaction {
         access_changed: true,
+        follows_gap: false,
         ..(*tx(7, 200, 0, 0, 1)).clone()
     });
     w.append(marker, 0);

@@ -333,6 +333,7 @@ fn part(slice: &Slice) -> Transaction {
         changes: t.changes[slice.changes.clone()].to_vec(),
         overflow: t.overflow.clone(),
         access_changed: t.access_changed,
+        follows_gap: t.follows_gap,
     }
 }
 

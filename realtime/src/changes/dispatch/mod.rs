@@ -64,7 +64,14 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             // Committed transactions, in commit order: into the window, then to the live.
             received = transactions.recv() => match received {
-                Ok(t) => followers.publish(&mut dispatcher, t).await,
+                Ok(t) => {
+                    // A cluster follower could not fetch what came before this one.
+                    if t.follows_gap {
+                        tracing::warn!("changes were lost on their way to this node; every subscription is told to refetch");
+                        followers.gap();
+                    }
+                    followers.publish(&mut dispatcher, t).await
+                }
                 Err(RecvError::Lagged(n)) => {
                     tracing::error!(skipped = n, "the changes dispatcher fell behind the stream; every subscription is told to refetch");
                     followers.gap();

@@ -149,6 +149,7 @@ fn transaction(changes: Vec<Arc<RowChange>>) -> Transaction {
         changes,
         overflow: None,
         access_changed: false,
+        follows_gap: false,
     }
 }
 

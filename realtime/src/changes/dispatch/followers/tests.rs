@@ -114,6 +114,7 @@ impl Setup {
             backlog,
             overflow: None,
             access_changed: false,
+            follows_gap: false,
             changes: (0..n)
                 .map(|index| {
                     let id = (lsn * 100 + u64::from(index)).to_string();
