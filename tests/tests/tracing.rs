@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message as _;
 use realtime::embedded::Options;
-use realtime_tests::service::{Service, reader_role_sql, token};
+use realtime_tests::service::{Service, Subscriber, reader_role_sql, token};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -242,6 +242,9 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
     );
 
     let reader = token("reader");
+    // A Postgres Changes subscriber, so that the rows below are dispatched and checked.
+    let bindings = json!([{"event": "INSERT", "schema": "public", "table": "t"}]);
+    let mut subscriber = Subscriber::join(&service, &reader, "rows", bindings, None).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(service.url(&reader))
         .await
         .expect("connect");
@@ -256,6 +259,9 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
         "INSERT INTO t VALUES (1, 'row-secret-a'), (2, 'row-secret-b')",
     )
     .await;
+    for _ in 0..2 {
+        subscriber.change(Duration::from_secs(30)).await;
+    }
     ws.close(None).await.expect("close");
 
     let spans = wait_spans(&received, |spans| {
@@ -267,19 +273,24 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
             && spans
                 .iter()
                 .any(|s| s.name == "replication.transaction" && attr(s, "changes") == "2")
+            && spans
+                .iter()
+                .any(|s| s.name == "changes.dispatch" && attr(s, "changes") == "2")
     })
     .await;
 
     // connection → join → authorize, in one trace.
-    let connection = one(&spans, "the connection", |s| s.name == "connection");
+    let accepted = one(&spans, "the public join", |s| {
+        s.name == "join" && attr(s, "channel.topic") == "realtime:room"
+    });
+    let connection = one(&spans, "the connection", |s| {
+        s.name == "connection" && s.span_id == accepted.parent
+    });
     assert_eq!(connection.parent, "", "a connection is a root span");
     assert_eq!(attr(connection, "protocol.version"), "1.0.0");
     assert_eq!(attr(connection, "role"), "reader");
     assert_eq!(attr(connection, "close.reason"), "client_closed");
     assert_eq!(attr(connection, "close.code"), "1000");
-    let accepted = one(&spans, "the public join", |s| {
-        s.name == "join" && attr(s, "channel.topic") == "realtime:room"
-    });
     assert_eq!(attr(accepted, "outcome"), "accepted");
     let refused = one(&spans, "the private join", |s| {
         s.name == "join" && attr(s, "channel.topic") == "realtime:locked"
@@ -290,7 +301,9 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
         assert_eq!(join.parent, connection.span_id);
         assert_eq!(join.trace_id, connection.trace_id);
     }
-    let authorize = one(&spans, "the policy check", |s| s.name == "authorize");
+    let authorize = one(&spans, "the policy check", |s| {
+        s.name == "authorize" && s.parent == refused.span_id
+    });
     assert_eq!(authorize.parent, refused.span_id);
     assert_eq!(authorize.trace_id, connection.trace_id);
     assert_eq!(attr(authorize, "authorization.mode"), "policies");
@@ -307,6 +320,19 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
     });
     assert!(attr(transaction, "commit_lsn").contains('/'), "{transaction:?}");
     assert_eq!(attr(transaction, "overflowed"), "false");
+    // Its delivery to the subscriber, with the row check (Postgres decides: no policy file
+    // names the table) as a child.
+    let dispatch = one(&spans, "the delivery", |s| {
+        s.name == "changes.dispatch" && attr(s, "changes") == "2"
+    });
+    assert_eq!(attr(dispatch, "commit_lsn"), attr(transaction, "commit_lsn"));
+    assert_eq!(attr(dispatch, "frames"), "2");
+    let row_check = one(&spans, "the row check", |s| {
+        s.name == "authorize" && s.parent == dispatch.span_id
+    });
+    assert_eq!(attr(row_check, "authorization.mode"), "database");
+    assert_eq!(attr(row_check, "changes"), "2");
+    assert_eq!(attr(row_check, "visible"), "2");
     // One span per transaction, never one per delivered message or per change.
     assert!(spans.iter().all(|s| s.name != "change" && s.name != "push"));
     assert!(spans.iter().all(|s| s.service == "realtime"), "{spans:#?}");

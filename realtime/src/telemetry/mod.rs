@@ -15,6 +15,8 @@
 //! | `join` | a `phx_join`, child of `connection` | `channel.topic`, `outcome`, `reason` |
 //! | `authorize` | a private channel's check, child of `join` (or of `rest_broadcast`) | `authorization.mode`, `outcome` |
 //! | `replication.transaction` | one decoded transaction handed on | `changes`, `database_broadcasts`, `commit_lsn`, `backlog`, `overflowed` |
+//! | `changes.dispatch` | one transaction's delivery to Postgres Changes subscribers | `changes`, `commit_lsn`, `frames` |
+//! | `authorize` | a table's row check for one delivery, child of `changes.dispatch` | `authorization.mode`, `claim_groups`, `changes`, `visible` |
 //! | `rest_broadcast` | `POST …/api/broadcast…` | `http.route`, `messages`, `http.response.status_code` |
 
 mod log_ids;
