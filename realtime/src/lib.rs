@@ -10,7 +10,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 0 | `json`, `lsn`, `calendar`, `metrics`, `embedded`, `healthcheck` | primitives (JSON writer and validator, WAL positions, dates, counters); a throwaway Postgres for `dev` and tests; the container health check |
+//! | 0 | `json`, `lsn`, `calendar`, `metrics`, `embedded`, `healthcheck`, `telemetry` | primitives (JSON writer and validator, WAL positions, dates, counters); a throwaway Postgres for `dev` and tests; the container health check; logs and OpenTelemetry traces (the span target every layer uses) |
 //! | 1 | `change`, `protocol`, `pgvalue` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure; Postgres values as filters and policies compare them |
 //! | 2 | `broadcast`, `window` | a broadcast and its wire forms; the resume window of recent transactions |
 //! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
@@ -60,6 +60,7 @@ pub mod presence;
 pub mod protocol;
 pub mod replication;
 pub mod server;
+pub mod telemetry;
 pub mod transport;
 pub mod window;
 

@@ -87,10 +87,19 @@ enum PoliciesCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    install_tracing();
+    let telemetry = match install_telemetry() {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+    // After the runtime: the last spans (those of the shutdown itself) are sent, then the
+    // exporter's thread stops.
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -397,17 +406,17 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn install_tracing() {
+/// Installs logging (and tracing when the `OTEL_*` variables ask for it).
+fn install_telemetry() -> Result<realtime::telemetry::Telemetry, realtime::telemetry::TelemetryError> {
+    use realtime::telemetry::LogFormat;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
+    let format = if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        LogFormat::Json
     } else {
-        builder.init();
-    }
+        LogFormat::Text
+    };
+    realtime::telemetry::install(filter, format, &process_env)
 }

@@ -150,9 +150,32 @@ impl Node {
         claims: &Claims,
         presence: bool,
     ) -> Result<ChannelAccess, CheckError> {
-        match &self.authorization {
+        let mode = match &self.authorization {
+            Authorization::Policies => "policies",
+            Authorization::Database(_) => "database",
+        };
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "authorize",
+            "authorization.mode" = mode,
+            outcome = tracing::field::Empty,
+        );
+        let access = match &self.authorization {
             Authorization::Policies => Ok(self.policy.channel_access(sub_topic, claims)),
-            Authorization::Database(rls) => rls.access(sub_topic, claims, presence).await,
-        }
+            Authorization::Database(rls) => {
+                tracing::Instrument::instrument(rls.access(sub_topic, claims, presence), span.clone()).await
+            }
+        };
+        span.record(
+            "outcome",
+            match &access {
+                Ok(access) if access.can_join() || access.broadcast_write || access.presence_write => {
+                    "granted"
+                }
+                Ok(_) => "denied",
+                Err(_) => "error",
+            },
+        );
+        access
     }
 }

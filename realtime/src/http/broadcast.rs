@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::auth::Claims;
 use crate::broadcast::{Broadcast, PERSIST_UNSUPPORTED};
@@ -137,7 +138,31 @@ fn flexible_bool(v: Option<&serde_json::Value>) -> bool {
     }
 }
 
-pub async fn batch(State(node): State<Arc<Node>>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /api/broadcast`, traced as a `rest_broadcast` span.
+pub async fn batch(state: State<Arc<Node>>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
+    traced("/api/broadcast", batch_untraced(state, peer, headers, body)).await
+}
+
+/// One `rest_broadcast` span around a handler, with the answer's status.
+async fn traced(route: &'static str, handler: impl Future<Output = Response>) -> Response {
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        "rest_broadcast",
+        "http.route" = route,
+        messages = tracing::field::Empty,
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    let response = handler.instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn batch_untraced(
+    State(node): State<Arc<Node>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let claims = match authorize(&node, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
@@ -157,6 +182,7 @@ pub async fn batch(State(node): State<Arc<Node>>, peer: Peer, headers: HeaderMap
         let body = axum::Json(json!({ "message": REST_BATCH_TOO_LARGE }));
         return (StatusCode::TOO_MANY_REQUESTS, body).into_response();
     }
+    tracing::Span::current().record("messages", batch.messages.len());
     if let Some(response) = count(&node, peer, &headers, &claims, batch.messages.len()) {
         return response;
     }
@@ -185,7 +211,20 @@ pub async fn batch(State(node): State<Arc<Node>>, peer: Peer, headers: HeaderMap
     StatusCode::ACCEPTED.into_response()
 }
 
+/// `POST /api/broadcast/:topic/events/:event`, traced as a `rest_broadcast` span.
 pub async fn single(
+    state: State<Arc<Node>>,
+    peer: Peer,
+    path: Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = "/api/broadcast/{topic}/events/{event}";
+    traced(route, single_untraced(state, peer, path, query, headers, body)).await
+}
+
+async fn single_untraced(
     State(node): State<Arc<Node>>,
     peer: Peer,
     Path((topic, event)): Path<(String, String)>,
@@ -193,6 +232,7 @@ pub async fn single(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    tracing::Span::current().record("messages", 1);
     let claims = match authorize(&node, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,

@@ -344,16 +344,29 @@ impl Replication {
                         transaction.backlog = transaction.end_lsn <= *backlog_through;
                         let handed = Handed::of(&transaction);
                         self.count(&transaction);
+                        // One span per transaction handed on (never per change or per push):
+                        // counts and positions, no table names or values.
+                        let span = tracing::info_span!(
+                            target: crate::telemetry::TARGET,
+                            "replication.transaction",
+                            changes = transaction.changes.len(),
+                            database_broadcasts = tracing::field::Empty,
+                            commit_lsn = %transaction.commit_lsn,
+                            backlog = transaction.backlog,
+                            overflowed = transaction.overflow.is_some(),
+                        );
                         // Database broadcasts go their own way: never as postgres_changes.
                         match crate::db_broadcast::message::split(&mut transaction) {
                             None => self.bus.publish_transaction(Arc::new(transaction)),
                             Some(messages) => {
+                                span.record("database_broadcasts", messages.changes.len());
                                 self.bus.publish_database_broadcasts(Arc::new(messages));
                                 if !transaction.changes.is_empty() {
                                     self.bus.publish_transaction(Arc::new(transaction));
                                 }
                             }
                         }
+                        drop(span);
                         *watermark = handed.end_lsn;
                         progress.on_handed(handed, window::now_micros());
                     }

@@ -15,12 +15,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
+use tracing::Instrument;
 
 use super::session::Session;
 use super::ws::Connection;
 use crate::limits::{Peer, Subject, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS, client_ip, peer_ip};
 use crate::node::Node;
 use crate::protocol::phoenix::Vsn;
+use crate::telemetry::TARGET;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {
@@ -124,6 +126,16 @@ pub async fn handler(
 
     let on_upgrade = hyper::upgrade::on(&mut request);
     let max_message = node.config.server.limits.max_frame_size;
+    // The socket's whole life, exported when it closes. Nothing about the peer (no address,
+    // no token): the role is one of a few configured names.
+    let span = tracing::info_span!(
+        target: TARGET,
+        "connection",
+        "protocol.version" = vsn.as_str(),
+        role = %claims.role,
+        "close.reason" = tracing::field::Empty,
+        "close.code" = tracing::field::Empty,
+    );
     // Tracked from the handshake on, so shutdown also waits for sockets still upgrading.
     let task = node.tracker.track_future({
         let node = node.clone();
@@ -137,6 +149,7 @@ pub async fn handler(
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }
         }
+        .instrument(span)
     });
     tokio::spawn(task);
 

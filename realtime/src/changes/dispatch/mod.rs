@@ -126,6 +126,21 @@ impl Dispatcher {
         if transaction.changes.is_empty() || audience.is_empty() {
             return 0;
         }
+        // One span per delivery of a transaction (never per push): counts and position only.
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "changes.dispatch",
+            changes = transaction.changes.len(),
+            commit_lsn = %transaction.commit_lsn,
+            frames = tracing::field::Empty,
+        );
+        let frames =
+            tracing::Instrument::instrument(self.deliver_traced(transaction, audience), span.clone()).await;
+        span.record("frames", frames);
+        frames
+    }
+
+    async fn deliver_traced(&mut self, transaction: &Transaction, audience: &mut Audience) -> usize {
         let tables = tables_of(transaction);
         let mut decisions: Vec<Decisions> = Vec::with_capacity(tables.len());
         for table in &tables {
@@ -143,9 +158,27 @@ impl Dispatcher {
                 .filter(|c| Arc::ptr_eq(&c.table, table))
                 .map(|c| &**c)
                 .collect();
+            let mode = match &plan.facts.access {
+                TableAccess::Rules(_) => "policies",
+                TableAccess::Postgres => "database",
+                TableAccess::Unbound => "none",
+            };
+            let span = tracing::info_span!(
+                target: crate::telemetry::TARGET,
+                "authorize",
+                "authorization.mode" = mode,
+                claim_groups = plan.claim_groups.len(),
+                changes = changes.len(),
+                visible = tracing::field::Empty,
+            );
             let started = std::time::Instant::now();
-            let visibility = self.decide(plan, &changes).await;
+            let visibility = tracing::Instrument::instrument(self.decide(plan, &changes), span.clone()).await;
             crate::metrics::events().authorized(started.elapsed());
+            let visible = visibility
+                .iter()
+                .filter(|v| matches!(v, Visibility::Visible { .. }))
+                .count();
+            span.record("visible", visible);
             decisions.push(Decisions {
                 table: table.clone(),
                 changes: changes.len(),

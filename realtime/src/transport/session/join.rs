@@ -108,6 +108,14 @@ pub(super) fn expiry_instant(exp: i64) -> Instant {
     Instant::now() + at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }
 
+/// The code a join reason starts with (`"Unauthorized: …"` → `"Unauthorized"`), or `"other"`.
+fn reason_code(reason: &str) -> &str {
+    match reason.split_once(':') {
+        Some((code, _)) if !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric()) => code,
+        _ => "other",
+    }
+}
+
 pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -276,11 +284,16 @@ impl Session {
         }
         self.add_channel(ch);
         crate::metrics::events().joins.add("accepted");
+        tracing::Span::current().record("outcome", "accepted");
     }
 
     fn join_error(&mut self, msg: &Inbound, reason: &str, then: Option<Close>) {
         self.node.refusals.join_refused(reason);
         crate::metrics::events().joins.add("refused");
+        // The `join` span: the reason's code only (the message after it may name the topic).
+        let span = tracing::Span::current();
+        span.record("outcome", "refused");
+        span.record("reason", reason_code(reason));
         let response = serde_json::json!({ "reason": reason }).to_string();
         let frame = self.reply_frame(msg, Status::Error, &response);
         self.send_delayed(frame, then);
@@ -328,6 +341,17 @@ mod tests {
         assert_eq!(p.presence_key.as_deref(), Some("u1"));
         assert_eq!(p.postgres_changes.len(), 1);
         assert_eq!(p.access_token.as_deref(), Some("eyJ.x.y"));
+    }
+
+    #[test]
+    fn reason_codes_never_carry_the_message() {
+        assert_eq!(
+            reason_code("Unauthorized: You do not have permissions to read from this Channel topic: room"),
+            "Unauthorized"
+        );
+        assert_eq!(reason_code(TOO_MANY_JOINS_REASON), "ClientJoinRateLimitReached");
+        assert_eq!(reason_code("unmatched topic"), "other");
+        assert_eq!(reason_code("a b: c"), "other");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use self::channel::Channel;
 use super::ws::{Connection, Message, WsError};
@@ -34,6 +35,7 @@ use crate::node::Node;
 use crate::protocol::outbound::{Outbound, SLOW_CONSUMER_CLOSE, Taken, WRITE_STALLED_CLOSE};
 use crate::protocol::phoenix::{self, Inbound, Status, Vsn};
 use crate::protocol::ws_frame::{self, OpCode};
+use crate::telemetry::TARGET;
 
 /// How long a closing socket may take to send its close frame. A slow consumer's frame waits
 /// behind the bytes it has not read yet: a client that stalled for a few seconds still learns
@@ -75,6 +77,20 @@ impl Close {
             Close::Protocol(1009) => Some((1009, "message too large")),
             Close::Protocol(code) => Some((code, "protocol error")),
             Close::Gone => None,
+        }
+    }
+
+    /// The reason's name in traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Close::Shutdown => "shutdown",
+            Close::SlowConsumer => "slow_consumer",
+            Close::WriteStalled => "write_stalled",
+            Close::Idle => "idle",
+            Close::JoinRate => "join_rate",
+            Close::ClientClosed => "client_closed",
+            Close::Protocol(_) => "protocol_error",
+            Close::Gone => "gone",
         }
     }
 }
@@ -263,7 +279,14 @@ impl Session {
             return self.heartbeat(&msg);
         }
         if msg.event == "phx_join" {
-            return self.join(msg).await;
+            let span = tracing::info_span!(
+                target: TARGET,
+                "join",
+                "channel.topic" = %msg.topic,
+                outcome = tracing::field::Empty,
+                reason = tracing::field::Empty,
+            );
+            return self.join(msg).instrument(span).await;
         }
         let joined = self
             .channel(&msg.topic)
@@ -390,6 +413,12 @@ impl Session {
     }
 
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>, close: Close) {
+        // The `connection` span (see `websocket.rs`) ends with the task.
+        let span = tracing::Span::current();
+        span.record("close.reason", close.name());
+        if let Some((code, _)) = close.frame() {
+            span.record("close.code", code);
+        }
         self.cleanup();
         if matches!(close, Close::SlowConsumer | Close::WriteStalled) {
             self.node
