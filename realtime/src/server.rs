@@ -50,6 +50,8 @@ pub enum RunError {
     Replication(#[from] crate::replication::ReplicationError),
     #[error("the replication task panicked")]
     ReplicationPanicked,
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The whole service, exactly as `realtime serve` runs it: the replication task on `bus` when a
@@ -63,6 +65,19 @@ pub async fn run_service(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // A node configured for a cluster must not serve alone: NATS must answer once at start.
+    let cluster = match &config.cluster {
+        Some(settings) => {
+            let cluster = crate::cluster::Cluster::connect(settings).await?;
+            tracing::info!(
+                node = cluster.node_id(),
+                cluster = settings.name,
+                "connected to NATS"
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
     let replication = match &config.database {
         Some(database) => Some(crate::replication::spawn(
             database.clone(),
@@ -77,7 +92,7 @@ pub async fn run_service(
             None
         }
     };
-    let served = run_with_metrics(config, listener, metrics, bus, shutdown.clone()).await;
+    let served = serve(config, listener, metrics, bus, cluster, shutdown.clone()).await;
     // The server stops on `shutdown`; so must replication, also when the server failed to start.
     shutdown.cancel();
     if let Some(task) = replication {
@@ -127,9 +142,21 @@ pub async fn run_with_metrics(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    serve(config, listener, metrics, bus, None, shutdown).await
+}
+
+/// [`run_with_metrics`], as a node of `cluster` when given.
+async fn serve(
+    config: Arc<Config>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    bus: LocalBus,
+    cluster: Option<crate::cluster::Cluster>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let policy = channel_policy(&config)?;
     let grace = config.server.shutdown_grace;
-    let node = Arc::new(Node::new(config, policy, bus.clone(), shutdown.clone()));
+    let node = Arc::new(Node::new(config, policy, bus.clone(), cluster, shutdown.clone()));
 
     // Subscribe before serving so no event published by a client can precede the dispatcher.
     let dispatcher = tokio::spawn(registry::dispatch(
