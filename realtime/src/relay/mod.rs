@@ -59,6 +59,7 @@ pub struct Relay {
     commands: mpsc::UnboundedSender<Command>,
     peers: Mutex<Peers>,
     publish_dropped: AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Command {
@@ -106,6 +107,7 @@ impl Relay {
             commands,
             peers: Mutex::new(peers),
             publish_dropped: AtomicU64::new(0),
+            started: Instant::now(),
         });
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         presence.replicate_to(outbox);
@@ -363,7 +365,11 @@ impl Relay {
         {
             return;
         }
-        let expected = lock(&self.peers).alive();
+        // A node that just started may not have heard the others yet: it waits the whole time.
+        let mut expected = lock(&self.peers).alive();
+        if expected == 0 && self.started.elapsed() < self.cluster.config.node_down_after {
+            expected = usize::MAX;
+        }
         let mut answered = 0;
         let deadline = tokio::time::Instant::now() + SYNC_WAIT;
         while answered < expected {
