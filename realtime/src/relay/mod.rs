@@ -43,6 +43,8 @@ const SYNC_WAIT: Duration = Duration::from_millis(500);
 /// Local presence diffs waiting to be published.
 const OUTBOX: usize = 4096;
 
+/// What the registry's watcher asks the topic listener to do.
+#[derive(Debug)]
 enum Command {
     Listen(TopicKey),
     Stop(TopicKey),
@@ -60,15 +62,6 @@ pub struct Relay {
     peers: Mutex<Peers>,
     publish_dropped: AtomicU64,
     started: Instant,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Listen(t) => write!(f, "Listen({})", t.sub_topic()),
-            Command::Stop(t) => write!(f, "Stop({})", t.sub_topic()),
-        }
-    }
 }
 
 impl TopicWatcher for Relay {
