@@ -16,7 +16,7 @@
 //! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
 //! | 4 | `auth`, `bus`, `db`, `cluster` | token verification; the conduit every event travels; the pool and migrations; the NATS link of a clustered node and its one change stream (the leader publishes, followers follow and fetch holes) |
 //! | 5 | `policy`, `presence`, `limits`, `check` | policy files evaluated in-process; presence state; rate and count limits; `config check` |
-//! | 6 | `changes`, `authorization` | Postgres Changes subscriptions and dispatch; private channels by policy files or RLS |
+//! | 6 | `changes`, `authorization`, `relay` | Postgres Changes subscriptions and dispatch; private channels by policy files or RLS; broadcast and presence across the nodes of a cluster |
 //! | 7 | `db_broadcast` | broadcasts from the database (`realtime.messages`) |
 //! | 8 | `replication`, `node` | the WAL stream (it hands `realtime.messages` rows to `db_broadcast`); a node's shared services |
 //! | 9 | `transport` | sockets and sessions |
@@ -58,6 +58,7 @@ pub mod pgvalue;
 pub mod policy;
 pub mod presence;
 pub mod protocol;
+pub mod relay;
 pub mod replication;
 pub mod server;
 pub mod telemetry;

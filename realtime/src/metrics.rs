@@ -124,6 +124,19 @@ pub struct NodeFigures {
     pub channels: u64,
     pub changes_subscriptions: u64,
     pub slow_consumer_closes: u64,
+    /// Set on a clustered node.
+    pub cluster: Option<ClusterFigures>,
+}
+
+/// A clustered node's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterFigures {
+    /// Nodes believed alive, this one included.
+    pub nodes: u64,
+    /// Broadcasts and presence diffs not published because the publisher fell behind.
+    pub publish_dropped: u64,
+    /// Other nodes' presence entries held here.
+    pub remote_entries: u64,
 }
 
 /// Every metric as OpenMetrics text (which Prometheus reads), encoded by `prometheus-client`.
@@ -311,6 +324,25 @@ pub fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Re
         "Sockets closed with 4008 because they did not read their frames fast enough.",
         ConstCounter::new(node.slow_consumer_closes),
     );
+    if let Some(cluster) = node.cluster {
+        gauge(
+            r,
+            "realtime_cluster_nodes",
+            "Nodes of the cluster believed alive (from heartbeats), this one included.",
+            to_i64(cluster.nodes),
+        );
+        r.register(
+            "realtime_cluster_publish_dropped",
+            "Broadcasts and presence diffs not published to the other nodes because the publisher fell behind.",
+            ConstCounter::new(cluster.publish_dropped),
+        );
+        gauge(
+            r,
+            "realtime_presence_remote_entries",
+            "Presence entries of other nodes held by this node.",
+            to_i64(cluster.remote_entries),
+        );
+    }
     refusals.register(r);
     events::events().register(r);
     r.register(
@@ -510,6 +542,7 @@ mod tests {
                 channels: 3,
                 changes_subscriptions: 2,
                 slow_consumer_closes: 1,
+                cluster: None,
             },
             &Refusals::default(),
         );

@@ -22,6 +22,7 @@ use crate::db_broadcast::DbBroadcasts;
 use crate::limits::NodeLimits;
 use crate::policy::{ChannelAccess, PolicySet};
 use crate::presence::{Presence, PresenceLimits};
+use crate::relay::Relay;
 
 #[derive(Debug)]
 pub struct Node {
@@ -38,7 +39,9 @@ pub struct Node {
     /// Broadcast from the database; `None` when no database is configured.
     pub db_broadcasts: Option<Arc<DbBroadcasts>>,
     pub registry: Arc<Registry>,
-    pub presence: Presence,
+    pub presence: Arc<Presence>,
+    /// Broadcast and presence to and from the other nodes; `None` on a single node.
+    pub relay: Option<Arc<Relay>>,
     pub bus: LocalBus,
     pub limits: NodeLimits,
     /// Cancelled when the node starts shutting down.
@@ -54,7 +57,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Arc<Config>, policy: PolicySet, bus: LocalBus, shutdown: CancellationToken) -> Self {
+    /// A node; with `cluster`, one of a cluster (its relay starts now, so it needs a runtime).
+    pub fn new(
+        config: Arc<Config>,
+        policy: PolicySet,
+        bus: LocalBus,
+        cluster: Option<crate::cluster::Cluster>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let policy = Arc::new(policy);
         let changes = config
             .database
@@ -80,6 +90,19 @@ impl Node {
             }
             (ChannelAuthorization::Policies, _) => Authorization::Policies,
         };
+        let presence = Arc::new(Presence::with_limits(
+            bus.clone(),
+            PresenceLimits {
+                max_entries: config.server.limits.max_presence_entries_per_topic,
+                max_bytes: config.server.limits.max_presence_topic_bytes,
+            },
+        ));
+        let registry = Arc::new(Registry::new());
+        let relay = cluster.map(|cluster| {
+            let relay = Relay::start(cluster, bus.clone(), presence.clone(), shutdown.clone());
+            registry.watch(relay.clone());
+            relay
+        });
         Node {
             authorization,
             db_broadcasts,
@@ -87,14 +110,9 @@ impl Node {
             roles: RoleGuard::new(config.server.auth.allowed_roles.clone(), roles_pool),
             policy,
             changes,
-            registry: Arc::new(Registry::new()),
-            presence: Presence::with_limits(
-                bus.clone(),
-                PresenceLimits {
-                    max_entries: config.server.limits.max_presence_entries_per_topic,
-                    max_bytes: config.server.limits.max_presence_topic_bytes,
-                },
-            ),
+            registry,
+            presence,
+            relay,
             limits: NodeLimits::new(config.server.limits.clone()),
             bus,
             shutdown,
@@ -137,6 +155,7 @@ impl Node {
             channels: self.registry.topic_count() as u64,
             changes_subscriptions: self.changes.as_ref().map_or(0, |c| c.subscription_count() as u64),
             slow_consumer_closes: self.slow_consumer_closes.load(Ordering::Relaxed),
+            cluster: self.relay.as_ref().map(|relay| relay.figures()),
         }
     }
 }

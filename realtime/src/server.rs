@@ -65,8 +65,21 @@ pub async fn run_service(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let (stage, leadership) = match (&config.cluster, &config.database) {
-        (Some(cluster), Some(_)) => cluster_change_stream(cluster, &config, &bus, &shutdown).await?,
+    // A node configured for a cluster must not serve alone: NATS must answer once at start.
+    let cluster = match &config.cluster {
+        Some(settings) => {
+            let cluster = crate::cluster::Cluster::connect(settings).await?;
+            tracing::info!(
+                node = cluster.node_id(),
+                cluster = settings.name,
+                "connected to NATS"
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
+    let (stage, leadership) = match (&cluster, &config.database) {
+        (Some(cluster), Some(_)) => cluster_change_stream(cluster, &config, &bus, &shutdown),
         _ => (Some(bus.clone()), None),
     };
     let replication = match (&config.database, stage) {
@@ -85,7 +98,7 @@ pub async fn run_service(
             None
         }
     };
-    let served = run_with_metrics(config, listener, metrics, bus, shutdown.clone()).await;
+    let served = serve(config, listener, metrics, bus, cluster, shutdown.clone()).await;
     // The server stops on `shutdown`; so must replication, also when the server failed to start.
     shutdown.cancel();
     if let Some(task) = replication {
@@ -96,23 +109,20 @@ pub async fn run_service(
 
 /// A clustered node's change stream (see `cluster::cdc`): the bus its replication hands on to
 /// (`None`: `CLUSTER_CDC=never`, it never streams) and what it needs to contend for leadership.
-async fn cluster_change_stream(
-    config: &crate::config::ClusterConfig,
+fn cluster_change_stream(
+    cluster: &crate::cluster::Cluster,
     all: &Config,
     bus: &LocalBus,
     shutdown: &CancellationToken,
-) -> Result<
-    (
-        Option<LocalBus>,
-        Option<crate::replication::leadership::Leadership>,
-    ),
-    RunError,
-> {
-    let cluster = crate::cluster::Cluster::connect(config).await?;
+) -> (
+    Option<LocalBus>,
+    Option<crate::replication::leadership::Leadership>,
+) {
+    let config = &cluster.config;
     let contends = config.cdc == crate::config::CdcRole::Auto;
     let stage = contends.then(|| bus.stage(4096));
     let may_lead = crate::cluster::cdc::start(
-        cluster,
+        cluster.clone(),
         bus.clone(),
         stage.clone(),
         all.replication.window,
@@ -122,7 +132,7 @@ async fn cluster_change_stream(
         node_id: config.node_id.clone(),
         may_lead,
     });
-    Ok((stage, leadership))
+    (stage, leadership)
 }
 
 /// The access rules of private channels and tables: the policy folder when there is one, else
@@ -166,9 +176,21 @@ pub async fn run_with_metrics(
     bus: LocalBus,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    serve(config, listener, metrics, bus, None, shutdown).await
+}
+
+/// [`run_with_metrics`], as a node of `cluster` when given.
+async fn serve(
+    config: Arc<Config>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    bus: LocalBus,
+    cluster: Option<crate::cluster::Cluster>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let policy = channel_policy(&config)?;
     let grace = config.server.shutdown_grace;
-    let node = Arc::new(Node::new(config, policy, bus.clone(), shutdown.clone()));
+    let node = Arc::new(Node::new(config, policy, bus.clone(), cluster, shutdown.clone()));
 
     // Subscribe before serving so no event published by a client can precede the dispatcher.
     let dispatcher = tokio::spawn(registry::dispatch(

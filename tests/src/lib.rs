@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use realtime::embedded;
 
+pub mod cluster;
 pub mod nats;
 pub mod proxy;
 pub mod service;

@@ -25,6 +25,8 @@ pub struct ChannelEvent {
     /// A database broadcast committed before this process streamed (re-read after a restart):
     /// history, delivered only to channels that resume (see `db_broadcast::resume`).
     pub backlog: bool,
+    /// Came from another node of the cluster (it is not published to the cluster again).
+    pub from_peer: bool,
     encoded: [OnceLock<Option<Bytes>>; 2],
 }
 
@@ -43,6 +45,7 @@ impl ChannelEvent {
             kind,
             position: None,
             backlog: false,
+            from_peer: false,
             encoded: [OnceLock::new(), OnceLock::new()],
         }
     }
@@ -51,6 +54,12 @@ impl ChannelEvent {
     pub fn at(mut self, position: Position, backlog: bool) -> Self {
         self.position = Some(position);
         self.backlog = backlog;
+        self
+    }
+
+    /// The event as received from another node.
+    pub fn from_peer(mut self) -> Self {
+        self.from_peer = true;
         self
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
@@ -61,9 +61,19 @@ struct TopicSubscribers {
 
 type Shard = RwLock<HashMap<TopicKey, Arc<TopicSubscribers>>>;
 
+/// Told when a topic gets its first subscriber on this node and when its last one leaves: a
+/// clustered node listens to a topic's traffic from other nodes only meanwhile. Called with the
+/// topic's shard locked, so the calls for one topic come in the order of the changes; they must
+/// return at once.
+pub trait TopicWatcher: Send + Sync + std::fmt::Debug {
+    fn first_subscriber(&self, topic: &TopicKey);
+    fn last_subscriber_left(&self, topic: &TopicKey);
+}
+
 #[derive(Debug)]
 pub struct Registry {
     shards: Box<[Shard]>,
+    watcher: OnceLock<Arc<dyn TopicWatcher>>,
 }
 
 impl Default for Registry {
@@ -84,7 +94,13 @@ impl Registry {
     pub fn new() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            watcher: OnceLock::new(),
         }
+    }
+
+    /// Sets the one watcher of topics coming and going (before the first subscriber).
+    pub fn watch(&self, watcher: Arc<dyn TopicWatcher>) {
+        let _ = self.watcher.set(watcher);
     }
 
     fn shard(&self, topic: &TopicKey) -> &Shard {
@@ -96,6 +112,11 @@ impl Registry {
     /// Adds `subscriber`, or replaces the entry with the same id (e.g. after access changed).
     pub fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) {
         let mut shard = write(self.shard(topic));
+        if !shard.contains_key(topic)
+            && let Some(watcher) = self.watcher.get()
+        {
+            watcher.first_subscriber(topic);
+        }
         let entry = shard.entry(topic.clone()).or_default();
         let mut list = write(&entry.list);
         match list.iter_mut().find(|s| s.id == subscriber.id) {
@@ -116,6 +137,9 @@ impl Registry {
         };
         if now_empty {
             shard.remove(topic);
+            if let Some(watcher) = self.watcher.get() {
+                watcher.last_subscriber_left(topic);
+            }
         }
     }
 

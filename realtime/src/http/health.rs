@@ -372,6 +372,7 @@ mod tests {
             Arc::new(Config::default()),
             PolicySet::empty(),
             LocalBus::new(8),
+            None,
             shutdown.clone(),
         ));
         let health = Arc::new(Health::new(&node));

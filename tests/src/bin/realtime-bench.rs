@@ -1,7 +1,7 @@
 //! `realtime-bench`: benchmarks that start their own Postgres and server on loopback and print
 //! their numbers, ending with one `result <name> key=value ...` line.
 //!
-//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|changes-sweep|peers|presence|scale>`
+//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|changes-sweep|cluster|peers|presence|scale>`
 
 mod bench;
 
@@ -9,6 +9,8 @@ fn main() -> anyhow::Result<()> {
     let which = std::env::args().nth(1).unwrap_or_default();
     match which.as_str() {
         "cdc" => bench::cdc::main(),
+        // Broadcast fan-out over three nodes on NATS against one node.
+        "cluster" => bench::cluster::main(),
         "broadcast" => bench::broadcast::main(),
         // The broadcast benchmark's load generator, started by `broadcast` as a child process.
         "broadcast-clients" => bench::broadcast::clients_main(),
@@ -24,8 +26,8 @@ fn main() -> anyhow::Result<()> {
         "presence" => bench::presence::main(),
         // The changes benchmark's subscribers, started by `changes` as a child process.
         "changes-clients" => bench::changes::clients_main(),
-        _ => {
-            anyhow::bail!("usage: realtime-bench <cdc|broadcast|changes|changes-sweep|peers|presence|scale>")
-        }
+        _ => anyhow::bail!(
+            "usage: realtime-bench <cdc|broadcast|changes|changes-sweep|cluster|peers|presence|scale>"
+        ),
     }
 }

@@ -270,6 +270,11 @@ impl Session {
             self.announce_replication_ready(&ch, &msg.topic);
         }
         if ch.presence_enabled && ch.access.presence_read {
+            // In a cluster, the first join of a topic on this node waits (bounded) for the
+            // other nodes' entries, so the state holds the whole cluster's members.
+            if let Some(relay) = &self.node.relay {
+                relay.synced(&ch.key).await;
+            }
             self.push_presence_state(&ch, &msg.topic);
         }
         if !wait && !requested.is_empty() {

@@ -466,6 +466,7 @@ mod tests {
             Arc::new(Config::default()),
             PolicySet::empty(),
             LocalBus::new(8),
+            None,
             CancellationToken::new(),
         ));
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);

@@ -51,7 +51,7 @@ pub(super) struct Options {
     pub(super) idle: u64,
     pub(super) concurrency: u64,
     pub(super) topics: u64,
-    vsn: Vsn,
+    pub(super) vsn: Vsn,
     /// Run the idle phase (connect rate, memory) and the fan-out phase.
     pub(super) idle_phase: bool,
     pub(super) fanout_phase: bool,

@@ -8,7 +8,9 @@
 //!   `connected ...`, holds them until stdin says `close` (or closes), prints `closed`.
 //! - `fanout`: joins `subscribers` sockets and one publisher to one topic, then for each round
 //!   prints `publishing`, sends `messages` broadcasts of `payload` bytes and prints `round ...`
-//!   once every subscriber has every message (or the round timed out).
+//!   once every subscriber has every message (or the round timed out). With
+//!   `spread=<url>,<url>...` the subscribers are spread evenly over `url` and those (the nodes
+//!   of a cluster); the publisher stays on `url`.
 //! - `hold`: opens and joins `count` sockets to `topic`, prints `connected ...`, then reads on
 //!   every socket and prints `received total=<k × count> last_us=<µs since the Unix epoch>`
 //!   each time every socket has received `k` broadcasts (the `scale` benchmark sends one at a
@@ -363,8 +365,21 @@ async fn fanout(args: &Args) -> anyhow::Result<()> {
     let topic = "fanout";
 
     let started = Instant::now();
-    let (sockets, failed, first_error) =
-        open_many(&url, wire, subscribers, concurrency, |_| Some(topic.to_owned())).await;
+    let mut urls = vec![url.clone()];
+    if let Ok(spread) = args.str("spread") {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        urls.extend(spread.split(',').map(|base| format!("{base}?{query}")));
+    }
+    let (mut sockets, mut failed, mut first_error) = (Vec::new(), 0, None);
+    for (i, url) in urls.iter().enumerate() {
+        let n = urls.len() as u64;
+        let count = subscribers / n + u64::from((i as u64) < subscribers % n);
+        let (opened, fails, error) =
+            open_many(url, wire, count, concurrency, |_| Some(topic.to_owned())).await;
+        sockets.extend(opened);
+        failed += fails;
+        first_error = first_error.or(error);
+    }
     report_failure(failed, &first_error);
     if failed > 0 {
         bail!("{failed} of {subscribers} subscribers could not join");

@@ -14,17 +14,27 @@
 //! [`PresenceLimits::max_bytes`] bytes of tracked payloads: a track past either is refused
 //! ([`Full`]), so one client cannot grow a topic's state, which every joiner receives whole,
 //! without bound.
+//!
+//! In a cluster, each node owns the entries its sockets track; the others' arrive as messages
+//! and are kept apart ([`remote`]). Every local diff is also numbered and handed to the
+//! replication outbox ([`Presence::replicate_to`]), never waiting: a full outbox drops the diff,
+//! which receivers see as a hole in the numbers and repair by asking for a snapshot. The state
+//! a joiner receives is the union of both.
+
+pub mod remote;
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
 use crate::bus::LocalBus;
 use crate::channels::{ChannelEvent, EventKind, SubscriberId, TopicKey};
+use remote::{DiffOutcome, Malformed, RemoteEntries};
 
 const SHARDS: usize = 16;
 
@@ -46,6 +56,19 @@ struct TopicPresence {
     by_owner: HashMap<SubscriberId, usize>,
     /// Sum of the entries' `bytes`.
     bytes: usize,
+    /// Number of the topic's last diff (0: none since the topic had entries).
+    last_seq: u64,
+}
+
+/// A local presence change, numbered for the other nodes of a cluster (see [`remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDiff {
+    pub topic: TopicKey,
+    pub seq: u64,
+    /// The number of the topic's previous diff; 0 when the topic had no entries before.
+    pub prev: u64,
+    /// The `presence_diff` payload.
+    pub diff: String,
 }
 
 /// Caps of one topic's presence.
@@ -87,6 +110,12 @@ pub struct Presence {
     limits: PresenceLimits,
     ref_prefix: u32,
     next_ref: AtomicU64,
+    /// Other nodes' entries (empty on a single node).
+    remote: Mutex<RemoteEntries>,
+    /// Numbers local diffs across all topics (see [`remote`]).
+    seq: AtomicU64,
+    outbox: OnceLock<mpsc::Sender<LocalDiff>>,
+    outbox_dropped: AtomicU64,
 }
 
 impl Presence {
@@ -101,7 +130,118 @@ impl Presence {
             limits,
             ref_prefix: rand::random(),
             next_ref: AtomicU64::new(1),
+            remote: Mutex::default(),
+            seq: AtomicU64::new(0),
+            outbox: OnceLock::new(),
+            outbox_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Hands every later local diff, numbered, to `outbox` (a clustered node's publisher).
+    pub fn replicate_to(&self, outbox: mpsc::Sender<LocalDiff>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Local diffs dropped because the outbox was full.
+    pub fn outbox_dropped(&self) -> u64 {
+        self.outbox_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends a local diff to local sockets and, numbered, to the outbox. Called with the
+    /// topic's shard lock held, so numbers follow the order of the changes.
+    fn emit(&self, topic: &TopicKey, last_seq: &mut u64, diff: String) {
+        if let Some(outbox) = self.outbox.get() {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let numbered = LocalDiff {
+                topic: topic.clone(),
+                seq,
+                prev: std::mem::replace(last_seq, seq),
+                diff: diff.clone(),
+            };
+            if outbox.try_send(numbered).is_err() {
+                self.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.bus.publish_channel_event(ChannelEvent::new(
+            topic.clone(),
+            None,
+            EventKind::PresenceDiff(diff),
+        ));
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, RemoteEntries> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deliver_remote(&self, topic: &TopicKey, diffs: Vec<String>) {
+        for diff in diffs {
+            self.bus.publish_channel_event(ChannelEvent::new(
+                topic.clone(),
+                None,
+                EventKind::PresenceDiff(diff),
+            ));
+        }
+    }
+
+    /// Applies another node's diff and delivers what changed to local sockets.
+    pub fn apply_remote_diff(
+        &self,
+        topic: &TopicKey,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        prev: u64,
+        diff: &str,
+    ) -> Result<DiffOutcome, Malformed> {
+        let mut remote = self.remote();
+        let outcome = remote.apply_diff(topic, node, incarnation, seq, prev, diff)?;
+        if let DiffOutcome::Applied(diffs) = &outcome {
+            self.deliver_remote(topic, diffs.clone());
+        }
+        Ok(outcome)
+    }
+
+    /// Applies another node's snapshot of `topic` and delivers what changed to local sockets.
+    pub fn apply_remote_state(
+        &self,
+        topic: &TopicKey,
+        node: &str,
+        incarnation: u64,
+        seq: u64,
+        state: &str,
+    ) -> Result<(), Malformed> {
+        let mut remote = self.remote();
+        let diffs = remote.apply_state(topic, node, incarnation, seq, state)?;
+        self.deliver_remote(topic, diffs);
+        Ok(())
+    }
+
+    /// Another node is gone (or restarted, keeping incarnation `except`): its entries leave.
+    pub fn drop_remote_node(&self, node: &str, except: Option<u64>) {
+        let mut remote = self.remote();
+        for (topic, diff) in remote.drop_node(node, except) {
+            self.deliver_remote(&topic, vec![diff]);
+        }
+    }
+
+    /// No local subscriber is left on `topic`: other nodes' entries of it are not needed.
+    pub fn forget_remote_topic(&self, topic: &TopicKey) {
+        self.remote().forget_topic(topic);
+    }
+
+    /// Other nodes' entries held, over all topics.
+    pub fn remote_entries(&self) -> usize {
+        self.remote().len()
+    }
+
+    /// This node's own entries of `topic` and the diff counter they are up to date with, for
+    /// another node that syncs the topic.
+    pub fn local_snapshot(&self, topic: &TopicKey) -> (u64, String) {
+        let shard = self.shard(topic);
+        let seq = self.seq.load(Ordering::Relaxed);
+        let entries = shard.get(topic).map_or(&[][..], |s| &s.entries[..]);
+        let metas = entries.iter().map(|e| (e.key.as_str(), Meta::Local(e)));
+        (seq, write_state(metas))
     }
 
     fn shard(&self, topic: &TopicKey) -> std::sync::MutexGuard<'_, HashMap<TopicKey, TopicPresence>> {
@@ -171,11 +311,7 @@ impl Presence {
             }
         };
         if let Some(diff) = diff {
-            self.bus.publish_channel_event(ChannelEvent::new(
-                topic.clone(),
-                None,
-                EventKind::PresenceDiff(diff),
-            ));
+            self.emit(topic, &mut state.last_seq, diff);
         }
         Ok(outcome)
     }
@@ -203,49 +339,23 @@ impl Presence {
             state.by_owner.insert(moved.owner, i);
         }
         state.bytes -= old.bytes;
+        let diff = diff_json(None, Some(&old));
+        self.emit(topic, &mut state.last_seq, diff);
         if state.entries.is_empty() {
             shard.remove(topic);
         }
-        let diff = diff_json(None, Some(&old));
-        self.bus.publish_channel_event(ChannelEvent::new(
-            topic.clone(),
-            None,
-            EventKind::PresenceDiff(diff),
-        ));
         true
     }
 
-    /// The `presence_state` payload of `topic`: `{"<key>":{"metas":[…]}, …}`. Linear in the
-    /// entries: they are grouped by key through a map.
+    /// The `presence_state` payload of `topic`: `{"<key>":{"metas":[…]}, …}`, this node's
+    /// entries and other nodes'.
     pub fn state(&self, topic: &TopicKey) -> String {
         let shard = self.shard(topic);
+        let remote = self.remote();
         let entries = shard.get(topic).map_or(&[][..], |s| &s.entries[..]);
-        let mut groups: Vec<(&str, Vec<&Entry>)> = Vec::new();
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-        for e in entries {
-            let i = *index.entry(&e.key).or_insert_with(|| {
-                groups.push((&e.key, Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].1.push(e);
-        }
-        let mut out = String::from("{");
-        for (i, (key, metas)) in groups.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            crate::json::write_string(key, &mut out);
-            out.push_str(":{\"metas\":[");
-            for (j, e) in metas.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                write_meta(&mut out, e);
-            }
-            out.push_str("]}");
-        }
-        out.push('}');
-        out
+        let local = entries.iter().map(|e| (e.key.as_str(), Meta::Local(e)));
+        let others = remote.metas(topic).map(|(key, json)| (key, Meta::Remote(json)));
+        write_state(local.chain(others))
     }
 
     /// The presence keys tracked on `topic`, each with its number of entries (no metas: they
@@ -266,6 +376,45 @@ impl Presence {
     pub fn len(&self, topic: &TopicKey) -> usize {
         self.shard(topic).get(topic).map_or(0, |s| s.entries.len())
     }
+}
+
+/// A meta of the state: an entry of this node, or another node's as it wrote it.
+enum Meta<'a> {
+    Local(&'a Entry),
+    Remote(&'a str),
+}
+
+/// `{"<key>":{"metas":[…]}, …}`. Linear in the entries: they are grouped by key through a map.
+fn write_state<'a>(metas: impl Iterator<Item = (&'a str, Meta<'a>)>) -> String {
+    let mut groups: Vec<(&str, Vec<Meta<'a>>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (key, meta) in metas {
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(meta);
+    }
+    let mut out = String::from("{");
+    for (i, (key, metas)) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        crate::json::write_string(key, &mut out);
+        out.push_str(":{\"metas\":[");
+        for (j, meta) in metas.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            match meta {
+                Meta::Local(e) => write_meta(&mut out, e),
+                Meta::Remote(json) => out.push_str(json),
+            }
+        }
+        out.push_str("]}");
+    }
+    out.push('}');
+    out
 }
 
 fn write_meta(out: &mut String, e: &Entry) {
