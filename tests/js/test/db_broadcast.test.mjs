@@ -142,6 +142,48 @@ describe('broadcast from the database', () => {
       assert.match(refused.err.message, /UnableToReplayMessages: Replay params are not valid/)
     })
 
+    test(`vsn ${vsn}: replay under concurrent sends: every message once, replayed ones first, no gap at the seam`, async () => {
+      const t = `room:seam-${i}`
+      const since = Date.now() - 60000
+      const session = server.sqlSession()
+      const total = 300
+      // Sends one by one (each its own transaction) while channels join with a replay: a message
+      // committed around a join's replay query is either replayed or delivered live, never both,
+      // never neither.
+      let sent = 0
+      const sending = (async () => {
+        for (let n = 1; n <= total; n++) {
+          await session.run(`select realtime.send('{"n":${n}}'::jsonb, 'seq', '${t}', true)`)
+          sent = n
+          await new Promise((r) => setTimeout(r, 2))
+        }
+      })()
+      const joined = []
+      while (sent < total - 40) {
+        if (sent >= 10) joined.push(await listen(vsn, t, { private: true, broadcast: { replay: { since, limit: 25 } } }))
+        await new Promise((r) => setTimeout(r, 40))
+      }
+      await sending
+      await session.close()
+      assert.ok(joined.length >= 5, `${joined.length} joins during the sends`)
+      for (const [j, ch] of joined.entries()) {
+        await ch.inbox.next((m) => m.payload.n === total)
+        await absenceWindow()
+        const got = ch.inbox.items.filter((m) => m.event === 'seq')
+        const ns = got.map((m) => m.payload.n)
+        assert.equal(new Set(ns).size, ns.length, `channel ${j}, a message twice: ${ns}`)
+        const replayed = got.filter((m) => m.meta.replayed === true)
+        assert.ok(replayed.length >= 1 && replayed.length <= 25, `channel ${j}: ${replayed.length} replayed`)
+        assert.ok(got.slice(0, replayed.length).every((m) => m.meta.replayed === true), `channel ${j}: replayed ones first: ${ns}`)
+        // No gap: from the oldest replayed message every later one arrived, in commit order
+        // after the replay. (One older than the replayed ones, committed before the join but still
+        // on its way, may arrive live too: it is not a copy.)
+        const oldest = ns[0]
+        const newer = ns.filter((n) => n >= oldest)
+        assert.deepEqual(newer, Array.from({ length: total - oldest + 1 }, (_, k) => oldest + k), `channel ${j}: ${ns}`)
+      }
+    })
+
     test(`vsn ${vsn}: a channel that rejoins with config.broadcast.since gets what it missed, once each, then live`, async () => {
       const t = `room:resume-${i}`
       const broadcast = { self: false }
