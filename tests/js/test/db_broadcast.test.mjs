@@ -2,7 +2,9 @@
 // documented `broadcast_changes` trigger and `realtime.send` calls, verbatim, reach channels as
 // Supabase sends them (private rows only private channels, public rows only public ones, binary
 // rows only vsn 2.0.0), and a channel that rejoins with `config.broadcast.since` set to the last
-// `meta.position` it processed gets exactly what it missed, then the live stream.
+// `meta.position` it processed gets exactly what it missed, then the live stream. Supabase's
+// replay sends each message once even while messages are being sent, and broadcast `persist` is
+// refused with a clear error rather than ignored.
 
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
@@ -182,6 +184,26 @@ describe('broadcast from the database', () => {
         const newer = ns.filter((n) => n >= oldest)
         assert.deepEqual(newer, Array.from({ length: total - oldest + 1 }, (_, k) => oldest + k), `channel ${j}: ${ns}`)
       }
+    })
+
+    test(`vsn ${vsn}: broadcast persist is refused with a clear error, never broadcast, and the channel goes on`, async () => {
+      const t = `room:persist-${i}`
+      const other = await listen(vsn, t, { private: true })
+      const sender = await listen(vsn, t, { private: true, broadcast: { ack: true } })
+      const kept = { type: 'broadcast', event: 'kept', payload: { n: 1 } }
+      const sent = await sender.channel.send({ ...kept, persist: true })
+      if (vsn === '2.0.0') {
+        // The flag travels in the kind-3 metadata; the server's error reply is what send() returns.
+        assert.match(sent, /^UnableToPersistMessage: this server does not store client broadcasts/)
+      } else {
+        assert.equal(sent, 'error', 'realtime-js refuses persist with protocol 1.0.0 itself')
+      }
+      assert.equal(await sender.channel.send({ ...kept, persist: { ttl: 60 } }), vsn === '2.0.0' ? sent : 'error')
+      await assert.rejects(sender.channel.httpSend('kept', { n: 2 }, { persist: true }), /UnableToPersistMessage/)
+      assert.equal(await sender.channel.send({ type: 'broadcast', event: 'plain', payload: { n: 3 } }), 'ok')
+      await other.inbox.next((m) => m.event === 'plain')
+      await absenceWindow()
+      assert.deepEqual(other.inbox.items.map((m) => m.event), ['plain'], 'nothing asked to persist was broadcast')
     })
 
     test(`vsn ${vsn}: a channel that rejoins with config.broadcast.since gets what it missed, once each, then live`, async () => {
