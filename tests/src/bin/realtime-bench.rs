@@ -1,7 +1,7 @@
 //! `realtime-bench`: benchmarks that start their own Postgres and server on loopback and print
 //! their numbers, ending with one `result <name> key=value ...` line.
 //!
-//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|peers|presence>`
+//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|db-broadcast|peers|presence>`
 
 mod bench;
 
@@ -13,12 +13,16 @@ fn main() -> anyhow::Result<()> {
         // The broadcast benchmark's load generator, started by `broadcast` as a child process.
         "broadcast-clients" => bench::broadcast::clients_main(),
         "changes" => bench::changes::main(),
+        // Broadcast from the database to private channels authorized by RLS.
+        "db-broadcast" => bench::db_broadcast::main(),
+        // The db-broadcast benchmark's subscribers, started by `db-broadcast` as a child process.
+        "db-broadcast-clients" => bench::db_broadcast::clients_main(),
         // The broadcast workload against peer servers (uWebSockets.js, ws, Socket.IO, NATS).
         "peers" => bench::peers::main(),
         // Presence diff latency and join-into-state time in a 1,000-member channel.
         "presence" => bench::presence::main(),
         // The changes benchmark's subscribers, started by `changes` as a child process.
         "changes-clients" => bench::changes::clients_main(),
-        _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast|changes|peers|presence>"),
+        _ => anyhow::bail!("usage: realtime-bench <cdc|broadcast|changes|db-broadcast|peers|presence>"),
     }
 }

@@ -5,6 +5,7 @@ pub mod broadcast;
 pub mod cdc;
 pub mod changes;
 pub mod chart;
+pub mod db_broadcast;
 pub mod peers;
 pub mod presence;
 
