@@ -36,14 +36,12 @@ async fn join(ws: &mut Ws, sub_topic: &str, bindings: Value, options: Value) -> 
     });
     let started = Instant::now();
     ws.send(Message::text(frame.to_string())).await.expect("join");
-    loop {
-        let (event, payload) = next(ws, &topic, Duration::from_secs(40))
-            .await
-            .expect("a join reply");
-        assert_eq!(event, "phx_reply", "{event} before the join reply: {payload}");
-        let status = payload["status"].as_str().unwrap_or_default().to_owned();
-        return (status, payload["response"].clone(), started.elapsed());
-    }
+    let (event, payload) = next(ws, &topic, Duration::from_secs(40))
+        .await
+        .expect("a join reply");
+    assert_eq!(event, "phx_reply", "{event} before the join reply: {payload}");
+    let status = payload["status"].as_str().unwrap_or_default().to_owned();
+    (status, payload["response"].clone(), started.elapsed())
 }
 
 /// The event and payload of the next frame on `topic` (`None` after `wait`).
