@@ -89,6 +89,25 @@ impl JoinParams {
     }
 }
 
+/// A registry entry made before its join is answered (a channel with a replay, see
+/// `channels::gate::ReplaySeam`): dropped, it unregisters the channel, so a join that fails, or
+/// whose task ends while the replay is read, leaves nothing behind.
+struct EarlyEntry {
+    node: std::sync::Arc<crate::node::Node>,
+    key: TopicKey,
+    id: SubscriberId,
+    /// The channel is kept (from here on the session's channel list owns the entry).
+    kept: bool,
+}
+
+impl Drop for EarlyEntry {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.node.registry.unsubscribe(&self.key, self.id);
+        }
+    }
+}
+
 /// Supabase's default for `postgres_changes_options.timeout`.
 pub(super) const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(15_000);
 /// Supabase's `postgres_changes_wait_max_timeout`: longer timeouts are cut to it.
@@ -274,12 +293,19 @@ impl Session {
         let mut replayed = Vec::new();
         if let Some(replay) = replay {
             self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+            let mut entry = EarlyEntry {
+                node: self.node.clone(),
+                key: ch.key.clone(),
+                id: ch.id,
+                kept: false,
+            };
             match Box::pin(self.fetch_replay(&sub_topic, replay)).await {
-                Ok(rows) => replayed = rows,
-                Err(reason) => {
-                    self.node.registry.unsubscribe(&ch.key, ch.id);
-                    return self.join_error(&msg, &reason, None);
+                Ok(rows) => {
+                    replayed = rows;
+                    entry.kept = true;
                 }
+                // Dropping the entry unregisters the channel.
+                Err(reason) => return self.join_error(&msg, &reason, None),
             }
         }
         self.reply(&msg, Status::Ok, &response);
