@@ -27,3 +27,4 @@ lint:
 bench:
 	cargo run --release --bin realtime-bench -- cdc
 	cargo run --release --bin realtime-bench -- broadcast
+	cargo run --release --bin realtime-bench -- db-broadcast

@@ -186,31 +186,27 @@ impl Rls {
                 ..ChannelAccess::default()
             };
             // Write: an insert under the token's role, undone at once. Presence write is
-            // checked whether or not presence is enabled: a later `track` needs it.
-            for extension in ["broadcast", "presence"] {
-                sqlx::query("SAVEPOINT realtime_write_check")
-                    .execute(&mut *tx)
-                    .await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO realtime.messages (topic, extension, private, inserted_at) \
-                     VALUES ($1, $2, true, now() at time zone 'utc')",
-                )
-                .bind(sub_topic)
-                .bind(extension)
-                .execute(&mut *tx)
-                .await;
-                let allowed = match inserted {
-                    Ok(_) => true,
-                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => false,
-                    Err(e) => return Err(e),
-                };
-                sqlx::query("ROLLBACK TO SAVEPOINT realtime_write_check")
-                    .execute(&mut *tx)
-                    .await?;
-                match extension {
-                    "broadcast" => access.broadcast_write = allowed,
-                    _ => access.presence_write = allowed,
+            // checked whether or not presence is enabled: a later `track` needs it. Both inserts
+            // go in one round trip (the topic is the `realtime.topic` setting, so the text
+            // carries no value); only when one is refused are they told apart, one by one.
+            let both = format!(
+                "SAVEPOINT realtime_write_check; {}; {}; ROLLBACK TO SAVEPOINT realtime_write_check",
+                write_probe("broadcast"),
+                write_probe("presence")
+            );
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(both)).execute(&mut *tx).await {
+                Ok(_) => {
+                    access.broadcast_write = true;
+                    access.presence_write = true;
                 }
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT realtime_write_check")
+                        .execute(&mut *tx)
+                        .await?;
+                    access.broadcast_write = may_write(&mut tx, "broadcast").await?;
+                    access.presence_write = may_write(&mut tx, "presence").await?;
+                }
+                Err(e) => return Err(e),
             }
             Ok(access)
         }
@@ -218,6 +214,38 @@ impl Rls {
         // Rolled back on every path: the probes and the settings vanish.
         let _ = tx.rollback().await;
         result.map_err(Probe::from)
+    }
+}
+
+/// The write probe of `extension` (a constant): an insert on the topic being checked.
+fn write_probe(extension: &'static str) -> String {
+    format!(
+        "INSERT INTO realtime.messages (topic, extension, private, inserted_at) \
+         VALUES (current_setting('realtime.topic'), '{extension}', true, now() at time zone 'utc')"
+    )
+}
+
+/// Whether the role may insert the probe of `extension` (42501: a policy refused it); undone.
+async fn may_write(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    extension: &'static str,
+) -> Result<bool, sqlx::Error> {
+    let statements = format!(
+        "SAVEPOINT realtime_write_check; {}; ROLLBACK TO SAVEPOINT realtime_write_check",
+        write_probe(extension)
+    );
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
+        .execute(&mut **tx)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT realtime_write_check")
+                .execute(&mut **tx)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -63,6 +63,20 @@ impl ChannelEvent {
         self
     }
 
+    /// The `meta.id` of a database broadcast (the row's id in `realtime.messages`).
+    pub fn database_id(&self) -> Option<String> {
+        self.position?;
+        let EventKind::Broadcast(b) = &self.kind else {
+            return None;
+        };
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            id: String,
+        }
+        let meta: Meta = serde_json::from_str(b.meta.as_deref()?.get()).ok()?;
+        Some(meta.id)
+    }
+
     pub fn is_presence(&self) -> bool {
         matches!(self.kind, EventKind::PresenceDiff(_))
     }

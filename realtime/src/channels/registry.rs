@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TopicKey;
 use super::event::ChannelEvent;
-use crate::channels::gate::ResumeGate;
+use crate::channels::gate::{Admit, ReplaySeam, ResumeGate};
 use crate::protocol::outbound::{Outbound, PushError};
 use crate::protocol::phoenix::Vsn;
 
@@ -52,6 +52,8 @@ pub struct Subscriber {
     pub presence: bool,
     /// Set when the channel resumes database broadcasts: live ones pass once its replay is sent.
     pub resume: Option<Arc<ResumeGate>>,
+    /// Set when the channel was joined with a replay: frames wait while it is read.
+    pub replay: Option<Arc<ReplaySeam>>,
 }
 
 #[derive(Debug, Default)]
@@ -201,7 +203,19 @@ impl Registry {
             let Some(frame) = event.frame(sub.vsn) else {
                 continue;
             };
-            match sub.outbound.push(frame.clone()) {
+            let frame = match &sub.replay {
+                None => frame.clone(),
+                Some(seam) => match seam.admit(event.database_id().as_deref(), frame.clone()) {
+                    Admit::Push(frame) => frame,
+                    Admit::Nothing => continue,
+                    Admit::Overflow => {
+                        sub.outbound.disconnect();
+                        stats.slow += 1;
+                        continue;
+                    }
+                },
+            };
+            match sub.outbound.push(frame) {
                 Ok(()) => stats.delivered += 1,
                 Err(PushError::Overflow) => stats.slow += 1,
                 Err(PushError::Closed) => {}
@@ -262,6 +276,7 @@ mod tests {
             broadcast: true,
             presence: true,
             resume: None,
+            replay: None,
         }
     }
 

@@ -53,6 +53,8 @@ impl ReplayParams {
 /// One stored message to replay.
 #[derive(Debug)]
 pub struct Replayed {
+    /// The row's id (its live copy carries it as `meta.id`).
+    pub id: String,
     pub broadcast: Broadcast,
 }
 
@@ -92,6 +94,7 @@ pub async fn fetch(
             };
             let meta = serde_json::json!({ "id": id, "replayed": true }).to_string();
             Some(Replayed {
+                id,
                 broadcast: Broadcast {
                     event: event?,
                     body: Body::Data(data),

@@ -1,7 +1,7 @@
 // Private channels authorized by Postgres RLS (`CHANNEL_AUTHORIZATION=database`) with the
 // published realtime-js client, both serializers: the room-membership policies of Supabase's
-// Authorization guide decide who joins and who sends (channel and httpSend), and
-// `replication_ready` is answered.
+// Authorization guide decide who joins and who sends (channel and httpSend), presence writes
+// (track) follow the insert policy, and `replication_ready` is answered.
 
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
@@ -11,6 +11,7 @@ import { Inbox, VSNS, connect, disconnectAll, startServer, subscribeStatus, subs
 const MEMBER = '11111111-1111-1111-1111-111111111111'
 const OTHER_MEMBER = '22222222-2222-2222-2222-222222222222'
 const STRANGER = '33333333-3333-3333-3333-333333333333'
+const READER = '44444444-4444-4444-4444-444444444444'
 
 const clients = []
 let server
@@ -21,7 +22,13 @@ before(async () => {
     create table public.rooms_users (user_id uuid not null, topic text not null);
     grant select on public.rooms_users to authenticated;
     insert into public.rooms_users values
-      ('${MEMBER}', 'room-1'), ('${OTHER_MEMBER}', 'room-1'), ('${MEMBER}', 'room-2'), ('${OTHER_MEMBER}', 'room-2');`)
+      ('${MEMBER}', 'room-1'), ('${OTHER_MEMBER}', 'room-1'), ('${MEMBER}', 'room-2'), ('${OTHER_MEMBER}', 'room-2');
+    -- Users who may follow a room without writing to it (broadcast or presence).
+    create table public.rooms_readers (user_id uuid not null, topic text not null);
+    grant select on public.rooms_readers to authenticated;
+    insert into public.rooms_readers values ('${READER}', 'room-1'), ('${READER}', 'room-2');
+    create policy "readers can read" on realtime.messages for select to authenticated
+    using (exists (select 1 from rooms_readers r where r.user_id = (select auth.uid()) and r.topic = (select realtime.topic())));`)
   // Supabase's guide, verbatim.
   await server.sql(`
     create policy "authenticated can read broadcast and presence state"
@@ -103,6 +110,22 @@ describe('private channels authorized by RLS on realtime.messages', () => {
       assert.deepEqual((await inbox.next()).payload, { n: 1 })
       const stranger = client(vsn, STRANGER).channel(topic, { config: { private: true } })
       await assert.rejects(stranger.httpSend('rest', { n: 2 }), /Unauthorized/)
+    })
+
+    test(`vsn ${vsn}: presence: a member's track is seen by a reader; the reader's own track is refused`, async () => {
+      const syncs = new Inbox(`presence ${vsn}`)
+      const watcher = client(vsn, READER).channel(topic, { config: { private: true, presence: { key: 'reader' } } })
+      watcher.on('presence', { event: 'sync' }, () => syncs.push(watcher.presenceState()))
+      await subscribed(watcher)
+      assert.equal(await watcher.track({ who: 'reader' }), 'error', 'no presence write for a reader')
+      const member = client(vsn, MEMBER).channel(topic, { config: { private: true, presence: { key: 'member' } } })
+      member.on('presence', { event: 'sync' }, () => {})
+      await subscribed(member)
+      assert.equal(await member.track({ who: 'member' }), 'ok')
+      const state = await syncs.next((s) => s.member !== undefined)
+      assert.equal(state.member[0].who, 'member')
+      assert.equal(state.reader, undefined)
+      await member.untrack()
     })
 
     test(`vsn ${vsn}: replication_ready is answered once the replication stream is up`, async () => {

@@ -2,7 +2,9 @@
 // documented `broadcast_changes` trigger and `realtime.send` calls, verbatim, reach channels as
 // Supabase sends them (private rows only private channels, public rows only public ones, binary
 // rows only vsn 2.0.0), and a channel that rejoins with `config.broadcast.since` set to the last
-// `meta.position` it processed gets exactly what it missed, then the live stream.
+// `meta.position` it processed gets exactly what it missed, then the live stream. Supabase's
+// replay sends each message once even while messages are being sent, and broadcast `persist` is
+// refused with a clear error rather than ignored.
 
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
@@ -140,6 +142,68 @@ describe('broadcast from the database', () => {
       const refused = await subscribeStatus(bad)
       assert.equal(refused.status, 'CHANNEL_ERROR')
       assert.match(refused.err.message, /UnableToReplayMessages: Replay params are not valid/)
+    })
+
+    test(`vsn ${vsn}: replay under concurrent sends: every message once, replayed ones first, no gap at the seam`, async () => {
+      const t = `room:seam-${i}`
+      const since = Date.now() - 60000
+      const session = server.sqlSession()
+      const total = 300
+      // Sends one by one (each its own transaction) while channels join with a replay: a message
+      // committed around a join's replay query is either replayed or delivered live, never both,
+      // never neither.
+      let sent = 0
+      const sending = (async () => {
+        for (let n = 1; n <= total; n++) {
+          await session.run(`select realtime.send('{"n":${n}}'::jsonb, 'seq', '${t}', true)`)
+          sent = n
+          await new Promise((r) => setTimeout(r, 2))
+        }
+      })()
+      const joined = []
+      while (sent < total - 40) {
+        if (sent >= 10) joined.push(await listen(vsn, t, { private: true, broadcast: { replay: { since, limit: 25 } } }))
+        await new Promise((r) => setTimeout(r, 40))
+      }
+      await sending
+      await session.close()
+      assert.ok(joined.length >= 5, `${joined.length} joins during the sends`)
+      for (const [j, ch] of joined.entries()) {
+        await ch.inbox.next((m) => m.payload.n === total)
+        await absenceWindow()
+        const got = ch.inbox.items.filter((m) => m.event === 'seq')
+        const ns = got.map((m) => m.payload.n)
+        assert.equal(new Set(ns).size, ns.length, `channel ${j}, a message twice: ${ns}`)
+        const replayed = got.filter((m) => m.meta.replayed === true)
+        assert.ok(replayed.length >= 1 && replayed.length <= 25, `channel ${j}: ${replayed.length} replayed`)
+        assert.ok(got.slice(0, replayed.length).every((m) => m.meta.replayed === true), `channel ${j}: replayed ones first: ${ns}`)
+        // No gap: from the oldest replayed message every later one arrived, in commit order
+        // after the replay. (One older than the replayed ones, committed before the join but still
+        // on its way, may arrive live too: it is not a copy.)
+        const oldest = ns[0]
+        const newer = ns.filter((n) => n >= oldest)
+        assert.deepEqual(newer, Array.from({ length: total - oldest + 1 }, (_, k) => oldest + k), `channel ${j}: ${ns}`)
+      }
+    })
+
+    test(`vsn ${vsn}: broadcast persist is refused with a clear error, never broadcast, and the channel goes on`, async () => {
+      const t = `room:persist-${i}`
+      const other = await listen(vsn, t, { private: true })
+      const sender = await listen(vsn, t, { private: true, broadcast: { ack: true } })
+      const kept = { type: 'broadcast', event: 'kept', payload: { n: 1 } }
+      const sent = await sender.channel.send({ ...kept, persist: true })
+      if (vsn === '2.0.0') {
+        // The flag travels in the kind-3 metadata; the server's error reply is what send() returns.
+        assert.match(sent, /^UnableToPersistMessage: this server does not store client broadcasts/)
+      } else {
+        assert.equal(sent, 'error', 'realtime-js refuses persist with protocol 1.0.0 itself')
+      }
+      assert.equal(await sender.channel.send({ ...kept, persist: { ttl: 60 } }), vsn === '2.0.0' ? sent : 'error')
+      await assert.rejects(sender.channel.httpSend('kept', { n: 2 }, { persist: true }), /UnableToPersistMessage/)
+      assert.equal(await sender.channel.send({ type: 'broadcast', event: 'plain', payload: { n: 3 } }), 'ok')
+      await other.inbox.next((m) => m.event === 'plain')
+      await absenceWindow()
+      assert.deepEqual(other.inbox.items.map((m) => m.event), ['plain'], 'nothing asked to persist was broadcast')
     })
 
     test(`vsn ${vsn}: a channel that rejoins with config.broadcast.since gets what it missed, once each, then live`, async () => {

@@ -1,7 +1,7 @@
 //! `realtime-bench`: benchmarks that start their own Postgres and server on loopback and print
 //! their numbers, ending with one `result <name> key=value ...` line.
 //!
-//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|changes-sweep|cluster|peers|presence|scale>`
+//! Usage: `cargo run --release --bin realtime-bench -- <cdc|broadcast|changes|changes-sweep|cluster|db-broadcast|peers|presence|scale>`
 
 mod bench;
 
@@ -20,6 +20,10 @@ fn main() -> anyhow::Result<()> {
         // One process at its descriptor limit: 19,000 joined sockets held while broadcasts reach
         // them all.
         "scale" => bench::broadcast::scale::main(),
+        // Broadcast from the database to private channels authorized by RLS.
+        "db-broadcast" => bench::db_broadcast::main(),
+        // The db-broadcast benchmark's subscribers, started by `db-broadcast` as a child process.
+        "db-broadcast-clients" => bench::db_broadcast::clients_main(),
         // The broadcast workload against peer servers (uWebSockets.js, ws, Socket.IO, NATS).
         "peers" => bench::peers::main(),
         // Presence diff latency and join-into-state time in a 1,000-member channel.
@@ -27,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         // The changes benchmark's subscribers, started by `changes` as a child process.
         "changes-clients" => bench::changes::clients_main(),
         _ => anyhow::bail!(
-            "usage: realtime-bench <cdc|broadcast|changes|changes-sweep|cluster|peers|presence|scale>"
+            "usage: realtime-bench <cdc|broadcast|changes|changes-sweep|cluster|db-broadcast|peers|presence|scale>"
         ),
     }
 }

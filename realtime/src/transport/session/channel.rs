@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use crate::changes::subscription::Binding;
 use crate::channels::TopicKey;
+use crate::channels::gate::ReplaySeam;
 use crate::channels::registry::{Subscriber, SubscriberId};
 use crate::db_broadcast::replay;
 use crate::db_broadcast::resume::ResumeGate;
@@ -45,6 +46,8 @@ pub(super) struct Channel {
     pub changes: Vec<Binding>,
     /// Set when the channel resumes database broadcasts (`config.broadcast.since`).
     pub db_resume: Option<Arc<ResumeGate>>,
+    /// Set when the channel was joined with `config.broadcast.replay` (Supabase's replay).
+    pub replay: Option<Arc<ReplaySeam>>,
 }
 
 impl Channel {
@@ -84,6 +87,7 @@ impl Session {
             broadcast: ch.access.broadcast_read,
             presence: ch.presence_enabled && ch.access.presence_read,
             resume: ch.db_resume.clone(),
+            replay: ch.replay.clone(),
         }
     }
 
@@ -111,16 +115,16 @@ impl Session {
         });
     }
 
-    /// Reads the stored broadcasts a join asks to replay (`config.broadcast.replay`); the
-    /// error is the join's refusal reason.
-    pub(super) async fn replay(
+    /// Checks the replay a join asks for (`config.broadcast.replay`): `None` when it asks for
+    /// none; the error is the join's refusal reason.
+    pub(super) fn replay_request(
         &self,
         sub_topic: &str,
         params: &super::join::JoinParams,
         access: &crate::policy::ChannelAccess,
-    ) -> Result<Vec<replay::Replayed>, String> {
+    ) -> Result<Option<replay::ReplayParams>, String> {
         let Some(requested) = &params.replay else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         if !params.private {
             return Err(replay::ReplayError::PublicChannel.to_string());
@@ -130,22 +134,42 @@ impl Session {
                 "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
             ));
         }
-        let replay_params = replay::ReplayParams::parse(requested).map_err(|e| e.to_string())?;
+        replay::ReplayParams::parse(requested)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the stored broadcasts to replay; the error is the join's refusal reason.
+    pub(super) async fn fetch_replay(
+        &self,
+        sub_topic: &str,
+        params: replay::ReplayParams,
+    ) -> Result<Vec<replay::Replayed>, String> {
         let Some(pool) = self.node.db_broadcasts.as_ref().and_then(|d| d.pool.as_ref()) else {
             return Err(replay::ReplayError::Database.to_string());
         };
-        replay::fetch(pool, sub_topic, replay_params)
+        replay::fetch(pool, sub_topic, params)
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// Sends replayed broadcasts (after the join reply, before the presence state).
-    pub(super) fn push_replayed(&self, replayed: &[replay::Replayed], topic: &str, join_ref: Option<&str>) {
-        for r in replayed {
-            if let Some(frame) = replay::frame(r, self.vsn, topic, join_ref) {
-                let _ = self.outbound.push(frame);
-            }
-        }
+    /// Sends replayed broadcasts (after the join reply, before the presence state) and opens
+    /// the channel's seam: live frames held while the replay was read follow, minus copies.
+    pub(super) fn open_replay(&self, ch: &Channel, replayed: &[replay::Replayed], topic: &str) {
+        let Some(seam) = &ch.replay else { return };
+        let join_ref = ch.join_ref.as_deref();
+        let frames = replayed
+            .iter()
+            .map(|r| {
+                (
+                    Box::from(r.id.as_str()),
+                    replay::frame(r, self.vsn, topic, join_ref),
+                )
+            })
+            .collect();
+        seam.open(frames, |frame| {
+            let _ = self.outbound.push(frame);
+        });
     }
 
     /// Answers `config.broadcast.replication_ready` (after the join reply).

@@ -44,8 +44,11 @@ pub(super) struct JoinParams {
     /// `access_token` (or legacy `user_token`), unless it is an `sb_` key.
     pub access_token: Option<String>,
     /// `config.postgres_changes_options.wait`: reply to the join only once the changes
-    /// subscription is live.
+    /// subscription is live; a refused binding fails the join.
     pub changes_wait: bool,
+    /// `config.postgres_changes_options.timeout`: how long a waiting join may take (`None`:
+    /// [`DEFAULT_WAIT_TIMEOUT`]).
+    pub changes_wait_timeout: Option<Duration>,
     /// `config.postgres_changes_options.since`: resume after this position.
     pub changes_since: Option<Since>,
     /// `config.broadcast.since`: resume database broadcasts after this position.
@@ -77,12 +80,44 @@ impl JoinParams {
             postgres_changes: config["postgres_changes"].as_array().cloned().unwrap_or_default(),
             access_token: channel_token(&v["access_token"]).or_else(|| channel_token(&v["user_token"])),
             changes_wait: flexible_bool(&config["postgres_changes_options"]["wait"]),
+            changes_wait_timeout: wait_timeout(&config["postgres_changes_options"]["timeout"]),
             changes_since: Since::parse(&config["postgres_changes_options"]["since"]),
             broadcast_since: Since::parse(&config["broadcast"]["since"]),
             replication_ready: flexible_bool(&config["broadcast"]["replication_ready"]),
             replay: Some(config["broadcast"]["replay"].clone()).filter(|r| !r.is_null()),
         }
     }
+}
+
+/// A registry entry made before its join is answered (a channel with a replay, see
+/// `channels::gate::ReplaySeam`): dropped, it unregisters the channel, so a join that fails, or
+/// whose task ends while the replay is read, leaves nothing behind.
+struct EarlyEntry {
+    node: std::sync::Arc<crate::node::Node>,
+    key: TopicKey,
+    id: SubscriberId,
+    /// The channel is kept (from here on the session's channel list owns the entry).
+    kept: bool,
+}
+
+impl Drop for EarlyEntry {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.node.registry.unsubscribe(&self.key, self.id);
+        }
+    }
+}
+
+/// Supabase's default for `postgres_changes_options.timeout`.
+pub(super) const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(15_000);
+/// Supabase's `postgres_changes_wait_max_timeout`: longer timeouts are cut to it.
+pub(super) const MAX_WAIT_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+/// `postgres_changes_options.timeout`: milliseconds, a positive integer (else the default),
+/// at most [`MAX_WAIT_TIMEOUT`].
+fn wait_timeout(v: &Value) -> Option<Duration> {
+    let ms = v.as_i64().filter(|ms| *ms > 0)?;
+    Some(Duration::from_millis(ms as u64).min(MAX_WAIT_TIMEOUT))
 }
 
 /// Supabase's `FlexibleBoolean`: a boolean or the strings "true"/"false" in any case.
@@ -213,8 +248,8 @@ impl Session {
             return self.join_error(&msg, &reason, None);
         }
 
-        let replayed = match Box::pin(self.replay(&sub_topic, &params, &access)).await {
-            Ok(replayed) => replayed,
+        let replay = match self.replay_request(&sub_topic, &params, &access) {
+            Ok(replay) => replay,
             Err(reason) => return self.join_error(&msg, &reason, None),
         };
 
@@ -238,32 +273,51 @@ impl Session {
             changes: Vec::new(),
             subject,
             db_resume: self.db_resume_gate(&params),
+            replay: replay.map(|_| Default::default()),
         };
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
-        // join may arrive twice, never zero times.
+        // join may arrive twice, never zero times. A channel with a replay is registered before
+        // the stored messages are read, behind its seam (see `channels::gate::ReplaySeam`).
         let requested = postgres_changes::parse(&params.postgres_changes);
         let response =
             serde_json::json!({ "postgres_changes": postgres_changes::reply(&requested) }).to_string();
-        // Changes subscribe after the reply, unless the client asked to wait until they are live.
-        // A resuming subscription misses nothing whenever it starts, and its replay must follow
-        // the reply (realtime-js routes pushes by the binding ids the reply carries): it never
-        // waits.
+        // Changes subscribe after the reply, unless the client asked to wait until they are live
+        // (then a refused binding or the timeout fails the join, as on Supabase). A resuming
+        // subscription misses nothing whenever it starts, and its replay must follow the reply
+        // (realtime-js routes pushes by the binding ids the reply carries): it never waits.
         let mut ch = ch;
-        let wait = params.changes_wait && params.changes_since.is_none();
+        let wait = params.changes_wait && params.changes_since.is_none() && !requested.is_empty();
         let since = params.changes_since.as_ref();
-        if wait && !requested.is_empty() {
-            let target = Target {
-                topic: &msg.topic,
-                sub_topic: &sub_topic,
-                join_ref: msg.join_ref.as_deref(),
+        let waited = if wait {
+            let timeout = params.changes_wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
+            match Box::pin(self.await_changes(&claims, &requested, timeout)).await {
+                Ok(live) => Some(live),
+                Err(reason) => return self.join_error(&msg, &reason, None),
+            }
+        } else {
+            None
+        };
+        let mut replayed = Vec::new();
+        if let Some(replay) = replay {
+            self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+            let mut entry = EarlyEntry {
+                node: self.node.clone(),
+                key: ch.key.clone(),
                 id: ch.id,
-                since,
+                kept: false,
             };
-            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            match Box::pin(self.fetch_replay(&sub_topic, replay)).await {
+                Ok(rows) => {
+                    replayed = rows;
+                    entry.kept = true;
+                }
+                // Dropping the entry unregisters the channel.
+                Err(reason) => return self.join_error(&msg, &reason, None),
+            }
         }
         self.reply(&msg, Status::Ok, &response);
-        self.push_replayed(&replayed, &msg.topic, ch.join_ref.as_deref());
+        self.open_replay(&ch, &replayed, &msg.topic);
         self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         self.request_db_resume(&ch, &params);
         if params.replication_ready {
@@ -277,7 +331,7 @@ impl Session {
             }
             self.push_presence_state(&ch, &msg.topic);
         }
-        if !wait && !requested.is_empty() {
+        if !requested.is_empty() {
             let target = Target {
                 topic: &msg.topic,
                 sub_topic: &sub_topic,
@@ -285,7 +339,10 @@ impl Session {
                 id: ch.id,
                 since,
             };
-            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            ch.changes = match waited {
+                Some(live) => self.start_changes(target, &claims, live),
+                None => Box::pin(self.subscribe_changes(target, &claims, &requested)).await,
+            };
         }
         self.add_channel(ch);
         crate::metrics::events().joins.add("accepted");
@@ -369,6 +426,22 @@ mod tests {
         assert!(matches!(p.changes_since, Some(Since::Invalid(_))));
         let p = parse(r#"{"config":{"postgres_changes_options":{"since":null,"wait":true}}}"#);
         assert_eq!((p.changes_since, p.changes_wait), (None, true));
+        assert_eq!(p.changes_wait_timeout, None);
+    }
+
+    #[test]
+    fn the_wait_timeout_is_positive_and_clamped() {
+        let timeout = |t: &str| {
+            parse(&format!(
+                r#"{{"config":{{"postgres_changes_options":{{"wait":true,"timeout":{t}}}}}}}"#
+            ))
+            .changes_wait_timeout
+        };
+        assert_eq!(timeout("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(timeout("600000"), Some(MAX_WAIT_TIMEOUT));
+        for invalid in ["0", "-5", "1.5", "\"3000\"", "null"] {
+            assert_eq!(timeout(invalid), None, "{invalid}");
+        }
     }
 
     #[test]

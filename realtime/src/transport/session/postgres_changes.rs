@@ -5,6 +5,7 @@
 //! `postgres_changes_options.since` resumes instead (see `changes::resume`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -14,6 +15,12 @@ use crate::changes::resume::{Refetch, Since, refetch_payload};
 use crate::changes::service::Subscription;
 use crate::changes::subscription::{Binding, BindingError};
 use crate::channels::registry::SubscriberId;
+
+/// Why bindings cannot be subscribed when the node has no database connection.
+const NO_DATABASE: &str = "Realtime was unable to connect to the project database";
+
+/// How often a waiting join looks whether the replication stream is live.
+const STREAMING_POLL: Duration = Duration::from_millis(50);
 
 /// The bindings of a join as the client sent them, each parsed or refused.
 pub(super) type Requested = Vec<(Value, Result<Binding, BindingError>)>;
@@ -64,6 +71,54 @@ impl Session {
         claims: &Claims,
         requested: &Requested,
     ) -> Vec<Binding> {
+        let (live, refused) = Box::pin(self.check_changes(claims, requested)).await;
+        for message in &refused {
+            let payload = system("postgres_changes", "error", message, target.sub_topic);
+            self.push(target.join_ref, target.topic, "system", &payload);
+        }
+        self.start_changes(target, claims, live)
+    }
+
+    /// Checks the bindings against the publication and the subscriber's access: the live ones,
+    /// and why each other one was refused.
+    pub(super) async fn check_changes(
+        &self,
+        claims: &Claims,
+        requested: &Requested,
+    ) -> (Vec<Binding>, Vec<String>) {
+        let mut candidates = Vec::new();
+        let mut refused = Vec::new();
+        for (_, parsed) in requested {
+            match parsed {
+                Ok(binding) => candidates.push(binding.clone()),
+                Err(error) => refused.push(error.to_string()),
+            }
+        }
+        if candidates.is_empty() {
+            return (Vec::new(), refused);
+        }
+        let Some(changes) = self.node.changes.clone() else {
+            refused.push(NO_DATABASE.to_owned());
+            return (Vec::new(), refused);
+        };
+        let checks = Box::pin(changes.check(&candidates, claims)).await;
+        let mut live = Vec::new();
+        for (binding, check) in candidates.into_iter().zip(checks) {
+            match check {
+                Ok(()) => live.push(binding),
+                Err(message) => refused.push(message),
+            }
+        }
+        (live, refused)
+    }
+
+    /// Subscribes checked bindings and pushes "Subscribed to PostgreSQL" (none: nothing).
+    pub(super) fn start_changes(
+        &self,
+        target: Target<'_>,
+        claims: &Claims,
+        live: Vec<Binding>,
+    ) -> Vec<Binding> {
         let Target {
             topic,
             sub_topic,
@@ -71,40 +126,9 @@ impl Session {
             id,
             since,
         } = target;
-        let mut candidates = Vec::new();
-        for (_, parsed) in requested {
-            match parsed {
-                Ok(binding) => candidates.push(binding.clone()),
-                Err(error) => {
-                    let payload = system("postgres_changes", "error", &error.to_string(), sub_topic);
-                    self.push(join_ref, topic, "system", &payload);
-                }
-            }
-        }
-        if candidates.is_empty() {
-            return Vec::new();
-        }
         let Some(changes) = self.node.changes.clone() else {
-            let payload = system(
-                "postgres_changes",
-                "error",
-                "Realtime was unable to connect to the project database",
-                sub_topic,
-            );
-            self.push(join_ref, topic, "system", &payload);
             return Vec::new();
         };
-        let checks = Box::pin(changes.check(&candidates, claims)).await;
-        let mut live = Vec::new();
-        for (binding, check) in candidates.into_iter().zip(checks) {
-            match check {
-                Ok(()) => live.push(binding),
-                Err(message) => {
-                    let payload = system("postgres_changes", "error", &message, sub_topic);
-                    self.push(join_ref, topic, "system", &payload);
-                }
-            }
-        }
         if live.is_empty() {
             return live;
         }
@@ -143,6 +167,36 @@ impl Session {
             }
         }
         live
+    }
+
+    /// `postgres_changes_options.wait`: checks the bindings, then waits until the replication
+    /// stream is live, within `timeout`. Any refused binding fails the join, as Supabase does.
+    pub(super) async fn await_changes(
+        &self,
+        claims: &Claims,
+        requested: &Requested,
+        timeout: Duration,
+    ) -> Result<Vec<Binding>, String> {
+        let ready = async {
+            let (live, refused) = Box::pin(self.check_changes(claims, requested)).await;
+            if let Some(error) = refused.first() {
+                return Err(format!("RealtimeDisabledForConfiguration: {error}"));
+            }
+            // Changes flow once the stream is streaming; until then a subscription would exist
+            // on paper only and the client's first writes could be missed.
+            let metrics = self.node.bus.replication_metrics();
+            while !metrics.is_streaming() {
+                tokio::time::sleep(STREAMING_POLL).await;
+            }
+            Ok(live)
+        };
+        match tokio::time::timeout(timeout, ready).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "PostgresChangesSubscribeTimeout: Timed out after {}ms waiting for the postgres_changes subscription",
+                timeout.as_millis()
+            )),
+        }
     }
 
     pub(super) fn unsubscribe_changes(&self, id: SubscriberId) {

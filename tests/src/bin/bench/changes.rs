@@ -246,13 +246,16 @@ async fn run(
         "changes: server on {addr}; {} subscribers in {} claim groups (band = grp % 5) in a child process",
         o.subscribers, o.groups
     );
-    let mut clients = Clients::spawn(&[
-        format!("url=ws://{addr}/socket/websocket"),
-        format!("secret={secret}"),
-        format!("subscribers={}", o.subscribers),
-        format!("groups={}", o.groups),
-        "concurrency=100".to_owned(),
-    ])?;
+    let mut clients = Clients::spawn(
+        "changes-clients",
+        &[
+            format!("url=ws://{addr}/socket/websocket"),
+            format!("secret={secret}"),
+            format!("subscribers={}", o.subscribers),
+            format!("groups={}", o.groups),
+            "concurrency=100".to_owned(),
+        ],
+    )?;
     let line = clients.expect("subscribed", Duration::from_secs(300)).await?;
     println!(
         "subscribed: {} sockets in {:.2} s",
@@ -546,7 +549,7 @@ fn check_counts(
 
 /// The subscriber child process: `progress` lines update [`Clients::delivered`], other lines
 /// are answers.
-struct Clients {
+pub(super) struct Clients {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
@@ -555,10 +558,11 @@ struct Clients {
 }
 
 impl Clients {
-    fn spawn(args: &[String]) -> anyhow::Result<Clients> {
+    /// Starts this binary's `command` (a subscribers subcommand) with `args`.
+    pub(super) fn spawn(command: &str, args: &[String]) -> anyhow::Result<Clients> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .env_remove("LD_PRELOAD")
-            .arg("changes-clients")
+            .arg(command)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -600,21 +604,21 @@ impl Clients {
         })
     }
 
-    fn delivered(&self) -> u64 {
+    pub(super) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::SeqCst)
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub(super) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
     /// Waits for the next progress line (at most 100 ms).
-    async fn pump(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn pump(&mut self) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_millis(100), self.progress.notified()).await;
         Ok(())
     }
 
-    async fn wait_delivered(&mut self, target: u64, within: Duration) -> anyhow::Result<()> {
+    pub(super) async fn wait_delivered(&mut self, target: u64, within: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
         while self.delivered() < target {
             if started.elapsed() > within {
@@ -630,7 +634,7 @@ impl Clients {
 
     /// Waits for `target` deliveries, or until none arrived for 5 s or `within` passed.
     /// Returns whether the target was reached.
-    async fn wait_settled(&mut self, target: u64, within: Duration) -> bool {
+    pub(super) async fn wait_settled(&mut self, target: u64, within: Duration) -> bool {
         let started = Instant::now();
         let (mut last, mut last_change) = (self.delivered(), Instant::now());
         while self.delivered() < target && started.elapsed() < within {
@@ -644,7 +648,7 @@ impl Clients {
         self.delivered() >= target
     }
 
-    async fn expect(&mut self, word: &str, within: Duration) -> anyhow::Result<Line> {
+    pub(super) async fn expect(&mut self, word: &str, within: Duration) -> anyhow::Result<Line> {
         let line = tokio::time::timeout(within, self.lines.recv())
             .await
             .with_context(|| format!("subscribers: no `{word}` line within {within:?}"))?
@@ -652,24 +656,24 @@ impl Clients {
         Line::parse(&line, word, "subscribers")
     }
 
-    async fn command(&mut self, command: &str) -> anyhow::Result<()> {
+    pub(super) async fn command(&mut self, command: &str) -> anyhow::Result<()> {
         self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
         self.stdin.flush().await?;
         Ok(())
     }
 
-    async fn reset(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn reset(&mut self) -> anyhow::Result<()> {
         self.command("reset").await?;
         self.expect("reset", Duration::from_secs(30)).await?;
         Ok(())
     }
 
-    async fn report(&mut self) -> anyhow::Result<Line> {
+    pub(super) async fn report(&mut self) -> anyhow::Result<Line> {
         self.command("report").await?;
         self.expect("report", Duration::from_secs(60)).await
     }
 
-    async fn close(mut self) -> anyhow::Result<()> {
+    pub(super) async fn close(mut self) -> anyhow::Result<()> {
         let _ = self.command("close").await;
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await

@@ -6,6 +6,7 @@ pub mod cdc;
 pub mod changes;
 pub mod chart;
 pub mod cluster;
+pub mod db_broadcast;
 pub mod peers;
 pub mod presence;
 
