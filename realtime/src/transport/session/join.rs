@@ -85,6 +85,14 @@ impl JoinParams {
     }
 }
 
+/// Whether some `postgres_changes` binding of the join asks for a snapshot.
+fn asks_snapshot(params: &JoinParams) -> bool {
+    params
+        .postgres_changes
+        .iter()
+        .any(|b| !matches!(b.get("snapshot"), None | Some(Value::Null) | Some(Value::Bool(false))))
+}
+
 /// Supabase's `FlexibleBoolean`: a boolean or the strings "true"/"false" in any case.
 fn flexible_bool(v: &Value) -> bool {
     match v {
@@ -228,6 +236,7 @@ impl Session {
                 limits.client_presence_window,
             ),
             changes: Vec::new(),
+            snapshot: None,
             subject,
             db_resume: self.db_resume_gate(&params),
         };
@@ -242,7 +251,8 @@ impl Session {
         // the reply (realtime-js routes pushes by the binding ids the reply carries): it never
         // waits.
         let mut ch = ch;
-        let wait = params.changes_wait && params.changes_since.is_none();
+        // Snapshot rows must follow the reply (realtime-js routes pushes by its binding ids).
+        let wait = params.changes_wait && params.changes_since.is_none() && !asks_snapshot(&params);
         let since = params.changes_since.as_ref();
         if wait && !requested.is_empty() {
             let target = Target {
@@ -251,8 +261,10 @@ impl Session {
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
                 since,
+                snapshot: true,
             };
-            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            let subscribed = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            (ch.changes, ch.snapshot) = (subscribed.live, subscribed.snapshot);
         }
         self.reply(&msg, Status::Ok, &response);
         self.push_replayed(&replayed, &msg.topic, ch.join_ref.as_deref());
@@ -271,8 +283,10 @@ impl Session {
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
                 since,
+                snapshot: true,
             };
-            ch.changes = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            let subscribed = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+            (ch.changes, ch.snapshot) = (subscribed.live, subscribed.snapshot);
         }
         self.add_channel(ch);
         crate::metrics::events().joins.add("accepted");

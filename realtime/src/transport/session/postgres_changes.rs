@@ -13,7 +13,9 @@ use crate::auth::Claims;
 use crate::changes::resume::{Refetch, Since, refetch_payload};
 use crate::changes::service::Subscription;
 use crate::changes::subscription::{Binding, BindingError};
+use crate::changes::snapshot::failed_payload;
 use crate::channels::registry::SubscriberId;
+use super::snapshot::{self, SnapshotTask};
 
 /// The bindings of a join as the client sent them, each parsed or refused.
 pub(super) type Requested = Vec<(Value, Result<Binding, BindingError>)>;
@@ -53,24 +55,37 @@ pub(super) struct Target<'a> {
     pub id: SubscriberId,
     /// `postgres_changes_options.since`, when the client resumes.
     pub since: Option<&'a Since>,
+    /// Read the snapshots the bindings ask for (a join; not a token refresh).
+    pub snapshot: bool,
+}
+
+/// The outcome of subscribing a channel's bindings.
+pub(super) struct Subscribed {
+    /// The bindings that passed the checks.
+    pub live: Vec<Binding>,
+    /// The snapshot being read, when the bindings asked for one.
+    pub snapshot: Option<SnapshotTask>,
 }
 
 impl Session {
     /// Checks and subscribes the bindings; pushes one `system` error per refused binding and
-    /// "Subscribed to PostgreSQL" when at least one is live. Returns the live bindings.
+    /// "Subscribed to PostgreSQL" when at least one is live (with the dispatcher's current
+    /// position, from which a later resume misses nothing after this message).
     pub(super) async fn subscribe_changes(
         &mut self,
         target: Target<'_>,
         claims: &Claims,
         requested: &Requested,
-    ) -> Vec<Binding> {
+    ) -> Subscribed {
         let Target {
             topic,
             sub_topic,
             join_ref,
             id,
             since,
+            snapshot,
         } = target;
+        let none = |live| Subscribed { live, snapshot: None };
         let mut candidates = Vec::new();
         for (_, parsed) in requested {
             match parsed {
@@ -82,7 +97,7 @@ impl Session {
             }
         }
         if candidates.is_empty() {
-            return Vec::new();
+            return none(Vec::new());
         }
         let Some(changes) = self.node.changes.clone() else {
             let payload = system(
@@ -92,7 +107,7 @@ impl Session {
                 sub_topic,
             );
             self.push(join_ref, topic, "system", &payload);
-            return Vec::new();
+            return none(Vec::new());
         };
         let checks = Box::pin(changes.check(&candidates, claims)).await;
         let mut live = Vec::new();
@@ -106,7 +121,7 @@ impl Session {
             }
         }
         if live.is_empty() {
-            return live;
+            return none(live);
         }
         let subscription = |since| Subscription {
             outbound: self.outbound.clone(),
@@ -116,8 +131,30 @@ impl Session {
             bindings: live.clone(),
             legacy: false,
             since,
+            seam: None,
         };
-        let subscribed = system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic);
+        let mut subscribed: Value =
+            serde_json::from_str(&system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic))
+                .unwrap_or_default();
+        subscribed["position"] = changes.head().map(|p| p.to_string()).into();
+        let subscribed = subscribed.to_string();
+        // A snapshot is read only on a fresh subscription: a resume already has its rows.
+        let snapshots = match snapshot && since.is_none() {
+            true => snapshot::requests(&live),
+            false => Ok(Vec::new()),
+        };
+        let snapshots = snapshots.unwrap_or_else(|refused| {
+            self.push(join_ref, topic, "system", &failed_payload(sub_topic, &refused, 0));
+            Vec::new()
+        });
+        if !snapshots.is_empty() {
+            self.push(join_ref, topic, "system", &subscribed);
+            let task = snapshot::start(changes.clone(), subscription(None), snapshots, id);
+            return Subscribed {
+                live,
+                snapshot: Some(task),
+            };
+        }
         match since {
             // Resuming: the replay comes from the dispatcher once it sees the subscription, so
             // the confirmation is queued first and the replay follows it.
@@ -142,7 +179,7 @@ impl Session {
                 self.push(join_ref, topic, "system", &subscribed);
             }
         }
-        live
+        none(live)
     }
 
     pub(super) fn unsubscribe_changes(&self, id: SubscriberId) {
