@@ -358,7 +358,10 @@ impl Window {
                 }
                 continue;
             }
-            if t.access_changed && t.changes.is_empty() && position.is_none_or(|p| p.commit_lsn < t.commit_lsn) {
+            if t.access_changed
+                && t.changes.is_empty()
+                && position.is_none_or(|p| p.commit_lsn < t.commit_lsn)
+            {
                 // A change of grants or policies with no rows: replayed as its marker, so the
                 // replay knows it crossed it.
                 budget -= 1;

@@ -55,7 +55,9 @@ impl SnapshotRequest {
             Some(_) => return Err("snapshot must be true or an object {\"limit\", \"order\"}".to_owned()),
         };
         if let Some(unknown) = options.keys().find(|k| *k != "limit" && *k != "order") {
-            return Err(format!("snapshot has an unknown option `{unknown}` (known: limit, order)"));
+            return Err(format!(
+                "snapshot has an unknown option `{unknown}` (known: limit, order)"
+            ));
         }
         let limit = match options.get("limit") {
             None | Some(Value::Null) => None,
@@ -67,7 +69,11 @@ impl SnapshotRequest {
         let order = match options.get("order") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(Order::parse(text)?),
-            Some(_) => return Err("snapshot.order must be a string, `column`, `column.asc` or `column.desc`".to_owned()),
+            Some(_) => {
+                return Err(
+                    "snapshot.order must be a string, `column`, `column.asc` or `column.desc`".to_owned(),
+                );
+            }
         };
         Ok(Some(SnapshotRequest { limit, order }))
     }
@@ -106,15 +112,22 @@ impl XidSnapshot {
     /// Reads the text form `xmin:xmax:xip,xip,…` (the xip list may be empty).
     pub fn parse(text: &str) -> Result<XidSnapshot, String> {
         let mut parts = text.trim().split(':');
-        let (Some(xmin), Some(xmax), Some(xip), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(xmin), Some(xmax), Some(xip), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err("a snapshot is `xmin:xmax:xip,…`".to_owned());
         };
-        let number = |s: &str| s.parse::<u64>().map_err(|_| "a snapshot's transaction id is not a number".to_owned());
+        let number = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|_| "a snapshot's transaction id is not a number".to_owned())
+        };
         let (xmin, xmax) = (number(xmin)?, number(xmax)?);
         let xip = match xip {
             "" => Vec::new(),
-            list => list.split(',').map(number).collect::<Result<Vec<u64>, String>>()?,
+            list => list
+                .split(',')
+                .map(number)
+                .collect::<Result<Vec<u64>, String>>()?,
         };
         if xmin > xmax || xip.iter().any(|x| *x < xmin || *x >= xmax) {
             return Err("a snapshot's transaction ids are out of order".to_owned());

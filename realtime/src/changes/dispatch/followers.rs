@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crate::change::{Epoch, Position, Transaction};
 use crate::changes::resume::{Refetch, resumed_payload};
-use crate::changes::snapshot::complete_payload;
 use crate::changes::service::{Changes, Subscription};
+use crate::changes::snapshot::complete_payload;
 use crate::channels::registry::SubscriberId;
 use crate::window::{Appended, Resume, ResumeError, Slice, Window, WindowLimits, last_position, now_micros};
 
@@ -377,7 +377,9 @@ impl Followers {
                         // decide for then is refetched instead of replayed.
                         if slice.transaction.access_changed {
                             refused = Some(Refetch::AccessChanged);
-                        } else if seam.is_none() && dispatcher.decided_by_row_security(subscription, slice).await {
+                        } else if seam.is_none()
+                            && dispatcher.decided_by_row_security(subscription, slice).await
+                        {
                             refused = Some(Refetch::RowSecurity);
                         }
                         if let Some(reason) = refused {
@@ -404,8 +406,8 @@ impl Followers {
             };
             let subscription = subscription.clone();
             // Caught up at a seam: still open while the stream has not passed its LSN.
-            let seam = resumed
-                && seam.is_some_and(|s| self.window.head().is_none_or(|h| s.open_at(h.commit_lsn)));
+            let seam =
+                resumed && seam.is_some_and(|s| self.window.head().is_none_or(|h| s.open_at(h.commit_lsn)));
             self.states.insert(
                 id,
                 Follower::Live {

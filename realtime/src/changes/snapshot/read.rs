@@ -247,9 +247,14 @@ impl SnapshotReader {
 }
 
 /// The settings of the row-level security check (see `access::rls`), transaction-local.
-async fn set_role(tx: &mut sqlx::Transaction<'static, Postgres>, claims: &Claims) -> Result<(), SnapshotError> {
+async fn set_role(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    claims: &Claims,
+) -> Result<(), SnapshotError> {
     if claims.role.is_empty() || claims.role.eq_ignore_ascii_case("none") {
-        return Err(SnapshotError::Refused("the token's role is not a role".to_owned()));
+        return Err(SnapshotError::Refused(
+            "the token's role is not a role".to_owned(),
+        ));
     }
     let claims_json = serde_json::Value::Object(claims.all.clone()).to_string();
     sqlx::query(

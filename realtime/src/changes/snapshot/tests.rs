@@ -11,7 +11,10 @@ fn request(entry: serde_json::Value) -> Result<Option<SnapshotRequest>, String> 
 fn a_binding_asks_for_a_snapshot_with_true_or_options() {
     assert_eq!(request(json!({"event": "*"})), Ok(None));
     assert_eq!(request(json!({"snapshot": false})), Ok(None));
-    assert_eq!(request(json!({"snapshot": true})), Ok(Some(SnapshotRequest::default())));
+    assert_eq!(
+        request(json!({"snapshot": true})),
+        Ok(Some(SnapshotRequest::default()))
+    );
     assert_eq!(
         request(json!({"snapshot": {"limit": 10, "order": "inserted_at.desc"}})),
         Ok(Some(SnapshotRequest {
@@ -22,8 +25,14 @@ fn a_binding_asks_for_a_snapshot_with_true_or_options() {
             }),
         }))
     );
-    let order = request(json!({"snapshot": {"order": "a.b"}})).ok().flatten().and_then(|r| r.order);
-    assert_eq!(order.map(|o| (o.column, o.descending)), Some(("a.b".to_owned(), false)));
+    let order = request(json!({"snapshot": {"order": "a.b"}}))
+        .ok()
+        .flatten()
+        .and_then(|r| r.order);
+    assert_eq!(
+        order.map(|o| (o.column, o.descending)),
+        Some(("a.b".to_owned(), false))
+    );
 }
 
 #[test]
@@ -91,8 +100,12 @@ fn the_end_and_refusal_messages_have_their_documented_shape() {
         (Some("complete"), Some("ok"), Some(3))
     );
     assert!(v["position"].is_null());
-    let v: serde_json::Value = serde_json::from_str(&failed_payload("room", "too big", 5)).unwrap_or_default();
-    assert_eq!((v["snapshot"].as_str(), v["refetch"].as_bool()), (Some("refused"), Some(true)));
+    let v: serde_json::Value =
+        serde_json::from_str(&failed_payload("room", "too big", 5)).unwrap_or_default();
+    assert_eq!(
+        (v["snapshot"].as_str(), v["refetch"].as_bool()),
+        (Some("refused"), Some(true))
+    );
     let v: serde_json::Value = serde_json::from_str(&failed_payload("room", "busy", 0)).unwrap_or_default();
     assert!(v.get("refetch").is_none());
 }

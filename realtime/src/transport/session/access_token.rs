@@ -104,7 +104,9 @@ impl Session {
         };
         // The new subscription replaces the old one under the same id, so the dispatcher
         // carries on where it was: no change slips between the two.
-        let live = Box::pin(self.subscribe_changes(target, &claims, &requested)).await.live;
+        let live = Box::pin(self.subscribe_changes(target, &claims, &requested))
+            .await
+            .live;
         if live.is_empty() {
             self.unsubscribe_changes(id);
         }

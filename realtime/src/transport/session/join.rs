@@ -87,10 +87,12 @@ impl JoinParams {
 
 /// Whether some `postgres_changes` binding of the join asks for a snapshot.
 fn asks_snapshot(params: &JoinParams) -> bool {
-    params
-        .postgres_changes
-        .iter()
-        .any(|b| !matches!(b.get("snapshot"), None | Some(Value::Null) | Some(Value::Bool(false))))
+    params.postgres_changes.iter().any(|b| {
+        !matches!(
+            b.get("snapshot"),
+            None | Some(Value::Null) | Some(Value::Bool(false))
+        )
+    })
 }
 
 /// Supabase's `FlexibleBoolean`: a boolean or the strings "true"/"false" in any case.

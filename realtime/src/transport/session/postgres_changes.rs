@@ -9,13 +9,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::Session;
+use super::snapshot::{self, SnapshotTask};
 use crate::auth::Claims;
 use crate::changes::resume::{Refetch, Since, refetch_payload};
 use crate::changes::service::Subscription;
-use crate::changes::subscription::{Binding, BindingError};
 use crate::changes::snapshot::failed_payload;
+use crate::changes::subscription::{Binding, BindingError};
 use crate::channels::registry::SubscriberId;
-use super::snapshot::{self, SnapshotTask};
 
 /// The bindings of a join as the client sent them, each parsed or refused.
 pub(super) type Requested = Vec<(Value, Result<Binding, BindingError>)>;
@@ -133,9 +133,13 @@ impl Session {
             since,
             seam: None,
         };
-        let mut subscribed: Value =
-            serde_json::from_str(&system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic))
-                .unwrap_or_default();
+        let mut subscribed: Value = serde_json::from_str(&system(
+            "postgres_changes",
+            "ok",
+            "Subscribed to PostgreSQL",
+            sub_topic,
+        ))
+        .unwrap_or_default();
         subscribed["position"] = changes.head().map(|p| p.to_string()).into();
         let subscribed = subscribed.to_string();
         // A snapshot is read only on a fresh subscription: a resume already has its rows.
@@ -143,10 +147,10 @@ impl Session {
             true => snapshot::requests(&live),
             false => Ok(Vec::new()),
         };
-        let snapshots = snapshots.unwrap_or_else(|refused| {
-            self.push(join_ref, topic, "system", &failed_payload(sub_topic, &refused, 0));
-            Vec::new()
-        });
+        let (snapshots, refused) = match snapshots {
+            Ok(snapshots) => (snapshots, None),
+            Err(refused) => (Vec::new(), Some(failed_payload(sub_topic, &refused, 0))),
+        };
         if !snapshots.is_empty() {
             self.push(join_ref, topic, "system", &subscribed);
             let task = snapshot::start(changes.clone(), subscription(None), snapshots, id);
@@ -178,6 +182,9 @@ impl Session {
                 changes.subscribe(id, subscription(None));
                 self.push(join_ref, topic, "system", &subscribed);
             }
+        }
+        if let Some(refused) = refused {
+            self.push(join_ref, topic, "system", &refused);
         }
         none(live)
     }

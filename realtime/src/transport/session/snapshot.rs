@@ -70,7 +70,11 @@ pub(super) fn start(
             Ok(seam) => Some(Arc::new(seam)),
             Err((error, sent)) => {
                 tracing::info!(%error, sent, "a snapshot was refused");
-                subscription.push_system(&failed_payload(subscription.sub_topic(), &error.to_string(), sent));
+                subscription.push_system(&failed_payload(
+                    subscription.sub_topic(),
+                    &error.to_string(),
+                    sent,
+                ));
                 None
             }
         };
