@@ -40,10 +40,10 @@ impl Built {
                 assert!(self.complete.is_none(), "a snapshot row after the end: {payload}");
                 self.snapshot_rows += 1;
                 let (id, v) = (data["record"]["id"].as_i64(), data["record"]["v"].as_i64());
-                if let (Some(id), Some(v)) = (id, v) {
-                    if self.rows.insert(id, v).is_some() {
-                        self.anomalies.push(format!("snapshot row {id} twice"));
-                    }
+                if let (Some(id), Some(v)) = (id, v)
+                    && self.rows.insert(id, v).is_some()
+                {
+                    self.anomalies.push(format!("snapshot row {id} twice"));
                 }
             }
             _ => {

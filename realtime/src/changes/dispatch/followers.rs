@@ -365,13 +365,13 @@ impl Followers {
                     for slice in &slices {
                         // What the snapshot showed is skipped; what it did not is as new as a
                         // live change, and is decided like one.
-                        if let Some(seam) = &seam {
-                            if seam.snapshot.visible(slice.transaction.xid) {
-                                if let Some(last) = slice.last_position() {
-                                    *after = Some(last);
-                                }
-                                continue;
+                        if let Some(seam) = &seam
+                            && seam.snapshot.visible(slice.transaction.xid)
+                        {
+                            if let Some(last) = slice.last_position() {
+                                *after = Some(last);
                             }
+                            continue;
                         }
                         // Authorized as of the commit or not at all: what today's facts cannot
                         // decide for then is refetched instead of replayed.
