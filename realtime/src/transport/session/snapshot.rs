@@ -29,8 +29,9 @@ const RESERVED_ROOM: usize = 16;
 /// A snapshot being read for a channel.
 #[derive(Debug)]
 pub(super) struct SnapshotTask {
-    /// Open while the channel is: the task subscribes only under this lock and only while it
-    /// is true, so a channel closed meanwhile never gets a subscription that outlives it.
+    /// True while the read runs and the channel is open: the task subscribes only under this
+    /// lock and only while it is true (then sets it false), so a channel closed meanwhile never
+    /// gets a subscription that outlives it.
     open: Arc<Mutex<bool>>,
     task: AbortHandle,
 }
@@ -40,6 +41,16 @@ impl SnapshotTask {
     pub fn stop(&self) {
         *self.open.lock().unwrap_or_else(|p| p.into_inner()) = false;
         self.task.abort();
+    }
+
+    /// Stops the read if it has not subscribed the channel yet; true when it was stopped.
+    pub fn stop_if_running(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock: the task subscribes only while holding it, and closes it when done.
+        let running = *open;
+        *open = false;
+        self.task.abort();
+        running
     }
 }
 
@@ -78,9 +89,11 @@ pub(super) fn start(
                 None
             }
         };
-        let open = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = gate.lock().unwrap_or_else(|p| p.into_inner());
         if *open {
             changes.subscribe(id, with_seam(&subscription, seam));
+            // Done: from here on the channel's subscription is the session's to replace.
+            *open = false;
         }
     });
     SnapshotTask {
