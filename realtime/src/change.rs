@@ -31,6 +31,22 @@ pub struct Position {
 }
 
 impl Position {
+    /// The position a row read from a snapshot carries: LSN zero, which no commit has, so it is
+    /// never taken for a change of the stream (resuming from it is refused as outside the
+    /// window). `index` numbers the snapshot's rows.
+    pub fn snapshot_row(epoch: Epoch, index: u32) -> Position {
+        Position {
+            epoch,
+            commit_lsn: Lsn::ZERO,
+            index,
+        }
+    }
+
+    /// Whether this is the position of a snapshot row (see [`Position::snapshot_row`]).
+    pub fn is_snapshot_row(&self) -> bool {
+        self.commit_lsn == Lsn::ZERO
+    }
+
     /// Orders positions of one epoch; positions of different epochs are not comparable.
     pub fn cmp_in_epoch(&self, other: &Position) -> Option<std::cmp::Ordering> {
         (self.epoch == other.epoch)

@@ -304,9 +304,41 @@ impl Window {
             // window from the slot, and will reach it.
             return Resume::NotYet;
         }
-        let entries = &self.held.entries;
         // Transactions are in commit order: skip those wholly before the position.
-        let start = entries.partition_point(|h| h.transaction.commit_lsn < position.commit_lsn);
+        let start = self
+            .held
+            .entries
+            .partition_point(|h| h.transaction.commit_lsn < position.commit_lsn);
+        Resume::Replay(self.slices(start, Some(position), max_changes))
+    }
+
+    /// Everything the window holds, from its oldest change, a piece of at most `max_changes`
+    /// at a time (go on with [`Window::after`] the last one): for a subscription that must be
+    /// offered every held transaction, such as one starting at a snapshot, which filters them by
+    /// transaction id. Nothing when the window holds nothing.
+    pub fn from_start(&self, max_changes: usize) -> Resume {
+        Resume::Replay(self.slices(0, None, max_changes))
+    }
+
+    /// The held transactions, oldest first.
+    pub fn transactions(&self) -> impl Iterator<Item = &Arc<Transaction>> {
+        self.held.entries.iter().map(|h| &h.transaction)
+    }
+
+    /// The position after which the window is complete, when it is known as one (a
+    /// transaction was evicted); `None` after a start or a cut.
+    pub fn floor_position(&self) -> Option<Position> {
+        match self.floor {
+            Floor::After(position) => Some(position),
+            Floor::Unknown | Floor::From(_) => None,
+        }
+    }
+
+    /// The slices from entry `start` on of the changes after `position` (all of them when
+    /// `None`), at most `max_changes` changes.
+    fn slices(&self, start: usize, position: Option<&Position>, max_changes: usize) -> Vec<Slice> {
+        let entries = &self.held.entries;
+        let key = position.map(|p| (p.commit_lsn, p.index));
         let mut slices = Vec::new();
         let mut budget = max_changes;
         for held in entries.range(start..) {
@@ -317,7 +349,7 @@ impl Window {
             if t.overflow.is_some() {
                 // No changes to send, only the signal, once, unless the position is past it.
                 let last = last_position(t);
-                if key < (last.commit_lsn, last.index) {
+                if key.is_none_or(|key| key < (last.commit_lsn, last.index)) {
                     budget -= 1;
                     slices.push(Slice {
                         transaction: t.clone(),
@@ -326,7 +358,10 @@ impl Window {
                 }
                 continue;
             }
-            if t.access_changed && t.changes.is_empty() && position.commit_lsn < t.commit_lsn {
+            if t.access_changed
+                && t.changes.is_empty()
+                && position.is_none_or(|p| p.commit_lsn < t.commit_lsn)
+            {
                 // A change of grants or policies with no rows: replayed as its marker, so the
                 // replay knows it crossed it.
                 budget -= 1;
@@ -338,7 +373,7 @@ impl Window {
             }
             let first = t
                 .changes
-                .partition_point(|c| (c.position.commit_lsn, c.position.index) <= key);
+                .partition_point(|c| key.is_some_and(|key| (c.position.commit_lsn, c.position.index) <= key));
             let end = t.changes.len().min(first.saturating_add(budget));
             if first < end {
                 budget -= end - first;
@@ -348,7 +383,7 @@ impl Window {
                 });
             }
         }
-        Resume::Replay(slices)
+        slices
     }
 }
 

@@ -2,15 +2,25 @@
 // drop. It carries Postgres Changes (resumed from the last processed position, so the app never
 // sees a gap or a repeat, or else one `onRefetch`), broadcasts and presence.
 //
-// A later `liveQuery` (rows of a snapshot, then changes) builds on the same pieces: the join
-// option for the snapshot, `onChanges` for what follows, and the position kept here.
+// `liveQuery` (live.ts) builds on the same pieces: the binding's `snapshot` option, `onChanges`
+// for the rows and what follows, `onSnapshot` for where the rows end, and the position kept here.
 
 import type { RealtimeClient } from './client.js'
 import type { Frame, Message } from './codec.js'
 import { alreadySeen, isPosition } from './position.js'
 import { type PresenceChange, type PresenceMeta, type PresenceState, applyDiff, applyState } from './presence.js'
 import { backoffDelay } from './timing.js'
-import type { AnyDatabase, Change, ChangeEvent, ChangesFilter, Refetch, RowOf, TableName } from './types.js'
+import type {
+  AnyDatabase,
+  Change,
+  ChangeEvent,
+  ChangesFilter,
+  Refetch,
+  RowOf,
+  SnapshotEvent,
+  SnapshotOptions,
+  TableName,
+} from './types.js'
 
 export interface ChannelOptions {
   /** A private channel: joining and sending are checked against the server's policies. */
@@ -51,6 +61,7 @@ interface ChangeBinding {
   table: string
   event: ChangeEvent
   filter?: string
+  snapshot?: true | SnapshotOptions
   callback: (change: any) => void
   /** The server's id for the binding, from the join reply. */
   id: number | null
@@ -84,6 +95,9 @@ export class Channel<Database = AnyDatabase> {
   private readonly presenceListeners = new Set<(change: PresenceChange<any>) => void>()
   private readonly refetchListeners = new Set<(refetch: Refetch) => void>()
   private readonly statusListeners = new Set<(status: ChannelStatus, detail?: string) => void>()
+  private readonly snapshotListeners = new Set<(event: SnapshotEvent) => void>()
+  /** The join in flight asked for a snapshot (its rows have no position to resume from). */
+  private readingSnapshot = false
   private presence: PresenceState<any> = {}
   private tracked: object | null = null
   private readonly pending = new Map<string, PendingReply>()
@@ -111,9 +125,19 @@ export class Channel<Database = AnyDatabase> {
       table: filter.table,
       event: filter.event ?? '*',
       ...(filter.filter !== undefined ? { filter: filter.filter } : {}),
+      ...(filter.snapshot !== undefined ? { snapshot: filter.snapshot } : {}),
       callback,
       id: null,
     })
+    return this
+  }
+
+  /**
+   * Calls `callback` when a snapshot starts (after a join that asked for one: the first, or a
+   * rejoin with nothing to resume from) and when it is complete.
+   */
+  onSnapshot(callback: (event: SnapshotEvent) => void): this {
+    this.snapshotListeners.add(callback)
     return this
   }
 
@@ -317,8 +341,13 @@ export class Channel<Database = AnyDatabase> {
     this.joinRef = ref
     // Resume from the last change handed to the app. A rejoin with no position cannot resume:
     // changes committed while disconnected may be lost, so the app is told to refetch.
+    // With nothing to resume from, bindings that asked for a snapshot get a new one: the app
+    // starts over from its rows instead of refetching.
+    const snapshot = this.lastPosition === null && this.bindings.some((b) => b.snapshot !== undefined)
+    this.readingSnapshot = snapshot
     const changesOptions = this.lastPosition ? { since: this.lastPosition } : { wait: true }
-    this.resumeWithoutPosition = this.joinedBefore && this.bindings.length > 0 && this.lastPosition === null
+    this.resumeWithoutPosition =
+      this.joinedBefore && this.bindings.length > 0 && this.lastPosition === null && !snapshot
     const config: Record<string, unknown> = {
       broadcast: { ack: this.options.broadcast?.ack ?? false, self: this.options.broadcast?.self ?? false },
       presence: { key: this.options.presence?.key ?? '', enabled: this.presenceListeners.size > 0 || this.tracked !== null },
@@ -327,6 +356,7 @@ export class Channel<Database = AnyDatabase> {
         schema: b.schema,
         table: b.table,
         ...(b.filter !== undefined ? { filter: b.filter } : {}),
+        ...(snapshot && b.snapshot !== undefined ? { snapshot: b.snapshot } : {}),
       })),
       private: this.options.private ?? false,
     }
@@ -348,6 +378,7 @@ export class Channel<Database = AnyDatabase> {
       binding.id = typeof id === 'number' ? id : null
     })
     this.joinedBefore = true
+    if (this.readingSnapshot) this.emitSnapshot({ phase: 'start' })
     this.emitStatus('subscribed')
     if (this.tracked) {
       void this.request('presence', { type: 'presence', event: 'track', payload: this.tracked }).catch(() => {})
@@ -434,13 +465,14 @@ export class Channel<Database = AnyDatabase> {
   // ---- what arrives ----
 
   private change(payload: unknown): void {
-    const p = payload as { ids?: unknown; position?: unknown; data?: Record<string, any> } | null
+    const p = payload as { ids?: unknown; position?: unknown; snapshot?: unknown; data?: Record<string, any> } | null
     const data = p?.data
     if (!data) return
+    const snapshotRow = p.snapshot === true
     const position = typeof p.position === 'string' ? p.position : typeof data.position === 'string' ? data.position : ''
     // A replay that overlaps what was already handed over (it should not, but a client that
     // resumes must never apply a change twice).
-    if (alreadySeen(position, this.lastPosition)) return
+    if (!snapshotRow && alreadySeen(position, this.lastPosition)) return
     const change = {
       schema: data.schema,
       table: data.table,
@@ -451,12 +483,14 @@ export class Channel<Database = AnyDatabase> {
       position,
       columns: data.columns ?? [],
       ...(data.unchanged_toast ? { unchanged_toast: data.unchanged_toast } : {}),
+      ...(snapshotRow ? { snapshot: true } : {}),
     }
     const ids = new Set(Array.isArray(p.ids) ? p.ids : [])
     for (const binding of this.bindings) {
       if (binding.id !== null && ids.has(binding.id)) safely(() => binding.callback(change))
     }
-    if (isPosition(position)) this.lastPosition = position
+    // A snapshot row is not a position of the stream: the end of the snapshot names one.
+    if (!snapshotRow && isPosition(position)) this.lastPosition = position
   }
 
   private system(payload: unknown): void {
@@ -471,7 +505,29 @@ export class Channel<Database = AnyDatabase> {
       })
       return
     }
+    if (p.snapshot === 'complete') {
+      this.readingSnapshot = false
+      if (isPosition(p.position)) this.lastPosition = p.position
+      this.emitSnapshot({ phase: 'complete', rows: typeof p.rows === 'number' ? p.rows : 0 })
+      return
+    }
+    if (p.snapshot === 'refused') {
+      // The rows cannot be complete: the app reloads, as after any refetch.
+      this.readingSnapshot = false
+      this.emitRefetch({ reason: 'snapshot_refused', message: typeof p.message === 'string' ? p.message : '' })
+      return
+    }
+    // "Subscribed to PostgreSQL" names the server's position: a drop before the first change
+    // can then resume from it. Not while a snapshot is read (its end names the position).
+    if (p.status === 'ok' && this.lastPosition === null && !this.readingSnapshot && isPosition(p.position)) {
+      this.lastPosition = p.position
+      return
+    }
     if (p.status === 'error' && typeof p.message === 'string') this.emitStatus('error', p.message)
+  }
+
+  private emitSnapshot(event: SnapshotEvent): void {
+    for (const listener of this.snapshotListeners) safely(() => listener(event))
   }
 
   private deliverBroadcast(event: string, payload: unknown): void {

@@ -7,7 +7,8 @@
 import { Channel, type ChannelOptions } from './channel.js'
 import { type Message, type Vsn, decodeFrame, encodeClient } from './codec.js'
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, heartbeatAction, refreshDelay } from './timing.js'
-import type { AnyDatabase } from './types.js'
+import { type LiveQuery, type LiveQueryOptions, liveQuery } from './live.js'
+import type { AnyDatabase, RowOf, TableName } from './types.js'
 
 /** The parts of the standard WebSocket the client uses (browsers' and the `ws` package's). */
 export interface WebSocketLike {
@@ -110,6 +111,16 @@ export class RealtimeClient<Database = AnyDatabase> {
     const channel = new Channel<Database>(this, name, options)
     this.channels.add(channel)
     return channel
+  }
+
+  /**
+   * The rows of `options.table` this subscriber may see, kept current: one join asks for a
+   * snapshot of them and the changes after it. See `LiveQuery`.
+   */
+  liveQuery<S extends string = 'public', T extends TableName<Database, S> = TableName<Database, S>>(
+    options: LiveQueryOptions<S, T>
+  ): LiveQuery<RowOf<Database, S, T> & Record<string, unknown>> {
+    return liveQuery(this, options)
   }
 
   /** Called with every change of the connection's state. Returns a function that stops it. */

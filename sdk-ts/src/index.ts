@@ -4,6 +4,8 @@
 export { RealtimeClient, createClient } from './client.js'
 export type { ClientOptions, ConnectionState, WebSocketConstructor, WebSocketLike } from './client.js'
 export { Channel } from './channel.js'
+export { LiveQuery, liveQuery } from './live.js'
+export type { LiveQueryOptions } from './live.js'
 export type { BroadcastMessage, ChannelOptions, ChannelStatus } from './channel.js'
 export type {
   Change,
@@ -15,6 +17,8 @@ export type {
   InsertChange,
   Refetch,
   RowOf,
+  SnapshotEvent,
+  SnapshotOptions,
   TableName,
   UpdateChange,
 } from './types.js'

@@ -56,6 +56,8 @@ interface ChangeBase {
   columns: { name: string; type: string }[]
   /** Columns left out of `new` because Postgres did not send their unchanged TOASTed value. */
   unchanged_toast?: string[]
+  /** A row of the binding's snapshot (an `INSERT` of a row as it was), not a change. */
+  snapshot?: true
 }
 
 export interface InsertChange<Row> extends ChangeBase {
@@ -95,7 +97,26 @@ export interface ChangesFilter<S extends string, T extends string, E extends Cha
   event?: E
   /** A row filter such as `id=eq.5` or `status=in.(open,done)`. */
   filter?: string
+  /**
+   * First deliver the rows this subscriber may see now (as `INSERT`s marked `snapshot: true`),
+   * then exactly the changes after them. `limit` caps the rows, `order` sorts them
+   * (`column`, `column.asc`, `column.desc`). See `onSnapshot`.
+   */
+  snapshot?: true | SnapshotOptions
 }
+
+/** How many snapshot rows, in which order. */
+export interface SnapshotOptions {
+  limit?: number
+  order?: string
+}
+
+/** A snapshot's progress, as `onSnapshot` reports it. */
+export type SnapshotEvent =
+  /** The join asked for a snapshot: rows follow (forget rows held from before). */
+  | { phase: 'start' }
+  /** Every snapshot row was delivered; changes after the snapshot follow. */
+  | { phase: 'complete'; rows: number }
 
 /**
  * The server could not deliver every change a channel may have missed. Reload the data (for

@@ -8,6 +8,7 @@
 //! - [`payload`]: the `data` object of a push, encoded once per subscriber group, and the push
 //!   payload spliced around it.
 //! - [`resume`]: the `since` a resuming client sends and the `system` messages about it.
+//! - [`snapshot`]: a binding's rows as of a Postgres snapshot, and the seam to the changes after it.
 //! - [`overflow`]: the refetch `system` message for a transaction too large to keep.
 //!
 //! All but `access` are pure (no I/O).
@@ -20,6 +21,7 @@ pub mod overflow;
 pub mod payload;
 pub mod resume;
 pub mod service;
+pub mod snapshot;
 pub mod subscription;
 #[cfg(test)]
 mod testing;

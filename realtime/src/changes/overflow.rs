@@ -128,6 +128,7 @@ mod tests {
                 bindings,
                 legacy: false,
                 since: None,
+                seam: None,
             },
         );
         outbound

@@ -227,7 +227,12 @@ pub fn push_payload(ids: &[u32], position: &Position, data: &str) -> String {
     }
     out.push_str(POSITION);
     out.push_str(&position.to_string());
-    out.push_str("\",\"data\":");
+    if position.is_snapshot_row() {
+        // A row of a snapshot, not a change: see `changes::snapshot`.
+        out.push_str("\",\"snapshot\":true,\"data\":");
+    } else {
+        out.push_str("\",\"data\":");
+    }
     out.push_str(data);
     out.push('}');
     out

@@ -17,6 +17,7 @@ use crate::change::{Column, Position, ReplicaIdentity, Table};
 use crate::changes::access::{Access, AccessOptions, key_selectable, root_of};
 use crate::changes::payload::PayloadLimits;
 use crate::changes::resume::{Refetch, refetch_payload};
+use crate::changes::snapshot::Seam;
 use crate::changes::subscription::Binding;
 use crate::channels::registry::SubscriberId;
 use crate::config::{DatabaseConfig, ReplicationConfig};
@@ -40,6 +41,10 @@ pub struct Subscription {
     /// Resume after this position (`postgres_changes_options.since`): the dispatcher first
     /// sends every windowed change after it, then the live stream.
     pub since: Option<Position>,
+    /// Starts at a snapshot the channel was sent (`snapshot` in a binding): the dispatcher
+    /// first sends the end-of-snapshot message, then every change the snapshot did not show
+    /// (from its window, then live), and none that it showed.
+    pub seam: Option<Arc<Seam>>,
 }
 
 impl Subscription {
@@ -65,6 +70,10 @@ impl Subscription {
 #[derive(Debug)]
 pub struct Changes {
     pool: PgPool,
+    /// Connections for snapshot reads, apart: a long read never holds up the access checks.
+    pub(crate) snapshot_pool: PgPool,
+    /// The position of the newest change the dispatcher has handled.
+    head: Mutex<Option<Position>>,
     pub access: Access,
     pub policy: Arc<PolicySet>,
     publications: Vec<String>,
@@ -85,12 +94,16 @@ pub struct Changes {
     pub window_size: crate::window::WindowSize,
 }
 
+/// How many snapshots are read at once, each on a connection of its own; more wait up to five
+/// seconds, then are refused.
+const SNAPSHOT_CONNECTIONS: u32 = 2;
+
 /// A published table as the catalog describes it.
 #[derive(Clone, Debug)]
-struct PublishedTable {
-    oid: u32,
-    schema: String,
-    name: String,
+pub(crate) struct PublishedTable {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
 }
 
 impl Changes {
@@ -103,7 +116,13 @@ impl Changes {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect_lazy_with(crate::db::connect_options(database));
+        let snapshot_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(SNAPSHOT_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(crate::db::connect_options(database));
         Changes {
+            snapshot_pool,
+            head: Mutex::new(None),
             access: Access::new(pool.clone(), AccessOptions::default()),
             pool,
             policy,
@@ -199,7 +218,7 @@ impl Changes {
     /// Tables in the configured publications, read now: tables added to or dropped from the
     /// publication while the service runs count at once. A published partition or inheritance
     /// child counts as its root: its changes are routed to, and authorized as, the root's.
-    async fn published_tables(&self) -> Result<Vec<PublishedTable>, sqlx::Error> {
+    pub(crate) async fn published_tables(&self) -> Result<Vec<PublishedTable>, sqlx::Error> {
         let rows: Vec<(sqlx::postgres::types::Oid, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT DISTINCT r.oid, rn.nspname::text, r.relname::text FROM pg_publication_tables pt \
              JOIN pg_namespace n ON n.nspname = pt.schemaname \
@@ -223,7 +242,7 @@ impl Changes {
 
     /// The table's columns from the catalog, with the primary key marked as key: what a filter
     /// binds to before the stream has described the table.
-    async fn catalog_table(&self, published: &PublishedTable) -> Result<Table, sqlx::Error> {
+    pub(crate) async fn catalog_table(&self, published: &PublishedTable) -> Result<Table, sqlx::Error> {
         let rows: Vec<(String, sqlx::postgres::types::Oid, String, bool)> = sqlx::query_as(
             "SELECT a.attname::text, a.atttypid, t.typname::text, \
                     coalesce(a.attnum = ANY(i.indkey), false) \
@@ -250,6 +269,18 @@ impl Changes {
                 })
                 .collect(),
         })
+    }
+
+    /// The position of the newest change the dispatcher has handled (`None` before the first).
+    pub fn head(&self) -> Option<Position> {
+        *lock(&self.head)
+    }
+
+    /// Records the dispatcher's head (see [`Changes::head`]).
+    pub fn record_head(&self, head: Option<Position>) {
+        if head.is_some() {
+            *lock(&self.head) = head;
+        }
     }
 
     /// Adds a subscription, or replaces the one with the same id (a token refresh): the

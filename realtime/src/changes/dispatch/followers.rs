@@ -23,8 +23,9 @@ use std::sync::Arc;
 use crate::change::{Epoch, Position, Transaction};
 use crate::changes::resume::{Refetch, resumed_payload};
 use crate::changes::service::{Changes, Subscription};
+use crate::changes::snapshot::complete_payload;
 use crate::channels::registry::SubscriberId;
-use crate::window::{Appended, Resume, ResumeError, Slice, Window, WindowLimits, now_micros};
+use crate::window::{Appended, Resume, ResumeError, Slice, Window, WindowLimits, last_position, now_micros};
 
 use super::{Audience, Dispatcher};
 
@@ -38,18 +39,22 @@ const RESERVED_ROOM: usize = 16;
 
 /// Where one subscription stands.
 enum Follower {
-    /// Being sent the window after `after`, alone.
+    /// Being sent the window after `after` (from its start when `None`: a snapshot's seam),
+    /// alone. `since`: the position it resumes from, if it resumes.
     CatchingUp {
         subscription: Arc<Subscription>,
-        since: Position,
-        after: Position,
+        since: Option<Position>,
+        after: Option<Position>,
         audience: Audience,
     },
-    /// In the live audience. `resumed`: it came with `since` and caught up, so history re-read
-    /// after a restart is news to it.
+    /// In the live audience. `resumed`: it came with `since` (or a snapshot) and caught up, so
+    /// history re-read after a restart is news to it. `seam`: it started at a snapshot whose
+    /// transactions may still arrive, so it is sent only those the snapshot did not show,
+    /// alone, until the stream passes the snapshot's LSN.
     Live {
         subscription: Arc<Subscription>,
         resumed: bool,
+        seam: bool,
     },
 }
 
@@ -62,6 +67,8 @@ pub struct Followers {
     live: Option<Audience>,
     /// The live subscriptions that resumed.
     live_resumed: Option<Audience>,
+    /// The live subscriptions still at a snapshot's seam (in neither audience above).
+    seamed: Option<Vec<(SubscriberId, Arc<Subscription>)>>,
 }
 
 impl Followers {
@@ -72,6 +79,7 @@ impl Followers {
             states: HashMap::new(),
             live: None,
             live_resumed: None,
+            seamed: None,
         }
     }
 
@@ -104,20 +112,23 @@ impl Followers {
                         audience,
                     }
                 }
-                Some(Follower::Live { resumed, .. }) => Follower::Live {
+                Some(Follower::Live { resumed, seam, .. }) => Follower::Live {
+                    seam: seam && subscription.seam.is_some(),
                     subscription,
                     resumed,
                 },
-                None => match subscription.since {
-                    Some(since) => Follower::CatchingUp {
+                None => match (&subscription.seam, subscription.since) {
+                    (Some(_), _) => self.start_at_seam(subscription),
+                    (None, Some(since)) => Follower::CatchingUp {
                         audience: Audience::single(subscription.clone()),
                         subscription,
-                        since,
-                        after: since,
+                        since: Some(since),
+                        after: Some(since),
                     },
-                    None => Follower::Live {
+                    (None, None) => Follower::Live {
                         subscription,
                         resumed: false,
+                        seam: false,
                     },
                 },
             };
@@ -131,11 +142,59 @@ impl Followers {
     fn membership_changed(&mut self) {
         self.live = None;
         self.live_resumed = None;
+        self.seamed = None;
+    }
+
+    /// A subscription whose snapshot was sent: it is told the snapshot is complete, then is
+    /// offered the whole window (its rule picks what the snapshot did not show), then goes live.
+    ///
+    /// The position in the message is where a later resume may start without losing a change
+    /// the snapshot did not show: just before the oldest held transaction it did not show (the
+    /// window's head when there is none).
+    fn start_at_seam(&self, subscription: Arc<Subscription>) -> Follower {
+        let Some(seam) = &subscription.seam else {
+            return Follower::Live {
+                subscription,
+                resumed: false,
+                seam: false,
+            };
+        };
+        let mut position = self.window.floor_position();
+        for transaction in self.window.transactions() {
+            if !seam.snapshot.visible(transaction.xid) {
+                break;
+            }
+            position = Some(last_position(transaction));
+        }
+        let position = position.or(self.window.head());
+        subscription.push_system(&complete_payload(
+            subscription.sub_topic(),
+            seam.rows,
+            position.as_ref(),
+        ));
+        if self.window.is_empty() {
+            return Follower::Live {
+                subscription,
+                resumed: true,
+                seam: true,
+            };
+        }
+        Follower::CatchingUp {
+            audience: Audience::single(subscription.clone()),
+            subscription,
+            since: None,
+            after: None,
+        }
     }
 
     /// Records how much the window holds (for `/admin`).
     pub fn record_window(&self, size: &crate::window::WindowSize) {
         size.record(&self.window);
+    }
+
+    /// The position of the newest change in the window.
+    pub fn head(&self) -> Option<Position> {
+        self.window.head()
     }
 
     /// Whether some subscription is still being caught up.
@@ -175,6 +234,39 @@ impl Followers {
         } else {
             dispatcher.deliver(&transaction, audience).await;
         }
+        self.publish_at_seams(dispatcher, &transaction).await;
+    }
+
+    /// Sends `transaction` to the subscriptions at a snapshot's seam whose snapshot did not
+    /// show it; the first transaction at or past a seam's LSN closes that seam.
+    async fn publish_at_seams(&mut self, dispatcher: &mut Dispatcher, transaction: &Transaction) {
+        let seamed = self.seamed.get_or_insert_with(|| seamed(&self.states)).clone();
+        for (id, subscription) in seamed {
+            let Some(seam) = &subscription.seam else {
+                continue;
+            };
+            if !seam.snapshot.visible(transaction.xid) {
+                if transaction.overflow.is_some() {
+                    let one = std::slice::from_ref(&subscription);
+                    dispatcher.notify_overflow(one, transaction).await;
+                } else {
+                    dispatcher
+                        .deliver(transaction, &mut Audience::single(subscription.clone()))
+                        .await;
+                }
+            }
+            if !seam.open_at(transaction.commit_lsn) {
+                self.states.insert(
+                    id,
+                    Follower::Live {
+                        subscription,
+                        resumed: true,
+                        seam: false,
+                    },
+                );
+                self.membership_changed();
+            }
+        }
     }
 
     /// The bus dropped transactions on their way here: the window is cut at the gap and every
@@ -187,6 +279,7 @@ impl Followers {
             *follower = Follower::Live {
                 subscription: subscription.clone(),
                 resumed: false,
+                seam: false,
             };
         }
         self.membership_changed();
@@ -238,10 +331,14 @@ impl Followers {
             if fits == 0 {
                 continue;
             }
-            let mut answer = self.window.after(after, fits);
+            let seam = subscription.seam.clone();
+            let mut answer = match after {
+                Some(after) => self.window.after(after, fits),
+                None => self.window.from_start(fits),
+            };
             if matches!(answer, Resume::NotYet)
                 && self.window.epoch().is_none()
-                && stream_epoch.is_some_and(|e| e != after.epoch)
+                && stream_epoch.is_some_and(|e| after.is_some_and(|a| e != a.epoch))
             {
                 answer = Resume::Refetch(ResumeError::OtherEpoch);
             }
@@ -257,18 +354,32 @@ impl Followers {
                     false
                 }
                 Resume::Replay(slices) if slices.is_empty() => {
-                    crate::metrics::events().resumes.add("resumed");
-                    subscription.push_system(&resumed_payload(subscription.sub_topic(), since));
+                    if let Some(since) = since {
+                        crate::metrics::events().resumes.add("resumed");
+                        subscription.push_system(&resumed_payload(subscription.sub_topic(), since));
+                    }
                     true
                 }
                 Resume::Replay(slices) => {
                     let mut refused = None;
                     for slice in &slices {
+                        // What the snapshot showed is skipped; what it did not is as new as a
+                        // live change, and is decided like one.
+                        if let Some(seam) = &seam
+                            && seam.snapshot.visible(slice.transaction.xid)
+                        {
+                            if let Some(last) = slice.last_position() {
+                                *after = Some(last);
+                            }
+                            continue;
+                        }
                         // Authorized as of the commit or not at all: what today's facts cannot
                         // decide for then is refetched instead of replayed.
                         if slice.transaction.access_changed {
                             refused = Some(Refetch::AccessChanged);
-                        } else if dispatcher.decided_by_row_security(subscription, slice).await {
+                        } else if seam.is_none()
+                            && dispatcher.decided_by_row_security(subscription, slice).await
+                        {
                             refused = Some(Refetch::RowSecurity);
                         }
                         if let Some(reason) = refused {
@@ -284,7 +395,7 @@ impl Followers {
                         }
                         budget = budget.saturating_sub(slice.changes.len());
                         if let Some(last) = slice.last_position() {
-                            *after = last;
+                            *after = Some(last);
                         }
                     }
                     if refused.is_none() {
@@ -294,11 +405,15 @@ impl Followers {
                 }
             };
             let subscription = subscription.clone();
+            // Caught up at a seam: still open while the stream has not passed its LSN.
+            let seam =
+                resumed && seam.is_some_and(|s| self.window.head().is_none_or(|h| s.open_at(h.commit_lsn)));
             self.states.insert(
                 id,
                 Follower::Live {
                     subscription,
                     resumed,
+                    seam,
                 },
             );
             self.membership_changed();
@@ -314,7 +429,23 @@ fn live(states: &HashMap<SubscriberId, Follower>, keep: impl Fn(bool) -> bool) -
             Follower::Live {
                 subscription,
                 resumed,
+                seam: false,
             } if keep(*resumed) => Some(subscription.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The live subscriptions at a snapshot's seam.
+fn seamed(states: &HashMap<SubscriberId, Follower>) -> Vec<(SubscriberId, Arc<Subscription>)> {
+    states
+        .iter()
+        .filter_map(|(id, f)| match f {
+            Follower::Live {
+                subscription,
+                seam: true,
+                ..
+            } => Some((*id, subscription.clone())),
             _ => None,
         })
         .collect()

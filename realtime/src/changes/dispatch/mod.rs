@@ -87,6 +87,7 @@ pub async fn run(
             followers.catch_up(&mut dispatcher, bus.epoch()).await;
         }
         followers.record_window(&changes.window_size);
+        changes.record_head(followers.head());
     }
 }
 

@@ -99,6 +99,7 @@ fn socket(sub: &str, exp: i64, topic: &str, bindings: &[Json]) -> Socket {
             .collect(),
         legacy: false,
         since: None,
+        seam: None,
     });
     Socket {
         outbound,

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::Session;
 use super::join::channel_token;
 use super::postgres_changes::{Requested, Target};
+use crate::changes::snapshot::failed_payload;
 use crate::limits::{Subject, TOO_MANY_ACCESS_TOKENS};
 use crate::protocol::phoenix::Inbound;
 
@@ -94,16 +95,27 @@ impl Session {
         }
         let requested: Requested = ch.changes.iter().map(|b| (Value::Null, Ok(b.clone()))).collect();
         let (sub_topic, join_ref, id) = (ch.key.sub_topic().to_owned(), ch.join_ref.clone(), ch.id);
+        // A snapshot still being read was read under the old claims and would subscribe with
+        // them: it is stopped, and the channel told its rows are incomplete.
+        if let Some(snapshot) = &ch.snapshot
+            && snapshot.stop_if_running()
+        {
+            let refused = failed_payload(&sub_topic, "a new access token arrived while it was read", 1);
+            self.push(join_ref.as_deref(), &msg.topic, "system", &refused);
+        }
         let target = Target {
             topic: &msg.topic,
             sub_topic: &sub_topic,
             join_ref: join_ref.as_deref(),
             id,
             since: None,
+            snapshot: false,
         };
         // The new subscription replaces the old one under the same id, so the dispatcher
         // carries on where it was: no change slips between the two.
-        let live = Box::pin(self.subscribe_changes(target, &claims, &requested)).await;
+        let live = Box::pin(self.subscribe_changes(target, &claims, &requested))
+            .await
+            .live;
         if live.is_empty() {
             self.unsubscribe_changes(id);
         }

@@ -15,6 +15,7 @@ use crate::limits::{Budget, SlidingLog};
 use crate::policy::ChannelAccess;
 
 use super::Session;
+use super::snapshot::SnapshotTask;
 
 #[derive(Debug)]
 pub(super) struct Channel {
@@ -44,6 +45,8 @@ pub(super) struct Channel {
     pub subject: Arc<Budget>,
     /// The live Postgres Changes bindings (empty: the channel has none).
     pub changes: Vec<Binding>,
+    /// The snapshot being read for the bindings that asked for one.
+    pub snapshot: Option<SnapshotTask>,
     /// Set when the channel resumes database broadcasts (`config.broadcast.since`).
     pub db_resume: Option<Arc<ResumeGate>>,
     /// Set when the channel was joined with `config.broadcast.replay` (Supabase's replay).
@@ -187,6 +190,9 @@ impl Session {
     /// Removes `ch` from the registry and its presence from the topic.
     pub(super) fn forget(&self, ch: &Channel) {
         self.node.registry.unsubscribe(&ch.key, ch.id);
+        if let Some(snapshot) = &ch.snapshot {
+            snapshot.stop();
+        }
         if !ch.changes.is_empty() {
             self.unsubscribe_changes(ch.id);
         }

@@ -120,6 +120,16 @@ fn wait_timeout(v: &Value) -> Option<Duration> {
     Some(Duration::from_millis(ms as u64).min(MAX_WAIT_TIMEOUT))
 }
 
+/// Whether some `postgres_changes` binding of the join asks for a snapshot.
+fn asks_snapshot(params: &JoinParams) -> bool {
+    params.postgres_changes.iter().any(|b| {
+        !matches!(
+            b.get("snapshot"),
+            None | Some(Value::Null) | Some(Value::Bool(false))
+        )
+    })
+}
+
 /// Supabase's `FlexibleBoolean`: a boolean or the strings "true"/"false" in any case.
 fn flexible_bool(v: &Value) -> bool {
     match v {
@@ -271,6 +281,7 @@ impl Session {
                 limits.client_presence_window,
             ),
             changes: Vec::new(),
+            snapshot: None,
             subject,
             db_resume: self.db_resume_gate(&params),
             replay: replay.map(|_| Default::default()),
@@ -285,9 +296,13 @@ impl Session {
         // Changes subscribe after the reply, unless the client asked to wait until they are live
         // (then a refused binding or the timeout fails the join, as on Supabase). A resuming
         // subscription misses nothing whenever it starts, and its replay must follow the reply
-        // (realtime-js routes pushes by the binding ids the reply carries): it never waits.
+        // (realtime-js routes pushes by the binding ids the reply carries): it never waits, and
+        // neither does a join asking for a snapshot, whose rows must follow the reply too.
         let mut ch = ch;
-        let wait = params.changes_wait && params.changes_since.is_none() && !requested.is_empty();
+        let wait = params.changes_wait
+            && params.changes_since.is_none()
+            && !requested.is_empty()
+            && !asks_snapshot(&params);
         let since = params.changes_since.as_ref();
         let waited = if wait {
             let timeout = params.changes_wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT);
@@ -338,11 +353,13 @@ impl Session {
                 join_ref: msg.join_ref.as_deref(),
                 id: ch.id,
                 since,
+                snapshot: true,
             };
-            ch.changes = match waited {
+            let subscribed = match waited {
                 Some(live) => self.start_changes(target, &claims, live),
                 None => Box::pin(self.subscribe_changes(target, &claims, &requested)).await,
             };
+            (ch.changes, ch.snapshot) = (subscribed.live, subscribed.snapshot);
         }
         self.add_channel(ch);
         crate::metrics::events().joins.add("accepted");

@@ -18,6 +18,7 @@ mod join;
 mod leave;
 mod postgres_changes;
 mod presence;
+mod snapshot;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Session;
+use super::snapshot::{self, SnapshotTask};
 use crate::auth::Claims;
 use crate::changes::resume::{Refetch, Since, refetch_payload};
 use crate::changes::service::Subscription;
+use crate::changes::snapshot::failed_payload;
 use crate::changes::subscription::{Binding, BindingError};
 use crate::channels::registry::SubscriberId;
 
@@ -60,6 +62,16 @@ pub(super) struct Target<'a> {
     pub id: SubscriberId,
     /// `postgres_changes_options.since`, when the client resumes.
     pub since: Option<&'a Since>,
+    /// Read the snapshots the bindings ask for (a join; not a token refresh).
+    pub snapshot: bool,
+}
+
+/// The outcome of subscribing a channel's bindings.
+pub(super) struct Subscribed {
+    /// The bindings that passed the checks.
+    pub live: Vec<Binding>,
+    /// The snapshot being read, when the bindings asked for one.
+    pub snapshot: Option<SnapshotTask>,
 }
 
 impl Session {
@@ -70,7 +82,7 @@ impl Session {
         target: Target<'_>,
         claims: &Claims,
         requested: &Requested,
-    ) -> Vec<Binding> {
+    ) -> Subscribed {
         let (live, refused) = Box::pin(self.check_changes(claims, requested)).await;
         for message in &refused {
             let payload = system("postgres_changes", "error", message, target.sub_topic);
@@ -118,19 +130,21 @@ impl Session {
         target: Target<'_>,
         claims: &Claims,
         live: Vec<Binding>,
-    ) -> Vec<Binding> {
+    ) -> Subscribed {
         let Target {
             topic,
             sub_topic,
             join_ref,
             id,
             since,
+            snapshot,
         } = target;
+        let none = |live| Subscribed { live, snapshot: None };
         let Some(changes) = self.node.changes.clone() else {
-            return Vec::new();
+            return none(Vec::new());
         };
         if live.is_empty() {
-            return live;
+            return none(live);
         }
         let subscription = |since| Subscription {
             outbound: self.outbound.clone(),
@@ -140,8 +154,34 @@ impl Session {
             bindings: live.clone(),
             legacy: false,
             since,
+            seam: None,
         };
-        let subscribed = system("postgres_changes", "ok", "Subscribed to PostgreSQL", sub_topic);
+        let mut subscribed: Value = serde_json::from_str(&system(
+            "postgres_changes",
+            "ok",
+            "Subscribed to PostgreSQL",
+            sub_topic,
+        ))
+        .unwrap_or_default();
+        subscribed["position"] = changes.head().map(|p| p.to_string()).into();
+        let subscribed = subscribed.to_string();
+        // A snapshot is read only on a fresh subscription: a resume already has its rows.
+        let snapshots = match snapshot && since.is_none() {
+            true => snapshot::requests(&live),
+            false => Ok(Vec::new()),
+        };
+        let (snapshots, refused) = match snapshots {
+            Ok(snapshots) => (snapshots, None),
+            Err(refused) => (Vec::new(), Some(failed_payload(sub_topic, &refused, 0))),
+        };
+        if !snapshots.is_empty() {
+            self.push(join_ref, topic, "system", &subscribed);
+            let task = snapshot::start(changes.clone(), subscription(None), snapshots, id);
+            return Subscribed {
+                live,
+                snapshot: Some(task),
+            };
+        }
         match since {
             // Resuming: the replay comes from the dispatcher once it sees the subscription, so
             // the confirmation is queued first and the replay follows it.
@@ -166,7 +206,10 @@ impl Session {
                 self.push(join_ref, topic, "system", &subscribed);
             }
         }
-        live
+        if let Some(refused) = refused {
+            self.push(join_ref, topic, "system", &refused);
+        }
+        none(live)
     }
 
     /// `postgres_changes_options.wait`: checks the bindings, then waits until the replication

@@ -99,6 +99,7 @@ impl Setup {
             ],
             legacy: false,
             since,
+            seam: None,
         }
     }
 
