@@ -50,6 +50,24 @@ impl Service {
     /// Starts `realtime serve` on `url` with slot `slot` and publication `publication`, plus
     /// `extra` environment, and waits until it streams changes.
     pub fn start(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
+        let service = Service::spawn(url, slot, publication, extra);
+        service
+            .process
+            .wait_stderr("streaming changes", Duration::from_secs(60));
+        service.process.wait_stderr("listening", Duration::from_secs(10));
+        service
+    }
+
+    /// Starts `realtime serve` as [`Service::start`] does, but waits only until it listens: a
+    /// node of a cluster that follows the leader never streams from the slot itself.
+    pub fn start_node(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
+        let service = Service::spawn(url, slot, publication, extra);
+        service.process.wait_stderr("listening", Duration::from_secs(30));
+        service
+    }
+
+    /// `realtime serve` with the tests' settings on a free port, not yet waited for.
+    fn spawn(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
         let port = free_port();
         let mut env = vec![
             ("DATABASE_URL", url.to_owned()),
@@ -67,31 +85,6 @@ impl Service {
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let process = Process::spawn(&["serve"], &env);
-        process.wait_stderr("streaming changes", Duration::from_secs(60));
-        process.wait_stderr("listening", Duration::from_secs(10));
-        Service { process, port }
-    }
-
-    /// Starts `realtime serve` as [`Service::start`] does, but waits only until it listens: a
-    /// node of a cluster that follows the leader never streams from the slot itself.
-    pub fn start_node(url: &str, slot: &str, publication: &str, extra: &[(&str, String)]) -> Service {
-        let port = free_port();
-        let mut env = vec![
-            ("DATABASE_URL", url.to_owned()),
-            ("SLOT_NAME", slot.to_owned()),
-            ("PUBLICATIONS", publication.to_owned()),
-            ("PORT", port.to_string()),
-            ("API_JWT_SECRET", SECRET.to_owned()),
-            ("CHANNEL_ERROR_BACKOFF_MS", "0".to_owned()),
-            ("CONNECT_ERROR_BACKOFF_MS", "0".to_owned()),
-            (
-                "ALLOWED_ROLES",
-                "anon,authenticated,service_role,reader".to_owned(),
-            ),
-        ];
-        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-        let process = Process::spawn(&["serve"], &env);
-        process.wait_stderr("listening", Duration::from_secs(30));
         Service { process, port }
     }
 
