@@ -284,6 +284,22 @@ impl Drop for Process {
 }
 
 /// Runs `sql` in its own connection; panics with the error.
+/// A Postgres whose `items (id, grp)` table is published as `supabase_realtime` and readable by
+/// `service_role`: the resume checkers' database.
+pub async fn items_database() -> (EmbeddedPostgres, sqlx::PgPool) {
+    let pg = start_postgres(Options::default());
+    let db = pool(&pg).await;
+    exec(
+        &db,
+        "CREATE ROLE service_role NOLOGIN BYPASSRLS;
+         CREATE TABLE items (id serial PRIMARY KEY, grp int NOT NULL);
+         GRANT SELECT ON items TO service_role;
+         CREATE PUBLICATION supabase_realtime FOR TABLE items;",
+    )
+    .await;
+    (pg, db)
+}
+
 pub async fn exec(pool: &sqlx::PgPool, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(pool)

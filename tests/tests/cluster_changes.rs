@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use realtime::embedded::{EmbeddedPostgres, Options};
+use realtime::embedded::EmbeddedPostgres;
 use realtime_tests::nats::NatsServer;
 use realtime_tests::proxy::TcpProxy;
 use realtime_tests::service::{Service, Subscriber, http_get, http_request, metric, token};
-use realtime_tests::{exec, pool, start_postgres};
+use realtime_tests::{exec, items_database};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -26,16 +26,7 @@ const GRACE_MS: u64 = 3_000;
 
 /// Postgres with `items` published, and a NATS server.
 async fn setup() -> (EmbeddedPostgres, sqlx::PgPool, NatsServer) {
-    let pg = start_postgres(Options::default());
-    let db = pool(&pg).await;
-    exec(
-        &db,
-        "CREATE ROLE service_role NOLOGIN BYPASSRLS;
-         CREATE TABLE items (id serial PRIMARY KEY, grp int NOT NULL);
-         GRANT SELECT ON items TO service_role;
-         CREATE PUBLICATION supabase_realtime FOR TABLE items;",
-    )
-    .await;
+    let (pg, db) = items_database().await;
     (pg, db, NatsServer::start())
 }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
-use realtime::embedded::{EmbeddedPostgres, Options};
-use realtime_tests::{Process, exec, pool, start_postgres};
+use realtime::embedded::EmbeddedPostgres;
+use realtime_tests::{Process, exec, items_database};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -64,16 +64,7 @@ fn token() -> String {
 
 /// A Postgres with `items` published, and the environment of a `realtime serve` for it.
 async fn setup() -> (EmbeddedPostgres, sqlx::PgPool, Vec<(&'static str, String)>) {
-    let pg = start_postgres(Options::default());
-    let db = pool(&pg).await;
-    exec(
-        &db,
-        "CREATE ROLE service_role NOLOGIN BYPASSRLS;
-         CREATE TABLE items (id serial PRIMARY KEY, grp int NOT NULL);
-         GRANT SELECT ON items TO service_role;
-         CREATE PUBLICATION supabase_realtime FOR TABLE items;",
-    )
-    .await;
+    let (pg, db) = items_database().await;
     let env = vec![
         ("DATABASE_URL", pg.url("postgres")),
         ("PORT", free_port().to_string()),
