@@ -445,6 +445,24 @@ function describe(item) {
   return item
 }
 
+/**
+ * Resolves with the first message in `client.received` (see `connect`) matching `predicate`,
+ * already there or yet to come; rejects after `timeoutMs`. For server messages that the client
+ * consumes without a callback, such as the `phx_close` that ends a left channel.
+ */
+export async function onWire(client, predicate, what = 'a matching message', timeoutMs = EVENT_TIMEOUT_MS) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const found = client.received.find(predicate)
+    if (found !== undefined) return found
+    if (Date.now() > deadline) {
+      const seen = client.received.slice(-5).map((m) => m.msg)
+      throw new Error(`no ${what} on the wire within ${timeoutMs} ms (last received: ${JSON.stringify(seen)})`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 /** Resolves after `ms`: only for showing that something does NOT arrive (see ABSENCE_WAIT_MS). */
 export function absenceWindow(ms = ABSENCE_WAIT_MS) {
   return new Promise((resolve) => setTimeout(resolve, ms))

@@ -12,6 +12,7 @@ import {
   connect,
   disconnectAll,
   makeToken,
+  onWire,
   startServer,
   subscribed,
   uniqueTopic,
@@ -183,6 +184,10 @@ for (const vsn of VSNS) {
 
       assert.equal(await c.removeChannel(leaving), 'ok')
       assert.equal(c.getChannels().includes(leaving), false)
+      // realtime-js resolves removeChannel() as soon as it has sent phx_leave (the channel is
+      // already "leaving", so it does not wait for the reply); the server's phx_close says the
+      // leave was processed, and only messages sent after that are promised to stay away.
+      await onWire(c, (m) => m.msg.includes(`${leaving.topic} phx_close`), 'phx_close of the left channel')
       await sender.send({ type: 'broadcast', event: 'e', payload: { n: 2 } })
       await sender2.send({ type: 'broadcast', event: 'e', payload: { n: 3 } })
       await stay.next(byN(3))
