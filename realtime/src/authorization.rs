@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 use crate::auth::Claims;
 use crate::config::DatabaseConfig;
 use crate::db;
+use crate::locks::lock;
 use crate::policy::ChannelAccess;
 
 /// How long a check's answer is reused for the same topic, claims and presence setting.
@@ -36,7 +37,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a database check could not answer. `Display` is the join reason Supabase sends.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("IncreaseConnectionPool: Please increase your connection pool size")]
     PoolExhausted,
     #[error("MissingPartition: Realtime was unable to find the expected messages partition")]
@@ -52,14 +53,14 @@ type Shared = Arc<OnceCell<Result<ChannelAccess, CheckError>>>;
 
 /// The RLS check with its cache and pool.
 #[derive(Debug)]
-pub struct Rls {
+pub(crate) struct Rls {
     pool: PgPool,
     cache: Mutex<HashMap<Key, (Instant, Shared)>>,
 }
 
 impl Rls {
     /// Connects lazily: the first check opens the first connection.
-    pub fn new(database: &DatabaseConfig) -> Rls {
+    pub(crate) fn new(database: &DatabaseConfig) -> Rls {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -72,7 +73,7 @@ impl Rls {
 
     /// What `claims` may do on private channel `sub_topic`. Presence read is looked at only
     /// when presence is enabled at join, as in Supabase.
-    pub async fn access(
+    pub(crate) async fn access(
         &self,
         sub_topic: &str,
         claims: &Claims,
@@ -81,7 +82,7 @@ impl Rls {
         let claims_json = serde_json::Value::Object(claims.all.clone()).to_string();
         let key = (sub_topic.to_owned(), claims_json, presence);
         let cell = {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = lock(&self.cache);
             let now = Instant::now();
             if cache.len() >= CACHE_MAX {
                 cache.retain(|_, (at, _)| now.duration_since(*at) < CACHE_TTL);
@@ -102,7 +103,7 @@ impl Rls {
             .clone();
         if result.is_err() {
             // Errors are not cached: the next join asks again.
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = lock(&self.cache);
             if cache.get(&key).is_some_and(|(_, c)| Arc::ptr_eq(c, &cell)) {
                 cache.remove(&key);
             }
@@ -284,7 +285,7 @@ impl Probe {
 
 /// How a node authorizes private channels.
 #[derive(Debug)]
-pub enum Authorization {
+pub(crate) enum Authorization {
     /// The policy files (`policies/`).
     Policies,
     /// Row-level security on `realtime.messages`.

@@ -15,10 +15,10 @@ use crate::protocol::phoenix::{self, UserData, Vsn};
 use crate::protocol::ws_frame;
 
 /// The event name of every broadcast frame.
-pub const EVENT: &str = "broadcast";
+pub(crate) const EVENT: &str = "broadcast";
 
 /// Why a broadcast with `persist` is refused (REST and WebSocket).
-pub const PERSIST_UNSUPPORTED: &str =
+pub(crate) const PERSIST_UNSUPPORTED: &str =
     "UnableToPersistMessage: this server does not store client broadcasts; send without persist";
 /// One broadcast message.
 #[derive(Clone, Debug)]

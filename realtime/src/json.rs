@@ -67,7 +67,7 @@ pub fn write_string(s: &str, out: &mut String) {
 }
 
 /// Appends the inside of a JSON string literal (no quotes).
-pub fn write_escaped(s: &str, out: &mut String) {
+pub(crate) fn write_escaped(s: &str, out: &mut String) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut index = 0;
@@ -126,7 +126,7 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Whether `s` is exactly one JSON number (`-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`): what
 /// `to_jsonb` checks before writing a numeric type's output as a number rather than a string.
-pub fn is_number(s: &str) -> bool {
+pub(crate) fn is_number(s: &str) -> bool {
     number_end(s.as_bytes(), 0) == Some(s.len())
 }
 
@@ -178,7 +178,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// Whether `s` is one complete JSON value (surrounding whitespace allowed). Unpaired UTF-16
 /// surrogate escapes are rejected: Postgres's `json` type accepts them but `jsonb` and strict
 /// JSON parsers do not, so such text is safer sent as a string.
-pub fn is_valid(s: &str) -> bool {
+pub(crate) fn is_valid(s: &str) -> bool {
     validate(s.as_bytes()).is_some()
 }
 

@@ -10,7 +10,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 0 | `json`, `lsn`, `calendar`, `metrics`, `embedded`, `healthcheck`, `telemetry` | primitives (JSON writer and validator, WAL positions, dates, counters); a throwaway Postgres for `dev` and tests; the container health check; logs and OpenTelemetry traces (the span target every layer uses) |
+//! | 0 | `json`, `lsn`, `calendar`, `locks`, `metrics`, `embedded`, `healthcheck`, `telemetry` | primitives (JSON writer and validator, WAL positions, dates, poison-tolerant locks, counters); a throwaway Postgres for `dev` and tests; the container health check; logs and OpenTelemetry traces (the span target every layer uses) |
 //! | 1 | `change`, `protocol`, `pgvalue` | a committed row change and its position; the wire: Phoenix v1/v2 and WebSocket frame codecs and the per-socket queue, pure; Postgres values as filters and policies compare them |
 //! | 2 | `broadcast`, `window` | a broadcast and its wire forms; the resume window of recent transactions |
 //! | 3 | `channels`, `config` | the topic registry and channel events; typed configuration |
@@ -32,38 +32,48 @@
 //! Broadcast and presence take the same path from a session (or REST) through the `bus` and
 //! `channels` to the queues. Each session task (`transport`) drains its queue into its socket.
 //! Nothing calls back up: sessions never call into replication, and features never call sessions.
+//!
+//! # Public surface
+//!
+//! Only the modules marked `pub` below are public: what the binary, the integration tests, the
+//! benchmarks and the fuzz targets use. Everything else is private to the crate, and
+//! `unreachable_pub` keeps items inside private modules `pub(crate)`, so the compiler reports
+//! dead code instead of keeping it alive as API.
+
+#![warn(unreachable_pub)]
 
 pub mod auth;
-pub mod authorization;
-pub mod broadcast;
+mod authorization;
+mod broadcast;
 pub mod bus;
-pub mod calendar;
+mod calendar;
 pub mod change;
 pub mod changes;
-pub mod channels;
+mod channels;
 pub mod check;
-pub mod cluster;
+mod cluster;
 pub mod config;
 pub mod db;
 pub mod db_broadcast;
 pub mod embedded;
 pub mod healthcheck;
-pub mod http;
-pub mod json;
-pub mod limits;
+mod http;
+mod json;
+mod limits;
+mod locks;
 pub mod lsn;
-pub mod metrics;
-pub mod node;
-pub mod pgvalue;
+mod metrics;
+mod node;
+mod pgvalue;
 pub mod policy;
-pub mod presence;
+mod presence;
 pub mod protocol;
-pub mod relay;
+mod relay;
 pub mod replication;
 pub mod server;
 pub mod telemetry;
-pub mod transport;
-pub mod window;
+mod transport;
+mod window;
 
 #[cfg(test)]
 mod layers;

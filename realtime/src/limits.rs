@@ -17,31 +17,32 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use address::{Peer, client_ip, peer_ip};
-pub use budget::{AtomicWindow, Budget, Budgets, JoinPace, SecondCounter, Subject};
+pub(crate) use address::{Peer, client_ip, peer_ip};
+pub(crate) use budget::{AtomicWindow, Budget, Budgets, JoinPace, SecondCounter, Subject};
 
 use crate::config::server::Limits;
 
-pub const TOO_MANY_CONNECTIONS: &str = "Too many connected users";
-pub const TOO_MANY_JOINS: &str = "Too many joins per second";
-pub const TOO_MANY_JOINS_REASON: &str = "ClientJoinRateLimitReached: Too many joins per second";
-pub const TOO_MANY_CHANNELS_REASON: &str = "ChannelRateLimitReached: Too many channels";
-pub const TOO_MANY_MESSAGES: &str = "Too many messages per second";
-pub const TOO_MANY_PRESENCE_MESSAGES: &str = "Too many presence messages per second";
-pub const CLIENT_PRESENCE_RATE: &str = "Client presence rate limit exceeded";
-pub const TRACK_TOO_LARGE: &str = "Track message size exceeded";
-pub const TOO_MANY_ACCESS_TOKENS: &str = "Too many access_token messages per second";
-pub const TOO_MANY_BINDINGS_REASON: &str =
+pub(crate) const TOO_MANY_CONNECTIONS: &str = "Too many connected users";
+pub(crate) const TOO_MANY_JOINS: &str = "Too many joins per second";
+pub(crate) const TOO_MANY_JOINS_REASON: &str = "ClientJoinRateLimitReached: Too many joins per second";
+pub(crate) const TOO_MANY_CHANNELS_REASON: &str = "ChannelRateLimitReached: Too many channels";
+pub(crate) const TOO_MANY_MESSAGES: &str = "Too many messages per second";
+pub(crate) const TOO_MANY_PRESENCE_MESSAGES: &str = "Too many presence messages per second";
+pub(crate) const CLIENT_PRESENCE_RATE: &str = "Client presence rate limit exceeded";
+pub(crate) const TRACK_TOO_LARGE: &str = "Track message size exceeded";
+pub(crate) const TOO_MANY_ACCESS_TOKENS: &str = "Too many access_token messages per second";
+pub(crate) const TOO_MANY_BINDINGS_REASON: &str =
     "PostgresChangesLimitReached: Too many postgres_changes bindings in one join";
-pub const PRESENCE_TOPIC_FULL: &str = "PresenceLimitReached: Too many presence entries on this topic";
-pub const PRESENCE_TOPIC_TOO_LARGE: &str = "PresenceLimitReached: Presence state of this topic is too large";
+pub(crate) const PRESENCE_TOPIC_FULL: &str = "PresenceLimitReached: Too many presence entries on this topic";
+pub(crate) const PRESENCE_TOPIC_TOO_LARGE: &str =
+    "PresenceLimitReached: Presence state of this topic is too large";
 /// REST broadcast: Supabase's answers (429).
-pub const REST_TOO_MANY_REQUESTS: &str = "Too many requests";
-pub const REST_BATCH_TOO_LARGE: &str = "Too many messages to broadcast, please reduce the batch size";
+pub(crate) const REST_TOO_MANY_REQUESTS: &str = "Too many requests";
+pub(crate) const REST_BATCH_TOO_LARGE: &str = "Too many messages to broadcast, please reduce the batch size";
 
 /// Events counted in fixed windows of `window`; at most `limit` per window.
 #[derive(Debug)]
-pub struct WindowCounter {
+pub(crate) struct WindowCounter {
     limit: u32,
     window: Duration,
     start: Instant,
@@ -49,7 +50,7 @@ pub struct WindowCounter {
 }
 
 impl WindowCounter {
-    pub fn per_second(limit: u32) -> Self {
+    pub(crate) fn per_second(limit: u32) -> Self {
         WindowCounter {
             limit,
             window: Duration::from_secs(1),
@@ -59,7 +60,7 @@ impl WindowCounter {
     }
 
     /// Counts one event at `now`; `false` when it goes over the limit.
-    pub fn hit(&mut self, now: Instant) -> bool {
+    pub(crate) fn hit(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.start) >= self.window {
             self.start = now;
             self.count = 0;
@@ -69,21 +70,22 @@ impl WindowCounter {
     }
 
     /// Whether the current window is already over the limit (without counting).
-    pub fn exceeded(&self, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn exceeded(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.start) < self.window && self.count >= self.limit
     }
 }
 
 /// At most `limit` events in any sliding `window` (the per-channel presence call limit).
 #[derive(Debug)]
-pub struct SlidingLog {
+pub(crate) struct SlidingLog {
     limit: usize,
     window: Duration,
     times: VecDeque<Instant>,
 }
 
 impl SlidingLog {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    pub(crate) fn new(limit: u32, window: Duration) -> Self {
         SlidingLog {
             limit: limit as usize,
             window,
@@ -91,7 +93,7 @@ impl SlidingLog {
         }
     }
 
-    pub fn hit(&mut self, now: Instant) -> bool {
+    pub(crate) fn hit(&mut self, now: Instant) -> bool {
         while self
             .times
             .front()
@@ -109,7 +111,7 @@ impl SlidingLog {
 
 /// Node-wide limits and the per-subject and per-address budgets, shared by every socket.
 #[derive(Debug)]
-pub struct NodeLimits {
+pub(crate) struct NodeLimits {
     pub limits: Limits,
     /// One permit per open connection (a socket holds its permit until it closes).
     connections: Arc<Semaphore>,
@@ -123,7 +125,7 @@ pub struct NodeLimits {
 
 /// An owned connection slot: the node's, the subject's and the address's, returned on drop.
 #[derive(Debug)]
-pub struct OwnedConnectionSlot {
+pub(crate) struct OwnedConnectionSlot {
     _node: OwnedSemaphorePermit,
     subject: Arc<Budget>,
     address: Arc<Budget>,
@@ -131,12 +133,12 @@ pub struct OwnedConnectionSlot {
 
 impl OwnedConnectionSlot {
     /// The budget of the socket's address (its joins, broadcasts and presence count there).
-    pub fn address(&self) -> &Arc<Budget> {
+    pub(crate) fn address(&self) -> &Arc<Budget> {
         &self.address
     }
 
     /// The budget of the subject of the socket's API key.
-    pub fn subject(&self) -> &Arc<Budget> {
+    pub(crate) fn subject(&self) -> &Arc<Budget> {
         &self.subject
     }
 }
@@ -150,14 +152,14 @@ impl Drop for OwnedConnectionSlot {
 
 /// Which limit refused a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectRefusal {
+pub(crate) enum ConnectRefusal {
     Node,
     Subject,
     Address,
 }
 
 impl NodeLimits {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         let epoch = Instant::now();
         NodeLimits {
             joins: JoinPace::new(limits.max_joins_per_second, limits.join_queue_max_wait, epoch),
@@ -172,26 +174,21 @@ impl NodeLimits {
     }
 
     /// The current second since the node started: the window of every one-second counter.
-    pub fn second(&self, now: Instant) -> u32 {
+    pub(crate) fn second(&self, now: Instant) -> u32 {
         u32::try_from(now.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX)
     }
 
-    pub fn connections(&self) -> usize {
-        let max = self.limits.max_connections.min(Semaphore::MAX_PERMITS);
-        max.saturating_sub(self.connections.available_permits())
-    }
-
-    pub fn subject(&self, subject: &Subject) -> Arc<Budget> {
+    pub(crate) fn subject(&self, subject: &Subject) -> Arc<Budget> {
         self.subjects.get(subject, self.second(Instant::now()))
     }
 
-    pub fn address(&self, ip: IpAddr) -> Arc<Budget> {
+    pub(crate) fn address(&self, ip: IpAddr) -> Arc<Budget> {
         self.addresses.get(&ip, self.second(Instant::now()))
     }
 
     /// Takes a connection slot of the node, the subject and the address, or says which one
     /// is full.
-    pub fn acquire_connection(
+    pub(crate) fn acquire_connection(
         &self,
         subject: &Subject,
         ip: IpAddr,
@@ -219,7 +216,7 @@ impl NodeLimits {
 
     /// Counts a join against the subject and the address; `false` when either is over its
     /// rate.
-    pub fn join_budgets(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
+    pub(crate) fn join_budgets(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
         let second = self.second(now);
         subject
             .joins
@@ -233,17 +230,17 @@ impl NodeLimits {
 
     /// Reserves the join's turn in the node's join rate: how long it must wait, or `None`
     /// when the queue is full.
-    pub fn join(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn join(&self, now: Instant) -> Option<Duration> {
         self.joins.reserve(now)
     }
 
     /// Whether joins are refused right now (checked at handshake, nothing reserved).
-    pub fn joins_exceeded(&self, now: Instant) -> bool {
+    pub(crate) fn joins_exceeded(&self, now: Instant) -> bool {
         self.joins.is_full(now)
     }
 
     /// Counts a presence event on the subject, the address and the node.
-    pub fn presence_event(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
+    pub(crate) fn presence_event(&self, subject: &Budget, address: &Budget, now: Instant) -> bool {
         let l = &self.limits;
         let second = self.second(now);
         subject
@@ -262,7 +259,7 @@ impl NodeLimits {
 
     /// Counts `n` broadcasts on the subject, the address and the node: the first limit they
     /// do not fit in, with what is left of it, or `Ok` with the subject's remaining count.
-    pub fn broadcasts(
+    pub(crate) fn broadcasts(
         &self,
         subject: &Budget,
         address: &Budget,
@@ -289,7 +286,7 @@ impl NodeLimits {
 
 /// A rate that had no room: its limit per second and what was counted this second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateRefusal {
+pub(crate) struct RateRefusal {
     pub limit: u32,
     pub count: u32,
 }

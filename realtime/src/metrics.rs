@@ -10,8 +10,9 @@
 mod events;
 mod process;
 
-pub use events::{Events, Outcomes, RESUME_OUTCOMES, events};
+pub(crate) use events::events;
 
+use crate::locks::lock;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -105,11 +106,11 @@ impl ReplicationMetrics {
     }
 
     pub fn set_slot(&self, slot: Option<SlotGauges>) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
+        *lock(&self.slot) = slot;
     }
 
     pub fn slot(&self) -> Option<SlotGauges> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.slot).clone()
     }
 
     pub fn count(counter: &AtomicU64, n: u64) {
@@ -119,7 +120,7 @@ impl ReplicationMetrics {
 
 /// The node's own figures, read when scraped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NodeFigures {
+pub(crate) struct NodeFigures {
     pub sockets: u64,
     pub channels: u64,
     pub changes_subscriptions: u64,
@@ -130,7 +131,7 @@ pub struct NodeFigures {
 
 /// A clustered node's figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ClusterFigures {
+pub(crate) struct ClusterFigures {
     /// Nodes believed alive, this one included.
     pub nodes: u64,
     /// Broadcasts and presence diffs not published because the publisher fell behind.
@@ -142,7 +143,7 @@ pub struct ClusterFigures {
 /// Every metric as OpenMetrics text (which Prometheus reads), encoded by `prometheus-client`.
 /// Figures kept elsewhere (replication, the node, refusals, `/proc`) are read now into a
 /// registry made for this scrape; the process's event counters join it by shared handle.
-pub fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Refusals) -> String {
+pub(crate) fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Refusals) -> String {
     let mut registry = Registry::default();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let r = &mut registry;
@@ -396,7 +397,7 @@ pub fn render(replication: &ReplicationMetrics, node: NodeFigures, refusals: &Re
 }
 
 /// The content type of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 fn gauge<N>(registry: &mut Registry, name: &str, help: &str, value: N)
 where
@@ -413,7 +414,7 @@ fn to_i64(n: u64) -> i64 {
 /// token, never a claim). Reasons are the codes of Supabase's error replies
 /// (`InvalidJWTToken`, `ClientJoinRateLimitReached`, `Unauthorized`, ...), a small fixed set.
 #[derive(Debug, Default)]
-pub struct Refusals {
+pub(crate) struct Refusals {
     tokens: Mutex<BTreeMap<String, Tally>>,
     joins: Mutex<BTreeMap<String, Tally>>,
 }
@@ -432,7 +433,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Refusals {
     /// A token was refused (at the handshake or at a join); `code` is the error's code.
-    pub fn token_refused(&self, code: &str) {
+    pub(crate) fn token_refused(&self, code: &str) {
         let reason = reason_label(code);
         if let Some(more) = tally(&self.tokens, reason) {
             tracing::info!(reason, refused_since_last_line = more, "token refused");
@@ -440,7 +441,7 @@ impl Refusals {
     }
 
     /// A `phx_join` was refused with `reason` (`"<Code>: <message>"`); only the code is kept.
-    pub fn join_refused(&self, reason: &str) {
+    pub(crate) fn join_refused(&self, reason: &str) {
         let code = reason_label(reason.split(':').next().unwrap_or(""));
         if let Some(more) = tally(&self.joins, code) {
             tracing::info!(reason = code, refused_since_last_line = more, "join refused");
@@ -463,7 +464,7 @@ impl Refusals {
             ),
         ] {
             let family = Family::<Vec<(&'static str, String)>, Counter>::default();
-            for (reason, t) in map.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (reason, t) in lock(map).iter() {
                 family
                     .get_or_create(&vec![("reason", reason.clone())])
                     .inc_by(t.count);
@@ -475,7 +476,7 @@ impl Refusals {
 
 /// Counts one refusal of `reason`; returns the refusals to report when a log line is due.
 fn tally(map: &Mutex<BTreeMap<String, Tally>>, reason: &str) -> Option<u64> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = lock(map);
     let t = map.entry(reason.to_owned()).or_default();
     t.count += 1;
     t.unlogged += 1;
@@ -672,7 +673,7 @@ mod tests {
         assert_ne!(value(&text, "realtime_broadcasts_total{outcome=\"other\"}"), "0");
         // Every outcome is there from the start, counted or not.
         value(&text, "realtime_presence_events_total{outcome=\"refused\"}");
-        for outcome in RESUME_OUTCOMES {
+        for outcome in events::RESUME_OUTCOMES {
             value(&text, &format!("realtime_resumes_total{{outcome=\"{outcome}\"}}"));
         }
         // A commit at the Unix epoch is decades old: it lands in the +Inf bucket only.

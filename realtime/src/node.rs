@@ -20,12 +20,13 @@ use crate::config::Config;
 use crate::config::server::ChannelAuthorization;
 use crate::db_broadcast::DbBroadcasts;
 use crate::limits::NodeLimits;
+use crate::locks::lock;
 use crate::policy::{ChannelAccess, PolicySet};
 use crate::presence::{Presence, PresenceLimits};
 use crate::relay::Relay;
 
 #[derive(Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub config: Arc<Config>,
     pub verifier: Verifier,
     /// Which token roles may be used (`ALLOWED_ROLES`, never one that bypasses RLS).
@@ -58,7 +59,7 @@ pub struct Node {
 
 impl Node {
     /// A node; with `cluster`, one of a cluster (its relay starts now, so it needs a runtime).
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         policy: PolicySet,
         bus: LocalBus,
@@ -125,15 +126,15 @@ impl Node {
     }
 
     /// Largest accepted broadcast or presence payload, in bytes.
-    pub fn max_payload_bytes(&self) -> usize {
+    pub(crate) fn max_payload_bytes(&self) -> usize {
         self.config.server.limits.max_payload_size_kb.saturating_mul(1000)
     }
 
     /// The API key as a shared string: sockets presenting the same key as the previous
     /// handshake share one copy (typically every browser of an app sends its one public key),
     /// which keeps idle connections small.
-    pub fn share_key(&self, key: String) -> Arc<str> {
-        let mut last = self.last_key.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn share_key(&self, key: String) -> Arc<str> {
+        let mut last = lock(&self.last_key);
         match &*last {
             Some(shared) if **shared == *key => shared.clone(),
             _ => {
@@ -144,12 +145,12 @@ impl Node {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled()
     }
 
     /// The node's figures for `/metrics`.
-    pub fn figures(&self) -> crate::metrics::NodeFigures {
+    pub(crate) fn figures(&self) -> crate::metrics::NodeFigures {
         crate::metrics::NodeFigures {
             sockets: self.tracker.len() as u64,
             channels: self.registry.topic_count() as u64,
@@ -163,7 +164,7 @@ impl Node {
 impl Node {
     /// What `claims` may do on private channel `sub_topic`, by the node's authorization mode.
     /// `presence` is whether presence is enabled on the channel.
-    pub async fn private_access(
+    pub(crate) async fn private_access(
         &self,
         sub_topic: &str,
         claims: &Claims,

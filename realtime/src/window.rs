@@ -49,7 +49,7 @@ impl WindowLimits {
 
 /// The wall clock in microseconds since the Unix epoch, the scale of commit timestamps: what
 /// both owners of the window pass as "now".
-pub fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -57,14 +57,14 @@ pub fn now_micros() -> i64 {
 
 /// The memory a transaction takes in the window, estimated from what it holds: row JSON, cell
 /// tables and the fixed parts. Tables are shared between transactions and not counted.
-pub fn transaction_bytes(transaction: &Transaction) -> usize {
+pub(crate) fn transaction_bytes(transaction: &Transaction) -> usize {
     let rows: usize = transaction.changes.iter().map(|c| c.memory_bytes()).sum();
     std::mem::size_of::<Transaction>() + rows
 }
 
 /// The position of a transaction's last change; for one too large to keep (an overflow
 /// marker, without changes), the position its last change had.
-pub fn last_position(transaction: &Transaction) -> Position {
+pub(crate) fn last_position(transaction: &Transaction) -> Position {
     match (&transaction.overflow, transaction.changes.last()) {
         (_, Some(last)) => last.position,
         (Some(overflow), None) => overflow.last_position(transaction.epoch, transaction.commit_lsn),
@@ -316,7 +316,7 @@ impl Window {
     /// at a time (go on with [`Window::after`] the last one): for a subscription that must be
     /// offered every held transaction, such as one starting at a snapshot, which filters them by
     /// transaction id. Nothing when the window holds nothing.
-    pub fn from_start(&self, max_changes: usize) -> Resume {
+    pub fn everything(&self, max_changes: usize) -> Resume {
         Resume::Replay(self.slices(0, None, max_changes))
     }
 
@@ -454,7 +454,7 @@ impl Entry for Handed {
 /// after the confirmed position, so that one is re-read too and a client whose last change was
 /// its last still resumes). Before anything left, it is where streaming started.
 #[derive(Debug)]
-pub struct Retention {
+pub(crate) struct Retention {
     limits: WindowLimits,
     held: Queue<Handed>,
     start: Lsn,
@@ -462,7 +462,7 @@ pub struct Retention {
 
 impl Retention {
     /// Starts from the slot's confirmed position (what the previous run kept).
-    pub fn new(limits: WindowLimits, confirmed: Lsn) -> Retention {
+    pub(crate) fn new(limits: WindowLimits, confirmed: Lsn) -> Retention {
         Retention {
             limits,
             held: Queue::default(),
@@ -470,30 +470,30 @@ impl Retention {
         }
     }
 
-    pub fn push(&mut self, handed: Handed, now_micros: i64) {
+    pub(crate) fn push(&mut self, handed: Handed, now_micros: i64) {
         self.held.push(handed);
         self.evict(now_micros);
     }
 
-    pub fn evict(&mut self, now_micros: i64) {
+    pub(crate) fn evict(&mut self, now_micros: i64) {
         if let Some(newest) = self.held.evict(&self.limits, now_micros) {
             self.start = self.start.max(newest.commit_lsn);
         }
     }
 
     /// How far the slot may be confirmed: the start of the window.
-    pub fn start(&self) -> Lsn {
+    pub(crate) fn start(&self) -> Lsn {
         self.start
     }
 
     /// Whether no handed transaction is in the window any more.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.entries.is_empty()
     }
 
     /// Moves the start to `lsn` when the window is empty (an idle stream: nothing of the window
     /// needs WAL before it).
-    pub fn release_through(&mut self, lsn: Lsn) {
+    pub(crate) fn release_through(&mut self, lsn: Lsn) {
         if self.is_empty() {
             self.start = self.start.max(lsn);
         }
@@ -501,7 +501,7 @@ impl Retention {
 
     /// Moves the start to `lsn` even though the window still holds transactions: their WAL is
     /// given up (a restart can no longer re-read them).
-    pub fn give_up_through(&mut self, lsn: Lsn) {
+    pub(crate) fn give_up_through(&mut self, lsn: Lsn) {
         self.start = self.start.max(lsn);
     }
 }

@@ -16,11 +16,11 @@ use super::jwks::JwksError;
 use crate::config::server::is_loopback_host;
 
 /// The largest JWKS body we read. Real sets are a few KB.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(super) const MAX_BODY: usize = 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Refuses URLs we would not fetch: not absolute, not https (or http to a loopback host).
-pub fn check_url(url: &str) -> Result<(), JwksError> {
+pub(super) fn check_url(url: &str) -> Result<(), JwksError> {
     target(url).map(|_| ())
 }
 
@@ -55,7 +55,7 @@ fn target(url: &str) -> Result<Target, JwksError> {
 }
 
 /// GETs `url` and returns the body of a 200 response, at most `limit` bytes.
-pub async fn get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
+pub(super) async fn get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
     let target = target(url).map_err(|e| e.to_string())?;
     match tokio::time::timeout(TIMEOUT, get_inner(&target, limit)).await {
         Ok(result) => result,

@@ -7,6 +7,7 @@
 //! `service_role`, which exists to bypass row-level security. The attributes come from
 //! `pg_roles` and are cached for [`ATTRIBUTE_TTL`], so an `ALTER ROLE` takes effect within it.
 
+use crate::locks::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -109,7 +110,7 @@ impl RoleGuard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attributes>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 }
 

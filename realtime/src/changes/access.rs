@@ -27,6 +27,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::auth::Claims;
 use crate::change::{ChangeKind, Row, RowChange, Table};
+use crate::locks::lock;
 use crate::policy::{ColumnSet, OldImage, Visibility};
 
 /// Why an access check could not be made. The delivery path treats every error as "hidden"
@@ -271,7 +272,7 @@ impl Access {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         // The cache holds only derived data: after a panic elsewhere it is still consistent.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.cache)
     }
 
     /// Whether nothing is cached.

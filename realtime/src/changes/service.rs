@@ -21,6 +21,7 @@ use crate::changes::snapshot::Seam;
 use crate::changes::subscription::Binding;
 use crate::channels::registry::SubscriberId;
 use crate::config::{DatabaseConfig, ReplicationConfig};
+use crate::locks::{lock, read, write};
 use crate::policy::PolicySet;
 use crate::protocol::outbound::Outbound;
 use crate::protocol::phoenix::{self, Vsn};
@@ -309,13 +310,13 @@ impl Changes {
     /// The current subscriptions, with a generation that changes whenever they do.
     pub fn snapshot(&self) -> (u64, Vec<(SubscriberId, Arc<Subscription>)>) {
         let generation = self.generation.load(Ordering::Acquire);
-        let map = self.subscriptions.read().unwrap_or_else(|p| p.into_inner());
+        let map = read(&self.subscriptions);
         (generation, map.iter().map(|(k, v)| (*k, v.clone())).collect())
     }
 
     /// How many channels hold a subscription.
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.read().unwrap_or_else(|p| p.into_inner()).len()
+        read(&self.subscriptions).len()
     }
 
     pub fn generation(&self) -> u64 {
@@ -495,14 +496,6 @@ impl Changes {
         .fetch_all(&self.pool)
         .await
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The binding as Supabase prints it in its subscribe errors.

@@ -58,7 +58,7 @@ impl ChannelEvent {
     }
 
     /// The event as received from another node.
-    pub fn from_peer(mut self) -> Self {
+    pub fn received_from_peer(mut self) -> Self {
         self.from_peer = true;
         self
     }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use crate::change::Position;
+use crate::locks::lock;
 
 /// Whether live database broadcasts may reach one resuming channel.
 #[derive(Debug, Default)]
@@ -31,7 +32,7 @@ enum Gate {
 impl ResumeGate {
     /// Whether the live database broadcast at `position` goes to the channel.
     pub fn passes(&self, position: &Position) -> bool {
-        match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+        match *lock(&self.state) {
             Gate::Holding => false,
             Gate::After(None) => true,
             Gate::After(Some(last)) => {
@@ -42,7 +43,7 @@ impl ResumeGate {
 
     /// Lets live broadcasts after `last` through.
     pub fn open(&self, last: Option<Position>) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Gate::After(last);
+        *lock(&self.state) = Gate::After(last);
     }
 }
 
@@ -54,13 +55,13 @@ impl ResumeGate {
 /// copies of replayed messages (a row read by the replay whose live copy was still on its way)
 /// are dropped. Each message reaches the channel once, replayed ones first.
 #[derive(Debug, Default)]
-pub struct ReplaySeam {
+pub(crate) struct ReplaySeam {
     state: Mutex<Seam>,
 }
 
 /// How many frames a seam holds at most while its replay is read; a channel that would need
 /// more is treated like a slow receiver (its socket is closed) rather than lose messages.
-pub const MAX_HELD: usize = 4096;
+pub(crate) const MAX_HELD: usize = 4096;
 
 #[derive(Debug)]
 enum Seam {
@@ -84,7 +85,7 @@ struct Held {
 
 /// What delivery does with one frame for a channel behind a seam.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Push it now.
     Push(Bytes),
     /// Held until the replay is sent, or a copy of a replayed message: nothing to push.
@@ -95,8 +96,8 @@ pub enum Admit {
 
 impl ReplaySeam {
     /// Admits `frame` of a message whose database id (`meta.id` of a database broadcast) is `id`.
-    pub fn admit(&self, id: Option<&str>, frame: Bytes) -> Admit {
-        match &mut *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+    pub(crate) fn admit(&self, id: Option<&str>, frame: Bytes) -> Admit {
+        match &mut *lock(&self.state) {
             Seam::Holding(held) if held.len() >= MAX_HELD => Admit::Overflow,
             Seam::Holding(held) => {
                 held.push(Held {
@@ -113,8 +114,8 @@ impl ReplaySeam {
     /// Sends `replayed` (each frame with its message's id), then the held frames that are not
     /// copies of them, through `push`, and lets later frames through. Delivery to the channel
     /// waits meanwhile, so nothing overtakes the replay.
-    pub fn open(&self, replayed: Vec<(Box<str>, Option<Bytes>)>, mut push: impl FnMut(Bytes)) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn open(&self, replayed: Vec<(Box<str>, Option<Bytes>)>, mut push: impl FnMut(Bytes)) {
+        let mut state = lock(&self.state);
         let mut ids = HashSet::with_capacity(replayed.len());
         for (id, frame) in replayed {
             if let Some(frame) = frame {

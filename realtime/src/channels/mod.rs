@@ -1,10 +1,10 @@
 //! Channels: topics, the registry of subscribers per topic, and the events delivered to them.
 
-pub mod event;
-pub mod gate;
-pub mod registry;
-pub mod topic;
+pub(crate) mod event;
+pub(crate) mod gate;
+pub(crate) mod registry;
+pub(crate) mod topic;
 
-pub use event::{ChannelEvent, EventKind};
-pub use registry::{Registry, Subscriber, SubscriberId};
-pub use topic::TopicKey;
+pub(crate) use event::{ChannelEvent, EventKind};
+pub(crate) use registry::{Registry, SubscriberId};
+pub(crate) use topic::TopicKey;

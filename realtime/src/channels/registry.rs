@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::TopicKey;
 use super::event::ChannelEvent;
 use crate::channels::gate::{Admit, ReplaySeam, ResumeGate};
+use crate::locks::{read, write};
 use crate::protocol::outbound::{Outbound, PushError};
 use crate::protocol::phoenix::Vsn;
 
@@ -42,7 +43,7 @@ impl SubscriberId {
 
 /// A channel's entry in the registry.
 #[derive(Clone, Debug)]
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     pub id: SubscriberId,
     pub outbound: Arc<Outbound>,
     pub vsn: Vsn,
@@ -67,13 +68,13 @@ type Shard = RwLock<HashMap<TopicKey, Arc<TopicSubscribers>>>;
 /// clustered node listens to a topic's traffic from other nodes only meanwhile. Called with the
 /// topic's shard locked, so the calls for one topic come in the order of the changes; they must
 /// return at once.
-pub trait TopicWatcher: Send + Sync + std::fmt::Debug {
+pub(crate) trait TopicWatcher: Send + Sync + std::fmt::Debug {
     fn first_subscriber(&self, topic: &TopicKey);
     fn last_subscriber_left(&self, topic: &TopicKey);
 }
 
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     shards: Box<[Shard]>,
     watcher: OnceLock<Arc<dyn TopicWatcher>>,
 }
@@ -86,14 +87,14 @@ impl Default for Registry {
 
 /// Counts from one delivery, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub delivered: usize,
     /// Receivers whose queue overflowed (they are being disconnected).
     pub slow: usize,
 }
 
 impl Registry {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             watcher: OnceLock::new(),
@@ -101,7 +102,7 @@ impl Registry {
     }
 
     /// Sets the one watcher of topics coming and going (before the first subscriber).
-    pub fn watch(&self, watcher: Arc<dyn TopicWatcher>) {
+    pub(crate) fn watch(&self, watcher: Arc<dyn TopicWatcher>) {
         let _ = self.watcher.set(watcher);
     }
 
@@ -112,7 +113,7 @@ impl Registry {
     }
 
     /// Adds `subscriber`, or replaces the entry with the same id (e.g. after access changed).
-    pub fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) {
+    pub(crate) fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) {
         let mut shard = write(self.shard(topic));
         if !shard.contains_key(topic)
             && let Some(watcher) = self.watcher.get()
@@ -127,7 +128,7 @@ impl Registry {
         }
     }
 
-    pub fn unsubscribe(&self, topic: &TopicKey, id: SubscriberId) {
+    pub(crate) fn unsubscribe(&self, topic: &TopicKey, id: SubscriberId) {
         let mut shard = write(self.shard(topic));
         let Some(entry) = shard.get(topic) else { return };
         let now_empty = {
@@ -145,18 +146,19 @@ impl Registry {
         }
     }
 
-    pub fn subscriber_count(&self, topic: &TopicKey) -> usize {
+    #[cfg(test)]
+    pub(crate) fn subscriber_count(&self, topic: &TopicKey) -> usize {
         let entry = read(self.shard(topic)).get(topic).cloned();
         entry.map_or(0, |e| read(&e.list).len())
     }
 
-    pub fn topic_count(&self) -> usize {
+    pub(crate) fn topic_count(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()
     }
 
     /// Every topic with its subscribers, for the `/admin` inspector (a copy: no lock is held
     /// once it returns).
-    pub fn snapshot(&self) -> Vec<(TopicKey, Vec<Subscriber>)> {
+    pub(crate) fn snapshot(&self) -> Vec<(TopicKey, Vec<Subscriber>)> {
         let mut topics = Vec::new();
         for shard in self.shards.iter() {
             let entries: Vec<_> = read(shard).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -169,7 +171,7 @@ impl Registry {
 
     /// Closes the socket that joined subscriber `id` (all its channels go with it). `false`
     /// when no such subscriber is registered.
-    pub fn disconnect(&self, id: u64) -> bool {
+    pub(crate) fn disconnect(&self, id: u64) -> bool {
         for (_, subscribers) in self.snapshot() {
             if let Some(s) = subscribers.iter().find(|s| s.id.0 == id) {
                 s.outbound.disconnect();
@@ -180,7 +182,7 @@ impl Registry {
     }
 
     /// Pushes `event` into the queue of every subscriber of its topic that should get it.
-    pub fn deliver(&self, event: &ChannelEvent) -> Delivery {
+    pub(crate) fn deliver(&self, event: &ChannelEvent) -> Delivery {
         let Some(entry) = read(self.shard(&event.topic)).get(&event.topic).cloned() else {
             return Delivery::default();
         };
@@ -225,18 +227,8 @@ impl Registry {
     }
 }
 
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // Critical sections are single map or vector operations; a panic cannot leave them half
-    // done, so a poisoned lock is still consistent.
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Delivers every channel event from the bus until `shutdown`.
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     registry: Arc<Registry>,
     mut events: Receiver<Arc<ChannelEvent>>,
     shutdown: CancellationToken,

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 /// Prefix of every channel topic on the wire.
-pub const PREFIX: &str = "realtime:";
+pub(crate) const PREFIX: &str = "realtime:";
 
 /// Why a join topic was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TopicError {
+pub(crate) enum TopicError {
     /// Not routed at all (Phoenix answers `unmatched topic`).
     #[error("unmatched topic")]
     Unmatched,
@@ -19,7 +19,7 @@ pub enum TopicError {
 }
 
 /// The sub-topic of a wire topic (`realtime:room` → `room`).
-pub fn sub_topic(wire: &str) -> Result<&str, TopicError> {
+pub(crate) fn sub_topic(wire: &str) -> Result<&str, TopicError> {
     match wire.strip_prefix(PREFIX) {
         None => Err(TopicError::Unmatched),
         Some("") => Err(TopicError::NameRequired),

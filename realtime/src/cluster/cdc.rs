@@ -28,6 +28,7 @@ use crate::cluster::Cluster;
 use crate::cluster::feed::{Fed, Feed};
 use crate::cluster::follow::{Fetch, Source};
 use crate::cluster::wire::{self, Batch, Frame, Refusal};
+use crate::locks::lock;
 use crate::lsn::Lsn;
 use crate::metrics::{ClusterMetrics, ReplicationMetrics};
 use crate::window::WindowLimits;
@@ -45,7 +46,7 @@ const NODE_HEADER: &str = "Rt-Node";
 
 /// The leader's head, announced every heartbeat (JSON, readable with `nats sub`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     pub term: u64,
     pub epoch: u64,
     pub node: String,
@@ -55,7 +56,7 @@ pub struct Head {
 
 /// A follower's request for what the leader holds after a position.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FetchRequest {
+pub(crate) struct FetchRequest {
     /// `[epoch, commit LSN]`; `None`: the whole window.
     pub after: Option<(u64, u64)>,
     pub max_bytes: usize,
@@ -63,7 +64,7 @@ pub struct FetchRequest {
 
 /// Starts the tasks. `stage` is the bus the node's replication hands on to (`None`: this node
 /// never leads). Returns whether the node may lead now (for the replication task).
-pub fn start(
+pub(crate) fn start(
     cluster: Cluster,
     bus: LocalBus,
     stage: Option<LocalBus>,
@@ -107,10 +108,6 @@ pub fn start(
     }
     tokio::spawn(follow(cluster, feed, metrics, shutdown));
     may_lead_rx
-}
-
-fn lock(feed: &Mutex<Feed>) -> std::sync::MutexGuard<'_, Feed> {
-    feed.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn is_leader(metrics: &ReplicationMetrics) -> bool {

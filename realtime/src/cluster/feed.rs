@@ -25,7 +25,7 @@ struct Held {
 
 /// What the feed did with a transaction.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Fed {
+pub(crate) enum Fed {
     /// Handed on, after `prev`.
     Handed { prev: Option<Lsn> },
     /// Not handed on (a duplicate, or from a leader whose term is over).
@@ -35,7 +35,7 @@ pub enum Fed {
 }
 
 #[derive(Debug)]
-pub struct Feed {
+pub(crate) struct Feed {
     tail: Tail,
     limits: WindowLimits,
     held: VecDeque<Held>,
@@ -49,7 +49,7 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(bus: LocalBus, limits: WindowLimits) -> Feed {
+    pub(crate) fn new(bus: LocalBus, limits: WindowLimits) -> Feed {
         Feed {
             tail: Tail::default(),
             limits,
@@ -62,15 +62,15 @@ impl Feed {
     }
 
     /// The node's bus, which the feed hands on to.
-    pub fn bus(&self) -> &LocalBus {
+    pub(crate) fn bus(&self) -> &LocalBus {
         &self.bus
     }
 
-    pub fn tail(&self) -> &Tail {
+    pub(crate) fn tail(&self) -> &Tail {
         &self.tail
     }
 
-    pub fn tail_mut(&mut self) -> &mut Tail {
+    pub(crate) fn tail_mut(&mut self) -> &mut Tail {
         &mut self.tail
     }
 
@@ -79,7 +79,7 @@ impl Feed {
     }
 
     /// The shared shape equal to `table`.
-    pub fn intern(&mut self, table: Table) -> Arc<Table> {
+    pub(crate) fn intern(&mut self, table: Table) -> Arc<Table> {
         match self.tables.get(&table.oid) {
             Some(known) if **known == table => known.clone(),
             _ => {
@@ -92,12 +92,12 @@ impl Feed {
 
     /// The node's own replication lost transactions before the next one (its stage fell
     /// behind).
-    pub fn own_gap(&mut self) {
+    pub(crate) fn own_gap(&mut self) {
         self.own_gap = true;
     }
 
     /// A transaction from `source`, sent by a leader of `term` with `prev` before it.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         source: Source,
         term: u64,
@@ -165,7 +165,7 @@ impl Feed {
     }
 
     /// Drops what the window rule says has aged out (the same rule as the dispatcher's).
-    pub fn evict(&mut self) {
+    pub(crate) fn evict(&mut self) {
         let now = now_micros();
         let max_age = i64::try_from(self.limits.max_age.as_micros()).unwrap_or(i64::MAX);
         while let Some(oldest) = self.held.front() {
@@ -181,7 +181,7 @@ impl Feed {
     /// The answer to a fetch: what the window holds after `after` (all of it when `after` is
     /// from another epoch or not given), at most about `max_bytes` but at least one
     /// transaction. `None` while nothing was handed on.
-    pub fn answer(&self, term: u64, after: Option<(Epoch, Lsn)>, max_bytes: usize) -> Option<Batch> {
+    pub(crate) fn answer(&self, term: u64, after: Option<(Epoch, Lsn)>, max_bytes: usize) -> Option<Batch> {
         let (epoch, _) = self.tail.head()?;
         let start = match after {
             Some((e, lsn)) if e == epoch => self.held.partition_point(|h| h.transaction.commit_lsn <= lsn),

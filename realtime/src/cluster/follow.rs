@@ -19,7 +19,7 @@ use crate::lsn::Lsn;
 
 /// Where a transaction came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// This node's own replication (it leads).
     Own,
     /// The leader's live stream.
@@ -30,13 +30,13 @@ pub enum Source {
 
 /// What to fetch: the leader's window after `after` (in `epoch`), or all of it (`None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fetch {
+pub(crate) struct Fetch {
     pub after: Option<(Epoch, Lsn)>,
 }
 
 /// What to do with one transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Already handed on here: drop it.
     Duplicate,
     /// From a leader whose term is over: ignore it.
@@ -50,7 +50,7 @@ pub enum Admit {
 
 /// This node's place in the leader's stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tail {
+pub(crate) struct Tail {
     epoch: Option<Epoch>,
     /// Commit LSN of the last transaction handed on in `epoch`.
     head: Option<Lsn>,
@@ -61,31 +61,34 @@ pub struct Tail {
 }
 
 impl Tail {
-    pub fn head(&self) -> Option<(Epoch, Lsn)> {
+    pub(crate) fn head(&self) -> Option<(Epoch, Lsn)> {
         self.epoch.zip(self.head)
     }
 
-    pub fn term(&self) -> u64 {
-        self.term
-    }
-
-    pub fn is_warm(&self) -> bool {
+    pub(crate) fn is_warm(&self) -> bool {
         self.warm
     }
 
     /// The node has caught up with the leader (a fetch came back complete, or it leads).
-    pub fn warmed(&mut self) {
+    pub(crate) fn warmed(&mut self) {
         self.warm = true;
     }
 
     /// A leader of `term` spoke: lower terms are over.
-    pub fn saw_term(&mut self, term: u64) {
+    pub(crate) fn saw_term(&mut self, term: u64) {
         self.term = self.term.max(term);
     }
 
     /// The verdict on a transaction committed at `commit` in `epoch`, sent by a leader of
     /// `term` with `prev` before it.
-    pub fn admit(&self, source: Source, term: u64, epoch: Epoch, prev: Option<Lsn>, commit: Lsn) -> Admit {
+    pub(crate) fn admit(
+        &self,
+        source: Source,
+        term: u64,
+        epoch: Epoch,
+        prev: Option<Lsn>,
+        commit: Lsn,
+    ) -> Admit {
         if source != Source::Own && term < self.term {
             return Admit::Stale;
         }
@@ -124,13 +127,13 @@ impl Tail {
     }
 
     /// `commit` in `epoch` was handed on.
-    pub fn applied(&mut self, epoch: Epoch, commit: Lsn) {
+    pub(crate) fn applied(&mut self, epoch: Epoch, commit: Lsn) {
         self.epoch = Some(epoch);
         self.head = Some(commit);
     }
 
     /// The leader announced its head: what to fetch when it is ahead of this node.
-    pub fn behind(&self, term: u64, epoch: Epoch, head: Option<Lsn>) -> Option<Fetch> {
+    pub(crate) fn behind(&self, term: u64, epoch: Epoch, head: Option<Lsn>) -> Option<Fetch> {
         if term < self.term {
             return None;
         }

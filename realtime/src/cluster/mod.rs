@@ -8,10 +8,10 @@
 //! Core NATS is at-most-once: what the features here build on top (positions and fetches for
 //! changes, sequences and heartbeats for presence) is what makes them whole again.
 
-pub mod cdc;
-pub mod feed;
-pub mod follow;
-pub mod wire;
+pub(crate) mod cdc;
+pub(crate) mod feed;
+pub(crate) mod follow;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub enum ClusterError {
 
 /// This node's membership of a cluster: its identity and its two NATS connections.
 #[derive(Clone, Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub config: ClusterConfig,
     /// Random per start: a restarted node with the same `NODE_ID` is told apart from its
     /// previous life (whose presence entries must leave).
@@ -44,7 +44,7 @@ pub struct Cluster {
 impl Cluster {
     /// Connects both links. Waits for NATS to answer once (the node must not serve as a
     /// lone node while it believes it is part of a cluster); reconnects forever afterwards.
-    pub async fn connect(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
+    pub(crate) async fn connect(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
         let channels = connect_one(config, "channels").await?;
         let cdc = connect_one(config, "cdc").await?;
         Ok(Cluster {
@@ -56,27 +56,27 @@ impl Cluster {
     }
 
     /// `rt.<cluster>.<rest>`.
-    pub fn subject(&self, rest: &str) -> String {
+    pub(crate) fn subject(&self, rest: &str) -> String {
         subject(&self.config.name, rest)
     }
 
-    pub fn node_id(&self) -> &str {
+    pub(crate) fn node_id(&self) -> &str {
         &self.config.node_id
     }
 }
 
 /// `rt.<cluster>.<rest>`.
-pub fn subject(cluster: &str, rest: &str) -> String {
+pub(crate) fn subject(cluster: &str, rest: &str) -> String {
     format!("rt.{cluster}.{rest}")
 }
 
 /// A topic as one subject token (base64url without padding: `A-Z a-z 0-9 - _` only).
-pub fn topic_token(topic: &str) -> String {
+pub(crate) fn topic_token(topic: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic.as_bytes())
 }
 
 /// The topic a token names, or `None` for a token no node would send.
-pub fn topic_from_token(token: &str) -> Option<String> {
+pub(crate) fn topic_from_token(token: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()?;

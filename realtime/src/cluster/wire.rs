@@ -34,7 +34,7 @@ const REFUSED: u8 = b'R';
 
 /// Transactions from the leader's stream, in commit order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The leader's term: frames of a lower term than one already seen are ignored.
     pub term: u64,
     pub epoch: Epoch,
@@ -48,7 +48,7 @@ pub struct Batch {
 
 /// Why the leader cannot answer a fetch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("the requested position is older than the leader's window")]
     OutsideWindow,
     #[error("the requested position is from another epoch")]
@@ -58,14 +58,14 @@ pub enum Refusal {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     Batch(Batch),
     Refused(Refusal),
 }
 
 /// Why a frame was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("the frame ends early: {0} needs more bytes")]
     Truncated(&'static str),
     #[error("unknown frame version {0} (this node reads version 1)")]
@@ -82,7 +82,7 @@ pub enum FrameError {
     Trailing(usize),
 }
 
-pub fn encode(frame: &Frame) -> Vec<u8> {
+pub(crate) fn encode(frame: &Frame) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(VERSION);
     match frame {
@@ -110,7 +110,7 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
 }
 
 /// The encoded size of `transaction`, about: for splitting fetch answers into pages.
-pub fn approximate_size(transaction: &Transaction) -> usize {
+pub(crate) fn approximate_size(transaction: &Transaction) -> usize {
     crate::window::transaction_bytes(transaction)
 }
 
@@ -247,13 +247,17 @@ fn put_row(out: &mut Vec<u8>, row: Option<&Row>) {
 }
 
 /// Reads a frame. Every failure is a specific [`FrameError`]; nothing panics.
-pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+#[cfg(test)]
+pub(crate) fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
     decode_with(bytes, &mut |table| Arc::new(table))
 }
 
 /// [`decode`], with each table shape passed through `intern` (which may hand back a shared
 /// equal one).
-pub fn decode_with(bytes: &[u8], intern: &mut dyn FnMut(Table) -> Arc<Table>) -> Result<Frame, FrameError> {
+pub(crate) fn decode_with(
+    bytes: &[u8],
+    intern: &mut dyn FnMut(Table) -> Arc<Table>,
+) -> Result<Frame, FrameError> {
     let mut r = Reader { bytes };
     let version = r.u8("the version")?;
     if version != VERSION {

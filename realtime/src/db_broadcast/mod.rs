@@ -33,6 +33,7 @@ use crate::change::Transaction;
 use crate::changes::resume::Since;
 use crate::channels::TopicKey;
 use crate::channels::event::{ChannelEvent, EventKind};
+use crate::locks::lock;
 use crate::protocol::outbound::Outbound;
 use crate::protocol::phoenix::{self, Vsn};
 use crate::window::{self, Appended, Resume, ResumeError, Window, WindowLimits};
@@ -102,7 +103,7 @@ impl DbBroadcasts {
         max_payload_bytes: usize,
         shutdown: CancellationToken,
     ) {
-        let Some(requests) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(requests) = lock(&self.receiver).take() else {
             return;
         };
         let service = Service {

@@ -51,7 +51,7 @@ struct Admin {
 }
 
 /// The `/admin` routes, or `None` when `ADMIN_SECRET` is not set (then `/admin` is a 404).
-pub fn router(node: &Arc<Node>) -> Option<Router> {
+pub(super) fn router(node: &Arc<Node>) -> Option<Router> {
     let secret = node.config.server.admin_secret.clone()?;
     tracing::info!("the /admin inspector is on (ADMIN_SECRET is set)");
     let admin = Admin {

@@ -139,7 +139,7 @@ fn flexible_bool(v: Option<&serde_json::Value>) -> bool {
 }
 
 /// `POST /api/broadcast`, traced as a `rest_broadcast` span.
-pub async fn batch(state: State<Arc<Node>>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn batch(state: State<Arc<Node>>, peer: Peer, headers: HeaderMap, body: Bytes) -> Response {
     traced("/api/broadcast", batch_untraced(state, peer, headers, body)).await
 }
 
@@ -212,7 +212,7 @@ async fn batch_untraced(
 }
 
 /// `POST /api/broadcast/:topic/events/:event`, traced as a `rest_broadcast` span.
-pub async fn single(
+pub(crate) async fn single(
     state: State<Arc<Node>>,
     peer: Peer,
     path: Path<(String, String)>,

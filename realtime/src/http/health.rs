@@ -38,7 +38,7 @@ const PROBE_FRESH: Duration = Duration::from_secs(1);
 /// What the health endpoints need beyond the node: a probe of the database and the verifier of
 /// the tenant health token.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     database: Option<DatabaseProbe>,
     /// Verifies with `API_JWT_SECRET` only, as Supabase does for `/api/tenants/*`.
     api_auth: Verifier,
@@ -48,7 +48,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(node: &Node) -> Health {
+    pub(crate) fn new(node: &Node) -> Health {
         let auth = &node.config.server.auth;
         Health {
             database: node.config.database.as_ref().map(|database| {
@@ -123,7 +123,7 @@ impl DatabaseProbe {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DatabaseCheck {
+pub(crate) enum DatabaseCheck {
     Reachable,
     Unreachable,
     TimedOut,
@@ -135,7 +135,7 @@ pub enum DatabaseCheck {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReplicationCheck {
+pub(crate) enum ReplicationCheck {
     /// This node reads the slot and hands changes on.
     Streaming,
     /// Another node holds the change stream and this one follows it, ready to take over: it
@@ -172,7 +172,7 @@ fn replication_check(node: &Node) -> ReplicationCheck {
 
 /// Everything readiness looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checks {
+pub(crate) struct Checks {
     pub database: DatabaseCheck,
     pub replication: ReplicationCheck,
     pub shutting_down: bool,
@@ -180,7 +180,7 @@ pub struct Checks {
 
 /// The verdict and the JSON body of `/readyz`.
 #[derive(Debug, PartialEq, Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// `ready` or `unavailable`.
     pub status: &'static str,
     /// The checks that fail, in the order of `checks`.
@@ -189,7 +189,7 @@ pub struct Readiness {
 }
 
 #[derive(Debug, PartialEq, Serialize)]
-pub struct ReadinessChecks {
+pub(crate) struct ReadinessChecks {
     pub database: DatabaseCheck,
     pub replication: ReplicationCheck,
     /// `running` or `shutting_down`.
@@ -197,7 +197,7 @@ pub struct ReadinessChecks {
 }
 
 impl Readiness {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.failing.is_empty()
     }
 }
@@ -205,7 +205,7 @@ impl Readiness {
 /// Judges the checks: ready when the database answers (or none is configured), the change
 /// stream is streaming (or waiting for leadership, or not configured), and shutdown has not
 /// started.
-pub fn assess(checks: Checks) -> Readiness {
+pub(crate) fn assess(checks: Checks) -> Readiness {
     let mut failing = Vec::new();
     if !matches!(
         checks.database,
@@ -242,12 +242,15 @@ pub fn assess(checks: Checks) -> Readiness {
 }
 
 /// Liveness: the process serves HTTP.
-pub async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: 200 when [`assess`] finds nothing failing, else 503; the body names each check.
-pub async fn readyz(State(node): State<Arc<Node>>, Extension(health): Extension<Arc<Health>>) -> Response {
+pub(crate) async fn readyz(
+    State(node): State<Arc<Node>>,
+    Extension(health): Extension<Arc<Health>>,
+) -> Response {
     let readiness = assess(health.checks(&node).await);
     let status = if readiness.is_ready() {
         StatusCode::OK
@@ -258,14 +261,14 @@ pub async fn readyz(State(node): State<Arc<Node>>, Extension(health): Extension<
 }
 
 /// Supabase's `GET /api/ping`.
-pub async fn ping() -> Json<serde_json::Value> {
+pub(crate) async fn ping() -> Json<serde_json::Value> {
     Json(json!({ "message": "Success" }))
 }
 
 /// Supabase's tenant health. Single-tenant: every tenant name answers for this service. Like
 /// Supabase, an unhealthy service still answers 200 with `healthy: false` (use `/readyz` to get
 /// a failing status code).
-pub async fn tenant(
+pub(crate) async fn tenant(
     State(node): State<Arc<Node>>,
     Extension(health): Extension<Arc<Health>>,
     headers: HeaderMap,

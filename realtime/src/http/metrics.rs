@@ -18,7 +18,7 @@ use crate::config::Secret;
 use crate::node::Node;
 
 /// A router with `/metrics` only: what the `METRICS_PORT` listener serves.
-pub fn router(node: Arc<Node>) -> Router {
+pub(crate) fn router(node: Arc<Node>) -> Router {
     Router::new().route("/metrics", get(metrics)).with_state(node)
 }
 

@@ -5,9 +5,9 @@
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
 mod admin;
-pub mod broadcast;
-pub mod health;
-pub mod metrics;
+pub(crate) mod broadcast;
+pub(crate) mod health;
+pub(crate) mod metrics;
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::node::Node;
 use crate::transport::websocket;
 
-pub fn router(node: Arc<Node>) -> Router {
+pub(crate) fn router(node: Arc<Node>) -> Router {
     let health = Arc::new(health::Health::new(&node));
     let api = Router::new()
         // GET routes answer HEAD too (without the body), as the Supabase healthcheck sends.

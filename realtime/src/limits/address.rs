@@ -14,10 +14,10 @@ use crate::config::cidr::{Cidr, canonical};
 
 /// The peer of a request, as the server records it for every connection (absent only when a
 /// router is served some other way).
-pub type Peer = Option<Extension<ConnectInfo<std::net::SocketAddr>>>;
+pub(crate) type Peer = Option<Extension<ConnectInfo<std::net::SocketAddr>>>;
 
 /// The peer's address (unspecified when unknown).
-pub fn peer_ip(peer: Peer) -> IpAddr {
+pub(crate) fn peer_ip(peer: Peer) -> IpAddr {
     peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(addr))| {
         addr.ip()
     })
@@ -26,7 +26,7 @@ pub fn peer_ip(peer: Peer) -> IpAddr {
 /// The client's address. When `peer` is a trusted proxy, `X-Forwarded-For` is read from the
 /// right (the hop nearest to us) and the first address that is not itself a trusted proxy is
 /// the client; entries that do not parse end the walk (what lies left of them is unverifiable).
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !is_trusted(peer) {

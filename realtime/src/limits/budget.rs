@@ -5,6 +5,7 @@
 //! a counter few sockets share, with no lock and no allocation. The maps of budgets are locked
 //! only to look a budget up and to forget the ones nobody used for a while.
 
+use crate::locks::lock;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -15,12 +16,12 @@ use std::time::{Duration, Instant};
 /// Events counted in one-second windows, lock-free: the window's second and its count share
 /// one atomic word.
 #[derive(Debug, Default)]
-pub struct AtomicWindow(AtomicU64);
+pub(crate) struct AtomicWindow(AtomicU64);
 
 impl AtomicWindow {
     /// Counts `n` events in second `now`: `Ok(remaining)` when they fit in `limit`, else
     /// `Err(count)`, the events already counted this second (nothing is counted).
-    pub fn take(&self, now: u32, n: u32, limit: u32) -> Result<u32, u32> {
+    pub(crate) fn take(&self, now: u32, n: u32, limit: u32) -> Result<u32, u32> {
         let (mut remaining, mut counted) = (0, 0);
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
@@ -42,14 +43,14 @@ impl AtomicWindow {
 
 /// A plain (one owner) one-second counter, 8 bytes: for per-socket limits.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SecondCounter {
+pub(crate) struct SecondCounter {
     second: u32,
     count: u32,
 }
 
 impl SecondCounter {
     /// Counts one event in second `now`; `false` when it goes over `limit`.
-    pub fn hit(&mut self, now: u32, limit: u32) -> bool {
+    pub(crate) fn hit(&mut self, now: u32, limit: u32) -> bool {
         if self.second != now {
             *self = SecondCounter {
                 second: now,
@@ -63,7 +64,7 @@ impl SecondCounter {
 
 /// The counters of one subject or one client address.
 #[derive(Debug, Default)]
-pub struct Budget {
+pub(crate) struct Budget {
     pub joins: AtomicWindow,
     pub broadcasts: AtomicWindow,
     pub presence: AtomicWindow,
@@ -73,7 +74,7 @@ pub struct Budget {
 
 impl Budget {
     /// Takes a connection slot, or `false` at `limit`.
-    pub fn connect(&self, limit: u32) -> bool {
+    pub(crate) fn connect(&self, limit: u32) -> bool {
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
                 (c < limit).then_some(c + 1)
@@ -81,7 +82,7 @@ impl Budget {
             .is_ok()
     }
 
-    pub fn disconnect(&self) {
+    pub(crate) fn disconnect(&self) {
         let _ = self
             .connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
@@ -99,13 +100,13 @@ impl Budget {
 /// Who a token speaks for: its `sub`; a token without one (an `anon` key is shared by every
 /// visitor of a site) is its role from that client address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Subject {
+pub(crate) enum Subject {
     Sub(Arc<str>),
     Role(Arc<str>, IpAddr),
 }
 
 impl Subject {
-    pub fn of(claims: &crate::auth::Claims, ip: IpAddr) -> Subject {
+    pub(crate) fn of(claims: &crate::auth::Claims, ip: IpAddr) -> Subject {
         match &claims.sub {
             Some(sub) if !sub.is_empty() => Subject::Sub(Arc::from(sub.as_str())),
             _ => Subject::Role(Arc::from(claims.role.as_str()), ip),
@@ -115,7 +116,7 @@ impl Subject {
 
 /// Budgets by key, created on first use, forgotten once idle.
 #[derive(Debug)]
-pub struct Budgets<K> {
+pub(crate) struct Budgets<K> {
     map: Mutex<Map<K>>,
 }
 
@@ -141,8 +142,8 @@ impl<K: Hash + Eq + Clone> Default for Budgets<K> {
 }
 
 impl<K: Hash + Eq + Clone> Budgets<K> {
-    pub fn get(&self, key: &K, now: u32) -> Arc<Budget> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn get(&self, key: &K, now: u32) -> Arc<Budget> {
+        let mut map = lock(&self.map);
         if let Some(budget) = map.budgets.get(key) {
             return budget.clone();
         }
@@ -156,12 +157,9 @@ impl<K: Hash + Eq + Clone> Budgets<K> {
         budget
     }
 
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).budgets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.map).budgets.len()
     }
 }
 
@@ -170,7 +168,7 @@ impl<K: Hash + Eq + Clone> Budgets<K> {
 /// join that would wait longer is refused. A reconnect storm is thus served in order at the
 /// node's rate instead of being answered with refusals that make every client retry.
 #[derive(Debug)]
-pub struct JoinPace {
+pub(crate) struct JoinPace {
     /// The theoretical arrival time of the next join, in nanoseconds since `epoch`.
     next: AtomicU64,
     interval: u64,
@@ -180,7 +178,7 @@ pub struct JoinPace {
 }
 
 impl JoinPace {
-    pub fn new(rate: u32, max_wait: Duration, epoch: Instant) -> JoinPace {
+    pub(crate) fn new(rate: u32, max_wait: Duration, epoch: Instant) -> JoinPace {
         let burst = 1_000_000_000u64;
         JoinPace {
             next: AtomicU64::new(0),
@@ -200,7 +198,7 @@ impl JoinPace {
 
     /// Reserves a turn: `Some(wait)` before the join may proceed, `None` when the queue is
     /// longer than `max_wait`.
-    pub fn reserve(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn reserve(&self, now: Instant) -> Option<Duration> {
         let now = self.nanos(now);
         let mut wait = 0;
         self.next
@@ -214,7 +212,7 @@ impl JoinPace {
     }
 
     /// Whether a join now would be refused (checked at handshake, nothing reserved).
-    pub fn is_full(&self, now: Instant) -> bool {
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
         let now = self.nanos(now);
         let next = self.next.load(Ordering::Acquire);
         (next.max(now - self.burst) + self.interval).saturating_sub(now) > self.max_wait

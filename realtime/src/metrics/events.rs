@@ -21,7 +21,7 @@ pub(super) type Label = Vec<(&'static str, &'static str)>;
 
 /// A counter family over a fixed set of outcomes, each counter made once.
 #[derive(Debug)]
-pub struct Outcomes {
+pub(crate) struct Outcomes {
     family: Family<Label, Counter>,
     /// `(outcome, its counter)`; the last is `other`, counted for a word not in the set.
     counters: Vec<(&'static str, Counter)>,
@@ -39,7 +39,7 @@ impl Outcomes {
     }
 
     /// Counts one event of `outcome` (a word of the set, else `other`).
-    pub fn add(&self, outcome: &str) {
+    pub(crate) fn add(&self, outcome: &str) {
         let counter = self
             .counters
             .iter()
@@ -50,19 +50,11 @@ impl Outcomes {
             counter.inc();
         }
     }
-
-    /// The count of `outcome` so far (for tests and the admin page).
-    pub fn get(&self, outcome: &str) -> u64 {
-        self.counters
-            .iter()
-            .find(|(o, _)| *o == outcome)
-            .map_or(0, |(_, c)| c.get())
-    }
 }
 
 /// The process's event counters and latency histograms.
 #[derive(Debug)]
-pub struct Events {
+pub(crate) struct Events {
     /// Commit timestamp of a transaction to the moment its frames are handed to the sockets.
     pub commit_to_push_seconds: Histogram,
     /// Time of one batch of authorization decisions (channel policies, row access).
@@ -84,7 +76,7 @@ pub struct Events {
 }
 
 /// The outcomes of a resume (`changes_since`): resumed, or why not.
-pub const RESUME_OUTCOMES: &[&str] = &[
+pub(crate) const RESUME_OUTCOMES: &[&str] = &[
     "resumed",
     "outside_window",
     "other_epoch",
@@ -95,7 +87,7 @@ pub const RESUME_OUTCOMES: &[&str] = &[
 static EVENTS: LazyLock<Events> = LazyLock::new(Events::new);
 
 /// The process's event counters.
-pub fn events() -> &'static Events {
+pub(crate) fn events() -> &'static Events {
     &EVENTS
 }
 
@@ -122,7 +114,7 @@ impl Events {
 
     /// Observes one transaction's commit → push latency. `commit_unix_micros` is the commit
     /// timestamp; a clock behind the database's counts as zero.
-    pub fn pushed(&self, commit_unix_micros: i64) {
+    pub(crate) fn pushed(&self, commit_unix_micros: i64) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -131,7 +123,7 @@ impl Events {
     }
 
     /// Observes one batch of authorization decisions that took `took`.
-    pub fn authorized(&self, took: Duration) {
+    pub(crate) fn authorized(&self, took: Duration) {
         self.authorization_seconds.observe(took.as_secs_f64());
     }
 

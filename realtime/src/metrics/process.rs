@@ -4,7 +4,7 @@
 
 /// What `/proc/self` says now.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ProcessFigures {
+pub(super) struct ProcessFigures {
     pub resident_memory_bytes: u64,
     pub virtual_memory_bytes: u64,
     pub cpu_seconds: f64,
@@ -14,7 +14,7 @@ pub struct ProcessFigures {
 }
 
 /// Reads `/proc/self`; `None` when it is not there (not Linux) or not readable.
-pub fn read() -> Option<ProcessFigures> {
+pub(super) fn read() -> Option<ProcessFigures> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let boot = std::fs::read_to_string("/proc/stat").ok()?;
     let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;

@@ -12,7 +12,7 @@
 //! errors), `time` (dates and timestamps).
 
 pub(crate) mod scalar;
-pub mod time;
+pub(crate) mod time;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -21,8 +21,8 @@ use scalar::{
     NumericValue, cmp_float, json_float, json_numeric, parse_bool, parse_float, parse_int, parse_numeric,
     parse_uuid, syntax_error,
 };
-pub use scalar::{json_string, sql_type_name};
-pub use time::Kind as TimeKind;
+pub(crate) use scalar::{json_string, sql_type_name};
+pub(crate) use time::Kind as TimeKind;
 
 /// A comparison operator: `=`, `<>`, `<`, `<=`, `>`, `>=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub enum Class {
 }
 
 /// The class of a column of type `type_name` (`pg_type.typname`) with OID `type_oid`.
-pub fn classify(type_name: &str, type_oid: u32) -> Class {
+pub(crate) fn classify(type_name: &str, type_oid: u32) -> Class {
     // Built-in types have OIDs below 16384; a domain is reported under its base type's name.
     let builtin = type_oid < 16_384;
     match type_name {
@@ -134,7 +134,7 @@ pub enum Scalar {
 
 /// Why a text is not a value of a column's type.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ScalarError {
+pub(crate) enum ScalarError {
     /// Postgres's own input error (`invalid input syntax for type integer: "x"`).
     Invalid(String),
     /// The class has no comparable values (json, arrays, intervals, ...).
@@ -142,7 +142,7 @@ pub enum ScalarError {
 }
 
 /// Reads `text` as the input function of a column of class `class` and type `type_name` would.
-pub fn parse_scalar(class: Class, type_name: &str, text: &str) -> Result<Scalar, ScalarError> {
+pub(crate) fn parse_scalar(class: Class, type_name: &str, text: &str) -> Result<Scalar, ScalarError> {
     let invalid = ScalarError::Invalid;
     let name = || sql_type_name(type_name);
     Ok(match class {
@@ -167,7 +167,7 @@ pub fn parse_scalar(class: Class, type_name: &str, text: &str) -> Result<Scalar,
 }
 
 /// The form text values of `class` compare in.
-pub fn normalize_text(class: Class, text: &str) -> Cow<'_, str> {
+pub(crate) fn normalize_text(class: Class, text: &str) -> Cow<'_, str> {
     match class {
         Class::Text { fold, pad } => {
             let text = if pad { text.trim_end_matches(' ') } else { text };
@@ -182,7 +182,7 @@ pub fn normalize_text(class: Class, text: &str) -> Cow<'_, str> {
 }
 
 /// A JSON boolean.
-pub fn json_bool(json: &str) -> Option<bool> {
+pub(crate) fn json_bool(json: &str) -> Option<bool> {
     match json {
         "true" => Some(true),
         "false" => Some(false),
@@ -197,7 +197,7 @@ fn plain_string(json: &str) -> Option<&str> {
 
 /// Orders a column's JSON value (as a row image carries it) against a value of its class;
 /// `None` if the JSON is not the class's form (a comparison with it is then unknown).
-pub fn compare(class: Class, json: &str, value: &Scalar) -> Option<Ordering> {
+pub(crate) fn compare(class: Class, json: &str, value: &Scalar) -> Option<Ordering> {
     match (class, value) {
         (Class::Int { .. }, Scalar::Int(v)) => json.parse::<i64>().ok().map(|x| x.cmp(v)),
         (Class::Numeric, Scalar::Numeric(v)) => json_numeric(json).map(|x| x.cmp(&v.view())),

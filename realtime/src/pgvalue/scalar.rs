@@ -368,7 +368,7 @@ pub(crate) fn parse_uuid(text: &str) -> Option<u128> {
 }
 
 /// The text of a JSON string literal, unescaped (borrowed unless it holds an escape).
-pub fn json_string(json: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn json_string(json: &str) -> Option<Cow<'_, str>> {
     let inner = json.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
         return Some(Cow::Borrowed(inner));
@@ -421,7 +421,7 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 
 /// The name Postgres prints for a type (`format_type`), from its `pg_type.typname`, for
 /// error messages: `int4` → `integer`, `_text` → `text[]`.
-pub fn sql_type_name(typname: &str) -> String {
+pub(crate) fn sql_type_name(typname: &str) -> String {
     if let Some(element) = typname.strip_prefix('_') {
         return format!("{}[]", sql_type_name(element));
     }

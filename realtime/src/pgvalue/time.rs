@@ -24,7 +24,7 @@ pub enum Kind {
 }
 
 /// Reads `text` as `kind`; `None` if it is not one of the accepted forms or out of range.
-pub fn parse(text: &str, kind: Kind) -> Option<i64> {
+pub(crate) fn parse(text: &str, kind: Kind) -> Option<i64> {
     let t = text.trim_matches(pg_space);
     if t.eq_ignore_ascii_case("infinity") || t.eq_ignore_ascii_case("+infinity") {
         return Some(i64::MAX);

@@ -82,7 +82,7 @@ impl ChannelAccess {
 }
 
 /// The action names a policy file may use.
-pub const ACTIONS: &[&str] = &[
+pub(super) const ACTIONS: &[&str] = &[
     "broadcast.read",
     "broadcast.write",
     "presence.read",
@@ -126,7 +126,7 @@ impl Context for ChannelContext<'_> {
 
 /// The access `rules` give `claims` on `sub_topic`: the union of every matching rule whose
 /// condition is true.
-pub fn access(rules: &[ChannelRule], sub_topic: &str, claims: &Claims) -> ChannelAccess {
+pub(super) fn access(rules: &[ChannelRule], sub_topic: &str, claims: &Claims) -> ChannelAccess {
     let mut granted = ChannelAccess::default();
     for rule in rules {
         if granted.covers(rule.grants) {

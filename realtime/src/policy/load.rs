@@ -40,7 +40,7 @@ struct TableToml {
 
 /// The rules of one file.
 #[derive(Default)]
-pub struct FileRules {
+pub(super) struct FileRules {
     pub channels: Vec<ChannelRule>,
     pub tables: Vec<(TableName, TableRule)>,
 }
@@ -58,7 +58,7 @@ struct ChannelToml {
 /// The largest policy file read: policies are hand-written.
 const MAX_FILE: u64 = 4 * 1024 * 1024;
 
-pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
     // A folder that was named but is not there is a mistake (a typo, a missing mount), never
     // "no rules": saying so plainly keeps a server from starting without the rules meant for it.
     if !dir.is_dir() {
@@ -117,7 +117,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
 }
 
 /// Parses one file's text; `path` only names the file in errors.
-pub fn parse_file(path: &Path, text: &str) -> Result<FileRules, Vec<PolicyError>> {
+pub(super) fn parse_file(path: &Path, text: &str) -> Result<FileRules, Vec<PolicyError>> {
     let lines = Lines::new(text);
     let file: FileToml = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| lines.line(s.start));

@@ -21,7 +21,7 @@
 //! which receivers see as a hole in the numbers and repair by asking for a snapshot. The state
 //! a joiner receives is the union of both.
 
-pub mod remote;
+pub(crate) mod remote;
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::bus::LocalBus;
 use crate::channels::{ChannelEvent, EventKind, SubscriberId, TopicKey};
+use crate::locks::lock;
 use remote::{DiffOutcome, Malformed, RemoteEntries};
 
 const SHARDS: usize = 16;
@@ -62,7 +63,7 @@ struct TopicPresence {
 
 /// A local presence change, numbered for the other nodes of a cluster (see [`remote`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalDiff {
+pub(crate) struct LocalDiff {
     pub topic: TopicKey,
     pub seq: u64,
     /// The number of the topic's previous diff; 0 when the topic had no entries before.
@@ -73,13 +74,14 @@ pub struct LocalDiff {
 
 /// Caps of one topic's presence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PresenceLimits {
+pub(crate) struct PresenceLimits {
     pub max_entries: usize,
     pub max_bytes: usize,
 }
 
 impl PresenceLimits {
-    pub const UNLIMITED: PresenceLimits = PresenceLimits {
+    #[cfg(test)]
+    pub(crate) const UNLIMITED: PresenceLimits = PresenceLimits {
         max_entries: usize::MAX,
         max_bytes: usize::MAX,
     };
@@ -87,7 +89,7 @@ impl PresenceLimits {
 
 /// Why a track was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// The topic has `max_entries` entries already.
     Entries,
     /// The topic's payloads would exceed `max_bytes`.
@@ -96,7 +98,7 @@ pub enum Full {
 
 /// What a `track` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackOutcome {
+pub(crate) enum TrackOutcome {
     Joined,
     Updated,
     /// Same payload as already tracked: no diff was sent.
@@ -104,7 +106,7 @@ pub enum TrackOutcome {
 }
 
 #[derive(Debug)]
-pub struct Presence {
+pub(crate) struct Presence {
     shards: Box<[Mutex<HashMap<TopicKey, TopicPresence>>]>,
     bus: LocalBus,
     limits: PresenceLimits,
@@ -119,11 +121,12 @@ pub struct Presence {
 }
 
 impl Presence {
-    pub fn new(bus: LocalBus) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(bus: LocalBus) -> Self {
         Self::with_limits(bus, PresenceLimits::UNLIMITED)
     }
 
-    pub fn with_limits(bus: LocalBus, limits: PresenceLimits) -> Self {
+    pub(crate) fn with_limits(bus: LocalBus, limits: PresenceLimits) -> Self {
         Presence {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             bus,
@@ -138,12 +141,12 @@ impl Presence {
     }
 
     /// Hands every later local diff, numbered, to `outbox` (a clustered node's publisher).
-    pub fn replicate_to(&self, outbox: mpsc::Sender<LocalDiff>) {
+    pub(crate) fn replicate_to(&self, outbox: mpsc::Sender<LocalDiff>) {
         let _ = self.outbox.set(outbox);
     }
 
     /// Local diffs dropped because the outbox was full.
-    pub fn outbox_dropped(&self) -> u64 {
+    pub(crate) fn outbox_dropped(&self) -> u64 {
         self.outbox_dropped.load(Ordering::Relaxed)
     }
 
@@ -170,7 +173,7 @@ impl Presence {
     }
 
     fn remote(&self) -> std::sync::MutexGuard<'_, RemoteEntries> {
-        self.remote.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.remote)
     }
 
     fn deliver_remote(&self, topic: &TopicKey, diffs: Vec<String>) {
@@ -184,7 +187,7 @@ impl Presence {
     }
 
     /// Applies another node's diff and delivers what changed to local sockets.
-    pub fn apply_remote_diff(
+    pub(crate) fn apply_remote_diff(
         &self,
         topic: &TopicKey,
         node: &str,
@@ -202,7 +205,7 @@ impl Presence {
     }
 
     /// Applies another node's snapshot of `topic` and delivers what changed to local sockets.
-    pub fn apply_remote_state(
+    pub(crate) fn apply_remote_state(
         &self,
         topic: &TopicKey,
         node: &str,
@@ -217,7 +220,7 @@ impl Presence {
     }
 
     /// Another node is gone (or restarted, keeping incarnation `except`): its entries leave.
-    pub fn drop_remote_node(&self, node: &str, except: Option<u64>) {
+    pub(crate) fn drop_remote_node(&self, node: &str, except: Option<u64>) {
         let mut remote = self.remote();
         for (topic, diff) in remote.drop_node(node, except) {
             self.deliver_remote(&topic, vec![diff]);
@@ -225,18 +228,18 @@ impl Presence {
     }
 
     /// No local subscriber is left on `topic`: other nodes' entries of it are not needed.
-    pub fn forget_remote_topic(&self, topic: &TopicKey) {
+    pub(crate) fn forget_remote_topic(&self, topic: &TopicKey) {
         self.remote().forget_topic(topic);
     }
 
     /// Other nodes' entries held, over all topics.
-    pub fn remote_entries(&self) -> usize {
+    pub(crate) fn remote_entries(&self) -> usize {
         self.remote().len()
     }
 
     /// This node's own entries of `topic` and the diff counter they are up to date with, for
     /// another node that syncs the topic.
-    pub fn local_snapshot(&self, topic: &TopicKey) -> (u64, String) {
+    pub(crate) fn local_snapshot(&self, topic: &TopicKey) -> (u64, String) {
         let shard = self.shard(topic);
         let seq = self.seq.load(Ordering::Relaxed);
         let entries = shard.get(topic).map_or(&[][..], |s| &s.entries[..]);
@@ -250,7 +253,7 @@ impl Presence {
         let shard = &self.shards[(h.finish() as usize) % self.shards.len()];
         // Each critical section is a vector edit plus a non-blocking publish; a poisoned lock
         // still holds a consistent map.
-        shard.lock().unwrap_or_else(|p| p.into_inner())
+        lock(shard)
     }
 
     fn new_ref(&self) -> String {
@@ -260,7 +263,7 @@ impl Presence {
 
     /// Tracks `meta` (`bytes` long as sent) for channel `owner` under `key`, replacing what that
     /// channel tracked before; refused when the topic is full.
-    pub fn track(
+    pub(crate) fn track(
         &self,
         topic: &TopicKey,
         owner: SubscriberId,
@@ -325,7 +328,7 @@ impl Presence {
     }
 
     /// Removes what channel `owner` tracked; returns whether there was anything.
-    pub fn untrack(&self, topic: &TopicKey, owner: SubscriberId) -> bool {
+    pub(crate) fn untrack(&self, topic: &TopicKey, owner: SubscriberId) -> bool {
         let mut shard = self.shard(topic);
         let Some(state) = shard.get_mut(topic) else {
             return false;
@@ -349,7 +352,7 @@ impl Presence {
 
     /// The `presence_state` payload of `topic`: `{"<key>":{"metas":[…]}, …}`, this node's
     /// entries and other nodes'.
-    pub fn state(&self, topic: &TopicKey) -> String {
+    pub(crate) fn state(&self, topic: &TopicKey) -> String {
         let shard = self.shard(topic);
         let remote = self.remote();
         let entries = shard.get(topic).map_or(&[][..], |s| &s.entries[..]);
@@ -360,7 +363,7 @@ impl Presence {
 
     /// The presence keys tracked on `topic`, each with its number of entries (no metas: they
     /// are the clients' payloads), for the `/admin` inspector.
-    pub fn keys(&self, topic: &TopicKey) -> Vec<(String, usize)> {
+    pub(crate) fn keys(&self, topic: &TopicKey) -> Vec<(String, usize)> {
         let shard = self.shard(topic);
         let mut keys: Vec<(String, usize)> = Vec::new();
         for e in shard.get(topic).map_or(&[][..], |s| &s.entries[..]) {
@@ -373,7 +376,8 @@ impl Presence {
     }
 
     /// Number of tracked entries on `topic`.
-    pub fn len(&self, topic: &TopicKey) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self, topic: &TopicKey) -> usize {
         self.shard(topic).get(topic).map_or(0, |s| s.entries.len())
     }
 }

@@ -22,14 +22,14 @@ use crate::channels::TopicKey;
 /// A message whose presence payload is not the shape nodes send.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed presence payload from node {node}: {reason}")]
-pub struct Malformed {
+pub(crate) struct Malformed {
     pub node: String,
     pub reason: String,
 }
 
 /// What became of a diff.
 #[derive(Debug, PartialEq, Eq)]
-pub enum DiffOutcome {
+pub(crate) enum DiffOutcome {
     /// Applied; the payloads to deliver locally (the diff itself, after the leaves of a previous
     /// incarnation when the node restarted).
     Applied(Vec<String>),
@@ -59,7 +59,7 @@ struct NodeEntries {
 
 /// Other nodes' presence entries, by topic and node.
 #[derive(Debug, Default)]
-pub struct RemoteEntries {
+pub(crate) struct RemoteEntries {
     topics: HashMap<TopicKey, HashMap<String, NodeEntries>>,
 }
 
@@ -109,7 +109,7 @@ fn malformed(node: &str, e: serde_json::Error) -> Malformed {
 
 impl RemoteEntries {
     /// Applies diff number `seq` (the topic's previous one was `prev`) of `node`'s incarnation.
-    pub fn apply_diff(
+    pub(crate) fn apply_diff(
         &mut self,
         topic: &TopicKey,
         node: &str,
@@ -169,7 +169,7 @@ impl RemoteEntries {
 
     /// Replaces what `node` holds on `topic` with its snapshot taken at counter `seq`, unless we
     /// already hold something newer. Returns the payloads to deliver locally.
-    pub fn apply_state(
+    pub(crate) fn apply_state(
         &mut self,
         topic: &TopicKey,
         node: &str,
@@ -202,7 +202,7 @@ impl RemoteEntries {
 
     /// Removes every entry of `node` (down, or said goodbye), or only those of incarnations
     /// other than `except` (it restarted). Returns the leaves to deliver, per topic.
-    pub fn drop_node(&mut self, node: &str, except: Option<u64>) -> Vec<(TopicKey, String)> {
+    pub(crate) fn drop_node(&mut self, node: &str, except: Option<u64>) -> Vec<(TopicKey, String)> {
         let mut out = Vec::new();
         for (topic, nodes) in &mut self.topics {
             let gone = nodes
@@ -222,12 +222,12 @@ impl RemoteEntries {
     }
 
     /// Forgets a topic nobody here subscribes to any more (no one to tell).
-    pub fn forget_topic(&mut self, topic: &TopicKey) {
+    pub(crate) fn forget_topic(&mut self, topic: &TopicKey) {
         self.topics.remove(topic);
     }
 
     /// The other nodes' metas of `topic`, as `(key, meta JSON)`.
-    pub fn metas(&self, topic: &TopicKey) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn metas(&self, topic: &TopicKey) -> impl Iterator<Item = (&str, &str)> {
         self.topics
             .get(topic)
             .into_iter()
@@ -237,7 +237,7 @@ impl RemoteEntries {
     }
 
     /// Number of other nodes' entries held, over all topics.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.topics
             .values()
             .flat_map(|nodes| nodes.values())
@@ -245,7 +245,8 @@ impl RemoteEntries {
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

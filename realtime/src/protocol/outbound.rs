@@ -9,6 +9,7 @@
 //! One slow client therefore never delays the fan-out to the others. The queue holds no
 //! allocation while empty.
 
+use crate::locks::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -85,7 +86,7 @@ impl Outbound {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the queue inconsistent (every critical
         // section is a single push or swap), so poisoning is ignored.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
     }
 
     /// Queues a frame without waiting.

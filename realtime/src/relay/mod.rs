@@ -15,8 +15,8 @@
 //!
 //! Every message carries the sending node and incarnation: a node skips its own.
 
-pub mod peers;
-pub mod wire;
+pub(crate) mod peers;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +33,7 @@ use crate::bus::LocalBus;
 use crate::channels::registry::TopicWatcher;
 use crate::channels::{ChannelEvent, EventKind, TopicKey};
 use crate::cluster::Cluster;
+use crate::locks::lock;
 use crate::metrics::ClusterFigures;
 use crate::presence::remote::DiffOutcome;
 use crate::presence::{LocalDiff, Presence};
@@ -52,7 +53,7 @@ enum Command {
 
 /// A clustered node's channel relay; shared by the node (joins wait on [`Relay::synced`]).
 #[derive(Debug)]
-pub struct Relay {
+pub(crate) struct Relay {
     cluster: Cluster,
     bus: LocalBus,
     presence: Arc<Presence>,
@@ -76,14 +77,10 @@ impl TopicWatcher for Relay {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Relay {
     /// Starts relaying: subscribes to the bus at once (before any session can publish), and
     /// runs until `shutdown`, when it says goodbye to the other nodes.
-    pub fn start(
+    pub(crate) fn start(
         cluster: Cluster,
         bus: LocalBus,
         presence: Arc<Presence>,
@@ -134,14 +131,14 @@ impl Relay {
 
     /// Waits (bounded) until the other nodes' presence entries of `topic` are here, so the
     /// state a joiner gets is the cluster's. Returns at once for a topic already synced.
-    pub async fn synced(&self, topic: &TopicKey) {
+    pub(crate) async fn synced(&self, topic: &TopicKey) {
         let Some(mut synced) = lock(&self.topics).get(topic).map(watch::Sender::subscribe) else {
             return;
         };
         let _ = tokio::time::timeout(SYNC_WAIT * 2, synced.wait_for(|done| *done)).await;
     }
 
-    pub fn figures(&self) -> ClusterFigures {
+    pub(crate) fn figures(&self) -> ClusterFigures {
         ClusterFigures {
             nodes: lock(&self.peers).alive() as u64 + 1,
             publish_dropped: self.publish_dropped.load(Ordering::Relaxed) + self.presence.outbox_dropped(),
@@ -291,7 +288,8 @@ impl Relay {
             match header(wire::KIND).as_deref() {
                 Some(wire::BROADCAST) => match wire::decode_broadcast(&message.payload) {
                     Ok(broadcast) => self.bus.publish_channel_event(
-                        ChannelEvent::new(topic.clone(), None, EventKind::Broadcast(broadcast)).from_peer(),
+                        ChannelEvent::new(topic.clone(), None, EventKind::Broadcast(broadcast))
+                            .received_from_peer(),
                     ),
                     Err(error) => {
                         tracing::warn!(node = self.node(), %error, "malformed broadcast from another node")

@@ -16,7 +16,7 @@ struct Peer {
 
 /// What a heartbeat told.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Heard {
+pub(crate) enum Heard {
     /// A node we did not know (new, or back after being declared down).
     New,
     /// A node we knew, heard again after a silence longer than two heartbeats: it may have
@@ -28,7 +28,7 @@ pub enum Heard {
 }
 
 #[derive(Debug)]
-pub struct Peers {
+pub(crate) struct Peers {
     heartbeat: Duration,
     down_after: Duration,
     nodes: HashMap<String, Peer>,
@@ -38,7 +38,7 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(heartbeat: Duration, down_after: Duration, now: Instant) -> Self {
+    pub(crate) fn new(heartbeat: Duration, down_after: Duration, now: Instant) -> Self {
         Peers {
             heartbeat,
             down_after,
@@ -53,7 +53,7 @@ impl Peers {
         self.heartbeat * 2 + Duration::from_millis(250)
     }
 
-    pub fn heard(&mut self, node: &str, incarnation: u64, now: Instant) -> Heard {
+    pub(crate) fn heard(&mut self, node: &str, incarnation: u64, now: Instant) -> Heard {
         let silence = self.silence();
         match self.nodes.get_mut(node) {
             None => {
@@ -83,7 +83,7 @@ impl Peers {
 
     /// Our own heartbeat came back. `true` when we had been cut off: everything must be synced
     /// again.
-    pub fn own_echo(&mut self, now: Instant) -> bool {
+    pub(crate) fn own_echo(&mut self, now: Instant) -> bool {
         self.own_echo = now;
         if !self.frozen {
             return false;
@@ -96,12 +96,12 @@ impl Peers {
     }
 
     /// A node said goodbye.
-    pub fn remove(&mut self, node: &str) -> bool {
+    pub(crate) fn remove(&mut self, node: &str) -> bool {
         self.nodes.remove(node).is_some()
     }
 
     /// The nodes down as of `now` (removed from the table); none while we are cut off.
-    pub fn tick(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<String> {
         if now.duration_since(self.own_echo) > self.silence() {
             self.frozen = true;
         }
@@ -120,12 +120,13 @@ impl Peers {
         down
     }
 
-    pub fn is_frozen(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_frozen(&self) -> bool {
         self.frozen
     }
 
     /// The other nodes believed alive.
-    pub fn alive(&self) -> usize {
+    pub(crate) fn alive(&self) -> usize {
         self.nodes.len()
     }
 }

@@ -14,29 +14,29 @@ use crate::cluster::{subject, topic_from_token, topic_token};
 use crate::protocol::phoenix::UserData;
 
 /// Header naming the node a message comes from.
-pub const NODE: &str = "Rt-Node";
+pub(crate) const NODE: &str = "Rt-Node";
 /// Header with the sending node's incarnation (decimal).
-pub const INCARNATION: &str = "Rt-Inc";
+pub(crate) const INCARNATION: &str = "Rt-Inc";
 /// Header saying what the body is: [`BROADCAST`] or [`PRESENCE`].
-pub const KIND: &str = "Rt-Kind";
-pub const BROADCAST: &str = "broadcast";
-pub const PRESENCE: &str = "presence";
+pub(crate) const KIND: &str = "Rt-Kind";
+pub(crate) const BROADCAST: &str = "broadcast";
+pub(crate) const PRESENCE: &str = "presence";
 
 const VERSION: u8 = 1;
 
 /// `rt.<c>.ch.<public|private>.<topic64>`: broadcasts and presence diffs of one topic. Public
 /// and private channels of one name are different topics, so they have different subjects.
-pub fn topic_subject(cluster: &str, topic: &TopicKey) -> String {
+pub(crate) fn topic_subject(cluster: &str, topic: &TopicKey) -> String {
     subject(cluster, &format!("ch.{}", topic_tokens(topic)))
 }
 
 /// `rt.<c>.presence.state.<public|private>.<topic64>`: asks every node for its entries.
-pub fn state_subject(cluster: &str, topic: &TopicKey) -> String {
+pub(crate) fn state_subject(cluster: &str, topic: &TopicKey) -> String {
     subject(cluster, &format!("presence.state.{}", topic_tokens(topic)))
 }
 
 /// Every node's state requests: `rt.<c>.presence.state.>`.
-pub fn state_requests(cluster: &str) -> String {
+pub(crate) fn state_requests(cluster: &str) -> String {
     subject(cluster, "presence.state.>")
 }
 
@@ -46,7 +46,7 @@ fn topic_tokens(topic: &TopicKey) -> String {
 }
 
 /// The topic of a state request's subject; `None` for a subject no node would send.
-pub fn topic_of_state_subject(subject: &str) -> Option<TopicKey> {
+pub(crate) fn topic_of_state_subject(subject: &str) -> Option<TopicKey> {
     let mut tokens = subject.rsplit('.');
     let token = tokens.next()?;
     let private = match tokens.next()? {
@@ -59,7 +59,7 @@ pub fn topic_of_state_subject(subject: &str) -> Option<TopicKey> {
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
+pub(crate) enum WireError {
     #[error("broadcast body is truncated")]
     Truncated,
     #[error("broadcast body has unknown version {0}")]
@@ -74,7 +74,7 @@ pub enum WireError {
 
 /// A broadcast as one body: version, payload kind (0 JSON, 1 binary, 2 a client's object kept
 /// verbatim), u16 event length and event, u32 meta length and meta (0: none), then the payload.
-pub fn encode_broadcast(b: &Broadcast) -> Bytes {
+pub(crate) fn encode_broadcast(b: &Broadcast) -> Bytes {
     let (kind, payload): (u8, &[u8]) = match &b.body {
         Body::Data(UserData::Json(raw)) => (0, raw.get().as_bytes()),
         Body::Data(UserData::Binary(bytes)) => (1, bytes),
@@ -98,7 +98,7 @@ pub fn encode_broadcast(b: &Broadcast) -> Bytes {
     out.freeze()
 }
 
-pub fn decode_broadcast(body: &Bytes) -> Result<Broadcast, WireError> {
+pub(crate) fn decode_broadcast(body: &Bytes) -> Result<Broadcast, WireError> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8], WireError> {
         let part = body.get(at..at.checked_add(n).ok_or(WireError::Truncated)?);
@@ -134,7 +134,7 @@ pub fn decode_broadcast(body: &Bytes) -> Result<Broadcast, WireError> {
 
 /// A numbered presence diff of the sending node (see `presence::remote`).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PresenceDiff<'a> {
+pub(crate) struct PresenceDiff<'a> {
     pub seq: u64,
     pub prev: u64,
     #[serde(borrow)]
@@ -143,7 +143,7 @@ pub struct PresenceDiff<'a> {
 
 /// A node's answer to a state request: its own entries of the topic at counter `seq`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct PresenceState<'a> {
+pub(crate) struct PresenceState<'a> {
     pub node: String,
     pub inc: u64,
     pub seq: u64,
@@ -153,7 +153,7 @@ pub struct PresenceState<'a> {
 
 /// A heartbeat (`rt.<c>.node.hb`) or goodbye (`rt.<c>.node.bye`).
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeAnnouncement {
+pub(crate) struct NodeAnnouncement {
     pub node: String,
     pub inc: u64,
 }

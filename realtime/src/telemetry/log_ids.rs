@@ -37,7 +37,7 @@ fn innermost() -> Option<Ids> {
 /// Records the OpenTelemetry ids of sampled spans (see the module comment). Must be layered
 /// after the OpenTelemetry layer, which gives a span its ids.
 #[derive(Default)]
-pub struct TraceIds {
+pub(super) struct TraceIds {
     dispatch: OnceLock<WeakDispatch>,
 }
 
@@ -90,7 +90,7 @@ where
 }
 
 /// A JSON event format with the innermost traced span's ids put first in the object.
-pub struct JsonWithIds<F>(pub F);
+pub(super) struct JsonWithIds<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for JsonWithIds<F>
 where

@@ -70,7 +70,7 @@ async fn refuse(node: &Node, status: StatusCode, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-pub async fn handler(
+pub(crate) async fn handler(
     State(node): State<Arc<Node>>,
     peer: Peer,
     Query(params): Query<HashMap<String, String>>,

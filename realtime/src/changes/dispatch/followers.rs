@@ -334,7 +334,7 @@ impl Followers {
             let seam = subscription.seam.clone();
             let mut answer = match after {
                 Some(after) => self.window.after(after, fits),
-                None => self.window.from_start(fits),
+                None => self.window.everything(fits),
             };
             if matches!(answer, Resume::NotYet)
                 && self.window.epoch().is_none()

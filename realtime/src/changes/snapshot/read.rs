@@ -23,7 +23,7 @@ use crate::lsn::Lsn;
 
 /// How long a snapshot may take, reading and sending: the transaction holds back Postgres's
 /// cleanup while it is open.
-pub const MAX_DURATION: Duration = Duration::from_secs(120);
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(120);
 
 const CURSOR: &str = "realtime_snapshot";
 

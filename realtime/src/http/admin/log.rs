@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::change::Transaction;
 use crate::channels::{ChannelEvent, EventKind};
+use crate::locks::lock;
 use crate::node::Node;
 
 /// Lines kept for pages that open later.
@@ -22,7 +23,7 @@ const KEPT: usize = 200;
 const PER_TRANSACTION: usize = 50;
 
 #[derive(Debug)]
-pub struct Log {
+pub(super) struct Log {
     kept: Mutex<VecDeque<Arc<str>>>,
     live: broadcast::Sender<Arc<str>>,
     /// The last transaction seen on the bus: its last position and commit time.
@@ -31,7 +32,7 @@ pub struct Log {
 
 impl Log {
     /// Starts following `node`'s bus until the node shuts down.
-    pub fn start(node: &Arc<Node>) -> Arc<Log> {
+    pub(super) fn start(node: &Arc<Node>) -> Arc<Log> {
         let log = Arc::new(Log {
             kept: Mutex::new(VecDeque::with_capacity(KEPT)),
             live: broadcast::channel(1024).0,
@@ -62,14 +63,14 @@ impl Log {
     }
 
     /// The kept lines, oldest first, and a receiver of the lines that follow them.
-    pub fn follow(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
+    pub(super) fn follow(&self) -> (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>) {
         let kept = lock(&self.kept);
         // Subscribing under the lock: no line is both kept and received, none is lost between.
         (kept.iter().cloned().collect(), self.live.subscribe())
     }
 
     /// The last position seen and its commit time (microseconds since the Unix epoch).
-    pub fn last(&self) -> Option<(String, i64)> {
+    pub(super) fn last(&self) -> Option<(String, i64)> {
         lock(&self.last).clone()
     }
 
@@ -128,9 +129,4 @@ impl Log {
         // An error only means no page is open.
         let _ = self.live.send(line);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one push or copy: a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -3,7 +3,7 @@
 use super::{CmpOp, ExprError, MAX_LEN};
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Tok {
+pub(super) enum Tok {
     /// An identifier or keyword. Unquoted ones are lower-cased, as Postgres folds them.
     Ident {
         name: String,
@@ -25,12 +25,12 @@ pub enum Tok {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Token {
+pub(super) struct Token {
     pub tok: Tok,
     pub offset: usize,
 }
 
-pub fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
+pub(super) fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
     if text.len() > MAX_LEN {
         return Err(ExprError::general(format!(
             "the expression is longer than {MAX_LEN} bytes"

@@ -5,7 +5,7 @@
 use super::lex::{Tok, Token, lex};
 use super::{Expr, ExprError, Func, MAX_DEPTH, Type, Value};
 
-pub fn parse(text: &str) -> Result<Expr, ExprError> {
+pub(super) fn parse(text: &str) -> Result<Expr, ExprError> {
     let tokens = lex(text)?;
     let mut p = Parser {
         tokens,
@@ -34,7 +34,7 @@ struct Parser {
 const KEYWORDS: &[&str] = &["and", "or", "not", "in", "is", "null", "true", "false", "select"];
 
 /// Whether an unquoted name would be read as a keyword.
-pub fn is_keyword(name: &str) -> bool {
+pub(super) fn is_keyword(name: &str) -> bool {
     KEYWORDS.contains(&name)
 }
 

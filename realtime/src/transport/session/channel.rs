@@ -55,7 +55,7 @@ pub(super) struct Channel {
 
 impl Channel {
     /// Whether this channel is the one of wire topic `topic` (`realtime:<sub-topic>`).
-    pub fn is_on(&self, topic: &str) -> bool {
+    pub(super) fn is_on(&self, topic: &str) -> bool {
         topic.strip_prefix(crate::channels::topic::PREFIX) == Some(self.key.sub_topic())
     }
 }

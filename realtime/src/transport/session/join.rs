@@ -60,7 +60,7 @@ pub(super) struct JoinParams {
 }
 
 impl JoinParams {
-    pub fn parse(payload: Option<&RawValue>) -> JoinParams {
+    pub(super) fn parse(payload: Option<&RawValue>) -> JoinParams {
         let Some(v) = payload.and_then(|p| serde_json::from_str::<Value>(p.get()).ok()) else {
             return JoinParams::default();
         };

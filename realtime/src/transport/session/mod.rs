@@ -45,7 +45,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a session ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Close {
+pub(crate) enum Close {
     /// The node is shutting down.
     Shutdown,
     /// The outbound queue overflowed.
@@ -67,7 +67,7 @@ pub enum Close {
 
 impl Close {
     /// The close frame sent to the client, if any.
-    pub fn frame(self) -> Option<(u16, &'static str)> {
+    pub(crate) fn frame(self) -> Option<(u16, &'static str)> {
         match self {
             Close::Shutdown => Some((1001, "server shutting down")),
             Close::SlowConsumer => Some((SLOW_CONSUMER_CLOSE, "slow consumer")),
@@ -82,7 +82,7 @@ impl Close {
     }
 
     /// The reason's name in traces.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Close::Shutdown => "shutdown",
             Close::SlowConsumer => "slow_consumer",
@@ -105,7 +105,7 @@ struct Delayed {
     then: Option<Close>,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     node: Arc<Node>,
     vsn: Vsn,
     outbound: Arc<Outbound>,
@@ -130,7 +130,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(
+    pub(crate) fn new(
         node: Arc<Node>,
         vsn: Vsn,
         api_key: Arc<str>,
@@ -160,7 +160,7 @@ impl Session {
     }
 
     /// Runs the socket until it closes.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>) {
+    pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>) {
         let shutdown = self.node.shutdown.clone();
         let outbound = self.outbound.clone();
         let mut armed = self.next_deadline();

@@ -18,6 +18,7 @@ use crate::changes::service::{Changes, Subscription};
 use crate::changes::snapshot::{MAX_ROWS, Seam, SnapshotError, SnapshotRequest, failed_payload};
 use crate::changes::subscription::Binding;
 use crate::channels::registry::SubscriberId;
+use crate::locks::lock;
 use crate::lsn::Lsn;
 use crate::protocol::outbound::Outbound;
 
@@ -38,14 +39,14 @@ pub(super) struct SnapshotTask {
 
 impl SnapshotTask {
     /// Stops the read; the task will not subscribe the channel.
-    pub fn stop(&self) {
-        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    pub(super) fn stop(&self) {
+        *lock(&self.open) = false;
         self.task.abort();
     }
 
     /// Stops the read if it has not subscribed the channel yet; true when it was stopped.
-    pub fn stop_if_running(&self) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+    pub(super) fn stop_if_running(&self) -> bool {
+        let mut open = lock(&self.open);
         // Under the lock: the task subscribes only while holding it, and closes it when done.
         let running = *open;
         *open = false;
@@ -89,7 +90,7 @@ pub(super) fn start(
                 None
             }
         };
-        let mut open = gate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&gate);
         if *open {
             changes.subscribe(id, with_seam(&subscription, seam));
             // Done: from here on the channel's subscription is the session's to replace.

@@ -24,7 +24,7 @@ const WRITE_BATCH: usize = 64;
 
 /// A complete message from the client.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// A text message; its UTF-8 is checked by whoever reads it.
     Text(Bytes),
     Binary(Bytes),
@@ -34,7 +34,7 @@ pub enum Message {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WsError {
+pub(crate) enum WsError {
     #[error("connection failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("protocol error: {0}")]
@@ -44,7 +44,7 @@ pub enum WsError {
 }
 
 #[derive(Debug)]
-pub struct Connection<S> {
+pub(crate) struct Connection<S> {
     io: S,
     /// Bytes of an incomplete frame; empty (no allocation) between frames.
     read: BytesMut,
@@ -56,7 +56,7 @@ pub struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(io: S, max_message: usize) -> Self {
+    pub(crate) fn new(io: S, max_message: usize) -> Self {
         Connection {
             io,
             read: BytesMut::new(),
@@ -67,7 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The next message. Cancel-safe: bytes read are kept for the next call.
-    pub async fn recv(&mut self) -> Result<Message, WsError> {
+    pub(crate) async fn recv(&mut self) -> Result<Message, WsError> {
         loop {
             if let Some(message) = self.next_buffered()? {
                 return Ok(message);
@@ -160,13 +160,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes encoded frames, several per system call, and flushes. Not cancel-safe: a frame may
     /// be cut short, after which the connection is only good for dropping.
-    pub async fn send_all(&mut self, frames: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    pub(crate) async fn send_all(&mut self, frames: &mut VecDeque<Bytes>) -> std::io::Result<()> {
         self.send_all_within(frames, None).await
     }
 
     /// [`Connection::send_all`], failing with `TimedOut` when one write (or the flush) makes no
     /// progress for `stall`: a client that stops reading holds this task for that long at most.
-    pub async fn send_all_within(
+    pub(crate) async fn send_all_within(
         &mut self,
         frames: &mut VecDeque<Bytes>,
         stall: impl Into<Option<std::time::Duration>>,
@@ -204,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// After an interrupted [`Connection::send_all`], keeps of `frames` only the frame that was
     /// cut short, if any: it must be finished before anything else (a close frame) is sent.
-    pub fn keep_unfinished(&self, frames: &mut VecDeque<Bytes>) {
+    pub(crate) fn keep_unfinished(&self, frames: &mut VecDeque<Bytes>) {
         frames.truncate(usize::from(self.mid_frame));
     }
 }
