@@ -69,7 +69,7 @@ describe('the demo page of realtime dev, in two windows', () => {
 
   async function waitForOnline(page: Page, expected: string[]): Promise<void> {
     await page.waitForFunction(
-      (want) => JSON.stringify([...document.querySelectorAll('#online li')].map((i) => i.textContent)) === want,
+      (want) => JSON.stringify(Array.from(document.querySelectorAll('#online li')).map((i) => i.textContent)) === want,
       JSON.stringify(expected),
       WAIT
     )
@@ -82,7 +82,7 @@ describe('the demo page of realtime dev, in two windows', () => {
 
   async function waitForTitles(page: Page, expected: string[]): Promise<void> {
     await page.waitForFunction(
-      (want) => JSON.stringify([...document.querySelectorAll('#todos li .title')].map((s) => s.textContent)) === want,
+      (want) => JSON.stringify(Array.from(document.querySelectorAll('#todos li .title')).map((s) => s.textContent)) === want,
       JSON.stringify(expected),
       WAIT
     )
@@ -96,7 +96,7 @@ describe('the demo page of realtime dev, in two windows', () => {
     await to.waitForFunction(
       ({ label, x, y }) => {
         const board = document.querySelector('#board')!.getBoundingClientRect()
-        return [...document.querySelectorAll<HTMLElement>('.cursor')].some((c) => {
+        return Array.from(document.querySelectorAll<HTMLElement>('.cursor')).some((c) => {
           const at = c.getBoundingClientRect()
           return c.textContent === label && Math.abs(at.left - board.left - x) < 2 && Math.abs(at.top - board.top - y) < 2
         })
