@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make dev    run the service on a throwaway local Postgres (installs what is missing)
+#   make dev    run the service on a throwaway local Postgres, with the demo page at /demo/
+#               (builds the SDK it loads; installs what is missing)
 #   make test   run every test (installs what is missing)
 
 # Build output lives outside the clone, so a fresh clone starts clean but builds stay warm.
@@ -12,6 +13,7 @@ setup:
 	bash .ci/setup
 
 dev: setup
+	cd sdk-ts && npm run build
 	cargo run --bin realtime -- dev
 
 test: setup lint

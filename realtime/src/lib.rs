@@ -57,7 +57,7 @@ pub mod db;
 pub mod db_broadcast;
 pub mod embedded;
 pub mod healthcheck;
-mod http;
+pub mod http;
 mod json;
 mod limits;
 mod locks;

@@ -42,6 +42,10 @@ enum Command {
         /// Delete the data folder first.
         #[arg(long)]
         fresh: bool,
+        /// The built SDK (`npm run build` in sdk-ts) that the demo page at /demo/ loads; by
+        /// default the one of the clone this binary was built from.
+        #[arg(long, env = "DEMO_SDK_DIR", default_value = DEFAULT_SDK_DIR)]
+        demo_sdk: PathBuf,
         #[arg(long, env = "REALTIME_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -66,6 +70,9 @@ enum Command {
     #[command(subcommand)]
     Policies(PoliciesCommand),
 }
+
+/// `sdk-ts/dist` of the clone this binary was built from: `make dev` builds it there.
+const DEFAULT_SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk-ts/dist");
 
 #[derive(Subcommand)]
 enum ConfigCommand {
@@ -116,8 +123,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             data_dir,
             pg_port,
             fresh,
+            demo_sdk,
             config,
-        } => dev(config, data_dir, pg_port, fresh).await,
+        } => dev(config, data_dir, pg_port, fresh, demo_sdk).await,
         Command::Tail { config } => tail(load_config(config.as_deref())?).await,
         Command::Healthcheck { config, timeout } => {
             healthcheck(load_config(config.as_deref())?, timeout).await
@@ -229,12 +237,21 @@ async fn dev(
     data_dir: PathBuf,
     pg_port: u16,
     fresh: bool,
+    demo_sdk: PathBuf,
 ) -> anyhow::Result<()> {
     let mut config = load_config(config_file.as_deref())?;
+    let publication = config
+        .replication
+        .publications
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "supabase_realtime".to_owned());
     // The embedded database only when none is given.
     let _postgres = match &config.database {
         Some(database) => {
             tracing::info!(database = %database, "using the configured database");
+            // The demo creates a table of its own: only in the throwaway database.
+            tracing::info!("no demo page at /demo/: it needs the local Postgres (DATABASE_URL is set)");
             None
         }
         None => {
@@ -255,22 +272,19 @@ async fn dev(
                 .psql("postgres", DEV_ROLES)
                 .context("cannot create the dev roles")?;
             let url = postgres.url("postgres");
+            let database = DatabaseConfig::from_url(&url).map_err(anyhow::Error::msg)?;
+            create_demo_table(&postgres, &database, &publication).await?;
+            config.server.demo = Some(realtime::config::DemoConfig {
+                sdk_dir: std::path::absolute(&demo_sdk)?,
+            });
             println!(
                 "Local Postgres (wal_level=logical) is running; data in {}",
                 postgres.data_dir().display()
             );
             println!("  connect:  psql {url}");
-            println!(
-                "  publish a table:  ALTER PUBLICATION {} ADD TABLE your_table;",
-                config
-                    .replication
-                    .publications
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or("supabase_realtime")
-            );
+            println!("  publish a table:  ALTER PUBLICATION {publication} ADD TABLE your_table;");
             println!("It stops when realtime exits (Ctrl-C).");
-            config.database = Some(DatabaseConfig::from_url(&url).map_err(anyhow::Error::msg)?);
+            config.database = Some(database);
             Some(postgres)
         }
     };
@@ -292,6 +306,9 @@ async fn dev(
         "WebSocket: ws://{host}:{}/socket/websocket?apikey=<key>&vsn=2.0.0",
         config.server.port
     );
+    if config.server.demo.is_some() {
+        println!("Demo: open http://{host}:{}/demo/", config.server.port);
+    }
     let result = serve(config, Mode::Dev).await;
     // `_postgres` drops here: the local server stops.
     result
@@ -309,6 +326,26 @@ END $$;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO anon, authenticated, service_role;
 ";
+
+/// The demo's table (`realtime::http::demo::setup_sql`), after the `realtime` migrations that
+/// its policy needs (`auth.uid()`); the service runs them again at start, finding them done.
+async fn create_demo_table(
+    postgres: &EmbeddedPostgres,
+    database: &DatabaseConfig,
+    publication: &str,
+) -> anyhow::Result<()> {
+    let pool = realtime::db::connect(database)
+        .await
+        .context("cannot connect to the local Postgres")?;
+    realtime::db::migrate(&pool)
+        .await
+        .context("cannot apply the migrations")?;
+    pool.close().await;
+    postgres
+        .psql("postgres", &realtime::http::demo::setup_sql(publication))
+        .with_context(|| format!("cannot create the demo table {}", realtime::http::demo::TABLE))?;
+    Ok(())
+}
 
 /// An HS256 token for `role`, valid for a day: the keys `realtime dev` prints.
 fn dev_key(secret: &str, role: &str) -> anyhow::Result<String> {

@@ -16,7 +16,7 @@ pub use cluster::{CdcRole, ClusterConfig, NatsAuth};
 pub(crate) use database::percent_decode;
 pub use database::{DatabaseConfig, ReplicationConfig, SslMode};
 pub use secret::Secret;
-pub use server::ServerConfig;
+pub use server::{DemoConfig, ServerConfig};
 
 /// The whole configuration of a `realtime serve` process.
 #[derive(Clone, Debug, Default)]

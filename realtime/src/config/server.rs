@@ -32,6 +32,17 @@ pub struct ServerConfig {
     pub channel_authorization: ChannelAuthorization,
     /// `PRIVATE_ONLY`: public channel joins are refused (Supabase's "Allow public access" off).
     pub private_only: bool,
+    /// The demo page and its dev-only endpoints (`/demo/`). Only `realtime dev` sets it, on its
+    /// own throwaway database: no setting of `serve` turns it on, because the endpoints mint
+    /// tokens and write rows for whoever asks.
+    pub demo: Option<DemoConfig>,
+}
+
+/// What the demo page needs (see `http::demo`).
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// The built SDK (`sdk-ts/dist`), served to the page as ES modules.
+    pub sdk_dir: PathBuf,
 }
 
 /// How private channels are authorized (see the `authorization` module).
@@ -232,6 +243,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             channel_authorization: ChannelAuthorization::Policies,
             private_only: false,
+            demo: None,
         }
     }
 }

@@ -1,11 +1,12 @@
-//! HTTP routes: the WebSocket endpoints, health and readiness (`health`), metrics, and the REST
-//! broadcast API.
+//! HTTP routes: the WebSocket endpoints, health and readiness (`health`), metrics, the REST
+//! broadcast API, and in `realtime dev` the demo page (`demo`).
 //!
 //! realtime-js derives the REST address from the WebSocket one (drop `/websocket`, add
 //! `/api/broadcast`), so the API is mounted under each WebSocket prefix as well as at `/api`.
 
 mod admin;
 pub(crate) mod broadcast;
+pub mod demo;
 pub(crate) mod health;
 pub(crate) mod metrics;
 
@@ -52,16 +53,21 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
     if node.config.server.metrics_port.is_none() {
         routes = routes.route("/metrics", get(metrics::metrics));
     }
-    let node_for_admin = node.clone();
+    let node_for_extras = node.clone();
     let routes = routes
         .nest("/api", api.clone())
         .nest("/socket/api", api.clone())
         .nest("/realtime/v1/api", api)
         .layer(Extension(health))
         .with_state(node);
-    // `/admin` exists only with `ADMIN_SECRET` set; otherwise it is a plain 404.
-    match admin::router(&node_for_admin) {
+    // `/admin` exists only with `ADMIN_SECRET` set, `/demo/` only in `realtime dev`; otherwise
+    // they are plain 404s.
+    let routes = match admin::router(&node_for_extras) {
         Some(admin) => routes.merge(admin),
+        None => routes,
+    };
+    match demo::router(&node_for_extras) {
+        Some(demo) => routes.merge(demo),
         None => routes,
     }
 }

@@ -195,3 +195,19 @@ test('realtime dev listens on 127.0.0.1 only', async () => {
   // 127.0.0.2 is this machine too, but only a listener on every address answers there.
   assert.equal(await accepts('127.0.0.2', port), false)
 })
+
+test('realtime dev serves the demo page at the address the README opens', async () => {
+  const readmeDemo = `http://localhost:${README_PORT}/demo/`
+  assert.ok(readme.includes(readmeDemo), `README.md opens ${readmeDemo}`)
+  const [, printed] = await dev.waitFor(/^Demo: open (\S+)$/m, 'the demo line')
+  assert.equal(printed, readmeDemo.replace(`:${README_PORT}/`, `:${port}/`))
+  // The script is in the binary; the page needs the SDK that `make dev` builds (sdk-ts/dist), and
+  // says how to build it when it is missing.
+  const script = await fetch(`${printed}app.js`)
+  assert.equal(script.status, 200)
+  assert.match(await script.text(), /from '\.\/sdk\/index\.js'/)
+  const page = await fetch(printed)
+  const body = await page.text()
+  if (page.status === 200) assert.match(body, /<title>realtime demo<\/title>/)
+  else assert.deepEqual([page.status, /npm run build/.test(body)], [503, true])
+})
