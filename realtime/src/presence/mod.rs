@@ -28,6 +28,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -37,6 +38,10 @@ use crate::channels::{ChannelEvent, EventKind, SubscriberId, TopicKey};
 use remote::{DiffOutcome, Malformed, RemoteEntries};
 
 const SHARDS: usize = 16;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -116,6 +121,10 @@ pub struct Presence {
     seq: AtomicU64,
     outbox: OnceLock<mpsc::Sender<LocalDiff>>,
     outbox_dropped: AtomicU64,
+    /// Topics with a recent local diff: the number of the last one and when it was made. The
+    /// relay announces these heads for a while, so a lost *last* diff is noticed (see
+    /// [`Presence::recent_heads`]).
+    heads: Mutex<HashMap<TopicKey, (u64, Instant)>>,
 }
 
 impl Presence {
@@ -134,6 +143,7 @@ impl Presence {
             seq: AtomicU64::new(0),
             outbox: OnceLock::new(),
             outbox_dropped: AtomicU64::new(0),
+            heads: Mutex::default(),
         }
     }
 
@@ -161,6 +171,8 @@ impl Presence {
             if outbox.try_send(numbered).is_err() {
                 self.outbox_dropped.fetch_add(1, Ordering::Relaxed);
             }
+            // Even a diff the outbox dropped: its head tells the receivers they miss it.
+            lock(&self.heads).insert(topic.clone(), (seq, Instant::now()));
         }
         self.bus.publish_channel_event(ChannelEvent::new(
             topic.clone(),
@@ -181,6 +193,23 @@ impl Presence {
                 EventKind::PresenceDiff(diff),
             ));
         }
+    }
+
+    /// The heads (number of the last diff) of the topics whose last local diff is younger than
+    /// `within`; older ones are forgotten. Receivers compare a head with what they hold, so a
+    /// diff NATS lost is repaired without waiting for the topic's next change.
+    pub fn recent_heads(&self, now: Instant, within: Duration) -> Vec<(TopicKey, u64)> {
+        let mut heads = lock(&self.heads);
+        heads.retain(|_, (_, at)| now.saturating_duration_since(*at) <= within);
+        heads
+            .iter()
+            .map(|(topic, (seq, _))| (topic.clone(), *seq))
+            .collect()
+    }
+
+    /// Whether `node`'s head of `topic` says this node missed one of its diffs.
+    pub fn remote_is_behind(&self, topic: &TopicKey, node: &str, incarnation: u64, head: u64) -> bool {
+        self.remote().is_behind(topic, node, incarnation, head)
     }
 
     /// Applies another node's diff and delivers what changed to local sockets.

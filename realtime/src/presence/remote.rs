@@ -200,6 +200,16 @@ impl RemoteEntries {
         Ok(vec![diff_json(&joins, &leaves)])
     }
 
+    /// Whether `node`'s announced head of `topic` (the number of its last diff there) says a
+    /// diff never arrived here: the topic must be synced from the node. Holding nothing of the
+    /// node's incarnation counts as behind, since the head says it has had entries.
+    pub fn is_behind(&self, topic: &TopicKey, node: &str, incarnation: u64, head: u64) -> bool {
+        match self.topics.get(topic).and_then(|nodes| nodes.get(node)) {
+            Some(held) if held.incarnation == incarnation => head > held.last,
+            _ => true,
+        }
+    }
+
     /// Removes every entry of `node` (down, or said goodbye), or only those of incarnations
     /// other than `except` (it restarted). Returns the leaves to deliver, per topic.
     pub fn drop_node(&mut self, node: &str, except: Option<u64>) -> Vec<(TopicKey, String)> {

@@ -17,10 +17,12 @@ use crate::protocol::phoenix::UserData;
 pub const NODE: &str = "Rt-Node";
 /// Header with the sending node's incarnation (decimal).
 pub const INCARNATION: &str = "Rt-Inc";
-/// Header saying what the body is: [`BROADCAST`] or [`PRESENCE`].
+/// Header saying what the body is: [`BROADCAST`], [`PRESENCE`] or [`PRESENCE_HEAD`].
 pub const KIND: &str = "Rt-Kind";
 pub const BROADCAST: &str = "broadcast";
 pub const PRESENCE: &str = "presence";
+/// The number of the sending node's last presence diff of the topic ([`PresenceHead`]).
+pub const PRESENCE_HEAD: &str = "presence_head";
 
 const VERSION: u8 = 1;
 
@@ -139,6 +141,13 @@ pub struct PresenceDiff<'a> {
     pub prev: u64,
     #[serde(borrow)]
     pub diff: &'a RawValue,
+}
+
+/// The number of the sending node's last presence diff of a topic, announced on the topic's
+/// subject for a while after each change: a receiver holding less missed a diff.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PresenceHead {
+    pub seq: u64,
 }
 
 /// A node's answer to a state request: its own entries of the topic at counter `seq`.
