@@ -874,4 +874,13 @@ async fn a_leader_paused_from_postgres_is_replaced_and_never_leads_beside_the_ne
         bad += missing + duplicated + reordered;
     }
     assert_eq!(bad, 0, "every change once, in order, at every client");
+    // Nothing the old leader sent on its way out made a node see a hole it could not fill.
+    for node in &nodes {
+        assert_eq!(
+            node.metric("realtime_cluster_gaps_total").await,
+            0.0,
+            "{}",
+            node.id
+        );
+    }
 }

@@ -505,6 +505,28 @@ mod tests {
     }
 
     #[test]
+    fn recent_heads_name_each_changed_topic_with_its_last_diff_for_a_while() {
+        let p = Presence::new(LocalBus::new(16));
+        let (outbox, mut sent) = mpsc::channel(1);
+        p.replicate_to(outbox);
+        let (room, hall) = (TopicKey::new("room", false), TopicKey::new("hall", false));
+        let alice = SubscriberId::next();
+        p.track(&room, alice, "u1", meta(json!({"n": 1})), 8).unwrap();
+        p.track(&hall, alice, "u1", meta(json!({"n": 1})), 8).unwrap();
+        // The outbox holds one: the second diff is dropped, and its head still tells.
+        p.untrack(&room, alice);
+        assert_eq!(sent.try_recv().map(|d| d.seq), Ok(1));
+        let now = Instant::now();
+        let mut heads = p.recent_heads(now, Duration::from_secs(1));
+        heads.sort_by_key(|(_, seq)| *seq);
+        assert_eq!(heads, [(hall.clone(), 2), (room.clone(), 3)]);
+        assert!(
+            p.recent_heads(now + Duration::from_secs(2), Duration::from_secs(1))
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn track_update_untrack_produce_diffs_with_refs() {
         let bus = LocalBus::new(16);
         let mut rx = bus.subscribe_channel_events();

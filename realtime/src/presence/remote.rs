@@ -325,6 +325,28 @@ mod tests {
     }
 
     #[test]
+    fn a_head_beyond_what_is_held_means_a_lost_diff() {
+        let room = TopicKey::new("room", false);
+        let mut s = RemoteEntries::default();
+        // Nothing held of the node: its head says it had entries here.
+        assert!(s.is_behind(&room, "n1", 7, 3));
+        s.apply_diff(&room, "n1", 7, 3, 0, &join("a", "r1")).unwrap();
+        assert!(!s.is_behind(&room, "n1", 7, 3));
+        // Its last diff, 5, never arrived.
+        assert!(s.is_behind(&room, "n1", 7, 5));
+        // A snapshot at counter 9 holds it.
+        let state = json!({"a": {"metas": [{"phx_ref": "r2"}]}}).to_string();
+        s.apply_state(&room, "n1", 7, 9, &state).unwrap();
+        assert!(!s.is_behind(&room, "n1", 7, 5));
+        // Another incarnation's head: what is held is of a previous life.
+        assert!(s.is_behind(&room, "n1", 8, 1));
+        // A left topic's entries stay accounted for: its leave's number is held.
+        s.apply_diff(&room, "n1", 7, 10, 9, &leave("a", "r2")).unwrap();
+        assert!(s.is_empty());
+        assert!(!s.is_behind(&room, "n1", 7, 10));
+    }
+
+    #[test]
     fn diffs_in_sequence_apply_and_a_hole_asks_for_a_sync() {
         let room = TopicKey::new("room", false);
         let mut s = RemoteEntries::default();
