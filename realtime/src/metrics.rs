@@ -247,6 +247,11 @@ pub(crate) fn render(replication: &ReplicationMetrics, node: NodeFigures, refusa
     }
     let cluster = &replication.cluster;
     if ClusterMetrics::get(&cluster.enabled) {
+        r.register(
+            "realtime_cluster_bus_lag_seconds",
+            "On a follower: from the leader publishing a frame of transactions on NATS to this node handing them on (wall clocks of both nodes).",
+            events().cluster_bus_lag_seconds.clone(),
+        );
         gauge(
             r,
             "realtime_cluster_leader",

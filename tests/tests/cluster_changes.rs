@@ -273,6 +273,19 @@ async fn live_subscribers_on_every_node_get_every_change_whichever_node_leads() 
         assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), ids(1, 100));
         epoch.get_or_insert_with(|| got[0].1[..16].to_owned());
     }
+    // Followers measure the bus: from the leader publishing a frame to handing it on here.
+    for (i, node) in nodes.iter().enumerate() {
+        let text = http_get(node.port(), "/metrics").await;
+        let frames = metric(&text, "realtime_cluster_bus_lag_seconds_count");
+        let seconds = metric(&text, "realtime_cluster_bus_lag_seconds_sum");
+        println!("{}: bus lag over {frames} frames, {seconds:.4} s in all", node.id);
+        if i == first {
+            assert_eq!(frames, 0.0, "the leader applies nothing from the bus");
+        } else {
+            assert!(frames >= 1.0, "{}: no bus lag observed", node.id);
+            assert!(seconds < frames * 5.0, "{}: implausible lag {seconds} s", node.id);
+        }
+    }
 
     // A follower that hears nothing from NATS takes over from a killed leader: what its
     // replication re-reads beyond its own head is news to its live subscribers.
@@ -718,5 +731,156 @@ async fn a_nats_restart_loses_no_change() {
         );
         let extra = subscriber.next(Duration::from_millis(300)).await;
         assert!(extra.is_none(), "node {i} sent more: {extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_from_postgres_is_replaced_and_never_leads_beside_the_new_one() {
+    let (pg, db, nats) = setup().await;
+    let nodes = start_nodes(&pg, &nats, 3).await;
+    let leader = settled(&nodes).await;
+    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
+    let stop = CancellationToken::new();
+    let clients: Vec<Arc<Mutex<Seen>>> = (0..6).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
+    for (i, seen) in clients.iter().enumerate() {
+        resuming_client(ports.clone(), i % 3, seen.clone(), stop.clone());
+    }
+    wait_until("every client to subscribe", || async {
+        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
+    })
+    .await;
+    // Every node's claim to lead, sampled throughout: never two at once.
+    let watching = CancellationToken::new();
+    let claims = {
+        let (node_ports, watching) = (
+            nodes.iter().map(Node::port).collect::<Vec<u16>>(),
+            watching.clone(),
+        );
+        tokio::spawn(async move {
+            let mut most = 0;
+            let mut leaders_seen = Vec::new();
+            while !watching.is_cancelled() {
+                let mut leaders = Vec::new();
+                for (i, port) in node_ports.iter().enumerate() {
+                    let text = http_get(*port, "/metrics").await;
+                    if metric(&text, "realtime_cluster_leader") == 1.0 {
+                        leaders.push(i);
+                    }
+                }
+                most = most.max(leaders.len());
+                for i in leaders {
+                    if !leaders_seen.contains(&i) {
+                        leaders_seen.push(i);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (most, leaders_seen)
+        })
+    };
+    let writing = CancellationToken::new();
+    let writer = {
+        let (url, writing) = (pg.url("postgres"), writing.clone());
+        tokio::spawn(async move {
+            let db = sqlx::PgPool::connect(&url).await.expect("connect");
+            while !writing.is_cancelled() {
+                exec(
+                    &db,
+                    "INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, 10) g",
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait_until("changes flowing to every client", || async {
+        clients
+            .iter()
+            .all(|c| c.lock().expect("lock").changes.len() >= 300)
+    })
+    .await;
+    // A silent stall: no FIN, no RST; nothing moves either way on the leader's Postgres links.
+    nodes[leader].postgres.pause();
+    let paused = Instant::now();
+    wait_until("another node to lead", || async {
+        for (i, node) in nodes.iter().enumerate() {
+            if i != leader && node.is_leader().await {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let takeover = paused.elapsed();
+    println!("another node leads {} ms after the pause", takeover.as_millis());
+    assert!(
+        !nodes[leader].is_leader().await,
+        "the paused leader no longer claims to lead"
+    );
+    // The stream goes on from the new leader while the old one is still cut off.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nodes[leader].postgres.resume();
+    // The old leader's link is back: it must queue for the lock, not stream beside the new one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    writing.cancel();
+    writer.await.expect("the writer");
+    let rows: i64 = sqlx::query_scalar("SELECT max(id)::int8 FROM items")
+        .fetch_one(&db)
+        .await
+        .expect("the rows");
+    wait_until("every row at every client", || async {
+        clients
+            .iter()
+            .all(|c| c.lock().expect("lock").changes.iter().map(|c| c.0).max() == Some(rows))
+    })
+    .await;
+    // Late duplicates (a stale leader's resend) would show up now.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop.cancel();
+    watching.cancel();
+    let (most, leaders_seen) = claims.await.expect("the watcher");
+    let now = settled(&nodes).await;
+    assert_ne!(now, leader, "the old leader did not take the stream back");
+    // Postgres agrees: the slot's walsender is the lock holder; the old leader waits in line.
+    let active: Option<i32> =
+        sqlx::query_scalar("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1")
+            .bind(SLOT)
+            .fetch_one(&db)
+            .await
+            .expect("the slot");
+    let locks: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' \
+         AND pid IN (SELECT pid FROM pg_stat_activity WHERE backend_type = 'walsender')",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("advisory locks");
+    let granted: Vec<i32> = locks.iter().filter(|l| l.1).map(|l| l.0).collect();
+    assert_eq!(granted, [active.expect("an active slot")]);
+    assert_eq!(locks.iter().filter(|l| !l.1).count(), 2, "{locks:?}");
+    println!(
+        "paused {}; {} leads; leaders seen {leaders_seen:?}, at most {most} at once",
+        nodes[leader].id, nodes[now].id
+    );
+    assert_eq!(most, 1, "never two leaders at once");
+    assert!(
+        takeover < Duration::from_secs(25),
+        "another node leads within wal_sender_timeout and a few seconds: {takeover:?}"
+    );
+    let mut bad = 0;
+    for (i, client) in clients.iter().enumerate() {
+        let (missing, duplicated, reordered) =
+            check(&format!("client {i}"), &client.lock().expect("lock"), rows);
+        bad += missing + duplicated + reordered;
+    }
+    assert_eq!(bad, 0, "every change once, in order, at every client");
+    // Nothing the old leader sent on its way out made a node see a hole it could not fill.
+    for node in &nodes {
+        assert_eq!(
+            node.metric("realtime_cluster_gaps_total").await,
+            0.0,
+            "{}",
+            node.id
+        );
     }
 }

@@ -281,3 +281,73 @@ async fn a_node_that_cannot_reach_nats_at_start_exits_with_a_clear_error() {
     );
     assert!(!stderr.contains("secret-pw"), "the password leaked: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_last_presence_diff_is_repaired_without_a_further_change() {
+    // Heartbeats of 1 s: the outage below stays shorter than the silence (2.25 s) that would
+    // make node 2 sync with node 1 anyway.
+    let slow = [("CLUSTER_HEARTBEAT_MS", "1000".to_owned())];
+    let nats = NatsServer::start();
+    let n1 = ClusterNode::start(nats.port, "n1", &slow).await;
+    let n2 = ClusterNode::start(nats.port, "n2", &slow).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut watcher = Client::join(n2.port, "stage", json!({}), "w").await;
+    let mut p = Client::join(n1.port, "stage", json!({}), "p").await;
+    p.track(json!({"mood": "calm"})).await;
+    let diff = watcher
+        .next_event("presence_diff", Duration::from_secs(10))
+        .await
+        .expect("the join's diff on node 2");
+    assert_eq!(diff["payload"]["joins"]["p"]["metas"][0]["mood"], "calm");
+    watcher.drain(Duration::from_millis(500)).await;
+    p.drain(Duration::from_millis(300)).await;
+
+    // The member's next (and last) change is lost on the way: node 1 writes it into a link
+    // that holds it, and the link then drops with it.
+    n1.proxy.pause();
+    p.track(json!({"mood": "busy"})).await;
+    p.next_event("presence_diff", Duration::from_secs(5))
+        .await
+        .expect("the update on node 1 itself");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    n1.proxy.cut();
+    // The held bytes go with the dropped connection, not onto a resumed one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n1.proxy.resume();
+    let lost = Instant::now();
+
+    // No further change anywhere; node 2 still converges, within a bound.
+    let bound = Duration::from_secs(6);
+    let deadline = Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let diff = watcher
+            .next_event("presence_diff", left)
+            .await
+            .unwrap_or_else(|| panic!("node 2 did not converge within {bound:?}"));
+        if diff["payload"]["joins"]["p"]["metas"][0]["mood"] == "busy" {
+            assert_eq!(
+                diff["payload"]["leaves"]["p"]["metas"][0]["mood"], "calm",
+                "{diff}"
+            );
+            break;
+        }
+    }
+    println!("node 2 converged {:?} after the diff was lost", lost.elapsed());
+    // Repaired by the topic's head, not by a node counted as silent and synced whole.
+    let log = n2.process.stderr();
+    assert!(log.contains("a presence diff was lost"), "{log}");
+    // A client joining node 2 now sees the member as it is.
+    let mut late = Client::join(n2.port, "stage", json!({}), "late").await;
+    let state = late
+        .next_event("presence_state", Duration::from_secs(5))
+        .await
+        .expect("presence_state");
+    let metas = state["payload"]["p"]["metas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(metas.len(), 1, "{state}");
+    assert_eq!(metas[0]["mood"], "busy", "{state}");
+}

@@ -30,8 +30,8 @@ use crate::cluster::follow::{Fetch, Source};
 use crate::cluster::wire::{self, Batch, Frame, Refusal};
 use crate::locks::lock;
 use crate::lsn::Lsn;
-use crate::metrics::{ClusterMetrics, ReplicationMetrics};
-use crate::window::WindowLimits;
+use crate::metrics::{ClusterMetrics, ReplicationMetrics, events};
+use crate::window::{WindowLimits, now_micros};
 
 /// Transactions waiting to be published; more are dropped (followers fetch them).
 const PUBLISH_QUEUE: usize = 4096;
@@ -43,6 +43,9 @@ const MAX_TRANSACTION_BYTES: usize = 768 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The header naming the node that sent a frame: a node skips its own.
 const NODE_HEADER: &str = "Rt-Node";
+/// The header holding when the leader published a frame (Unix microseconds): followers measure
+/// the bus's lag from it (`realtime_cluster_bus_lag_seconds`).
+const SENT_HEADER: &str = "Rt-Sent";
 
 /// The leader's head, announced every heartbeat (JSON, readable with `nats sub`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -205,6 +208,7 @@ async fn publish(cluster: Cluster, mut queued: mpsc::Receiver<Publish>, metrics:
         let payload = Bytes::from(wire::encode(&Frame::Batch(batch)));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(NODE_HEADER, cluster.node_id());
+        headers.insert(SENT_HEADER, now_micros().to_string().as_str());
         if let Err(error) = cluster
             .cdc
             .publish_with_headers(subject.clone(), headers, payload)
@@ -265,7 +269,9 @@ async fn answer(
             r = requests.next() => match r { Some(r) => r, None => return },
         };
         let Some(reply) = request.reply else { continue };
-        if !is_leader(&metrics) {
+        // A leader that heard of a later term is about to find out it no longer leads: the
+        // requester must hear the new leader, not this one.
+        if !is_leader(&metrics) || lock(&feed).tail().term() > term(&metrics) {
             continue;
         }
         let frame = match serde_json::from_slice::<FetchRequest>(&request.payload) {
@@ -376,10 +382,24 @@ async fn follow(
                 if own {
                     continue;
                 }
+                let sent = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(SENT_HEADER))
+                    .and_then(|v| v.as_str().parse::<i64>().ok());
                 let mut feed = lock(&feed);
                 let frame = wire::decode_with(&message.payload, &mut |t| feed.intern(t));
                 match frame {
-                    Ok(Frame::Batch(batch)) => receive(&mut feed, Source::Live, batch),
+                    Ok(Frame::Batch(batch)) => {
+                        let before = feed.tail().head();
+                        let fetch = receive(&mut feed, Source::Live, batch);
+                        if let Some(sent) = sent
+                            && feed.tail().head() != before
+                        {
+                            events().bus_lag(sent);
+                        }
+                        fetch
+                    }
                     Ok(Frame::Refused(_)) => None,
                     Err(error) => {
                         tracing::warn!(%error, "an unreadable change stream frame; fetching instead");
@@ -395,7 +415,10 @@ async fn follow(
                 }
                 let mut feed = lock(&feed);
                 feed.tail_mut().saw_term(head.term);
-                metrics.cluster.term.fetch_max(head.term, std::sync::atomic::Ordering::Relaxed);
+                // A leader's own term is the one it publishes under; never raise it from outside.
+                if !is_leader(&metrics) {
+                    metrics.cluster.term.fetch_max(head.term, std::sync::atomic::Ordering::Relaxed);
+                }
                 let mine = feed.tail().head().filter(|(e, _)| e.0 == head.epoch).map_or(0, |(_, l)| l.0);
                 metrics.cluster.lag_bytes.store(head.head.unwrap_or(0).saturating_sub(mine), std::sync::atomic::Ordering::Relaxed);
                 match head.head {

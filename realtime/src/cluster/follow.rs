@@ -65,6 +65,10 @@ impl Tail {
         self.epoch.zip(self.head)
     }
 
+    pub(crate) fn term(&self) -> u64 {
+        self.term
+    }
+
     pub(crate) fn is_warm(&self) -> bool {
         self.warm
     }

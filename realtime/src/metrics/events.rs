@@ -59,6 +59,9 @@ pub(crate) struct Events {
     pub commit_to_push_seconds: Histogram,
     /// Time of one batch of authorization decisions (channel policies, row access).
     pub authorization_seconds: Histogram,
+    /// On a follower of a cluster: from the leader publishing a frame of transactions to this
+    /// node handing them on (once per frame that brought something new).
+    pub cluster_bus_lag_seconds: Histogram,
     /// `accepted`, `refused` (the reason is in `realtime_joins_refused_total`).
     pub joins: Outcomes,
     /// `left` (the client's `phx_leave`), `closed` (token expired or the server closed it).
@@ -102,6 +105,11 @@ impl Events {
             authorization_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
             ),
+            // 100 µs .. ~3 s: NATS on a LAN takes well under a millisecond; seconds mean a
+            // follower that cannot keep up.
+            cluster_bus_lag_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_1, 2.0, 15),
+            ),
             joins: Outcomes::new("outcome", &["accepted", "refused"]),
             leaves: Outcomes::new("outcome", &["left", "closed"]),
             broadcasts: Outcomes::new("outcome", &["sent", "refused"]),
@@ -120,6 +128,15 @@ impl Events {
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         let micros = now.saturating_sub(commit_unix_micros).max(0);
         self.commit_to_push_seconds.observe(micros as f64 / 1e6);
+    }
+
+    /// Observes one frame of the change stream applied by a follower, published by the leader at
+    /// `sent_unix_micros` (the two clocks may differ: a clock behind the leader's counts as zero).
+    pub(crate) fn bus_lag(&self, sent_unix_micros: i64) {
+        let micros = crate::window::now_micros()
+            .saturating_sub(sent_unix_micros)
+            .max(0);
+        self.cluster_bus_lag_seconds.observe(micros as f64 / 1e6);
     }
 
     /// Observes one batch of authorization decisions that took `took`.

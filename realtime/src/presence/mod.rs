@@ -28,6 +28,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -118,6 +119,10 @@ pub(crate) struct Presence {
     seq: AtomicU64,
     outbox: OnceLock<mpsc::Sender<LocalDiff>>,
     outbox_dropped: AtomicU64,
+    /// Topics with a recent local diff: the number of the last one and when it was made. The
+    /// relay announces these heads for a while, so a lost *last* diff is noticed (see
+    /// [`Presence::recent_heads`]).
+    heads: Mutex<HashMap<TopicKey, (u64, Instant)>>,
 }
 
 impl Presence {
@@ -137,6 +142,7 @@ impl Presence {
             seq: AtomicU64::new(0),
             outbox: OnceLock::new(),
             outbox_dropped: AtomicU64::new(0),
+            heads: Mutex::default(),
         }
     }
 
@@ -164,6 +170,8 @@ impl Presence {
             if outbox.try_send(numbered).is_err() {
                 self.outbox_dropped.fetch_add(1, Ordering::Relaxed);
             }
+            // Even a diff the outbox dropped: its head tells the receivers they miss it.
+            lock(&self.heads).insert(topic.clone(), (seq, Instant::now()));
         }
         self.bus.publish_channel_event(ChannelEvent::new(
             topic.clone(),
@@ -184,6 +192,23 @@ impl Presence {
                 EventKind::PresenceDiff(diff),
             ));
         }
+    }
+
+    /// The heads (number of the last diff) of the topics whose last local diff is younger than
+    /// `within`; older ones are forgotten. Receivers compare a head with what they hold, so a
+    /// diff NATS lost is repaired without waiting for the topic's next change.
+    pub(crate) fn recent_heads(&self, now: Instant, within: Duration) -> Vec<(TopicKey, u64)> {
+        let mut heads = lock(&self.heads);
+        heads.retain(|_, (_, at)| now.saturating_duration_since(*at) <= within);
+        heads
+            .iter()
+            .map(|(topic, (seq, _))| (topic.clone(), *seq))
+            .collect()
+    }
+
+    /// Whether `node`'s head of `topic` says this node missed one of its diffs.
+    pub(crate) fn remote_is_behind(&self, topic: &TopicKey, node: &str, incarnation: u64, head: u64) -> bool {
+        self.remote().is_behind(topic, node, incarnation, head)
     }
 
     /// Applies another node's diff and delivers what changed to local sockets.
@@ -477,6 +502,28 @@ mod tests {
             panic!("not a diff")
         };
         serde_json::from_str(diff).unwrap()
+    }
+
+    #[test]
+    fn recent_heads_name_each_changed_topic_with_its_last_diff_for_a_while() {
+        let p = Presence::new(LocalBus::new(16));
+        let (outbox, mut sent) = mpsc::channel(1);
+        p.replicate_to(outbox);
+        let (room, hall) = (TopicKey::new("room", false), TopicKey::new("hall", false));
+        let alice = SubscriberId::next();
+        p.track(&room, alice, "u1", meta(json!({"n": 1})), 8).unwrap();
+        p.track(&hall, alice, "u1", meta(json!({"n": 1})), 8).unwrap();
+        // The outbox holds one: the second diff is dropped, and its head still tells.
+        p.untrack(&room, alice);
+        assert_eq!(sent.try_recv().map(|d| d.seq), Ok(1));
+        let now = Instant::now();
+        let mut heads = p.recent_heads(now, Duration::from_secs(1));
+        heads.sort_by_key(|(_, seq)| *seq);
+        assert_eq!(heads, [(hall.clone(), 2), (room.clone(), 3)]);
+        assert!(
+            p.recent_heads(now + Duration::from_secs(2), Duration::from_secs(1))
+                .is_empty()
+        );
     }
 
     #[test]

@@ -200,6 +200,16 @@ impl RemoteEntries {
         Ok(vec![diff_json(&joins, &leaves)])
     }
 
+    /// Whether `node`'s announced head of `topic` (the number of its last diff there) says a
+    /// diff never arrived here: the topic must be synced from the node. Holding nothing of the
+    /// node's incarnation counts as behind, since the head says it has had entries.
+    pub(crate) fn is_behind(&self, topic: &TopicKey, node: &str, incarnation: u64, head: u64) -> bool {
+        match self.topics.get(topic).and_then(|nodes| nodes.get(node)) {
+            Some(held) if held.incarnation == incarnation => head > held.last,
+            _ => true,
+        }
+    }
+
     /// Removes every entry of `node` (down, or said goodbye), or only those of incarnations
     /// other than `except` (it restarted). Returns the leaves to deliver, per topic.
     pub(crate) fn drop_node(&mut self, node: &str, except: Option<u64>) -> Vec<(TopicKey, String)> {
@@ -313,6 +323,28 @@ mod tests {
             .collect();
         refs.sort();
         refs
+    }
+
+    #[test]
+    fn a_head_beyond_what_is_held_means_a_lost_diff() {
+        let room = TopicKey::new("room", false);
+        let mut s = RemoteEntries::default();
+        // Nothing held of the node: its head says it had entries here.
+        assert!(s.is_behind(&room, "n1", 7, 3));
+        s.apply_diff(&room, "n1", 7, 3, 0, &join("a", "r1")).unwrap();
+        assert!(!s.is_behind(&room, "n1", 7, 3));
+        // Its last diff, 5, never arrived.
+        assert!(s.is_behind(&room, "n1", 7, 5));
+        // A snapshot at counter 9 holds it.
+        let state = json!({"a": {"metas": [{"phx_ref": "r2"}]}}).to_string();
+        s.apply_state(&room, "n1", 7, 9, &state).unwrap();
+        assert!(!s.is_behind(&room, "n1", 7, 5));
+        // Another incarnation's head: what is held is of a previous life.
+        assert!(s.is_behind(&room, "n1", 8, 1));
+        // A left topic's entries stay accounted for: its leave's number is held.
+        s.apply_diff(&room, "n1", 7, 10, 9, &leave("a", "r2")).unwrap();
+        assert!(s.is_empty());
+        assert!(!s.is_behind(&room, "n1", 7, 10));
     }
 
     #[test]

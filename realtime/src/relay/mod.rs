@@ -321,6 +321,25 @@ impl Relay {
                         Err(error) => tracing::warn!(node = self.node(), %error, "presence diff refused"),
                     }
                 }
+                Some(wire::PRESENCE_HEAD) => {
+                    let (Some(from), Some(inc)) = (header(wire::NODE), header(wire::INCARNATION)) else {
+                        continue;
+                    };
+                    let (Ok(inc), Ok(head)) = (
+                        inc.parse::<u64>(),
+                        serde_json::from_slice::<wire::PresenceHead>(&message.payload),
+                    ) else {
+                        continue;
+                    };
+                    if self.presence.remote_is_behind(&topic, &from, inc, head.seq) {
+                        tracing::info!(
+                            node = self.node(),
+                            peer = from,
+                            "a presence diff was lost; syncing the topic"
+                        );
+                        self.clone().resync(topic.clone(), syncing.clone());
+                    }
+                }
                 _ => {}
             }
         }
@@ -445,6 +464,7 @@ impl Relay {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     let _ = client.publish(hb_subject.clone(), me.clone()).await;
+                    self.announce_presence_heads().await;
                     let down = lock(&self.peers).tick(Instant::now());
                     for node in down {
                         tracing::warn!(node = self.node(), peer = node, "a node fell silent; its presence entries leave");
@@ -468,6 +488,29 @@ impl Relay {
         }
         let _ = client.publish(bye_subject, me).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    }
+
+    /// Anti-entropy for presence: the heads of the topics this node changed lately, on each
+    /// topic's subject. A receiver that holds less missed a diff (NATS is at-most-once) and
+    /// syncs the topic. Heads go out for twice the silence that makes a node count as
+    /// returned: a receiver that misses all of them was cut off long enough to sync anyway.
+    async fn announce_presence_heads(&self) {
+        let within = lock(&self.peers).silence() * 2;
+        let heads = self.presence.recent_heads(Instant::now(), within);
+        for (topic, seq) in heads {
+            let Ok(body) = serde_json::to_vec(&wire::PresenceHead { seq }) else {
+                continue;
+            };
+            let subject = wire::topic_subject(&self.cluster.config.name, &topic);
+            if let Err(error) = self
+                .cluster
+                .channels
+                .publish_with_headers(subject, self.headers(wire::PRESENCE_HEAD), body.into())
+                .await
+            {
+                tracing::debug!(node = self.node(), %error, "cannot announce a presence head");
+            }
+        }
     }
 
     fn heard(self: &Arc<Self>, beat: wire::NodeAnnouncement) {

@@ -49,7 +49,7 @@ impl Peers {
     }
 
     /// Two heartbeats and some slack for a busy machine.
-    fn silence(&self) -> Duration {
+    pub(crate) fn silence(&self) -> Duration {
         self.heartbeat * 2 + Duration::from_millis(250)
     }
 

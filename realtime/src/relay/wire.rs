@@ -17,10 +17,12 @@ use crate::protocol::phoenix::UserData;
 pub(crate) const NODE: &str = "Rt-Node";
 /// Header with the sending node's incarnation (decimal).
 pub(crate) const INCARNATION: &str = "Rt-Inc";
-/// Header saying what the body is: [`BROADCAST`] or [`PRESENCE`].
+/// Header saying what the body is: [`BROADCAST`], [`PRESENCE`] or [`PRESENCE_HEAD`].
 pub(crate) const KIND: &str = "Rt-Kind";
 pub(crate) const BROADCAST: &str = "broadcast";
 pub(crate) const PRESENCE: &str = "presence";
+/// The number of the sending node's last presence diff of the topic ([`PresenceHead`]).
+pub(crate) const PRESENCE_HEAD: &str = "presence_head";
 
 const VERSION: u8 = 1;
 
@@ -139,6 +141,13 @@ pub(crate) struct PresenceDiff<'a> {
     pub prev: u64,
     #[serde(borrow)]
     pub diff: &'a RawValue,
+}
+
+/// The number of the sending node's last presence diff of a topic, announced on the topic's
+/// subject for a while after each change: a receiver holding less missed a diff.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PresenceHead {
+    pub seq: u64,
 }
 
 /// A node's answer to a state request: its own entries of the topic at counter `seq`.

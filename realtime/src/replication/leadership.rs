@@ -10,6 +10,8 @@
 //! the leader bumps its term in `realtime.cdc_leadership`: every frame it publishes carries the
 //! term, and followers ignore lower ones.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,57 @@ const KEEPALIVES: [&str; 4] = [
     "SET tcp_keepalives_count = 3",
     "SET tcp_user_timeout = 10000",
 ];
+
+/// How long a leader trusts its Postgres session without an answer to a probe. Postgres ends a
+/// walsender, and with it grants the lock to the next node, no sooner than `wal_sender_timeout`
+/// (10 s, see [`OPTIONS`]) after the last message from us that reached it. A leader whose link
+/// stalls silently (no FIN, no RST: a paused network) gives up after half of that, so it has
+/// stopped leading before any other node can be granted the lock.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// A probe (a status update asking Postgres for a reply) goes out this long after the last one
+/// was answered.
+pub const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// The leader's lease on its Postgres session: renewed by each answered probe, counted from the
+/// moment the probe was sent (Postgres heard us no earlier than that). Pure.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease {
+    renewed: Instant,
+    probe: Option<Instant>,
+}
+
+impl Lease {
+    /// A lease from `now`: call it before starting the stream (Postgres starts its own clock
+    /// after that).
+    pub fn new(now: Instant) -> Lease {
+        Lease {
+            renewed: now,
+            probe: None,
+        }
+    }
+
+    /// Whether a probe should go out now (none is outstanding and the last answer is a while ago).
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.probe.is_none() && now.saturating_duration_since(self.renewed) >= PROBE_AFTER
+    }
+
+    pub fn probed(&mut self, now: Instant) {
+        self.probe = Some(now);
+    }
+
+    /// Postgres sent a keepalive: the probe outstanding, if any, was heard.
+    pub fn answered(&mut self) {
+        if let Some(sent) = self.probe.take() {
+            self.renewed = sent;
+        }
+    }
+
+    /// No probe answered for longer than [`LEASE`]: the session may be gone on Postgres's side.
+    pub fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.renewed) > LEASE
+    }
+}
 
 /// What a contending node brings to the replication task.
 #[derive(Clone, Debug)]
@@ -111,6 +164,28 @@ pub async fn next_term(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_runs_from_the_last_answered_probe_and_ends_before_postgres_gives_up() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut lease = Lease::new(start);
+        assert!(!lease.probe_due(at(500)));
+        assert!(lease.probe_due(at(1_000)));
+        lease.probed(at(1_000));
+        assert!(!lease.probe_due(at(1_500)), "one probe at a time");
+        lease.answered();
+        // Renewed from when the probe went out, not from when the answer came.
+        assert!(!lease.expired(at(6_000)));
+        assert!(lease.expired(at(6_001)));
+        // Unanswered probes do not renew it.
+        let mut stalled = Lease::new(start);
+        stalled.probed(at(1_000));
+        assert!(!stalled.probe_due(at(4_000)));
+        assert!(stalled.expired(at(5_001)));
+        // Half of wal_sender_timeout: the old leader stops before Postgres frees the lock.
+        assert!(OPTIONS.contains("wal_sender_timeout=10s") && LEASE * 2 <= Duration::from_secs(10));
+    }
 
     #[test]
     fn the_lock_is_keyed_on_the_slot_and_quoted() {

@@ -24,7 +24,7 @@ use crate::db;
 use crate::lsn::Lsn;
 use crate::metrics::{ClusterMetrics, ReplicationMetrics};
 use crate::replication::decode::{Decoder, StreamError, TransactionLimits};
-use crate::replication::leadership::{self, Leadership, Waited};
+use crate::replication::leadership::{self, Leadership, Lease, Waited};
 use crate::replication::pgoutput::{self, DecodeError};
 use crate::replication::progress::Progress;
 use crate::replication::setup::{self, SetupError, SlotFound};
@@ -51,6 +51,8 @@ pub enum ReplicationError {
     Ended,
     #[error("stepped down as the change stream's leader: this node cannot reach NATS")]
     SteppedDown,
+    #[error("stepped down as the change stream's leader: Postgres has not answered for {} s", leadership::LEASE.as_secs())]
+    LeaseLost,
 }
 
 impl ReplicationError {
@@ -300,7 +302,25 @@ impl Replication {
         let mut ticker = tokio::time::interval(Duration::from_millis(250));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut may_lead = self.leadership.as_ref().map(|l| l.may_lead.clone());
+        // A leader proves its session alive, or stops leading before Postgres could let another
+        // node lead (see `leadership::Lease`).
+        let mut lease = self.leadership.as_ref().map(|_| Lease::new(Instant::now()));
         loop {
+            if let Some(lease) = &mut lease {
+                let now = Instant::now();
+                if lease.expired(now) {
+                    tracing::warn!(
+                        lease_ms = leadership::LEASE.as_millis() as u64,
+                        "Postgres has not answered this leader's probes: stepping down (the connection is dropped, not closed: it is stalled)"
+                    );
+                    return Err(ReplicationError::LeaseLost);
+                }
+                if lease.probe_due(now) {
+                    conn.send_status(progress.received(), progress.confirmed(), true)
+                        .await?;
+                    lease.probed(now);
+                }
+            }
             tokio::select! {
                 biased;
                 // A leader that cannot publish lets another node lead: confirm, release the
@@ -371,6 +391,9 @@ impl Replication {
                         progress.on_handed(handed, window::now_micros());
                     }
                     Some(ReplicationMessage::Keepalive { wal_end, reply_requested }) => {
+                        if let Some(lease) = &mut lease {
+                            lease.answered();
+                        }
                         let idle = !decoder.in_transaction();
                         progress.on_keepalive(wal_end, idle);
                         if reply_requested {
