@@ -93,10 +93,7 @@ async fn concurrent_checks_each_get_their_own_answer() {
     // absence, creates it and asks again.
     let rls = Rls::new(&database(&pg));
     let tokens: Vec<Claims> = (0..CHECKS).map(|i| claims(i, 4_000_000_000)).collect();
-    let answers = join_all(
-        (0..CHECKS).map(|i| rls.access(topic(i), &tokens[i as usize], i % 7 < 3)),
-    )
-    .await;
+    let answers = join_all((0..CHECKS).map(|i| rls.access(topic(i), &tokens[i as usize], i % 7 < 3))).await;
     for (i, answer) in (0..CHECKS).zip(answers) {
         assert_eq!(answer, expected(i), "check {i}");
     }
@@ -104,7 +101,9 @@ async fn concurrent_checks_each_get_their_own_answer() {
     // same answers.
     let tokens: Vec<Claims> = (0..CHECKS).map(|i| claims(i, 4_000_000_001)).collect();
     let answers = join_all(
-        (0..CHECKS).rev().map(|i| rls.access(topic(i), &tokens[i as usize], i % 7 < 3)),
+        (0..CHECKS)
+            .rev()
+            .map(|i| rls.access(topic(i), &tokens[i as usize], i % 7 < 3)),
     )
     .await;
     for (i, answer) in (0..CHECKS).rev().zip(answers) {

@@ -36,7 +36,10 @@ pub struct Check {
 pub enum Outcome {
     Access(ChannelAccess),
     /// A check that raised: its SQLSTATE and message.
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
     /// The batch could not run (no connection, the connection broke).
     Unavailable(Arc<sqlx::Error>),
 }
