@@ -3,17 +3,21 @@
 //! row-level security on `realtime.messages` (`CHANNEL_AUTHORIZATION=database`). One mode at a
 //! time: they do not combine, so a deployment has one place where access is decided.
 //!
-//! The database check is Supabase's (see [`Rls::check`]): in one transaction that is always
+//! The database check is Supabase's (see `probe.sql`): in a subtransaction that is always
 //! rolled back, probe rows are inserted as the service's role, the token's role and claims are
 //! set (with `realtime.topic` = the sub-topic), the probes visible under them grant read, and an
-//! insert under them in a savepoint grants write. Policies can therefore read application tables
+//! insert under them grants write. Policies can therefore read application tables
 //! (room membership) and call `auth.uid()`, `auth.jwt()` and `realtime.topic()`.
 //!
 //! Checks are cached briefly and shared: concurrent joins with the same topic, claims and
-//! presence setting wait for one query, so bursts of joins stay within the connection pool.
+//! presence setting wait for one check. Distinct checks that arrive together are batched (see
+//! [`batch`]): one statement runs all of them, each under its own role and claims in its own
+//! rolled-back subtransaction, so bursts of joins stay within the connection pool.
+
+mod batch;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -25,13 +29,14 @@ use crate::config::DatabaseConfig;
 use crate::db;
 use crate::locks::lock;
 use crate::policy::ChannelAccess;
+use batch::{Batcher, Check, Outcome};
 
 /// How long a check's answer is reused for the same topic, claims and presence setting.
 const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Cached answers kept at most (older ones are dropped first when full).
 const CACHE_MAX: usize = 100_000;
-/// Connections used for checks.
-const POOL_SIZE: u32 = 8;
+/// Connections used for checks: one per batch in flight.
+const POOL_SIZE: u32 = batch::IN_FLIGHT as u32;
 /// How long a check waits for a connection before the pool is called exhausted.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +61,8 @@ type Shared = Arc<OnceCell<Result<ChannelAccess, CheckError>>>;
 pub(crate) struct Rls {
     pool: PgPool,
     cache: Mutex<HashMap<Key, (Instant, Shared)>>,
+    /// Started with the first check (a task needs the runtime).
+    batcher: OnceLock<Batcher>,
 }
 
 impl Rls {
@@ -64,10 +71,19 @@ impl Rls {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Each connection gets the batch probe function (a temporary one: the database's
+            // schemas are left as they are).
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(batch::PROBE_FUNCTION).execute(connection).await?;
+                    Ok(())
+                })
+            })
             .connect_lazy_with(db::connect_options(database).application_name("realtime_authorization"));
         Rls {
             pool,
             cache: Mutex::new(HashMap::new()),
+            batcher: OnceLock::new(),
         }
     }
 
@@ -118,167 +134,33 @@ impl Rls {
         claims_json: &str,
         presence: bool,
     ) -> Result<ChannelAccess, CheckError> {
-        match self.probe(sub_topic, claims, claims_json, presence).await {
-            Err(Probe::MissingPartition) => {
-                // No partition for today yet (the service was down): create it and ask again.
-                let _ = sqlx::query(
-                    "SELECT realtime.ensure_messages_partition((now() at time zone 'utc')::date)",
-                )
-                .execute(&self.pool)
-                .await;
-                self.probe(sub_topic, claims, claims_json, presence)
-                    .await
-                    .map_err(|e| e.into_error(sub_topic))
-            }
-            other => other.map_err(|e| e.into_error(sub_topic)),
-        }
-    }
-
-    /// Supabase's probe: always rolled back.
-    async fn probe(
-        &self,
-        sub_topic: &str,
-        claims: &Claims,
-        claims_json: &str,
-        presence: bool,
-    ) -> Result<ChannelAccess, Probe> {
-        let mut tx = self.pool.begin().await.map_err(Probe::from)?;
-        let result = async {
-            let mut extensions = vec!["broadcast"];
-            if presence {
-                extensions.push("presence");
-            }
-            // As the service's role (the table's owner: row-level security does not apply).
-            let probes: Vec<(String, String)> = sqlx::query_as(
-                "INSERT INTO realtime.messages (topic, extension, private, inserted_at) \
-                 SELECT $1, e, true, now() at time zone 'utc' FROM unnest($2::text[]) AS e \
-                 RETURNING id::text, extension",
-            )
-            .bind(sub_topic)
-            .bind(&extensions)
-            .fetch_all(&mut *tx)
-            .await?;
-            let sub = claims.sub.clone().unwrap_or_default();
-            sqlx::query(
-                "SELECT set_config('role', $1, true), set_config('realtime.topic', $2, true), \
-                 set_config('request.jwt.claims', $3, true), set_config('request.jwt.claim.sub', $4, true), \
-                 set_config('request.jwt.claim.role', $1, true), set_config('request.headers', '{}', true)",
-            )
-            .bind(&claims.role)
-            .bind(sub_topic)
-            .bind(claims_json)
-            .bind(&sub)
-            .execute(&mut *tx)
-            .await?;
-            let ids: Vec<String> = probes.iter().map(|(id, _)| id.clone()).collect();
-            let visible: Vec<String> =
-                sqlx::query_scalar("SELECT id::text FROM realtime.messages WHERE id = ANY($1::uuid[])")
-                    .bind(&ids)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let read = |extension: &str| {
-                probes
-                    .iter()
-                    .any(|(id, e)| e == extension && visible.contains(id))
-            };
-            let mut access = ChannelAccess {
-                broadcast_read: read("broadcast"),
-                presence_read: read("presence"),
-                ..ChannelAccess::default()
-            };
-            // Write: an insert under the token's role, undone at once. Presence write is
-            // checked whether or not presence is enabled: a later `track` needs it. Both inserts
-            // go in one round trip (the topic is the `realtime.topic` setting, so the text
-            // carries no value); only when one is refused are they told apart, one by one.
-            let both = format!(
-                "SAVEPOINT realtime_write_check; {}; {}; ROLLBACK TO SAVEPOINT realtime_write_check",
-                write_probe("broadcast"),
-                write_probe("presence")
-            );
-            match sqlx::raw_sql(sqlx::AssertSqlSafe(both)).execute(&mut *tx).await {
-                Ok(_) => {
-                    access.broadcast_write = true;
-                    access.presence_write = true;
-                }
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT realtime_write_check")
-                        .execute(&mut *tx)
-                        .await?;
-                    access.broadcast_write = may_write(&mut tx, "broadcast").await?;
-                    access.presence_write = may_write(&mut tx, "presence").await?;
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(access)
-        }
-        .await;
-        // Rolled back on every path: the probes and the settings vanish.
-        let _ = tx.rollback().await;
-        result.map_err(Probe::from)
+        let check = Check {
+            topic: sub_topic.to_owned(),
+            role: claims.role.clone(),
+            claims: claims_json.to_owned(),
+            sub: claims.sub.clone().unwrap_or_default(),
+            presence,
+        };
+        let batcher = self.batcher.get_or_init(|| Batcher::start(self.pool.clone()));
+        let outcome = batcher.check(check).await;
+        into_access(outcome, sub_topic)
     }
 }
 
-/// The write probe of `extension` (a constant): an insert on the topic being checked.
-fn write_probe(extension: &'static str) -> String {
-    format!(
-        "INSERT INTO realtime.messages (topic, extension, private, inserted_at) \
-         VALUES (current_setting('realtime.topic'), '{extension}', true, now() at time zone 'utc')"
-    )
-}
-
-/// Whether the role may insert the probe of `extension` (42501: a policy refused it); undone.
-async fn may_write(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    extension: &'static str,
-) -> Result<bool, sqlx::Error> {
-    let statements = format!(
-        "SAVEPOINT realtime_write_check; {}; ROLLBACK TO SAVEPOINT realtime_write_check",
-        write_probe(extension)
-    );
-    match sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
-        .execute(&mut **tx)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
-            sqlx::raw_sql("ROLLBACK TO SAVEPOINT realtime_write_check")
-                .execute(&mut **tx)
-                .await?;
-            Ok(false)
+/// A check's outcome as the join sees it.
+fn into_access(outcome: Outcome, sub_topic: &str) -> Result<ChannelAccess, CheckError> {
+    match outcome {
+        Outcome::Access(access) => Ok(access),
+        Outcome::Unavailable(e) if matches!(*e, sqlx::Error::PoolTimedOut) => Err(CheckError::PoolExhausted),
+        failed if failed.is_missing_partition() => Err(CheckError::MissingPartition),
+        Outcome::Failed { code, message } => {
+            // The database's message may quote policy code, never token values.
+            tracing::warn!(topic = sub_topic, %code, error = %message, "RlsPolicyError: a channel authorization check failed");
+            Err(CheckError::PolicyError(sub_topic.to_owned()))
         }
-        Err(e) => Err(e),
-    }
-}
-
-/// A failed probe, before it becomes a [`CheckError`].
-#[derive(Debug)]
-enum Probe {
-    PoolExhausted,
-    MissingPartition,
-    Failed(String),
-}
-
-impl From<sqlx::Error> for Probe {
-    fn from(e: sqlx::Error) -> Probe {
-        match &e {
-            sqlx::Error::PoolTimedOut => Probe::PoolExhausted,
-            // "no partition of relation found for row"
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => Probe::MissingPartition,
-            _ => Probe::Failed(e.to_string()),
-        }
-    }
-}
-
-impl Probe {
-    fn into_error(self, sub_topic: &str) -> CheckError {
-        match self {
-            Probe::PoolExhausted => CheckError::PoolExhausted,
-            Probe::MissingPartition => CheckError::MissingPartition,
-            Probe::Failed(error) => {
-                // The database's message may quote policy code, never token values.
-                tracing::warn!(topic = sub_topic, %error, "RlsPolicyError: a channel authorization check failed");
-                CheckError::PolicyError(sub_topic.to_owned())
-            }
+        Outcome::Unavailable(error) => {
+            tracing::warn!(topic = sub_topic, %error, "RlsPolicyError: a channel authorization check failed");
+            Err(CheckError::PolicyError(sub_topic.to_owned()))
         }
     }
 }

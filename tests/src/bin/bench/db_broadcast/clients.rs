@@ -8,7 +8,9 @@
 //! `clock_timestamp()`, µs).
 //!
 //! Line protocol with the parent (stdout only carries these lines):
-//! - `subscribed n=<sockets> joins=<channels> elapsed_us=...` once every channel is joined;
+//! - `subscribed n=<sockets> joins=<channels> handshakes_us=.. joins_us=.. elapsed_us=..` once every
+//!   channel is joined: all sockets are opened first (`concurrency` handshakes at a time), then
+//!   joined (`concurrency` sockets' joins at a time), each phase timed;
 //! - `progress delivered=N` every 10 ms while the count changes;
 //! - stdin `reset` → latencies cleared → `reset`;
 //! - stdin `report` → `report samples=.. p50_us=.. p99_us=.. max_us=..`;
@@ -81,16 +83,34 @@ async fn run(
         delivered: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
     });
+    // Handshakes first, then the joins on the open sockets: each phase is timed on its own.
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency));
-    let mut joins = JoinSet::new();
+    let mut opening = JoinSet::new();
     for i in 0..subscribers {
         let permit = permits.clone().acquire_owned().await?;
-        let (url, token, room) = (url.to_owned(), token(secret, i)?, room_of(i, rooms));
-        joins.spawn(async move {
-            let result = open_joined(&url, &token, &[ALL, &room]).await;
+        let (url, token) = (url.to_owned(), token(secret, i)?);
+        opening.spawn(async move {
+            let result = open(&url, &token).await;
             drop(permit);
-            (i, result)
+            (i, token, result)
+        });
+    }
+    let mut open_sockets = Vec::with_capacity(subscribers as usize);
+    while let Some(opened) = opening.join_next().await {
+        let (i, token, result) = opened?;
+        open_sockets.push((i, token, result.with_context(|| format!("subscriber {i}"))?));
+    }
+    let handshakes = started.elapsed();
+    let joining_started = Instant::now();
+    let mut joins = JoinSet::new();
+    for (i, token, mut ws) in open_sockets {
+        let permit = permits.clone().acquire_owned().await?;
+        let room = room_of(i, rooms);
+        joins.spawn(async move {
+            let result = join(&mut ws, &token, &[ALL, &room]).await;
+            drop(permit);
+            (i, result.map(|()| ws))
         });
     }
     let mut sockets = Vec::with_capacity(subscribers as usize);
@@ -99,9 +119,11 @@ async fn run(
         sockets.push(result.with_context(|| format!("subscriber {i}"))?);
     }
     println!(
-        "subscribed n={} joins={} elapsed_us={}",
+        "subscribed n={} joins={} handshakes_us={} joins_us={} elapsed_us={}",
         sockets.len(),
         sockets.len() * 2,
+        handshakes.as_micros(),
+        joining_started.elapsed().as_micros(),
         started.elapsed().as_micros()
     );
     for ws in sockets {
@@ -170,16 +192,20 @@ fn token(secret: &str, i: u64) -> anyhow::Result<String> {
     )?)
 }
 
-/// Opens a vsn 1.0.0 socket and joins each of `topics` as a private channel; returns once every
-/// join was answered ok.
-async fn open_joined(url: &str, token: &str, topics: &[&str]) -> anyhow::Result<Ws> {
+/// Opens a vsn 1.0.0 socket carrying `token`.
+async fn open(url: &str, token: &str) -> anyhow::Result<Ws> {
     let url = format!("{url}?apikey={token}&vsn=1.0.0");
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .context("WebSocket handshake")?;
+    Ok(ws)
+}
+
+/// Joins each of `topics` as a private channel on `ws`; returns once every join was answered ok.
+async fn join(ws: &mut Ws, token: &str, topics: &[&str]) -> anyhow::Result<()> {
     for (n, topic) in topics.iter().enumerate() {
         let join = serde_json::json!({
             "topic": format!("realtime:{topic}"), "event": "phx_join", "ref": n.to_string(),
@@ -211,7 +237,7 @@ async fn open_joined(url: &str, token: &str, topics: &[&str]) -> anyhow::Result<
     })
     .await
     .context("joins not answered in time")??;
-    Ok(ws)
+    Ok(())
 }
 
 async fn read_pushes(mut ws: Ws, shared: Arc<Shared>) {
