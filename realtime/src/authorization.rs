@@ -42,7 +42,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a database check could not answer. `Display` is the join reason Supabase sends.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CheckError {
+pub enum CheckError {
     #[error("IncreaseConnectionPool: Please increase your connection pool size")]
     PoolExhausted,
     #[error("MissingPartition: Realtime was unable to find the expected messages partition")]
@@ -58,7 +58,7 @@ type Shared = Arc<OnceCell<Result<ChannelAccess, CheckError>>>;
 
 /// The RLS check with its cache and pool.
 #[derive(Debug)]
-pub(crate) struct Rls {
+pub struct Rls {
     pool: PgPool,
     cache: Mutex<HashMap<Key, (Instant, Shared)>>,
     /// Started with the first check (a task needs the runtime).
@@ -67,7 +67,7 @@ pub(crate) struct Rls {
 
 impl Rls {
     /// Connects lazily: the first check opens the first connection.
-    pub(crate) fn new(database: &DatabaseConfig) -> Rls {
+    pub fn new(database: &DatabaseConfig) -> Rls {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -89,7 +89,7 @@ impl Rls {
 
     /// What `claims` may do on private channel `sub_topic`. Presence read is looked at only
     /// when presence is enabled at join, as in Supabase.
-    pub(crate) async fn access(
+    pub async fn access(
         &self,
         sub_topic: &str,
         claims: &Claims,

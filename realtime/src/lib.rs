@@ -43,7 +43,7 @@
 #![warn(unreachable_pub)]
 
 pub mod auth;
-mod authorization;
+pub mod authorization;
 mod broadcast;
 pub mod bus;
 mod calendar;

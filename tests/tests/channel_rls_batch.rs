@@ -35,20 +35,20 @@ fn claims(i: u64, exp: i64) -> Claims {
 /// Even users are members of `room:a` (every fourth may also send); checks alternate between
 /// `room:a` and `room:b`, where nobody is a member.
 fn topic(i: u64) -> &'static str {
-    if i % 3 == 0 { "room:b" } else { "room:a" }
+    if i.is_multiple_of(3) { "room:b" } else { "room:a" }
 }
 
 fn expected(i: u64) -> Result<ChannelAccess, CheckError> {
     if i == FAULTY {
         return Err(CheckError::PolicyError(topic(i).to_owned()));
     }
-    let member = i % 2 == 0 && i % 5 != 4 && topic(i) == "room:a";
+    let member = i.is_multiple_of(2) && i % 5 != 4 && topic(i) == "room:a";
     let presence = i % 7 < 3;
     Ok(ChannelAccess {
         broadcast_read: member,
         presence_read: member && presence,
-        broadcast_write: member && i % 4 == 0,
-        presence_write: member && i % 4 == 0,
+        broadcast_write: member && i.is_multiple_of(4),
+        presence_write: member && i.is_multiple_of(4),
     })
 }
 

@@ -12,16 +12,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::policy::ChannelAccess;
 
 /// Checks sent in one statement at most.
-pub const MAX_BATCH: usize = 128;
+pub(super) const MAX_BATCH: usize = 128;
 /// Batches running at once (each holds one connection of the check pool).
-pub const IN_FLIGHT: usize = 4;
+pub(super) const IN_FLIGHT: usize = 4;
 
 /// The SQL that creates the batch probe function on a connection.
-pub const PROBE_FUNCTION: &str = include_str!("probe.sql");
+pub(super) const PROBE_FUNCTION: &str = include_str!("probe.sql");
 
 /// One check: what `role` with `claims` may do on private sub-topic `topic`.
 #[derive(Clone, Debug)]
-pub struct Check {
+pub(super) struct Check {
     pub topic: String,
     pub role: String,
     /// The token's claims as JSON (`request.jwt.claims`).
@@ -33,7 +33,7 @@ pub struct Check {
 
 /// What a check found: the access, or the failure Postgres reported.
 #[derive(Clone, Debug)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Access(ChannelAccess),
     /// A check that raised: its SQLSTATE and message.
     Failed {
@@ -46,7 +46,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// "no partition of relation found for row": today's partition is missing.
-    pub fn is_missing_partition(&self) -> bool {
+    pub(super) fn is_missing_partition(&self) -> bool {
         matches!(self, Outcome::Failed { code, .. } if code == "23514")
     }
 }
@@ -55,20 +55,20 @@ type Pending = (Check, oneshot::Sender<Outcome>);
 
 /// The queue of checks waiting for a batch.
 #[derive(Debug)]
-pub struct Batcher {
+pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl Batcher {
     /// Starts the task that runs batches on `pool`; it ends when the batcher is dropped.
-    pub fn start(pool: PgPool) -> Batcher {
+    pub(super) fn start(pool: PgPool) -> Batcher {
         let (queue, pending) = mpsc::unbounded_channel();
         tokio::spawn(run(pool, pending));
         Batcher { queue }
     }
 
     /// Queues `check` and waits for its answer.
-    pub async fn check(&self, check: Check) -> Outcome {
+    pub(super) async fn check(&self, check: Check) -> Outcome {
         let (answer, answered) = oneshot::channel();
         if self.queue.send((check, answer)).is_err() {
             return Outcome::Unavailable(Arc::new(sqlx::Error::PoolClosed));
@@ -127,7 +127,7 @@ async fn probe_creating_partition(pool: &PgPool, checks: &[Check]) -> Vec<Outcom
 }
 
 /// Runs `checks` in one statement; one outcome per check, in order.
-pub async fn probe(pool: &PgPool, checks: &[Check]) -> Vec<Outcome> {
+pub(super) async fn probe(pool: &PgPool, checks: &[Check]) -> Vec<Outcome> {
     let column = |f: fn(&Check) -> &String| checks.iter().map(f).cloned().collect::<Vec<String>>();
     let rows: Result<Vec<Row>, sqlx::Error> = sqlx::query_as(
         "SELECT broadcast_read, presence_read, broadcast_write, presence_write, error_code, error_message \
