@@ -75,34 +75,37 @@ impl WindowCounter {
 }
 
 /// At most `limit` events in any sliding `window` (the per-channel presence call limit).
+///
+/// Every joined channel holds one and most never see a presence call: the log of times is
+/// allocated on the first event.
 #[derive(Debug)]
 pub struct SlidingLog {
-    limit: usize,
+    limit: u32,
     window: Duration,
-    times: VecDeque<Instant>,
+    times: Option<Box<VecDeque<Instant>>>,
 }
 
 impl SlidingLog {
     pub fn new(limit: u32, window: Duration) -> Self {
         SlidingLog {
-            limit: limit as usize,
+            limit,
             window,
-            times: VecDeque::new(),
+            times: None,
         }
     }
 
     pub fn hit(&mut self, now: Instant) -> bool {
-        while self
-            .times
+        let times = self.times.get_or_insert_default();
+        while times
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
         {
-            self.times.pop_front();
+            times.pop_front();
         }
-        if self.times.len() >= self.limit {
+        if times.len() >= self.limit as usize {
             return false;
         }
-        self.times.push_back(now);
+        times.push_back(now);
         true
     }
 }
