@@ -39,20 +39,21 @@ pub const PRESENCE_TOPIC_TOO_LARGE: &str = "PresenceLimitReached: Presence state
 pub const REST_TOO_MANY_REQUESTS: &str = "Too many requests";
 pub const REST_BATCH_TOO_LARGE: &str = "Too many messages to broadcast, please reduce the batch size";
 
-/// Events counted in fixed windows of `window`; at most `limit` per window.
+/// Events counted in fixed windows of one second; at most `limit` per window. Every socket
+/// holds one: the window is a constant, not a field.
 #[derive(Debug)]
 pub struct WindowCounter {
     limit: u32,
-    window: Duration,
     start: Instant,
     count: u32,
 }
 
 impl WindowCounter {
+    const WINDOW: Duration = Duration::from_secs(1);
+
     pub fn per_second(limit: u32) -> Self {
         WindowCounter {
             limit,
-            window: Duration::from_secs(1),
             start: Instant::now(),
             count: 0,
         }
@@ -60,7 +61,7 @@ impl WindowCounter {
 
     /// Counts one event at `now`; `false` when it goes over the limit.
     pub fn hit(&mut self, now: Instant) -> bool {
-        if now.saturating_duration_since(self.start) >= self.window {
+        if now.saturating_duration_since(self.start) >= Self::WINDOW {
             self.start = now;
             self.count = 0;
         }
@@ -70,7 +71,7 @@ impl WindowCounter {
 
     /// Whether the current window is already over the limit (without counting).
     pub fn exceeded(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.start) < self.window && self.count >= self.limit
+        now.saturating_duration_since(self.start) < Self::WINDOW && self.count >= self.limit
     }
 }
 
@@ -307,7 +308,6 @@ mod tests {
         let t0 = Instant::now();
         let mut c = WindowCounter {
             limit: 2,
-            window: Duration::from_secs(1),
             start: t0,
             count: 0,
         };

@@ -123,8 +123,6 @@ pub struct Session {
     /// The client's address (behind trusted proxies, the one they name).
     ip: std::net::IpAddr,
     pending_close: Option<Close>,
-    /// Frames taken from the queue and being written (empty, unallocated, between writes).
-    writing: VecDeque<Bytes>,
     /// The connection slot, with the budgets of the API key's subject and of the address.
     slot: OwnedConnectionSlot,
 }
@@ -153,7 +151,6 @@ impl Session {
             delayed: Vec::new(),
             last_activity: Instant::now(),
             pending_close: None,
-            writing: VecDeque::new(),
             slot,
             node,
         }
@@ -172,13 +169,13 @@ impl Session {
             let mut armed = self.next_deadline();
             let sleep = tokio::time::sleep_until(armed);
             tokio::pin!(sleep);
-            let close = loop {
+            let (close, unfinished) = loop {
                 // Replies and fan-out wait in one queue: write it out before reading more.
-                if let Err(close) = self.flush(&mut socket).await {
-                    break close;
+                if let Err(closing) = self.flush(&mut socket).await {
+                    break closing;
                 }
                 if let Some(close) = self.pending_close.take() {
-                    break close;
+                    break (close, VecDeque::new());
                 }
                 // A socket that will be closed once a delayed reply is out reads nothing more: a
                 // flood would only pile up work for a client that is leaving.
@@ -187,24 +184,26 @@ impl Session {
                 let event = tokio::select! {
                     biased;
                     // Shutdown first, then the client's queue, then its frames, then timers.
-                    _ = shutdown.cancelled() => break Close::Shutdown,
+                    _ = shutdown.cancelled() => break (Close::Shutdown, VecDeque::new()),
                     _ = outbound.wait() => continue,
                     frame = socket.recv(), if reading => Ok(frame),
                     _ = &mut sleep => Err(Instant::now()),
                 };
                 match event {
                     Ok(frame) => match frame {
-                        Ok(Message::Close(_)) => break Close::ClientClosed,
+                        Ok(Message::Close(_)) => break (Close::ClientClosed, VecDeque::new()),
                         Ok(message) => {
                             self.last_activity = Instant::now();
                             Box::pin(self.on_frame(message)).await;
                         }
-                        Err(WsError::Protocol(error)) => break Close::Protocol(error.close_code()),
-                        Err(WsError::Io(_) | WsError::Eof) => break Close::Gone,
+                        Err(WsError::Protocol(error)) => {
+                            break (Close::Protocol(error.close_code()), VecDeque::new());
+                        }
+                        Err(WsError::Io(_) | WsError::Eof) => break (Close::Gone, VecDeque::new()),
                     },
                     Err(now) => {
                         if let Some(close) = self.on_timers(now) {
-                            break close;
+                            break (close, VecDeque::new());
                         }
                         armed = self.next_deadline();
                         sleep.as_mut().reset(armed);
@@ -217,34 +216,38 @@ impl Session {
                 }
             };
             // Boxed: closing is rare, and its write would otherwise size every idle socket's task.
-            Box::pin(self.finish(socket, close)).await;
+            Box::pin(self.finish(socket, close, unfinished)).await;
         }
     }
 
-    /// Writes every queued frame; returns why the socket must close if it must.
+    /// Writes every queued frame; returns why the socket must close if it must, with the
+    /// frames of a write cut short (they are not kept in the session: an idle socket holds
+    /// none).
     async fn flush<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         socket: &mut Connection<S>,
-    ) -> Result<(), Close> {
+    ) -> Result<(), (Close, VecDeque<Bytes>)> {
         loop {
-            self.writing = match self.outbound.take() {
+            let mut writing = match self.outbound.take() {
                 Taken::Frames(frames) if frames.is_empty() => return Ok(()),
                 Taken::Frames(frames) => frames,
-                Taken::Overflowed => return Err(Close::SlowConsumer),
-                Taken::Closed => return Err(Close::Gone),
+                Taken::Overflowed => return Err((Close::SlowConsumer, VecDeque::new())),
+                Taken::Closed => return Err((Close::Gone, VecDeque::new())),
             };
             // Boxed, like frame handling below: the write future is only alive while writing,
             // so an idle socket's task does not carry its size.
-            Box::pin(self.write(socket)).await?;
-            self.writing = VecDeque::new();
+            if let Err(close) = Box::pin(self.write(socket, &mut writing)).await {
+                return Err((close, writing));
+            }
         }
     }
 
     async fn write<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
+        &self,
         socket: &mut Connection<S>,
+        writing: &mut VecDeque<Bytes>,
     ) -> Result<(), Close> {
-        let (writing, outbound, node) = (&mut self.writing, &self.outbound, &self.node);
+        let (outbound, node) = (&self.outbound, &self.node);
         let stall = node.config.server.limits.write_stall_timeout;
         // A client that stops reading blocks this write; keep watching for the queue
         // overflowing behind it and for shutdown, so neither waits on the client.
@@ -425,7 +428,13 @@ impl Session {
         self.outbound.close();
     }
 
-    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut self, mut socket: Connection<S>, close: Close) {
+    /// Closes the socket: `unfinished` holds the frames of a write cut short, if any.
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        mut socket: Connection<S>,
+        close: Close,
+        mut unfinished: VecDeque<Bytes>,
+    ) {
         // The `connection` span (see `websocket.rs`) ends with the task.
         let span = tracing::Span::current();
         span.record("close.reason", close.name());
@@ -443,10 +452,9 @@ impl Session {
         };
         // A write cut short must be completed before the close frame, or the client would read
         // the close frame's bytes as the rest of that frame.
-        let mut frames = std::mem::take(&mut self.writing);
-        socket.keep_unfinished(&mut frames);
-        frames.push_back(ws_frame::close(code, reason));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_all(&mut frames)).await;
+        socket.keep_unfinished(&mut unfinished);
+        unfinished.push_back(ws_frame::close(code, reason));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_all(&mut unfinished)).await;
     }
 }
 
