@@ -161,6 +161,7 @@ impl Session {
     /// Not an `async fn`: one stores its arguments twice in its future (once as arguments, once
     /// as the body's locals), and this future is what every idle socket holds. The block below
     /// works on the captured `self` and `socket` in place.
+    #[allow(clippy::manual_async_fn)]
     pub fn run<S: AsyncRead + AsyncWrite + Unpin>(
         mut self,
         mut socket: Connection<S>,
