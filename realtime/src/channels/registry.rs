@@ -113,7 +113,9 @@ impl Registry {
     }
 
     /// Adds `subscriber`, or replaces the entry with the same id (e.g. after access changed).
-    pub(crate) fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) {
+    /// Returns the registry's own copy of `topic`: a channel that keeps it instead of its own
+    /// shares one allocation of the name with every subscriber of the topic.
+    pub(crate) fn subscribe(&self, topic: &TopicKey, subscriber: Subscriber) -> TopicKey {
         let mut shard = write(self.shard(topic));
         if !shard.contains_key(topic)
             && let Some(watcher) = self.watcher.get()
@@ -126,6 +128,10 @@ impl Registry {
             Some(existing) => *existing = subscriber,
             None => list.push(subscriber),
         }
+        drop(list);
+        shard
+            .get_key_value(topic)
+            .map_or_else(|| topic.clone(), |(key, _)| key.clone())
     }
 
     pub(crate) fn unsubscribe(&self, topic: &TopicKey, id: SubscriberId) {

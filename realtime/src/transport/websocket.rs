@@ -136,22 +136,35 @@ pub(crate) async fn handler(
         "close.reason" = tracing::field::Empty,
         "close.code" = tracing::field::Empty,
     );
-    // Tracked from the handshake on, so shutdown also waits for sockets still upgrading.
-    let task = node.tracker.track_future({
-        let node = node.clone();
+    // Tracked from the handshake on, so shutdown also waits for sockets still upgrading. The
+    // socket's session gets a task of its own: this one, with what the handshake needed, ends
+    // as soon as the upgrade is done, and an idle socket holds only the session's future.
+    let session = Session::new(node.clone(), vsn, node.share_key(key), ip, slot);
+    let tracker = node.tracker.clone();
+    let upgrade = tracker.track_future(
         async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket = Connection::new(TokioIo::new(upgraded), max_message);
-                    let key = node.share_key(key);
-                    Session::new(node, vsn, key, ip, slot).run(socket).await;
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+            };
+            let span = tracing::Span::current();
+            // The server's own connections are plain TCP streams: unwrapped from hyper's
+            // upgrade box, the stream is held inline (with the bytes that came after the
+            // handshake, if any), one allocation less per socket.
+            match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                Ok(parts) => {
+                    let socket = Connection::with_read(parts.io.into_inner(), parts.read_buf, max_message);
+                    tokio::spawn(node.tracker.track_future(session.run(socket).instrument(span)));
                 }
-                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+                Err(upgraded) => {
+                    let socket = Connection::new(TokioIo::new(upgraded), max_message);
+                    tokio::spawn(node.tracker.track_future(session.run(socket).instrument(span)));
+                }
             }
         }
-        .instrument(span)
-    });
-    tokio::spawn(task);
+        .instrument(span),
+    );
+    tokio::spawn(upgrade);
 
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

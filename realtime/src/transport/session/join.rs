@@ -333,7 +333,7 @@ impl Session {
         }
         self.reply(&msg, Status::Ok, &response);
         self.open_replay(&ch, &replayed, &msg.topic);
-        self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
+        ch.key = self.node.registry.subscribe(&ch.key, self.subscriber(&ch));
         self.request_db_resume(&ch, &params);
         if params.replication_ready {
             self.announce_replication_ready(&ch, &msg.topic);

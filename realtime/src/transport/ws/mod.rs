@@ -48,8 +48,8 @@ pub(crate) struct Connection<S> {
     io: S,
     /// Bytes of an incomplete frame; empty (no allocation) between frames.
     read: BytesMut,
-    /// A fragmented message being assembled.
-    partial: Option<(OpCode, BytesMut)>,
+    /// A fragmented message being assembled (boxed: rare, and every idle socket holds this).
+    partial: Option<Box<(OpCode, BytesMut)>>,
     max_message: usize,
     /// The last write stopped inside a frame (see [`Connection::keep_unfinished`]).
     mid_frame: bool,
@@ -57,9 +57,19 @@ pub(crate) struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub(crate) fn new(io: S, max_message: usize) -> Self {
+        Self::with_read(io, Bytes::new(), max_message)
+    }
+
+    /// A connection whose first bytes, `read`, were already read from `io` (by the HTTP server,
+    /// behind the handshake). They are copied: `read` may be a view into the server's whole
+    /// read buffer, which must not stay allocated for the life of the socket.
+    pub(crate) fn with_read(io: S, read: Bytes, max_message: usize) -> Self {
         Connection {
             io,
-            read: BytesMut::new(),
+            read: match read.is_empty() {
+                true => BytesMut::new(),
+                false => BytesMut::from(&read[..]),
+            },
             partial: None,
             max_message,
             mid_frame: false,
@@ -103,10 +113,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if header.fin {
                         return Ok(Some(data_message(header.opcode, data.freeze())));
                     }
-                    self.partial = Some((header.opcode, data));
+                    self.partial = Some(Box::new((header.opcode, data)));
                 }
                 OpCode::Continuation => {
-                    let Some((opcode, mut message)) = self.partial.take() else {
+                    let Some((opcode, mut message)) = self.partial.take().map(|p| *p) else {
                         return Err(ProtocolError::StrayContinuation.into());
                     };
                     let total = message.len() + data.len();
@@ -117,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if header.fin {
                         return Ok(Some(data_message(opcode, message.freeze())));
                     }
-                    self.partial = Some((opcode, message));
+                    self.partial = Some(Box::new((opcode, message)));
                 }
             }
         }
