@@ -6,6 +6,7 @@
 //! folder is removed with it.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -87,11 +88,7 @@ impl EmbeddedPostgres {
         };
         pg.settings.extend(options.settings);
         if !pg.data_dir.join("PG_VERSION").exists() {
-            if pg.temp_root.is_some() {
-                pg.copy_template()?;
-            } else {
-                pg.initdb(&pg.data_dir)?;
-            }
+            pg.copy_template()?;
         }
         pg.write_settings()?;
         pg.start_server()?;
@@ -168,11 +165,10 @@ impl EmbeddedPostgres {
         if self.running { Ok(()) } else { self.start_server() }
     }
 
-    /// Fills a throwaway cluster's data folder with a copy of one initialised once per set of
-    /// server binaries: copying takes a tenth of what `initdb` does, and test suites start
-    /// hundreds of clusters. Copies share the template's system identifier, which only matters
-    /// to a service that moves between clusters (it then starts a new epoch: see
-    /// `replication::setup`); throwaway clusters never see one another's services.
+    /// Fills a new data folder with a copy of one initialised once per set of server binaries:
+    /// copying takes a tenth of what `initdb` does, and test suites start hundreds of clusters.
+    /// Copies share the template's system identifier, which only matters to a service that
+    /// moves between clusters (it then starts a new epoch: see `replication::setup`).
     fn copy_template(&self) -> Result<(), EmbeddedError> {
         let key: String = self
             .bindir
@@ -193,14 +189,17 @@ impl EmbeddedPostgres {
             let _ = std::fs::remove_dir_all(&scratch);
             result?;
         }
-        let root = self.data_dir.parent().unwrap_or(&self.data_dir);
-        std::fs::create_dir_all(root).map_err(io("create the data folder's parent"))?;
-        // `cp -a` as the binaries' user keeps the owner and the 0700 mode Postgres insists on.
+        std::fs::create_dir_all(&self.data_dir).map_err(io("create the data folder"))?;
+        // Postgres refuses a data folder others can read.
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("restrict the data folder"))?;
+        chown_to_postgres(&self.data_dir)?;
+        // As the binaries' user, so the copies belong to it.
         self.run_program(
             Path::new("cp"),
             &[
                 "-a",
-                &template.to_string_lossy(),
+                &format!("{}/.", template.display()),
                 &self.data_dir.to_string_lossy(),
             ],
         )
