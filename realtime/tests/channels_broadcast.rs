@@ -2,7 +2,7 @@
 //! `self`, `ack`, payload limits, REST, public/private isolation and slow consumers.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! broadcast batches and rates, the outbound queue's byte bound and the write stall deadline.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

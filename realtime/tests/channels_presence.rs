@@ -2,7 +2,7 @@
 //! tracker, updates with `phx_ref_prev`, leaves on untrack, leave and disconnect.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! broadcast and presence writes are checked, refreshing a token re-checks access.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! duplicate joins, unmatched topics, token expiry and refresh, idle timeout, shutdown.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! start; the folder in use is logged), and refused tokens and joins logged and counted.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Stdio;

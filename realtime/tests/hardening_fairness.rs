@@ -5,7 +5,7 @@
 //! the limit bites.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

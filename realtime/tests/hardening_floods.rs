@@ -6,7 +6,7 @@
 //! the channel's token expires.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the other clients; a flood of bad frames leaves the server's memory where it was.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

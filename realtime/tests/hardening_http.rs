@@ -3,7 +3,7 @@
 //! timeout without starving anyone, and oversized request heads get 431.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! interval, and the server keeps serving valid clients.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

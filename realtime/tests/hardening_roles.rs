@@ -4,7 +4,7 @@
 //! Also: an `access_token` re-sent unchanged does not subscribe Postgres Changes again.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
