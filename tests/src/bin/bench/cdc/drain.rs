@@ -115,12 +115,19 @@ impl Drain {
     }
 }
 
-/// Applies the `realtime` schema once, so that no drain pays for the first migration.
+/// Applies the `realtime` schema once, so that no drain pays for the first migration, and creates
+/// the publication of `realtime.messages` that our replication task streams too. It must exist
+/// before the slots: Postgres 15 refuses to decode, from a slot, WAL older than a publication it
+/// is asked for ("publication … does not exist"), and the task would retry forever.
 pub fn prepare_database(pg: &EmbeddedPostgres, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let database = DatabaseConfig::from_url(&pg.url("postgres")).map_err(anyhow::Error::msg)?;
     runtime.block_on(async {
         let pool = realtime::db::connect(&database).await?;
         realtime::db::migrate(&pool).await?;
+        anyhow::ensure!(
+            realtime::db_broadcast::ensure_publication(&pool).await.is_some(),
+            "cannot create the publication of realtime.messages"
+        );
         pool.close().await;
         anyhow::Ok(())
     })
