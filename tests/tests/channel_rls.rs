@@ -17,13 +17,11 @@ const ALICE: &str = "11111111-1111-1111-1111-111111111111";
 const BOB: &str = "22222222-2222-2222-2222-222222222222";
 const CAROL: &str = "33333333-3333-3333-3333-333333333333";
 
-/// Supabase's Authorization guide: members of a room may receive and send on its topic.
-const POLICIES: &str = "
+/// Supabase's Authorization guide: members of a room may receive and send on its topic (the
+/// members themselves are each test's own rows).
+pub(crate) const ROOM_POLICIES: &str = "
     create table public.room_members (user_id uuid not null, room text not null, can_send boolean not null);
     grant select on public.room_members to authenticated;
-    insert into public.room_members values
-      ('11111111-1111-1111-1111-111111111111', 'room:a', true),
-      ('33333333-3333-3333-3333-333333333333', 'room:a', false);
     create policy \"members can receive\" on realtime.messages for select to authenticated
     using (
       realtime.messages.extension in ('broadcast', 'presence')
@@ -155,7 +153,14 @@ async fn room_membership_policies_decide_who_joins_and_who_sends() {
     service.wait_stderr("streaming changes", Duration::from_secs(60));
     service.wait_stderr("listening", Duration::from_secs(10));
     // The migrations created realtime.messages and auth.uid(): Supabase's policies apply as is.
-    exec(&db, POLICIES).await;
+    exec(&db, ROOM_POLICIES).await;
+    exec(
+        &db,
+        "insert into public.room_members values
+           ('11111111-1111-1111-1111-111111111111', 'room:a', true),
+           ('33333333-3333-3333-3333-333333333333', 'room:a', false);",
+    )
+    .await;
 
     let (alice, bob, carol) = (token(ALICE), token(BOB), token(CAROL));
     let mut a = Socket::open(port, &alice).await;

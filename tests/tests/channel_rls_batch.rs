@@ -58,24 +58,10 @@ async fn concurrent_checks_each_get_their_own_answer() {
     let pg = start_postgres(realtime::embedded::Options::default());
     let db = pool(&pg).await;
     realtime::db::migrate(&db).await.expect("migrations");
+    exec(&db, super::channel_rls::ROOM_POLICIES).await;
     exec(
         &db,
-        "create table public.room_members (user_id uuid not null, room text not null, can_send boolean not null);
-         grant select on public.room_members to authenticated;
-         create policy \"members can receive\" on realtime.messages for select to authenticated
-         using (
-           realtime.messages.extension in ('broadcast', 'presence')
-           and exists (select 1 from public.room_members m
-                       where m.user_id = (select auth.uid()) and m.room = (select realtime.topic()))
-         );
-         create policy \"senders can send\" on realtime.messages for insert to authenticated
-         with check (
-           realtime.messages.extension in ('broadcast', 'presence')
-           and exists (select 1 from public.room_members m
-                       where m.user_id = (select auth.uid()) and m.room = (select realtime.topic())
-                         and m.can_send)
-         );
-         create policy \"faulty\" on realtime.messages for select to authenticated
+        "create policy \"faulty\" on realtime.messages for select to authenticated
          using (case when (select auth.uid()) = '00000000-0000-0000-0000-000000000077'
                      then 1 / (select 0) = 1 else false end);",
     )

@@ -28,23 +28,32 @@ mod tracing;
 mod values_to_jsonb;
 mod wal_safety;
 
-/// A test file that is not declared above is never compiled: catch it here.
+/// A test file that is not declared in its folder's `main.rs` is never compiled: catch it here,
+/// for this crate's tests and for the `realtime` crate's (`realtime/tests/main.rs`).
 #[test]
-fn every_test_file_is_a_module_of_this_binary() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let main = std::fs::read_to_string(dir.join("main.rs")).expect("main.rs is readable");
+fn every_test_file_is_a_module_of_its_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut missing = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("tests/ is readable").flatten() {
-        let path = entry.path();
-        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if path.extension().is_some_and(|e| e == "rs")
-            && name != "main"
-            && !main.contains(&format!("\nmod {name};"))
+    for dir in [root.join("tests"), root.join("../realtime/tests")] {
+        let main = std::fs::read_to_string(dir.join("main.rs")).expect("main.rs is readable");
+        for entry in std::fs::read_dir(&dir)
+            .expect("the tests folder is readable")
+            .flatten()
         {
-            missing.push(name.to_owned());
+            let path = entry.path();
+            let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "rs")
+                && name != "main"
+                && !main.contains(&format!("\nmod {name};"))
+            {
+                missing.push(path.display().to_string());
+            }
         }
     }
-    assert!(missing.is_empty(), "declare these in tests/main.rs: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "declare these in their folder's main.rs: {missing:?}"
+    );
 }
