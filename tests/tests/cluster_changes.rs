@@ -188,6 +188,14 @@ fn ids(from: i64, to: i64) -> Vec<i64> {
     (from..=to).collect()
 }
 
+/// Reads changes 1..=`n` (ids of the rows inserted so far, in order) and then nothing more.
+async fn expect_exactly(subscriber: &mut Subscriber, n: i64, who: &str) {
+    let got = read_changes(subscriber, n as usize).await;
+    assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), ids(1, n), "{who}");
+    let extra = subscriber.next(Duration::from_millis(300)).await;
+    assert!(extra.is_none(), "{who} sent more: {extra:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_node_leads_over_repeated_simultaneous_starts() {
     const ROUNDS: usize = 8;
@@ -583,14 +591,7 @@ async fn a_leader_cut_off_from_nats_steps_down_and_nothing_is_lost() {
     nodes[leader].nats.resume();
     insert(&db, 50).await;
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
-        let got = read_changes(subscriber, 200).await;
-        assert_eq!(
-            got.iter().map(|c| c.0).collect::<Vec<_>>(),
-            ids(1, 200),
-            "node {i}"
-        );
-        let extra = subscriber.next(Duration::from_millis(300)).await;
-        assert!(extra.is_none(), "node {i} sent more: {extra:?}");
+        expect_exactly(subscriber, 200, &format!("node {i}")).await;
     }
 }
 
@@ -723,14 +724,7 @@ async fn a_nats_restart_loses_no_change() {
     nats.restart();
     insert(&db, 50).await;
     for (i, subscriber) in subscribers.iter_mut().enumerate() {
-        let got = read_changes(subscriber, 150).await;
-        assert_eq!(
-            got.iter().map(|c| c.0).collect::<Vec<_>>(),
-            ids(1, 150),
-            "node {i}"
-        );
-        let extra = subscriber.next(Duration::from_millis(300)).await;
-        assert!(extra.is_none(), "node {i} sent more: {extra:?}");
+        expect_exactly(subscriber, 150, &format!("node {i}")).await;
     }
 }
 
