@@ -300,6 +300,26 @@ pub async fn items_database() -> (EmbeddedPostgres, sqlx::PgPool) {
     (pg, db)
 }
 
+/// Commits rows into `items_database()`'s table until it holds `total`, starting after
+/// `written` rows: transactions of 1 to 9 rows in turn, `grp` alternating. The writer of the
+/// crash and failover checkers; its task ends when every row is committed.
+pub fn write_items(url: String, mut written: i64, total: i64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let db = sqlx::PgPool::connect(&url).await.expect("connect");
+        let mut size = 1;
+        while written < total {
+            let n = size.min(total - written);
+            let sql = format!("INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, {n}) g");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&db)
+                .await
+                .expect("insert");
+            written += n;
+            size = size % 9 + 1;
+        }
+    })
+}
+
 pub async fn exec(pool: &sqlx::PgPool, sql: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
         .execute(pool)

@@ -12,7 +12,7 @@ use realtime::embedded::EmbeddedPostgres;
 use realtime_tests::nats::NatsServer;
 use realtime_tests::proxy::TcpProxy;
 use realtime_tests::service::{Service, Subscriber, http_get, http_request, metric, token};
-use realtime_tests::{exec, items_database};
+use realtime_tests::{exec, items_database, write_items};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -451,20 +451,7 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     })
     .await;
     let url = pg.url("postgres");
-    let writer = tokio::spawn(async move {
-        let db = sqlx::PgPool::connect(&url).await.expect("connect");
-        let (mut written, mut size) = (1, 1);
-        while written < ROWS {
-            let n = size.min(ROWS - written);
-            let sql = format!("INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, {n}) g");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&db)
-                .await
-                .expect("insert");
-            written += n;
-            size = size % 9 + 1;
-        }
-    });
+    let writer = write_items(url, 1, ROWS);
     wait_until("a third of the rows", || async {
         clients
             .iter()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
-use realtime_tests::{Process, exec, items_database};
+use realtime_tests::{Process, exec, items_database, write_items};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -302,21 +302,7 @@ async fn killed_during_10000_inserts_resuming_clients_get_every_change_once_in_o
 
     // One writer commits the rest in transactions of 1 to 9 rows, grp alternating.
     let url = env[0].1.clone();
-    let writer = tokio::spawn(async move {
-        let db = sqlx::PgPool::connect(&url).await.expect("connect");
-        let mut written = 2;
-        let mut size = 1;
-        while written < ROWS {
-            let n = size.min(ROWS - written);
-            let sql = format!("INSERT INTO items (grp) SELECT g % 2 FROM generate_series(1, {n}) g");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&db)
-                .await
-                .expect("insert");
-            written += n;
-            size = size % 9 + 1;
-        }
-    });
+    let writer = write_items(url, 2, ROWS);
     // Kill in the middle: once a third of the rows reached the clients.
     wait_for("a third of the rows", || {
         resuming[0].count() >= (ROWS / 3) as usize
