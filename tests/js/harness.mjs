@@ -10,9 +10,15 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { connect as tcpConnect, createServer } from 'node:net'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { after, before } from 'node:test'
 
 import { RealtimeClient } from '@supabase/realtime-js'
 import WebSocket from 'ws'
+
+import { freePort } from './ports.mjs'
+import { POSTGRES_URL_ENV } from './postgres.mjs'
+
+export { freePort }
 
 /** Both serializers every test runs under. */
 export const VSNS = ['1.0.0', '2.0.0']
@@ -25,6 +31,33 @@ export const EVENT_TIMEOUT_MS = 5000
  * message on the same socket has arrived, so the server had its chance to send the unwanted one.
  */
 export const ABSENCE_WAIT_MS = 500
+
+// The long waits, in one place. They are ceilings, not delays: each ends as soon as its event
+// happens, so a generous value costs nothing when things work and only bounds a failure.
+
+/** How long a server without a database may take to answer `/readyz`: a process start. */
+export const READY_TIMEOUT_MS = 20000
+
+/**
+ * How long a server with a database may take to answer `/readyz`: with `realtime dev` that
+ * includes creating and starting a cluster, then migrations and the replication slot, all of
+ * which queue behind the other test files' servers on a 2-core machine.
+ */
+export const DATABASE_READY_TIMEOUT_MS = 60000
+
+/**
+ * How long a stop may take before it is forced: the server after SIGTERM (it closes its sockets
+ * and the change stream), an orphaned Postgres after SIGQUIT, a dead server's WAL sender.
+ */
+export const STOP_GRACE_MS = 10000
+
+/**
+ * How long the resume test keeps its client offline: `RESUME_OFFLINE_MS`, 5 s unless set. The
+ * outage only has to span commits and reconnect attempts; 30000 also outlasts realtime-js's 25 s
+ * heartbeat, which makes the client notice the dead connection by itself (slower, so not the
+ * default).
+ */
+export const RESUME_OFFLINE_MS = Number(process.env.RESUME_OFFLINE_MS ?? 5000)
 
 /** Sub-topics the test policy opens to readers whose JWT `sub` is `user-allowed`. */
 export const ALLOWED_PRIVATE_PREFIX = 'private-allowed'
@@ -49,41 +82,19 @@ export function realtimeBinary() {
 }
 
 /**
- * A free port below the kernel's ephemeral range. A port inside that range can be handed to one
- * of our own outgoing connections while the server is still starting: polling /healthz then
- * connects the socket to itself (TCP self-connect) and waits forever for an answer.
- */
-export async function freePort() {
-  let low = 32768
-  try {
-    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
-  } catch {
-    // not Linux: keep the usual default
-  }
-  const floor = 10000
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = floor + Math.floor(Math.random() * Math.max(1, low - floor))
-    if (await canListen(port)) return port
-  }
-  throw new Error('no free port below the ephemeral range')
-}
-
-function canListen(port) {
-  return new Promise((resolve) => {
-    const server = createServer()
-    server.unref()
-    server.once('error', () => resolve(false))
-    server.listen(port, '0.0.0.0', () => server.close(() => resolve(true)))
-  })
-}
-
-/**
  * Starts `realtime serve` and waits until `GET /readyz` answers 200.
  * Returns `{ port, secret, wsUrl(path), httpUrl, token(claims), stop() }`.
  *
- * With `{ database: true }` it runs `realtime dev` instead, which starts a throwaway Postgres of
- * its own (wal_level=logical); the result then also has `sql(text)`, running SQL there as the
- * superuser through `psql`. `policy` replaces the policy file's text; `env` adds settings.
+ * With `{ database: true }` the server gets a database of its own, and the result also has
+ * `sql(text)` and `sqlSession()`, running SQL there as the superuser through `psql`:
+ * - under `npm test` (run.mjs, which sets REALTIME_JS_POSTGRES_URL), a fresh database in the
+ *   run's one cluster, with a replication slot named after it; `realtime serve` applies the
+ *   migrations itself, and the roles `realtime dev` creates come from the cluster's template;
+ * - otherwise (a file run alone with `node --test`), `realtime dev`, which starts a throwaway
+ *   Postgres of its own (wal_level=logical).
+ * `{ database: 'private' }` always takes the second way: for a test that stops or breaks Postgres
+ * itself, which would hurt every other server of the run.
+ * `policy` replaces the policy file's text; `env` adds settings.
  */
 export async function startServer({ database = false, policy = TEST_POLICY, env: extraEnv = {} } = {}) {
   const bin = realtimeBinary()
@@ -96,14 +107,27 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
   const secret = randomBytes(32).toString('hex')
   const policiesDir = mkdtempSync(join(tmpdir(), 'realtime-js-policies-'))
   writeFileSync(join(policiesDir, 'channels.toml'), policy)
-  const pgDir = database ? mkdtempSync(join(tmpdir(), 'realtime-js-pg-')) : null
+  const clusterUrl = database === 'private' ? undefined : process.env[POSTGRES_URL_ENV]
+  const shared = Boolean(database) && Boolean(clusterUrl)
+  const embedded = Boolean(database) && !shared
+  const pgDir = embedded ? mkdtempSync(join(tmpdir(), 'realtime-js-pg-')) : null
   // The postgres user runs the server and must be able to enter the folder.
   if (pgDir) chmodSync(pgDir, 0o755)
-  const pgPort = database ? await freePort() : null
+  const pgPort = embedded ? await freePort() : null
+  let databaseName = null
+  let databaseUrl = null
+  if (shared) {
+    // Also the slot's name: slots belong to the cluster, so each server needs its own.
+    databaseName = uniqueTopic('js').replaceAll('-', '_')
+    await psql(clusterUrl, `CREATE DATABASE ${databaseName}`)
+    databaseUrl = withDatabase(clusterUrl, databaseName)
+  } else if (embedded) {
+    databaseUrl = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`
+  }
 
   const env = { ...process.env }
   // The tests need the broadcast/presence-only server, whatever the caller's shell has set.
-  for (const key of ['DATABASE_URL', 'DB_HOST', 'REALTIME_CONFIG', 'JWT_SECRET', 'JWT_JWKS']) {
+  for (const key of ['DATABASE_URL', 'DB_HOST', 'REALTIME_CONFIG', 'JWT_SECRET', 'JWT_JWKS', 'SLOT_NAME']) {
     delete env[key]
   }
   Object.assign(env, {
@@ -112,9 +136,10 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
     CHANNEL_ERROR_BACKOFF_MS: '0',
     CONNECT_ERROR_BACKOFF_MS: '0',
     POLICIES_DIR: policiesDir,
+    ...(shared ? { DATABASE_URL: databaseUrl, SLOT_NAME: databaseName } : {}),
     ...extraEnv,
   })
-  const args = database
+  const args = embedded
     ? ['dev', '--data-dir', join(pgDir, 'data'), '--pg-port', String(pgPort), '--fresh']
     : ['serve']
   // The server's log, kept for the failure message (tokens are never logged by the server).
@@ -139,9 +164,13 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
   }
   launch(args, env)
   const httpUrl = `http://127.0.0.1:${port}`
-  await healthy(httpUrl, database ? 60000 : 20000, () => exited, () => child, () => log)
+  const readyTimeout = database ? DATABASE_READY_TIMEOUT_MS : READY_TIMEOUT_MS
+  await healthy(httpUrl, readyTimeout, () => exited, () => child, () => log)
   // After `crash()` and `restart()` the embedded Postgres outlives the server it came with.
   let postgresOrphaned = false
+  const needDatabase = () => {
+    if (!database) throw new Error('startServer({ database: true }) has no database')
+  }
 
   return {
     port,
@@ -155,10 +184,10 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
       return makeToken(claims, { secret, ...opts })
     },
     log: () => log,
-    /** Runs SQL in the embedded database (only with `{ database: true }`). */
+    /** Runs SQL in the server's database (only with `{ database: true }`). */
     sql(text) {
-      if (!database) throw new Error('startServer({ database: true }) has no database')
-      return psql(pgPort, text)
+      needDatabase()
+      return psql(databaseUrl, text)
     },
     /**
      * One `psql` session kept open (only with `{ database: true }`): `run(text)` sends the
@@ -166,39 +195,96 @@ export async function startServer({ database = false, policy = TEST_POLICY, env:
      * run one after another in the order sent. `close()` ends the session.
      */
     sqlSession() {
-      if (!database) throw new Error('startServer({ database: true }) has no database')
-      return new SqlSession(pgPort)
+      needDatabase()
+      return new SqlSession(databaseUrl)
     },
-    /** Kills the server at once (SIGKILL, a crash); the embedded Postgres keeps running. */
+    /** Kills the server at once (SIGKILL, a crash); its Postgres keeps running. */
     async crash() {
       if (pgDir) postgresOrphaned = true
       child.kill('SIGKILL')
       await exit
     },
     /**
-     * Starts the server again after `crash()`: same port and secret, `realtime serve` against
-     * the embedded Postgres left running. Resolves once `/readyz` answers 200.
+     * Starts the server again after `crash()`: same port, secret and slot, `realtime serve`
+     * against the database left running. Resolves once `/readyz` answers 200.
      */
     async restart() {
       if (!exited) throw new Error('restart() needs a stopped server: call crash() first')
-      const serveEnv = { ...env }
-      if (database) serveEnv.DATABASE_URL = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`
-      launch(['serve'], serveEnv)
-      await healthy(httpUrl, 60000, () => exited, () => child, () => log)
+      launch(['serve'], databaseUrl ? { ...env, DATABASE_URL: databaseUrl } : env)
+      await healthy(httpUrl, DATABASE_READY_TIMEOUT_MS, () => exited, () => child, () => log)
     },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM')
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10000)
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS)
         await exit
         clearTimeout(timer)
       }
       if (postgresOrphaned) await stopPostgres(join(pgDir, 'data'))
+      if (shared) await dropDatabase(clusterUrl, databaseName)
       rmSync(policiesDir, { recursive: true, force: true })
       if (pgDir) rmSync(pgDir, { recursive: true, force: true })
       return exited
     },
   }
+}
+
+/**
+ * A server for a whole test file: `const server = useServer({ database: true })` at the top of
+ * the file starts it in a `before` hook and stops it in an `after` hook. The handle gets the
+ * started server's fields and methods (`port`, `sql()`, `token()`, `crash()`, ...) once it has
+ * started, so tests use it as `startServer`'s result.
+ *
+ * `options` are `startServer`'s, plus:
+ * - `setup(server)`: runs in the same hook once the server is up (tables, policies). It cannot be a
+ *   `before` hook of the file's own: node 20 starts top-level `before` hooks as they are
+ *   registered, without waiting for the ones before them.
+ * - `clients`: the array the file keeps its realtime-js clients in, disconnected before the server
+ *   stops (top-level `after` hooks run one after another in the order registered, so a file's
+ *   own `after` registered later would run too late).
+ * `options` may also be a function returning them, called in the hook, for settings that must
+ * wait for something else (another process's port).
+ */
+export function useServer(options = {}) {
+  const handle = {}
+  let server = null
+  let clients = []
+  before(async () => {
+    const resolved = typeof options === 'function' ? await options() : options
+    const { clients: fileClients = [], setup, ...serverOptions } = resolved
+    clients = fileClients
+    server = await startServer(serverOptions)
+    Object.assign(handle, server)
+    await setup?.(handle)
+  })
+  after(async () => {
+    await disconnectAll(clients)
+    await server?.stop()
+  })
+  return handle
+}
+
+/** `url` (a superuser URL of the run's cluster) with its database replaced by `name`. */
+function withDatabase(url, name) {
+  const parsed = new URL(url)
+  parsed.pathname = `/${name}`
+  return parsed.toString()
+}
+
+/**
+ * Drops a server's database after the server has stopped. Its replication slot goes first, as
+ * DROP DATABASE refuses while one is on it; before that, a WAL sender the stopped server left
+ * behind is ended, as it would keep the slot in use.
+ */
+async function dropDatabase(clusterUrl, name) {
+  const slots = `FROM pg_replication_slots WHERE database = '${name}'`
+  const deadline = Date.now() + STOP_GRACE_MS
+  while ((await psql(clusterUrl, `SELECT count(pg_terminate_backend(active_pid)) ${slots} AND active`)) !== '0') {
+    if (Date.now() > deadline) throw new Error(`the replication slot of ${name} stayed in use`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  await psql(clusterUrl, `SELECT pg_drop_replication_slot(slot_name) ${slots}`)
+  await psql(clusterUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
 }
 
 /**
@@ -239,7 +325,7 @@ async function stopPostgres(dataDir) {
   } catch {
     return // already gone
   }
-  const deadline = Date.now() + 10000
+  const deadline = Date.now() + STOP_GRACE_MS
   while (Date.now() < deadline) {
     try {
       process.kill(pid, 0)
@@ -250,13 +336,12 @@ async function stopPostgres(dataDir) {
   }
 }
 
-const PSQL_ARGS = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-U', 'postgres', '-d', 'postgres']
+const PSQL_ARGS = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1']
 
 /** See `sqlSession()`: statements go to one `psql` over stdin, each followed by a marker. */
 class SqlSession {
-  constructor(port) {
-    this.child = spawn('psql', [...PSQL_ARGS, '-p', String(port)], {
-      env: { ...process.env, PGPASSWORD: 'postgres' },
+  constructor(url) {
+    this.child = spawn('psql', [...PSQL_ARGS, '-d', url], {
       stdio: ['pipe', 'pipe', 'pipe'],
     })
     this.pending = []
@@ -296,13 +381,13 @@ class SqlSession {
   }
 }
 
-/** Runs `psql` against the embedded cluster on `port`; resolves with its output. */
-function psql(port, text) {
+/** Runs `psql` with the connection URL `url`; resolves with its output. */
+function psql(url, text) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'psql',
-      [...PSQL_ARGS, '-p', String(port), '-c', text],
-      { env: { ...process.env, PGPASSWORD: 'postgres' }, stdio: ['ignore', 'pipe', 'pipe'] }
+      [...PSQL_ARGS, '-d', url, '-c', text],
+      { stdio: ['ignore', 'pipe', 'pipe'] }
     )
     let out = ''
     let err = ''

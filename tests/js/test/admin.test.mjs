@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test'
 
 import { chromium } from 'playwright-core'
 
-import { connect, disconnectAll, startServer, subscribed } from '../harness.mjs'
+import { connect, subscribed, useServer } from '../harness.mjs'
 
 const ADMIN_SECRET = 'admin-browser-test-secret-0123'
 
@@ -28,30 +28,35 @@ const executablePath = findChromium()
 // skipping it unseen; SKIP_BROWSER_TESTS=1 skips it on a machine that cannot have one.
 const skipBrowser = !executablePath && process.env.SKIP_BROWSER_TESTS === '1' && 'no chromium on PATH (SKIP_BROWSER_TESTS=1)'
 
-let server
+// The browser closes before the server stops: `after` hooks run in the order they were registered.
 let browser
-const clients = []
 before(async () => {
   if (!executablePath) return
-  server = await startServer({ database: true, env: { ADMIN_SECRET } })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TABLE orders (id int PRIMARY KEY, customer text);
-    GRANT SELECT ON orders TO service_role;
-  `)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE orders`)
   browser = await chromium.launch({
     executablePath,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
   })
 })
 after(async () => {
-  await disconnectAll(clients)
   await browser?.close()
-  await server?.stop()
+})
+
+const clients = []
+const server = useServer({
+  database: true,
+  env: { ADMIN_SECRET },
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TABLE orders (id int PRIMARY KEY, customer text);
+      GRANT SELECT ON orders TO service_role;
+    `)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE orders`)
+  },
 })
 
 test('the admin page shows channels, the live log and what a role receives', { skip: skipBrowser }, async () => {

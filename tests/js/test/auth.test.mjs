@@ -3,7 +3,7 @@
 // with setAuth(), and channel shutdown at expiry.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
 import {
   ABSENCE_WAIT_MS,
@@ -12,24 +12,16 @@ import {
   VSNS,
   absenceWindow,
   connect,
-  disconnectAll,
   makeToken,
   rawHandshake,
-  startServer,
   subscribeStatus,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer()
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
-})
+const server = useServer({ clients })
 
 function client(vsn, options = {}) {
   const c = connect(server, { vsn, ...options })

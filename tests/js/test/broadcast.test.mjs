@@ -2,7 +2,7 @@
 // serializers, REST (single and batch endpoints), binary payloads, and leaving a channel.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
 import {
   ABSENCE_WAIT_MS,
@@ -10,23 +10,15 @@ import {
   VSNS,
   absenceWindow,
   connect,
-  disconnectAll,
   makeToken,
   onWire,
-  startServer,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer()
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
-})
+const server = useServer({ clients })
 
 function client(vsn, options = {}) {
   const c = connect(server, { vsn, ...options })

@@ -4,9 +4,9 @@
 // (track) follow the insert policy, and `replication_ready` is answered.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, connect, disconnectAll, startServer, subscribeStatus, subscribed } from '../harness.mjs'
+import { Inbox, VSNS, connect, subscribeStatus, subscribed, useServer } from '../harness.mjs'
 
 const MEMBER = '11111111-1111-1111-1111-111111111111'
 const OTHER_MEMBER = '22222222-2222-2222-2222-222222222222'
@@ -14,60 +14,58 @@ const STRANGER = '33333333-3333-3333-3333-333333333333'
 const READER = '44444444-4444-4444-4444-444444444444'
 
 const clients = []
-let server
-
-before(async () => {
-  server = await startServer({ database: true, env: { CHANNEL_AUTHORIZATION: 'database' } })
-  await server.sql(`
-    create table public.rooms_users (user_id uuid not null, topic text not null);
-    grant select on public.rooms_users to authenticated;
-    insert into public.rooms_users values
-      ('${MEMBER}', 'room-1'), ('${OTHER_MEMBER}', 'room-1'), ('${MEMBER}', 'room-2'), ('${OTHER_MEMBER}', 'room-2');
-    -- Users who may follow a room without writing to it (broadcast or presence).
-    create table public.rooms_readers (user_id uuid not null, topic text not null);
-    grant select on public.rooms_readers to authenticated;
-    insert into public.rooms_readers values ('${READER}', 'room-1'), ('${READER}', 'room-2');
-    create policy "readers can read" on realtime.messages for select to authenticated
-    using (exists (select 1 from rooms_readers r where r.user_id = (select auth.uid()) and r.topic = (select realtime.topic())));`)
-  // Supabase's guide, verbatim.
-  await server.sql(`
-    create policy "authenticated can read broadcast and presence state"
-    on "realtime"."messages"
-    for select
-    to authenticated
-    using (
-      exists (
-        select
-          user_id
-        from
-          rooms_users
-        where
-          user_id = (select auth.uid())
-          and topic = (select realtime.topic())
-          and realtime.messages.extension in ('broadcast', 'presence')
-      )
-    );`)
-  await server.sql(`
-    create policy "authenticated can send broadcast and track presence"
-    on "realtime"."messages"
-    for insert
-    to authenticated
-    with check (
-      exists (
-        select
-          user_id
-        from
-          rooms_users
-        where
-          user_id = (select auth.uid())
-          and topic = (select realtime.topic())
-          and realtime.messages.extension in ('broadcast', 'presence')
-      )
-    );`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  env: { CHANNEL_AUTHORIZATION: 'database' },
+  clients,
+  setup: async () => {
+    await server.sql(`
+      create table public.rooms_users (user_id uuid not null, topic text not null);
+      grant select on public.rooms_users to authenticated;
+      insert into public.rooms_users values
+        ('${MEMBER}', 'room-1'), ('${OTHER_MEMBER}', 'room-1'), ('${MEMBER}', 'room-2'), ('${OTHER_MEMBER}', 'room-2');
+      -- Users who may follow a room without writing to it (broadcast or presence).
+      create table public.rooms_readers (user_id uuid not null, topic text not null);
+      grant select on public.rooms_readers to authenticated;
+      insert into public.rooms_readers values ('${READER}', 'room-1'), ('${READER}', 'room-2');
+      create policy "readers can read" on realtime.messages for select to authenticated
+      using (exists (select 1 from rooms_readers r where r.user_id = (select auth.uid()) and r.topic = (select realtime.topic())));`)
+    // Supabase's guide, verbatim.
+    await server.sql(`
+      create policy "authenticated can read broadcast and presence state"
+      on "realtime"."messages"
+      for select
+      to authenticated
+      using (
+        exists (
+          select
+            user_id
+          from
+            rooms_users
+          where
+            user_id = (select auth.uid())
+            and topic = (select realtime.topic())
+            and realtime.messages.extension in ('broadcast', 'presence')
+        )
+      );`)
+    await server.sql(`
+      create policy "authenticated can send broadcast and track presence"
+      on "realtime"."messages"
+      for insert
+      to authenticated
+      with check (
+        exists (
+          select
+            user_id
+          from
+            rooms_users
+          where
+            user_id = (select auth.uid())
+            and topic = (select realtime.topic())
+            and realtime.messages.extension in ('broadcast', 'presence')
+        )
+      );`)
+  },
 })
 
 function client(vsn, sub) {

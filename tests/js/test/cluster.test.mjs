@@ -5,18 +5,15 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import net from 'node:net'
-import { after, before, describe, test } from 'node:test'
+import { after, describe, test } from 'node:test'
 
-import { Inbox, VSNS, connect, disconnectAll, freePort, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, connect, freePort, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
 // Debian's package puts nats-server in /usr/sbin, not on every user's PATH.
 const NATS_BIN = ['/usr/sbin/nats-server', '/usr/bin/nats-server'].find(existsSync) ?? 'nats-server'
 // A node listens to a topic's traffic from its first local subscriber on; give it a moment.
 const CROSS_TIMEOUT_MS = 10000
 
-let nats
-let nodes = []
-const clients = []
 
 async function startNats() {
   const port = await freePort()
@@ -36,24 +33,28 @@ async function startNats() {
   }
 }
 
-before(async () => {
-  nats = await startNats()
-  const env = (node) => ({
-    NATS_URL: `nats://127.0.0.1:${nats.port}`,
-    NODE_ID: node,
-    CLUSTER_NAME: `js${process.pid}`,
-    CLUSTER_HEARTBEAT_MS: '250',
-    CLUSTER_NODE_DOWN_AFTER_MS: '4000',
-  })
-  nodes = [await startServer({ env: env('a') }), await startServer({ env: env('b') })]
-  // Let the nodes hear each other's heartbeats.
-  await new Promise((resolve) => setTimeout(resolve, 1000))
-})
+let nats
+/** The nats-server both nodes use, started by whichever node's hook asks first. */
+const natsStarted = () => (nats ??= startNats())
 
+/** The settings of node `node`. */
+const nodeEnv = async (node) => ({
+  NATS_URL: `nats://127.0.0.1:${(await natsStarted()).port}`,
+  NODE_ID: node,
+  CLUSTER_NAME: `js${process.pid}`,
+  CLUSTER_HEARTBEAT_MS: '250',
+  CLUSTER_NODE_DOWN_AFTER_MS: '4000',
+})
+// Let each node hear the other's heartbeats: the tests start once both nodes' hooks are done.
+const heard = () => new Promise((resolve) => setTimeout(resolve, 1000))
+const clients = []
+const nodes = [
+  useServer(async () => ({ env: await nodeEnv('a'), clients, setup: heard })),
+  useServer(async () => ({ env: await nodeEnv('b'), setup: heard })),
+]
+// Registered after the nodes' hooks, so it runs after they have stopped: nats-server outlives them.
 after(async () => {
-  await disconnectAll(clients)
-  for (const node of nodes) await node.stop()
-  nats?.child.kill()
+  ;(await nats)?.child.kill()
 })
 
 function client(node, vsn) {

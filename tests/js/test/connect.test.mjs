@@ -3,27 +3,19 @@
 // builds it).
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
 import {
   Inbox,
   VSNS,
   connect,
-  disconnectAll,
-  startServer,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer()
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
-})
+const server = useServer({ clients })
 
 for (const vsn of VSNS) {
   describe(`connect (vsn ${vsn})`, () => {

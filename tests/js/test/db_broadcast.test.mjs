@@ -7,12 +7,14 @@
 // refused with a clear error rather than ignored.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribeStatus, subscribed } from '../harness.mjs'
+import { Inbox, VSNS, absenceWindow, connect, subscribeStatus, subscribed, useServer } from '../harness.mjs'
 
 const POSITION = /^[0-9a-f]{16}-[0-9A-F]{16}-[0-9A-F]{8}$/
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+/** Replays ask for messages from a minute before the test on: older than anything it sends. */
+const REPLAY_LOOKBACK_MS = 60000
 
 /** Private `room:*` channels for authenticated users (the policy-file authorization). */
 const ROOM_POLICY = `
@@ -23,29 +25,27 @@ when = "auth.role() = 'authenticated'"
 `
 
 const clients = []
-let server
-
-before(async () => {
-  server = await startServer({ database: true, policy: ROOM_POLICY })
-  // Supabase's documented trigger, verbatim (guide "Broadcast from the database").
-  await server.sql(`
-    create table public.messages (id serial primary key, room_id int not null, body text);
-    create or replace function public.messages_broadcast() returns trigger
-    security definer language plpgsql as $$
-    begin
-      perform realtime.broadcast_changes(
-        'room:' || coalesce(NEW.room_id, OLD.room_id)::text,
-        TG_OP,
-        TG_OP,
-        TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD);
-      return null;
-    end $$;
-    create trigger messages_broadcast after insert or update or delete on public.messages
-      for each row execute function public.messages_broadcast();`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  policy: ROOM_POLICY,
+  clients,
+  setup: async () => {
+    // Supabase's documented trigger, verbatim (guide "Broadcast from the database").
+    await server.sql(`
+      create table public.messages (id serial primary key, room_id int not null, body text);
+      create or replace function public.messages_broadcast() returns trigger
+      security definer language plpgsql as $$
+      begin
+        perform realtime.broadcast_changes(
+          'room:' || coalesce(NEW.room_id, OLD.room_id)::text,
+          TG_OP,
+          TG_OP,
+          TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD);
+        return null;
+      end $$;
+      create trigger messages_broadcast after insert or update or delete on public.messages
+        for each row execute function public.messages_broadcast();`)
+  },
 })
 
 function client(vsn) {
@@ -124,7 +124,7 @@ describe('broadcast from the database', () => {
 
     test(`vsn ${vsn}: replay (Supabase's) sends the newest stored broadcasts since a time, oldest first, marked replayed`, async () => {
       const t = `room:replay-${i}`
-      const since = Date.now() - 60000
+      const since = Date.now() - REPLAY_LOOKBACK_MS
       const earlier = await listen(vsn, t, { private: true })
       for (let n = 1; n <= 3; n++) {
         await server.sql(`select realtime.send('{"n":${n}}'::jsonb, 'position', '${t}', true)`)
@@ -146,7 +146,7 @@ describe('broadcast from the database', () => {
 
     test(`vsn ${vsn}: replay under concurrent sends: every message once, replayed ones first, no gap at the seam`, async () => {
       const t = `room:seam-${i}`
-      const since = Date.now() - 60000
+      const since = Date.now() - REPLAY_LOOKBACK_MS
       const session = server.sqlSession()
       const total = 300
       // Sends one by one (each its own transaction) while channels join with a replay: a message

@@ -1,9 +1,9 @@
-// Postgres Changes with the published realtime-js client, against `realtime dev` (its own
-// throwaway Postgres): payload fields and JS types, events and filters, the "Subscribed to
-// PostgreSQL" promise, commit order, unpublished tables, and who sees what under a policy.
+// Postgres Changes with the published realtime-js client, against a database of its own:
+// payload fields and JS types, events and filters, the "Subscribed to PostgreSQL" promise,
+// commit order, unpublished tables, and who sees what under a policy.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
 import {
   Inbox,
@@ -11,10 +11,9 @@ import {
   VSNS,
   absenceWindow,
   connect,
-  disconnectAll,
-  startServer,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
 const POLICY = `${TEST_POLICY}
@@ -26,30 +25,29 @@ rows = "owner = auth.uid()"
 columns = ["id", "owner", "body"]
 `
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer({ database: true, policy: POLICY })
-  // Roles realtime-js users have; the dev cluster starts without them.
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TABLE todos (id int PRIMARY KEY, title text, done bool, meta jsonb, tags text[], due timestamptz, n numeric);
-    CREATE TABLE notes (id int PRIMARY KEY, owner text, body text, secret text);
-    ALTER TABLE notes REPLICA IDENTITY FULL;
-    CREATE TABLE hidden (id int PRIMARY KEY);
-    GRANT SELECT ON todos, notes, hidden TO authenticated, service_role;
-  `)
-  // The service creates the publication as it starts; create it first if it has not yet.
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE todos, notes`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  policy: POLICY,
+  clients,
+  setup: async () => {
+    // Roles realtime-js users have (the test clusters create them; this states what the file needs).
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TABLE todos (id int PRIMARY KEY, title text, done bool, meta jsonb, tags text[], due timestamptz, n numeric);
+      CREATE TABLE notes (id int PRIMARY KEY, owner text, body text, secret text);
+      ALTER TABLE notes REPLICA IDENTITY FULL;
+      CREATE TABLE hidden (id int PRIMARY KEY);
+      GRANT SELECT ON todos, notes, hidden TO authenticated, service_role;
+    `)
+    // The service creates the publication as it starts; create it first if it has not yet.
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE todos, notes`)
+  },
 })
 
 function client(vsn, claims = {}) {

@@ -1,12 +1,12 @@
-// Postgres Changes filters with the published realtime-js client, against `realtime dev`: every
+// Postgres Changes filters with the published realtime-js client, against a real Postgres: every
 // operator and its `not.` form on int4, int8, text, boolean, timestamptz and uuid columns. The ids
 // each subscription must receive come from Postgres itself (`SELECT id ... WHERE <same test>`),
 // so the server's in-process evaluation is checked against the database's own semantics.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, absenceWindow, connect, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
 const ROWS = [
   // id, i4, i8 (text: beyond 2^53), t, b, ts, u
@@ -68,24 +68,22 @@ function cases(col, { type, pivot, list, text, bool }) {
 
 const ALL_CASES = Object.entries(COLUMNS).flatMap(([col, spec]) => cases(col, spec))
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TABLE f (id int PRIMARY KEY, i4 int4, i8 int8, t text, b bool, ts timestamptz, u uuid);
-    ALTER TABLE f REPLICA IDENTITY FULL;
-    GRANT SELECT ON f TO authenticated;
-  `)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE f`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TABLE f (id int PRIMARY KEY, i4 int4, i8 int8, t text, b bool, ts timestamptz, u uuid);
+      ALTER TABLE f REPLICA IDENTITY FULL;
+      GRANT SELECT ON f TO authenticated;
+    `)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE f`)
+  },
 })
 
 function rowSql(base, [id, i4, i8, t, b, ts, u]) {

@@ -1,40 +1,40 @@
 // The promise behind "Subscribed to PostgreSQL", with the published realtime-js client against
-// `realtime dev`: a row committed right after that message arrives must be delivered. 1,000
+// a real Postgres: a row committed right after that message arrives must be delivered. 1,000
 // trials in all (500 per serializer), each on a fresh channel, so a race between subscribing
 // and the replication stream shows up as a missing row. Trials run in several lanes at once
 // (each lane one channel after another on a shared socket), and each write goes through an
 // open `psql` session, so it is sent the moment the message arrives.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { after, describe, test } from 'node:test'
 
-import { Inbox, VSNS, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, connect, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
 /** Trials per serializer: 1,000 over both. */
 const TRIALS = 500
 /** Channels subscribing at the same time per serializer. */
 const LANES = 10
 
-let server
 let db
 const clients = []
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TABLE live (id int PRIMARY KEY, v text);
-    GRANT SELECT ON live TO authenticated;
-  `)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE live`)
-  db = server.sqlSession()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TABLE live (id int PRIMARY KEY, v text);
+      GRANT SELECT ON live TO authenticated;
+    `)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE live`)
+    db = server.sqlSession()
+  },
 })
 after(async () => {
-  await disconnectAll(clients)
   await db?.close()
-  await server?.stop()
 })
 
 for (const vsn of VSNS) {

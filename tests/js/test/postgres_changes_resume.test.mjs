@@ -8,61 +8,48 @@
 // refuses new ones; realtime-js keeps retrying and rejoins by itself once it is back.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { after, describe, test } from 'node:test'
 
 import {
   EVENT_TIMEOUT_MS,
   Inbox,
+  RESUME_OFFLINE_MS,
   VSNS,
   absenceWindow,
   connect,
-  disconnectAll,
   startProxy,
-  startServer,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
-/**
- * How long the client stays offline in the main test: `RESUME_OFFLINE_MS`, 5 s unless set. The
- * outage only has to span commits and reconnect attempts; set it to 30000 to also outlast
- * realtime-js's 25 s heartbeat.
- */
-const OFFLINE_MS = Number(process.env.RESUME_OFFLINE_MS ?? 5000)
 /** The resume window of the second server, to step outside it. */
 const SHORT_WINDOW_SECONDS = 2
 const POSITION = /^[0-9a-f]{16}-[0-9A-F]{16}-[0-9A-F]{8}$/
 
 const clients = []
-const servers = []
 const proxies = []
 
-async function database(env = {}) {
-  const server = await startServer({ database: true, env })
-  servers.push(server)
-  await server.sql(`DO $$ BEGIN
+/** The table every test here follows, on one of the two servers. */
+async function createItems(target) {
+  await target.sql(`DO $$ BEGIN
       CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
+  await target.sql(`
     CREATE TABLE items (id serial PRIMARY KEY, grp int NOT NULL);
     GRANT SELECT ON items TO service_role;`)
-  await server.sql(`DO $$ BEGIN
+  await target.sql(`DO $$ BEGIN
       CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE items`)
-  return server
+  await target.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE items`)
 }
 
-let server
-let short
-before(async () => {
-  ;[server, short] = await Promise.all([
-    database(),
-    database({ REPLICATION_WINDOW_SECONDS: String(SHORT_WINDOW_SECONDS) }),
-  ])
+const server = useServer({ database: true, clients, setup: createItems })
+const short = useServer({
+  database: true,
+  env: { REPLICATION_WINDOW_SECONDS: String(SHORT_WINDOW_SECONDS) },
+  setup: createItems,
 })
 after(async () => {
-  await disconnectAll(clients)
   await Promise.all(proxies.map((p) => p.close()))
-  await Promise.all(servers.map((s) => s.stop()))
 })
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -111,7 +98,7 @@ async function committed(db, grp) {
 }
 
 describe('resuming postgres changes', () => {
-  test(`a client offline for ${OFFLINE_MS / 1000} s resumes from its last position: what it missed once each, in commit order, then live with no gap`, async () => {
+  test(`a client offline for ${RESUME_OFFLINE_MS / 1000} s resumes from its last position: what it missed once each, in commit order, then live with no gap`, async () => {
     const proxy = await startProxy(server)
     proxies.push(proxy)
     // Both serializers at once; the filter shows the replay applies it as live delivery does.
@@ -121,7 +108,7 @@ describe('resuming postgres changes', () => {
 
     // One writer commits all along: before, during and after the outage, and across the
     // moment of the rejoin. Every tenth transaction holds three rows.
-    const rows = Math.ceil((OFFLINE_MS + 6000) / 50)
+    const rows = Math.ceil((RESUME_OFFLINE_MS + 6000) / 50)
     const writer = server.sql(`DO $$ BEGIN
       FOR i IN 1..${rows} LOOP
         INSERT INTO items (grp) SELECT (i + g) % 2 FROM generate_series(1, CASE WHEN i % 10 = 0 THEN 3 ELSE 1 END) g;
@@ -132,7 +119,7 @@ describe('resuming postgres changes', () => {
     await until(() => followers.every((f) => f.events.length >= 5), 3 * EVENT_TIMEOUT_MS, 'changes before the outage')
     proxy.offline()
     const beforeOutage = followers.map((f) => f.events.length)
-    await sleep(OFFLINE_MS)
+    await sleep(RESUME_OFFLINE_MS)
     const missedCommitted = (await committed(server, 1)).length
     proxy.online()
     for (const f of followers) {

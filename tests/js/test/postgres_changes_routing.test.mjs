@@ -1,37 +1,35 @@
-// Postgres Changes routing with the published realtime-js client, against `realtime dev`: which
+// Postgres Changes routing with the published realtime-js client, against a real Postgres: which
 // binding gets which event, schema-wide bindings, channels sharing a socket, large transactions
 // and many small ones arriving whole and in commit order, and what `old` holds under each
 // replica identity.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, absenceWindow, connect, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE SCHEMA app;
-    CREATE TABLE app.one (id int PRIMARY KEY, v text);
-    CREATE TABLE app.two (id int PRIMARY KEY, v text);
-    CREATE TABLE bulk (id int PRIMARY KEY, v text);
-    CREATE TABLE ident_default (id int PRIMARY KEY, a text, b int);
-    CREATE TABLE ident_full (id int PRIMARY KEY, a text, b int);
-    ALTER TABLE ident_full REPLICA IDENTITY FULL;
-    GRANT USAGE ON SCHEMA app TO authenticated;
-    GRANT SELECT ON app.one, app.two, bulk, ident_default, ident_full TO authenticated;
-  `)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE app.one, app.two, bulk, ident_default, ident_full`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE SCHEMA app;
+      CREATE TABLE app.one (id int PRIMARY KEY, v text);
+      CREATE TABLE app.two (id int PRIMARY KEY, v text);
+      CREATE TABLE bulk (id int PRIMARY KEY, v text);
+      CREATE TABLE ident_default (id int PRIMARY KEY, a text, b int);
+      CREATE TABLE ident_full (id int PRIMARY KEY, a text, b int);
+      ALTER TABLE ident_full REPLICA IDENTITY FULL;
+      GRANT USAGE ON SCHEMA app TO authenticated;
+      GRANT SELECT ON app.one, app.two, bulk, ident_default, ident_full TO authenticated;
+    `)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE app.one, app.two, bulk, ident_default, ident_full`)
+  },
 })
 
 function client(vsn) {

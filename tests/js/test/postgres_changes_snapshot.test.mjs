@@ -4,28 +4,25 @@
 // complete, then the changes after it. Both serializers.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { EVENT_TIMEOUT_MS, Inbox, VSNS, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { EVENT_TIMEOUT_MS, Inbox, VSNS, connect, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
 const clients = []
-let server
-
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false);
-    GRANT SELECT ON todos TO service_role;
-    INSERT INTO todos SELECT g, 'todo ' || g FROM generate_series(1, 20) g;`)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE todos`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false);
+      GRANT SELECT ON todos TO service_role;
+      INSERT INTO todos SELECT g, 'todo ' || g FROM generate_series(1, 20) g;`)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE todos`)
+  },
 })
 
 for (const vsn of VSNS) {

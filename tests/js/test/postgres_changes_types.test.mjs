@@ -1,42 +1,40 @@
-// Postgres Changes payload values with the published realtime-js client, against `realtime dev`:
+// Postgres Changes payload values with the published realtime-js client, against a real Postgres:
 // for each column type, `new` must equal Postgres's own `to_jsonb(row)` (realtime-js passes typed
 // JSON through), so numbers arrive as numbers, json as objects, arrays as arrays, and times in
 // Postgres's JSON spelling. Also who sees what when the table has Postgres row-level security
 // and the policy file says nothing about it.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, absenceWindow, connect, disconnectAll, startServer, subscribed, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, absenceWindow, connect, subscribed, uniqueTopic, useServer } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`DO $$ BEGIN
-      CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`
-    CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-    CREATE TABLE typed (
-      id int4 PRIMARY KEY, i2 int2, i8 int8, f8 float8, n numeric, b bool, t text, j json, jb jsonb,
-      u uuid, d date, ts timestamp, tstz timestamptz, tm time, iv interval, by bytea, e mood,
-      ai int4[], at text[]
-    );
-    CREATE TABLE rls_notes (id int PRIMARY KEY, owner text, body text);
-    ALTER TABLE rls_notes ENABLE ROW LEVEL SECURITY;
-    CREATE POLICY own_notes ON rls_notes FOR SELECT TO authenticated
-      USING (owner = current_setting('request.jwt.claims', true)::jsonb ->> 'sub');
-    GRANT SELECT ON typed, rls_notes TO authenticated, service_role;
-  `)
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE typed, rls_notes`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`DO $$ BEGIN
+        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`
+      CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+      CREATE TABLE typed (
+        id int4 PRIMARY KEY, i2 int2, i8 int8, f8 float8, n numeric, b bool, t text, j json, jb jsonb,
+        u uuid, d date, ts timestamp, tstz timestamptz, tm time, iv interval, by bytea, e mood,
+        ai int4[], at text[]
+      );
+      CREATE TABLE rls_notes (id int PRIMARY KEY, owner text, body text);
+      ALTER TABLE rls_notes ENABLE ROW LEVEL SECURITY;
+      CREATE POLICY own_notes ON rls_notes FOR SELECT TO authenticated
+        USING (owner = current_setting('request.jwt.claims', true)::jsonb ->> 'sub');
+      GRANT SELECT ON typed, rls_notes TO authenticated, service_role;
+    `)
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE typed, rls_notes`)
+  },
 })
 
 function client(vsn, claims = {}) {

@@ -5,23 +5,21 @@
 // successful join. (The timeout needs a stream that is not up: tests/tests/changes_wait.rs.)
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
-import { Inbox, VSNS, connect, disconnectAll, startServer, subscribeStatus, uniqueTopic } from '../harness.mjs'
+import { Inbox, VSNS, connect, subscribeStatus, uniqueTopic, useServer } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer({ database: true })
-  await server.sql(`CREATE TABLE waited (id int PRIMARY KEY, body text)`)
-  // The service creates the publication as it starts; create it first if it has not yet.
-  await server.sql(`DO $$ BEGIN
-      CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-  await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE waited`)
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
+const server = useServer({
+  database: true,
+  clients,
+  setup: async () => {
+    await server.sql(`CREATE TABLE waited (id int PRIMARY KEY, body text)`)
+    // The service creates the publication as it starts; create it first if it has not yet.
+    await server.sql(`DO $$ BEGIN
+        CREATE PUBLICATION supabase_realtime; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
+    await server.sql(`ALTER PUBLICATION supabase_realtime ADD TABLE waited`)
+  },
 })
 
 function client(vsn) {

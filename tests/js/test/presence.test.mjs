@@ -2,27 +2,19 @@
 // disconnects, server-assigned keys and `presenceState()`, under both serializers.
 
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
+import { describe, test } from 'node:test'
 
 import {
   Inbox,
   VSNS,
   connect,
-  disconnectAll,
-  startServer,
   subscribed,
   uniqueTopic,
+  useServer,
 } from '../harness.mjs'
 
-let server
 const clients = []
-before(async () => {
-  server = await startServer()
-})
-after(async () => {
-  await disconnectAll(clients)
-  await server?.stop()
-})
+const server = useServer({ clients })
 
 /** A subscribed presence channel; every presence event (sync, join, leave) lands in `events`. */
 async function member(vsn, topic, key, label = key ?? 'anonymous') {
