@@ -23,6 +23,7 @@ use crate::limits::NodeLimits;
 use crate::locks::lock;
 use crate::policy::{ChannelAccess, PolicySet};
 use crate::presence::{Presence, PresenceLimits};
+use crate::protocol::outbound::OpenQueues;
 use crate::relay::Relay;
 
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub(crate) struct Node {
     pub shutdown: CancellationToken,
     /// Every socket task, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The queues of the open sockets, through which shutdown reaches their sessions.
+    pub sockets: OpenQueues,
     /// The API key of the latest handshake (see [`Node::share_key`]).
     last_key: Mutex<Option<Arc<str>>>,
     /// Sockets closed as slow consumers (4008), for `/metrics`.
@@ -118,6 +121,7 @@ impl Node {
             bus,
             shutdown,
             tracker: TaskTracker::new(),
+            sockets: OpenQueues::default(),
             last_key: Mutex::new(None),
             slow_consumer_closes: AtomicU64::new(0),
             refusals: crate::metrics::Refusals::default(),

@@ -251,6 +251,8 @@ async fn serve(
         ))
     });
     shutdown.cancelled().await;
+    // Every session learns of the shutdown through its queue, and closes its socket with 1001.
+    node.sockets.shut_down();
     // The listener is dropped when the accept loop ends: no new connections from here on.
     let _ = accepting.await;
     if let Some(task) = accepting_metrics {

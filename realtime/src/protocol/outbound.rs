@@ -10,11 +10,13 @@
 //! allocation while empty.
 
 use crate::locks::lock;
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// WebSocket close code for a client that does not read its frames fast enough: its queue
 /// went over its bound in frames or in bytes.
@@ -35,6 +37,8 @@ enum State {
     Open,
     Overflowed,
     Closed,
+    /// The node is shutting down (see [`OpenQueues`]).
+    ShutDown,
 }
 
 #[derive(Debug)]
@@ -48,7 +52,11 @@ struct Inner {
 #[derive(Debug)]
 pub struct Outbound {
     inner: Mutex<Inner>,
-    wake: Notify,
+    /// The one consumer (the socket's session) and whether it has been woken since it last
+    /// looked. Not a `Notify`: its wait future holds a waiter node, and every idle socket's
+    /// task carries that future; this wait is a pointer.
+    consumer: AtomicWaker,
+    woken: AtomicBool,
     capacity: usize,
     max_bytes: usize,
 }
@@ -60,6 +68,8 @@ pub enum Taken {
     /// The queue overflowed: the socket must be closed as a slow consumer.
     Overflowed,
     Closed,
+    /// The node is shutting down: the socket is closed with 1001.
+    ShutDown,
 }
 
 impl Outbound {
@@ -77,7 +87,8 @@ impl Outbound {
                 bytes: 0,
                 state: State::Open,
             }),
-            wake: Notify::new(),
+            consumer: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             capacity: capacity.max(1),
             max_bytes,
         }
@@ -95,7 +106,7 @@ impl Outbound {
         match inner.state {
             State::Open => {}
             State::Overflowed => return Err(PushError::Overflow),
-            State::Closed => return Err(PushError::Closed),
+            State::Closed | State::ShutDown => return Err(PushError::Closed),
         }
         let bytes = inner.bytes.saturating_add(frame.len());
         if inner.frames.len() >= self.capacity || (bytes > self.max_bytes && !inner.frames.is_empty()) {
@@ -103,7 +114,7 @@ impl Outbound {
             inner.frames = VecDeque::new();
             inner.bytes = 0;
             drop(inner);
-            self.wake.notify_one();
+            self.wake();
             return Err(PushError::Overflow);
         }
         inner.frames.push_back(frame);
@@ -113,7 +124,7 @@ impl Outbound {
         // Only the empty → non-empty transition needs a wake-up: the session drains everything
         // queued each time it wakes, and re-checks before it sleeps again.
         if first {
-            self.wake.notify_one();
+            self.wake();
         }
         Ok(())
     }
@@ -128,6 +139,7 @@ impl Outbound {
             }
             State::Overflowed => Taken::Overflowed,
             State::Closed => Taken::Closed,
+            State::ShutDown => Taken::ShutDown,
         }
     }
 
@@ -149,7 +161,19 @@ impl Outbound {
     /// disconnect from `/admin`).
     pub fn disconnect(&self) {
         self.close();
-        self.wake.notify_one();
+        self.wake();
+    }
+
+    /// Tells the session that the node is shutting down (a closed queue stays closed).
+    fn shut_down(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Open {
+            inner.state = State::ShutDown;
+        }
+        inner.frames = VecDeque::new();
+        inner.bytes = 0;
+        drop(inner);
+        self.wake();
     }
 
     pub fn len(&self) -> usize {
@@ -163,7 +187,7 @@ impl Outbound {
         let inner = self.lock();
         match inner.state {
             State::Open => self.capacity.saturating_sub(inner.frames.len()),
-            State::Overflowed | State::Closed => 0,
+            State::Overflowed | State::Closed | State::ShutDown => 0,
         }
     }
 
@@ -171,10 +195,86 @@ impl Outbound {
         self.len() == 0
     }
 
-    /// Waits until a frame was queued (or the queue overflowed) since the last wake-up.
-    pub async fn wait(&self) {
-        self.wake.notified().await;
+    /// Wakes the consumer; a wake-up while it is not waiting is kept for its next wait.
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.consumer.wake();
     }
+
+    /// Waits until a frame was queued (or the queue overflowed or was disconnected) since the
+    /// last wake-up. One consumer at a time: a second concurrent waiter would take the first's
+    /// place.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.consumer.register(cx.waker());
+            // A wake between the check and the registration would otherwise be missed.
+            if self.woken.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// The queues of a node's open sockets, so that shutdown reaches every session through its
+/// queue: an idle session then waits on its queue, its socket and one timer, and its task
+/// carries no shutdown waiter of its own.
+#[derive(Debug, Default)]
+pub struct OpenQueues {
+    inner: Mutex<OpenInner>,
+}
+
+#[derive(Debug, Default)]
+struct OpenInner {
+    /// Keyed by the queue's address, which is unique while the queue is registered: its
+    /// session holds it until after it has removed it.
+    queues: HashMap<usize, Weak<Outbound>>,
+    shut_down: bool,
+}
+
+impl OpenQueues {
+    /// Registers a socket's queue; `false` once the node is shutting down (the session must
+    /// close its socket).
+    pub fn add(&self, queue: &Arc<Outbound>) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.shut_down {
+            return false;
+        }
+        inner.queues.insert(key(queue), Arc::downgrade(queue));
+        true
+    }
+
+    pub fn remove(&self, queue: &Arc<Outbound>) {
+        lock(&self.inner).queues.remove(&key(queue));
+    }
+
+    /// Tells every registered session to close its socket, and refuses new ones.
+    pub fn shut_down(&self) {
+        let queues: Vec<Arc<Outbound>> = {
+            let mut inner = lock(&self.inner);
+            inner.shut_down = true;
+            inner.queues.drain().filter_map(|(_, q)| q.upgrade()).collect()
+        };
+        for queue in queues {
+            queue.shut_down();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.inner).queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn key(queue: &Arc<Outbound>) -> usize {
+    Arc::as_ptr(queue) as usize
 }
 
 #[cfg(test)]
@@ -295,5 +395,36 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), q.wait())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_reaches_every_registered_queue_and_refuses_later_ones() {
+        let open = OpenQueues::default();
+        let (a, b, gone) = (
+            Arc::new(Outbound::new(4)),
+            Arc::new(Outbound::new(4)),
+            Arc::new(Outbound::new(4)),
+        );
+        assert!(open.add(&a) && open.add(&b) && open.add(&gone));
+        open.remove(&gone);
+        assert_eq!(open.len(), 2);
+        a.push(text("dropped at shutdown")).unwrap();
+        b.close();
+
+        open.shut_down();
+        tokio::time::timeout(Duration::from_secs(1), a.wait())
+            .await
+            .unwrap();
+        assert!(matches!(a.take(), Taken::ShutDown));
+        assert_eq!(a.push(text("x")), Err(PushError::Closed));
+        assert!(matches!(b.take(), Taken::Closed), "a closed queue stays closed");
+        assert!(
+            matches!(gone.take(), Taken::Frames(f) if f.is_empty()),
+            "a removed queue is not told"
+        );
+        assert!(open.is_empty());
+
+        let late = Arc::new(Outbound::new(4));
+        assert!(!open.add(&late), "a socket opened during shutdown is refused");
     }
 }

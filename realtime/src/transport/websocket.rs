@@ -154,11 +154,11 @@ pub(crate) async fn handler(
             match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
                 Ok(parts) => {
                     let socket = Connection::with_read(parts.io.into_inner(), parts.read_buf, max_message);
-                    tokio::spawn(node.tracker.track_future(session.run(socket).instrument(span)));
+                    spawn_session(&node, session, socket, span);
                 }
                 Err(upgraded) => {
                     let socket = Connection::new(TokioIo::new(upgraded), max_message);
-                    tokio::spawn(node.tracker.track_future(session.run(socket).instrument(span)));
+                    spawn_session(&node, session, socket, span);
                 }
             }
         }
@@ -175,6 +175,20 @@ pub(crate) async fn handler(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
+}
+
+/// Runs a socket's session in a task of its own, inside the `connection` span when a
+/// subscriber records it (traces are exported). Otherwise the span is left out: even disabled,
+/// it would take 40 bytes in every idle socket's task.
+fn spawn_session<S>(node: &Node, session: Session, socket: Connection<S>, span: tracing::Span)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if span.is_disabled() {
+        tokio::spawn(node.tracker.track_future(session.run(socket)));
+    } else {
+        tokio::spawn(node.tracker.track_future(session.run(socket).instrument(span)));
+    }
 }
 
 #[cfg(test)]

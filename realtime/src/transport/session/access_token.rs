@@ -38,7 +38,7 @@ impl Session {
         if ch.token.as_deref().unwrap_or(&self.api_key) == token {
             return;
         }
-        let strict = !ch.changes.is_empty();
+        let strict = !ch.bindings().is_empty();
         // Boxed: the verify future is large (see `join`).
         let claims = match Box::pin(self.node.verifier.verify(&token)).await {
             Ok(claims) => claims,
@@ -79,7 +79,7 @@ impl Session {
         };
         let changed = ch.access != access;
         ch.subject = subject;
-        ch.token = Some(token);
+        ch.token = Some(token.into());
         ch.exp = claims.exp;
         ch.access = access;
         ch.expires_at = super::join::expiry_instant(claims.exp);
@@ -90,14 +90,18 @@ impl Session {
         let Some(ch) = self.channel(&msg.topic) else {
             return;
         };
-        if ch.changes.is_empty() {
+        if ch.bindings().is_empty() {
             return;
         }
-        let requested: Requested = ch.changes.iter().map(|b| (Value::Null, Ok(b.clone()))).collect();
+        let requested: Requested = ch
+            .bindings()
+            .iter()
+            .map(|b| (Value::Null, Ok(b.clone())))
+            .collect();
         let (sub_topic, join_ref, id) = (ch.key.sub_topic().to_owned(), ch.join_ref.clone(), ch.id);
         // A snapshot still being read was read under the old claims and would subscribe with
         // them: it is stopped, and the channel told its rows are incomplete.
-        if let Some(snapshot) = &ch.snapshot
+        if let Some(snapshot) = ch.snapshot()
             && snapshot.stop_if_running()
         {
             let refused = failed_payload(&sub_topic, "a new access token arrived while it was read", 1);
@@ -120,7 +124,9 @@ impl Session {
             self.unsubscribe_changes(id);
         }
         if let Some(ch) = self.channel_mut(&msg.topic) {
-            ch.changes = live;
+            // The stopped snapshot is kept so that leaving still stops it.
+            let snapshot = ch.changes.take().and_then(|c| c.snapshot);
+            ch.set_changes(live, snapshot);
         }
     }
 }

@@ -20,7 +20,7 @@ use super::snapshot::SnapshotTask;
 #[derive(Debug)]
 pub(super) struct Channel {
     pub key: TopicKey,
-    pub join_ref: Option<String>,
+    pub join_ref: Option<JoinRef>,
     /// This channel's identity in the registry and in presence.
     pub id: SubscriberId,
     /// `config.broadcast.ack`: acknowledge each broadcast with a reply.
@@ -28,32 +28,121 @@ pub(super) struct Channel {
     /// `config.broadcast.self`: receive one's own broadcasts.
     pub self_broadcast: bool,
     pub presence_enabled: bool,
-    /// `config.presence.key`; a UUID is generated on the first track when none was given.
-    pub presence_key: Option<String>,
-    pub tracked: bool,
     /// The token given in the join or a later `access_token` event; `None` means the socket's
     /// API key.
-    pub token: Option<String>,
+    pub token: Option<Box<str>>,
     /// Expiry of the channel's token, Unix seconds.
     pub exp: i64,
     /// When the expiry check runs (at `exp`).
     pub expires_at: Instant,
     /// Everything on public channels; what the policy grants on private ones.
     pub access: ChannelAccess,
-    pub presence_calls: SlidingLog,
+    /// Set once the channel has a presence key or has called presence.
+    pub presence: Option<Box<ChannelPresence>>,
     /// The rate budget of the channel token's subject (its broadcasts and presence count there).
     pub subject: Arc<Budget>,
-    /// The live Postgres Changes bindings (empty: the channel has none).
-    pub changes: Vec<Binding>,
-    /// The snapshot being read for the bindings that asked for one.
-    pub snapshot: Option<SnapshotTask>,
+    /// Set when the channel has Postgres Changes bindings.
+    pub changes: Option<Box<ChannelChanges>>,
     /// Set when the channel resumes database broadcasts (`config.broadcast.since`).
     pub db_resume: Option<Arc<ResumeGate>>,
     /// Set when the channel was joined with `config.broadcast.replay` (Supabase's replay).
     pub replay: Option<Arc<ReplaySeam>>,
 }
 
+// Every idle socket holds its channels, and most channels only broadcast: the state of
+// presence and of Postgres Changes is boxed, so a channel without them carries two null
+// pointers instead of about 100 bytes.
+
+/// A channel's join reference, echoed in every frame pushed on the channel. Clients number
+/// their joins ("1", "2", …): a short reference is kept inline, so it costs no allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum JoinRef {
+    Inline { len: u8, bytes: [u8; JoinRef::INLINE] },
+    Heap(Box<str>),
+}
+
+impl JoinRef {
+    const INLINE: usize = 22;
+
+    pub(super) fn new(text: &str) -> Self {
+        let mut bytes = [0; Self::INLINE];
+        match (bytes.get_mut(..text.len()), u8::try_from(text.len())) {
+            (Some(inline), Ok(len)) => {
+                inline.copy_from_slice(text.as_bytes());
+                JoinRef::Inline { len, bytes }
+            }
+            _ => JoinRef::Heap(text.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for JoinRef {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Always valid UTF-8: the bytes were copied whole from a `&str`.
+            JoinRef::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            JoinRef::Heap(text) => text,
+        }
+    }
+}
+
+/// A channel's presence: its key and whether it tracks, and its rate of presence calls.
+#[derive(Debug)]
+pub(super) struct ChannelPresence {
+    /// `config.presence.key`; a UUID is generated on the first track when none was given.
+    pub key: Option<String>,
+    pub tracked: bool,
+    pub calls: SlidingLog,
+}
+
+/// A channel's Postgres Changes.
+#[derive(Debug)]
+pub(super) struct ChannelChanges {
+    /// The live bindings (never empty: a channel without any holds no `ChannelChanges`).
+    pub live: Vec<Binding>,
+    /// The snapshot being read for the bindings that asked for one.
+    pub snapshot: Option<SnapshotTask>,
+}
+
 impl Channel {
+    /// The live Postgres Changes bindings (empty: the channel has none).
+    pub(super) fn bindings(&self) -> &[Binding] {
+        self.changes.as_ref().map_or(&[], |c| &c.live)
+    }
+
+    pub(super) fn snapshot(&self) -> Option<&SnapshotTask> {
+        self.changes.as_ref()?.snapshot.as_ref()
+    }
+
+    /// Replaces the channel's Postgres Changes.
+    pub(super) fn set_changes(&mut self, live: Vec<Binding>, snapshot: Option<SnapshotTask>) {
+        self.changes =
+            (!live.is_empty() || snapshot.is_some()).then(|| Box::new(ChannelChanges { live, snapshot }));
+    }
+
+    pub(super) fn tracked(&self) -> bool {
+        self.presence.as_ref().is_some_and(|p| p.tracked)
+    }
+
+    /// The channel's presence state, created on first use with the socket's limits.
+    pub(super) fn presence_mut(&mut self, limits: &crate::config::server::Limits) -> &mut ChannelPresence {
+        self.presence.get_or_insert_with(|| {
+            Box::new(ChannelPresence {
+                key: None,
+                tracked: false,
+                calls: SlidingLog::new(
+                    limits.max_client_presence_events_per_window,
+                    limits.client_presence_window,
+                ),
+            })
+        })
+    }
+
     /// Whether this channel is the one of wire topic `topic` (`realtime:<sub-topic>`).
     pub(super) fn is_on(&self, topic: &str) -> bool {
         topic.strip_prefix(crate::channels::topic::PREFIX) == Some(self.key.sub_topic())
@@ -182,7 +271,7 @@ impl Session {
             vsn: self.vsn,
             topic: topic.to_owned(),
             sub_topic: ch.key.sub_topic().to_owned(),
-            join_ref: ch.join_ref.clone(),
+            join_ref: ch.join_ref.as_deref().map(str::to_owned),
         };
         crate::db_broadcast::ready::announce(&self.node.bus, asker, crate::db_broadcast::ready::TIMEOUT);
     }
@@ -190,14 +279,33 @@ impl Session {
     /// Removes `ch` from the registry and its presence from the topic.
     pub(super) fn forget(&self, ch: &Channel) {
         self.node.registry.unsubscribe(&ch.key, ch.id);
-        if let Some(snapshot) = &ch.snapshot {
+        if let Some(snapshot) = ch.snapshot() {
             snapshot.stop();
         }
-        if !ch.changes.is_empty() {
+        if !ch.bindings().is_empty() {
             self.unsubscribe_changes(ch.id);
         }
-        if ch.tracked {
+        if ch.tracked() {
             self.node.presence.untrack(&ch.key, ch.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JoinRef;
+
+    #[test]
+    fn a_join_ref_reads_back_as_given_inline_or_not() {
+        let long = "a join reference longer than twenty-two bytes";
+        for text in ["", "1", "12345", "ünïcödé", "0123456789012345678901", long] {
+            let join_ref = JoinRef::new(text);
+            assert_eq!(&*join_ref, text);
+            let inline = matches!(join_ref, JoinRef::Inline { .. });
+            assert_eq!(inline, text.len() <= 22, "{text:?}");
+        }
+        assert_eq!(JoinRef::new("7"), JoinRef::new("7"));
+        assert_ne!(JoinRef::new("7"), JoinRef::new("17"));
+        assert_eq!(std::mem::size_of::<Option<JoinRef>>(), 24);
     }
 }

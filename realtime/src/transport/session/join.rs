@@ -12,15 +12,13 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use super::channel::Channel;
+use super::channel::{Channel, JoinRef};
 use super::postgres_changes::{self, Target};
 use super::{Close, Session};
 use crate::changes::resume::Since;
 use crate::channels::registry::SubscriberId;
 use crate::channels::topic::{self, TopicError, TopicKey};
-use crate::limits::{
-    SlidingLog, Subject, TOO_MANY_BINDINGS_REASON, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON,
-};
+use crate::limits::{Subject, TOO_MANY_BINDINGS_REASON, TOO_MANY_CHANNELS_REASON, TOO_MANY_JOINS_REASON};
 use crate::policy::ChannelAccess;
 use crate::protocol::phoenix::{Inbound, Status};
 
@@ -263,29 +261,26 @@ impl Session {
             Err(reason) => return self.join_error(&msg, &reason, None),
         };
 
-        let ch = Channel {
+        let mut ch = Channel {
             key: TopicKey::new(&sub_topic, params.private),
-            join_ref: msg.join_ref.clone(),
+            join_ref: msg.join_ref.as_deref().map(JoinRef::new),
             id: SubscriberId::next(),
             ack: params.ack,
             self_broadcast: params.self_broadcast,
             presence_enabled: params.presence_enabled || params.presence_key.is_some(),
-            presence_key: params.presence_key.clone(),
-            tracked: false,
-            token: params.access_token.clone(),
+            token: params.access_token.as_deref().map(Box::from),
             exp: claims.exp,
             expires_at: expiry_instant(claims.exp),
             access,
-            presence_calls: SlidingLog::new(
-                limits.max_client_presence_events_per_window,
-                limits.client_presence_window,
-            ),
-            changes: Vec::new(),
-            snapshot: None,
+            presence: None,
+            changes: None,
             subject,
             db_resume: self.db_resume_gate(&params),
             replay: replay.map(|_| Default::default()),
         };
+        if let Some(key) = &params.presence_key {
+            ch.presence_mut(limits).key = Some(key.clone());
+        }
         // Order matters: the reply goes first, then the channel is registered (from here on it
         // receives diffs and broadcasts), then the presence state is read. A diff racing the
         // join may arrive twice, never zero times. A channel with a replay is registered before
@@ -298,7 +293,6 @@ impl Session {
         // subscription misses nothing whenever it starts, and its replay must follow the reply
         // (realtime-js routes pushes by the binding ids the reply carries): it never waits, and
         // neither does a join asking for a snapshot, whose rows must follow the reply too.
-        let mut ch = ch;
         let wait = params.changes_wait
             && params.changes_since.is_none()
             && !requested.is_empty()
@@ -359,7 +353,7 @@ impl Session {
                 Some(live) => self.start_changes(target, &claims, live),
                 None => Box::pin(self.subscribe_changes(target, &claims, &requested)).await,
             };
-            (ch.changes, ch.snapshot) = (subscribed.live, subscribed.snapshot);
+            ch.set_changes(subscribed.live, subscribed.snapshot);
         }
         self.add_channel(ch);
         crate::metrics::events().joins.add("accepted");

@@ -39,10 +39,11 @@ impl Session {
         {
             return self.shutdown_channel(&msg.topic, TOO_MANY_PRESENCE_MESSAGES);
         }
+        let node = self.node.clone();
         let Some(ch) = self.channel_mut(&msg.topic) else {
             return;
         };
-        if !ch.presence_calls.hit(now) {
+        if !ch.presence_mut(&node.config.server.limits).calls.hit(now) {
             return self.shutdown_channel(&msg.topic, CLIENT_PRESENCE_RATE);
         }
         match body["event"].as_str().map(str::to_ascii_lowercase).as_deref() {
@@ -83,13 +84,15 @@ impl Session {
         let Some(ch) = self.channel_mut(&msg.topic) else {
             return;
         };
-        let key = ch
-            .presence_key
+        let (topic, id) = (ch.key.clone(), ch.id);
+        let presence = ch.presence_mut(&node.config.server.limits);
+        let key = presence
+            .key
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         // A full topic refuses the track with a reason; the channel stays.
-        let reason = match node.presence.track(&ch.key, ch.id, key, meta.clone(), size) {
+        let reason = match node.presence.track(&topic, id, key, meta.clone(), size) {
             Ok(_) => {
-                ch.tracked = true;
+                presence.tracked = true;
                 crate::metrics::events().presence.add("track");
                 return self.reply(msg, Status::Ok, "{}");
             }
@@ -104,9 +107,9 @@ impl Session {
     fn untrack(&mut self, msg: &Inbound) {
         let node = self.node.clone();
         if let Some(ch) = self.channel_mut(&msg.topic)
-            && ch.tracked
+            && let Some(presence) = ch.presence.as_mut().filter(|p| p.tracked)
         {
-            ch.tracked = false;
+            presence.tracked = false;
             node.presence.untrack(&ch.key, ch.id);
             crate::metrics::events().presence.add("untrack");
         }
