@@ -97,7 +97,7 @@ fn main() -> std::process::ExitCode {
     let telemetry = match install_telemetry() {
         Ok(telemetry) => telemetry,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", realtime::telemetry::chain(&error));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -110,7 +110,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The chain walk drops a cause that a dependency's message already ends with.
+            eprintln!("error: {}", realtime::telemetry::chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
