@@ -110,7 +110,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // The chain walk drops a cause that a dependency's message already ends with.
+            // Like anyhow's `{:#}`, and a cause that a dependency's message already ends with
+            // (sqlx and async-nats print their own) is not printed twice.
             eprintln!("error: {}", realtime::telemetry::chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
