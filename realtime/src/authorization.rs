@@ -29,6 +29,7 @@ use crate::config::DatabaseConfig;
 use crate::db;
 use crate::locks::lock;
 use crate::policy::ChannelAccess;
+use crate::telemetry::chain;
 use batch::{Batcher, Check, Outcome};
 
 /// How long a check's answer is reused for the same topic, claims and presence setting.
@@ -159,7 +160,7 @@ fn into_access(outcome: Outcome, sub_topic: &str) -> Result<ChannelAccess, Check
             Err(CheckError::PolicyError(sub_topic.to_owned()))
         }
         Outcome::Unavailable(error) => {
-            tracing::warn!(topic = sub_topic, %error, "RlsPolicyError: a channel authorization check failed");
+            tracing::warn!(topic = sub_topic, error = %chain(&error), "RlsPolicyError: a channel authorization check failed");
             Err(CheckError::PolicyError(sub_topic.to_owned()))
         }
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::auth::jwks::Jwks;
 use crate::config::{Config, ConfigError};
+use crate::telemetry::chain;
 
 /// How serious a `config check` finding is: errors stop `serve`, warnings do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub fn check_config(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -
             "auth.jwks"
         };
         match Jwks::new(source.clone(), auth.jwks_cache_ttl, auth.jwks_min_refetch) {
-            Err(e) => problems.push(error(ConfigError::new(key, e.to_string()))),
+            Err(e) => problems.push(error(ConfigError::new(key, chain(&e).to_string()))),
             Ok(jwks) => {
                 if let Some(set) = jwks.fixed_set() {
                     if set.is_empty() {

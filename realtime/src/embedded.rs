@@ -20,7 +20,8 @@ pub enum EmbeddedError {
         "no Postgres server binaries found (looked at $PG_BINDIR, `pg_config --bindir` and /usr/lib/postgresql/*/bin); install them with `apt-get install postgresql`"
     )]
     NoBinaries,
-    #[error("{what}: {source}")]
+    /// `what` is the step, worded to follow "cannot" ("create the data folder").
+    #[error("cannot {what}")]
     Io { what: String, source: std::io::Error },
     #[error("`{command}` failed with {status}: {output}")]
     Command {

@@ -19,8 +19,8 @@ const MAX_RESPONSE: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("nothing answers on port {port}: {error}")]
-    Unreachable { port: u16, error: std::io::Error },
+    #[error("nothing answers on port {port}")]
+    Unreachable { port: u16, source: std::io::Error },
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
     #[error("not ready (HTTP {status}): {body}")]
@@ -34,20 +34,20 @@ pub async fn probe(port: u16, path: &str, timeout: Duration) -> Result<String, P
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
-            .map_err(|error| ProbeError::Unreachable { port, error })?;
+            .map_err(|source| ProbeError::Unreachable { port, source })?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nUser-Agent: realtime-healthcheck\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())
             .await
-            .map_err(|error| ProbeError::Unreachable { port, error })?;
+            .map_err(|source| ProbeError::Unreachable { port, source })?;
         let mut response = Vec::new();
         stream
             .take(MAX_RESPONSE)
             .read_to_end(&mut response)
             .await
-            .map_err(|error| ProbeError::Unreachable { port, error })?;
+            .map_err(|source| ProbeError::Unreachable { port, source })?;
         Ok(response)
     };
     let response = tokio::time::timeout(timeout, exchange)

@@ -97,7 +97,7 @@ fn main() -> std::process::ExitCode {
     let telemetry = match install_telemetry() {
         Ok(telemetry) => telemetry,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", realtime::telemetry::chain(&error));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -110,7 +110,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Like anyhow's `{:#}`, and a cause that a dependency's message already ends with
+            // (sqlx and async-nats print their own) is not printed twice.
+            eprintln!("error: {}", realtime::telemetry::chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

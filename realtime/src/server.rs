@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::http;
 use crate::node::Node;
 use crate::policy::{PolicyError, PolicySet};
+use crate::telemetry::chain;
 
 /// The longest request head (request line and headers) accepted. A JWT in the query string or
 /// the `x-api-key` header is a few KB; a head larger than this is answered 431.
@@ -34,8 +35,8 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot start the changes dispatcher thread: {0}")]
-    DispatcherThread(std::io::Error),
+    #[error("cannot start the changes dispatcher thread")]
+    DispatcherThread(#[source] std::io::Error),
     #[error("invalid policy files: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Policies(Vec<PolicyError>),
 }
@@ -300,14 +301,14 @@ async fn accept(
             Ok(accepted) => accepted,
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
-                tracing::warn!(%error, "cannot accept connections; retrying in 1 s");
+                tracing::warn!(error = %chain(&error), "cannot accept connections; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
         // Frames are small and latency matters more than packet count.
         if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
+            tracing::debug!(error = %chain(&error), "cannot set TCP_NODELAY");
         }
         // Handlers read the peer address (`ConnectInfo`) for the per-address limits.
         let service = app
@@ -329,7 +330,7 @@ async fn accept(
             };
             // Timeouts, oversized heads and clients that vanish end here; nothing to act on.
             if let Err(error) = served {
-                tracing::debug!(%error, "HTTP connection ended with an error");
+                tracing::debug!(error = %chain(&error), "HTTP connection ended with an error");
             }
         }));
     }

@@ -15,6 +15,38 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::jwks::JwksError;
 use crate::config::server::is_loopback_host;
 
+/// Why a JWKS fetch failed: the step, with the library's error as the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer within {} s", TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("cannot connect to {host}:{port}")]
+    Connect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("TLS setup failed")]
+    TlsSetup(#[source] rustls::Error),
+    #[error("TLS handshake failed")]
+    TlsHandshake(#[source] std::io::Error),
+    #[error("HTTP handshake failed")]
+    HttpHandshake(#[source] hyper::Error),
+    #[error("cannot build the request")]
+    Request(#[source] hyper::http::Error),
+    #[error("request failed")]
+    Send(#[source] hyper::Error),
+    #[error("the server answered {0}")]
+    Status(hyper::StatusCode),
+    #[error("cannot read the body (limit {limit} bytes)")]
+    Body {
+        limit: usize,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// The largest JWKS body we read. Real sets are a few KB.
 pub(super) const MAX_BODY: usize = 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,50 +87,54 @@ fn target(url: &str) -> Result<Target, JwksError> {
 }
 
 /// GETs `url` and returns the body of a 200 response, at most `limit` bytes.
-pub(super) async fn get(url: &str, limit: usize) -> Result<Vec<u8>, String> {
-    let target = target(url).map_err(|e| e.to_string())?;
+pub(super) async fn get(url: &str, limit: usize) -> Result<Vec<u8>, JwksError> {
+    let target = target(url)?;
     match tokio::time::timeout(TIMEOUT, get_inner(&target, limit)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} s", TIMEOUT.as_secs())),
+        Ok(result) => result.map_err(JwksError::Fetch),
+        Err(_) => Err(JwksError::Fetch(FetchError::TimedOut)),
     }
 }
 
-async fn get_inner(target: &Target, limit: usize) -> Result<Vec<u8>, String> {
+async fn get_inner(target: &Target, limit: usize) -> Result<Vec<u8>, FetchError> {
     let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+        .map_err(|source| FetchError::Connect {
+            host: target.host.clone(),
+            port: target.port,
+            source,
+        })?;
     if target.tls {
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-            .map_err(|_| format!("{:?} is not a valid TLS server name", target.host))?;
+            .map_err(|_| FetchError::ServerName(target.host.clone()))?;
         let connector = tokio_rustls::TlsConnector::from(tls_config()?);
         let tls = connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            .map_err(FetchError::TlsHandshake)?;
         request(tls, target, limit).await
     } else {
         request(tcp, target, limit).await
     }
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, FetchError> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .map_err(FetchError::TlsSetup)?
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
-async fn request<S>(stream: S, target: &Target, limit: usize) -> Result<Vec<u8>, String>
+async fn request<S>(stream: S, target: &Target, limit: usize) -> Result<Vec<u8>, FetchError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        .map_err(FetchError::HttpHandshake)?;
     // The connection task ends when the response is read or the request is dropped.
     tokio::spawn(async move {
         let _ = connection.await;
@@ -116,18 +152,15 @@ where
             concat!("realtime/", env!("CARGO_PKG_VERSION")),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(FetchError::Request)?;
+    let response = sender.send_request(request).await.map_err(FetchError::Send)?;
     if response.status() != hyper::StatusCode::OK {
-        return Err(format!("the server answered {}", response.status()));
+        return Err(FetchError::Status(response.status()));
     }
     let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
-        .map_err(|e| format!("cannot read the body (limit {limit} bytes): {e}"))?;
+        .map_err(|source| FetchError::Body { limit, source })?;
     Ok(body.to_bytes().to_vec())
 }
 
@@ -150,5 +183,23 @@ mod tests {
             (t.tls, t.host.as_str(), t.port, t.path.as_str()),
             (true, "a.example", 443, "/x?y=1")
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_names_each_cause_once() {
+        // Bind then drop: the port is free and nobody listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = get(&format!("http://127.0.0.1:{port}/jwks"), MAX_BODY)
+            .await
+            .unwrap_err();
+        let shown = crate::telemetry::chain(&error).to_string();
+        let expected = format!("fetching the JWKS failed: cannot connect to 127.0.0.1:{port}: ");
+        assert!(shown.starts_with(&expected), "{shown}");
+        assert_eq!(shown.matches(&expected).count(), 1, "{shown}");
+        assert_eq!(shown.matches("refused").count(), 1, "{shown}");
     }
 }

@@ -12,6 +12,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::server::JwksSource;
+use crate::telemetry::chain;
+
+pub use super::fetch::FetchError;
 
 /// The type a key must have to verify an algorithm family. Binding each algorithm to one key
 /// type makes HS/RS confusion impossible: an RSA public key is never used as an HMAC secret.
@@ -29,16 +32,19 @@ pub enum KeyType {
     Ed25519,
 }
 
-#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    #[error("cannot read the JWKS file {path}: {problem}")]
-    File { path: String, problem: String },
+    #[error("cannot read the JWKS file {path}")]
+    File { path: String, source: std::io::Error },
     #[error("the JWKS is not valid JSON: {0}")]
     Json(String),
     #[error("the JWKS has no \"keys\" list")]
     NoKeys,
-    #[error("fetching the JWKS failed: {0}")]
-    Fetch(String),
+    #[error("fetching the JWKS failed")]
+    Fetch(#[source] FetchError),
+    /// The last fetch was less than the refetch interval ago (not logged).
+    #[error("the JWKS was fetched too recently to fetch it again")]
+    RateLimited,
     #[error("the JWKS URL must use https (http is allowed for loopback hosts only): {0}")]
     InsecureUrl(String),
 }
@@ -196,9 +202,9 @@ impl Jwks {
         let fixed = match &source {
             JwksSource::Inline(text) => Some(Arc::new(KeySet::parse(text)?)),
             JwksSource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| JwksError::File {
+                let text = std::fs::read_to_string(path).map_err(|source| JwksError::File {
                     path: path.display().to_string(),
-                    problem: e.to_string(),
+                    source,
                 })?;
                 Some(Arc::new(KeySet::parse(&text)?))
             }
@@ -271,7 +277,7 @@ impl Jwks {
             .cache
             .try_get_with((), async {
                 if !self.claim_fetch_slot() {
-                    return Err(JwksError::Fetch("rate limited".to_owned()));
+                    return Err(JwksError::RateLimited);
                 }
                 let set = Arc::new(fetch_set(url).await?);
                 tracing::info!(usable = set.len(), skipped = set.skipped, "fetched the JWKS");
@@ -284,8 +290,8 @@ impl Jwks {
         match fetched {
             Ok(set) => Some(set),
             Err(e) => {
-                if !matches!(*e, JwksError::Fetch(ref m) if m == "rate limited") {
-                    tracing::warn!(error = %e, "cannot fetch the JWKS; using the last keys fetched");
+                if !matches!(*e, JwksError::RateLimited) {
+                    tracing::warn!(error = %chain(&e), "cannot fetch the JWKS; using the last keys fetched");
                 }
                 self.last_good.lock().ok().and_then(|l| l.clone())
             }
@@ -313,9 +319,7 @@ impl Jwks {
 }
 
 async fn fetch_set(url: &str) -> Result<KeySet, JwksError> {
-    let body = super::fetch::get(url, super::fetch::MAX_BODY)
-        .await
-        .map_err(JwksError::Fetch)?;
+    let body = super::fetch::get(url, super::fetch::MAX_BODY).await?;
     let text = String::from_utf8(body).map_err(|_| JwksError::Json("the body is not UTF-8".to_owned()))?;
     KeySet::parse(&text)
 }

@@ -17,6 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use crate::config::server::AuthConfig;
 use jwks::{Jwks, KeyType};
 
+use crate::telemetry::chain;
+
 /// The role that bypasses every policy and row-level security (Postgres `BYPASSRLS` in
 /// Supabase); the only such role a token may name (`ALLOWED_ROLES`).
 pub const BYPASS_ROLE: &str = "service_role";
@@ -150,7 +152,7 @@ impl Verifier {
         match Self::try_new(config.clone()) {
             Ok(v) => v,
             Err(problem) => {
-                tracing::error!(%problem, "JWT_JWKS is unusable; only the JWT secret will verify tokens");
+                tracing::error!(problem = %chain(&problem), "JWT_JWKS is unusable; only the JWT secret will verify tokens");
                 let secret = Self::secret_key(&config);
                 Verifier {
                     secret,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use super::BYPASS_ROLE;
+use crate::telemetry::chain;
 
 /// How long a role's attributes are trusted before `pg_roles` is asked again.
 pub const ATTRIBUTE_TTL: Duration = Duration::from_secs(10);
@@ -94,7 +95,7 @@ impl RoleGuard {
                     a
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read role attributes from pg_roles");
+                    tracing::warn!(error = %chain(&error), "cannot read role attributes from pg_roles");
                     return if strict {
                         Err(RoleRefusal::Unchecked(shorten(role)))
                     } else {

@@ -35,8 +35,9 @@ use crate::policy::{ColumnSet, OldImage, Visibility};
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     /// The database failed or refused (connection lost, statement timeout, a policy that
-    /// raised). Retryable; the message is for logs, never for clients.
-    #[error("database error during an access check: {0}")]
+    /// raised). Retryable. Logged by the dispatcher; at subscribe time its chain ends the
+    /// join's `Exception:` text (`ChangesService::check`).
+    #[error("database error during an access check")]
     Database(#[from] sqlx::Error),
     /// The table is gone from the catalog.
     #[error("table {0} is not in the catalog")]

@@ -25,6 +25,7 @@ use crate::locks::{lock, read, write};
 use crate::policy::PolicySet;
 use crate::protocol::outbound::Outbound;
 use crate::protocol::phoenix::{self, Vsn};
+use crate::telemetry::chain;
 use crate::window::WindowLimits;
 
 /// One channel's Postgres Changes subscription.
@@ -146,7 +147,7 @@ impl Changes {
         let published = match self.published_tables().await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the publication's tables");
+                tracing::warn!(error = %chain(&e), "cannot read the publication's tables");
                 let message = "Realtime was unable to connect to the project database".to_owned();
                 return bindings.iter().map(|_| Err(message.clone())).collect();
             }
@@ -197,12 +198,12 @@ impl Changes {
                         .access
                         .table(table.oid)
                         .await
-                        .map_err(|e| exception(e.to_string()))?;
+                        .map_err(|e| exception(chain(&e).to_string()))?;
                     let privileges = self
                         .access
                         .privileges(&claims.role, table.oid)
                         .await
-                        .map_err(|e| exception(e.to_string()))?;
+                        .map_err(|e| exception(chain(&e).to_string()))?;
                     if !privileges.role_exists || !key_selectable(&table, &info, &privileges) {
                         return Err(exception(format!("permission denied for table {}", table.name)));
                     }
@@ -353,13 +354,13 @@ impl Changes {
                         .execute(&self.pool)
                         .await
                     {
-                        tracing::debug!(%error, "cannot mark the access change in the WAL");
+                        tracing::debug!(error = %chain(&error), "cannot mark the access change in the WAL");
                     }
                     self.recheck_subscriptions().await;
                 }
                 Err(error) => {
                     if !failing {
-                        tracing::warn!(%error, "cannot re-check access facts; retrying");
+                        tracing::warn!(error = %chain(&error), "cannot re-check access facts; retrying");
                     }
                     failing = true;
                 }
@@ -395,7 +396,7 @@ impl Changes {
         let published = match self.published_tables().await {
             Ok(p) => p,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the publication's tables to re-check subscriptions");
+                tracing::warn!(error = %chain(&error), "cannot read the publication's tables to re-check subscriptions");
                 return;
             }
         };

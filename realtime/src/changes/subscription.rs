@@ -86,8 +86,10 @@ pub enum BindingError {
         "No subscription params provided. Please provide at least a `schema` or `table` to subscribe to: {0}"
     )]
     MissingParams(String),
+    /// Supabase's text, which ends with the parse error: so the cause is a plain field, not
+    /// a `source`, and a reporter walking the chain prints it once.
     #[error("Error parsing `filter` params: {0}")]
-    Filter(#[from] FilterParseError),
+    Filter(FilterParseError),
     #[error(
         "Error parsing `select` params: expected a list of column name strings, e.g. select: [\"col1\", \"col2\"]"
     )]
@@ -127,7 +129,11 @@ impl Binding {
         let text = |key: &str| params.get(key).and_then(Value::as_str);
         let has = |key: &str| params.contains_key(key);
         let (schema, table, filter) = match (text("schema"), text("table"), text("filter")) {
-            (Some(schema), Some(table), Some(filter)) => (schema, table, Filter::parse(filter)?),
+            (Some(schema), Some(table), Some(filter)) => (
+                schema,
+                table,
+                Filter::parse(filter).map_err(BindingError::Filter)?,
+            ),
             (Some(schema), Some(table), None) if !has("filter") => (schema, table, None),
             (Some(schema), None, None) if !has("table") && !has("filter") => (schema, "*", None),
             (None, Some(table), None) if !has("schema") && !has("filter") => ("public", table, None),

@@ -31,6 +31,7 @@ use crate::cluster::wire::{self, Batch, Frame, Refusal};
 use crate::locks::lock;
 use crate::lsn::Lsn;
 use crate::metrics::{ClusterMetrics, ReplicationMetrics, events};
+use crate::telemetry::chain;
 use crate::window::{WindowLimits, now_micros};
 
 /// Transactions waiting to be published; more are dropped (followers fetch them).
@@ -214,7 +215,7 @@ async fn publish(cluster: Cluster, mut queued: mpsc::Receiver<Publish>, metrics:
             .publish_with_headers(subject.clone(), headers, payload)
             .await
         {
-            tracing::debug!(%error, "cannot publish transactions; followers fetch them");
+            tracing::debug!(error = %chain(&error), "cannot publish transactions; followers fetch them");
             ReplicationMetrics::count(&metrics.cluster.publish_dropped, count);
         }
     }
@@ -258,7 +259,7 @@ async fn answer(
         match cluster.cdc.subscribe(cluster.subject("cdc.fetch")).await {
             Ok(s) => break s,
             Err(error) => {
-                tracing::warn!(%error, "cannot subscribe to fetches; retrying");
+                tracing::warn!(error = %chain(&error), "cannot subscribe to fetches; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -276,7 +277,7 @@ async fn answer(
         }
         let frame = match serde_json::from_slice::<FetchRequest>(&request.payload) {
             Err(error) => {
-                tracing::debug!(%error, "an unreadable fetch request");
+                tracing::debug!(error = %chain(&error), "an unreadable fetch request");
                 continue;
             }
             Ok(asked) => {
@@ -296,7 +297,7 @@ async fn answer(
             .publish(reply, Bytes::from(wire::encode(&frame)))
             .await
         {
-            tracing::debug!(%error, "cannot answer a fetch");
+            tracing::debug!(error = %chain(&error), "cannot answer a fetch");
         }
     }
 }
@@ -341,7 +342,7 @@ async fn announce(
         };
         let payload = serde_json::to_vec(&announced).unwrap_or_default();
         if let Err(error) = cluster.cdc.publish(subject.clone(), payload.into()).await {
-            tracing::debug!(%error, "cannot announce the head");
+            tracing::debug!(error = %chain(&error), "cannot announce the head");
         }
     }
 }
@@ -360,7 +361,7 @@ async fn follow(
                 match cluster.cdc.subscribe(cluster.subject(subject)).await {
                     Ok(s) => return s,
                     Err(error) => {
-                        tracing::warn!(%error, subject, "cannot subscribe; retrying");
+                        tracing::warn!(error = %chain(&error), subject, "cannot subscribe; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -402,7 +403,7 @@ async fn follow(
                     }
                     Ok(Frame::Refused(_)) => None,
                     Err(error) => {
-                        tracing::warn!(%error, "an unreadable change stream frame; fetching instead");
+                        tracing::warn!(error = %chain(&error), "an unreadable change stream frame; fetching instead");
                         None
                     }
                 }
@@ -479,7 +480,7 @@ async fn fetch_from_leader(
             Ok(Ok(reply)) => reply,
             // No leader yet, or it is busy: the next head announcement asks again.
             Ok(Err(error)) => {
-                tracing::debug!(%error, "fetch from the leader failed");
+                tracing::debug!(error = %chain(&error), "fetch from the leader failed");
                 return;
             }
             Err(_) => {
@@ -495,7 +496,7 @@ async fn fetch_from_leader(
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "an unreadable fetch answer");
+                tracing::warn!(error = %chain(&error), "an unreadable fetch answer");
                 return;
             }
         };

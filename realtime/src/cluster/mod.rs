@@ -22,10 +22,14 @@ use crate::config::{ClusterConfig, NatsAuth};
 /// Why the node cannot reach NATS.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot read the NATS credentials file {path}: {reason}")]
-    Credentials { path: String, reason: String },
-    #[error("cannot connect to NATS at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials { path: String, source: std::io::Error },
+    /// `url` has its passwords redacted; the client's error never holds the URL.
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
 }
 
 /// This node's membership of a cluster: its identity and its two NATS connections.
@@ -102,9 +106,9 @@ async fn connect_one(config: &ClusterConfig, link: &str) -> Result<async_nats::C
             options
                 .credentials_file(path)
                 .await
-                .map_err(|e| ClusterError::Credentials {
+                .map_err(|source| ClusterError::Credentials {
                     path: path.display().to_string(),
-                    reason: e.to_string(),
+                    source,
                 })?
         }
     };
@@ -112,9 +116,9 @@ async fn connect_one(config: &ClusterConfig, link: &str) -> Result<async_nats::C
     options
         .connect(urls.as_slice())
         .await
-        .map_err(|e| ClusterError::Connect {
+        .map_err(|source| ClusterError::Connect {
             url: redact_url(&config.nats_url),
-            reason: e.to_string(),
+            source,
         })
 }
 

@@ -36,6 +36,7 @@ use crate::channels::event::{ChannelEvent, EventKind};
 use crate::locks::lock;
 use crate::protocol::outbound::Outbound;
 use crate::protocol::phoenix::{self, Vsn};
+use crate::telemetry::chain;
 use crate::window::{self, Appended, Resume, ResumeError, Window, WindowLimits};
 use resume::ResumeGate;
 
@@ -304,7 +305,7 @@ pub async fn ensure_publication(pool: &sqlx::PgPool) -> Option<String> {
     match result {
         Ok(()) => Some(name.to_owned()),
         Err(error) => {
-            tracing::warn!(%error, publication = name, "cannot prepare the publication of realtime.messages: database broadcasts are not delivered");
+            tracing::warn!(error = %chain(&error), publication = name, "cannot prepare the publication of realtime.messages: database broadcasts are not delivered");
             None
         }
     }

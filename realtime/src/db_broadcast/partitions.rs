@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::calendar::civil_from_days;
 use crate::config::DatabaseConfig;
 use crate::db;
+use crate::telemetry::chain;
 
 /// How often partitions are created and dropped once the first round succeeded.
 const PERIOD: Duration = Duration::from_secs(3600);
@@ -113,23 +114,23 @@ pub async fn upkeep(pool: &PgPool, retention_days: u32) -> Result<(), sqlx::Erro
 pub async fn run(database: DatabaseConfig, retention_days: u32, shutdown: CancellationToken) {
     let mut pool: Option<PgPool> = None;
     loop {
-        let result = async {
+        let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = async {
             let p = match &pool {
                 Some(p) => p.clone(),
                 None => {
-                    let p = db::connect(&database).await.map_err(|e| e.to_string())?;
-                    db::migrate(&p).await.map_err(|e| e.to_string())?;
+                    let p = db::connect(&database).await?;
+                    db::migrate(&p).await?;
                     pool = Some(p.clone());
                     p
                 }
             };
-            upkeep(&p, retention_days).await.map_err(|e| e.to_string())
+            Ok(upkeep(&p, retention_days).await?)
         }
         .await;
         let delay = match result {
             Ok(()) => PERIOD,
             Err(error) => {
-                tracing::warn!(%error, "cannot keep the partitions of realtime.messages; retrying");
+                tracing::warn!(error = %chain(&*error), "cannot keep the partitions of realtime.messages; retrying");
                 RETRY
             }
         };

@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use crate::broadcast::{Body, Broadcast};
 use crate::protocol::phoenix::{self, UserData, Vsn};
 use crate::protocol::ws_frame;
+use crate::telemetry::chain;
 
 /// The most rows one replay sends (Supabase's cap).
 pub const MAX_LIMIT: i64 = 25;
@@ -80,7 +81,7 @@ pub async fn fetch(
     .fetch_all(pool)
     .await
     .map_err(|error| {
-        tracing::warn!(%error, topic = sub_topic, "cannot replay broadcasts");
+        tracing::warn!(error = %chain(&error), topic = sub_topic, "cannot replay broadcasts");
         ReplayError::Database
     })?;
     Ok(rows

@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use crate::auth::Verifier;
 use crate::config::server::AuthConfig;
 use crate::node::Node;
+use crate::telemetry::chain;
 
 /// How long one database probe may take before the database counts as unreachable. Kept under
 /// the usual probe timeouts (compose's 5 s, Kubernetes' 1 s default is raised by most charts).
@@ -111,7 +112,7 @@ impl DatabaseProbe {
             Ok(Ok(_)) => DatabaseCheck::Reachable,
             Ok(Err(error)) => {
                 // The reason goes to the log, not to the unauthenticated response body.
-                tracing::debug!(%error, "readiness: the database probe failed");
+                tracing::debug!(error = %chain(&error), "readiness: the database probe failed");
                 DatabaseCheck::Unreachable
             }
             Err(_) => DatabaseCheck::TimedOut,

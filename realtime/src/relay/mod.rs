@@ -37,6 +37,7 @@ use crate::locks::lock;
 use crate::metrics::ClusterFigures;
 use crate::presence::remote::DiffOutcome;
 use crate::presence::{LocalDiff, Presence};
+use crate::telemetry::chain;
 use peers::{Heard, Peers};
 
 /// How long a node waits for the other nodes' presence entries of a topic.
@@ -187,7 +188,7 @@ impl Relay {
                 .await
             {
                 self.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(node = self.node(), %error, "cannot publish a broadcast to the cluster");
+                tracing::debug!(node = self.node(), error = %chain(&error), "cannot publish a broadcast to the cluster");
             }
         }
     }
@@ -222,7 +223,7 @@ impl Relay {
                 .await
             {
                 self.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(node = self.node(), %error, "cannot publish a presence diff to the cluster");
+                tracing::debug!(node = self.node(), error = %chain(&error), "cannot publish a presence diff to the cluster");
             }
         }
     }
@@ -265,7 +266,7 @@ impl Relay {
         let mut messages = match client.subscribe(subject).await {
             Ok(messages) => messages,
             Err(error) => {
-                tracing::warn!(node = self.node(), %error, "cannot listen to a topic's cluster traffic");
+                tracing::warn!(node = self.node(), error = %chain(&error), "cannot listen to a topic's cluster traffic");
                 return;
             }
         };
@@ -292,7 +293,7 @@ impl Relay {
                             .received_from_peer(),
                     ),
                     Err(error) => {
-                        tracing::warn!(node = self.node(), %error, "malformed broadcast from another node")
+                        tracing::warn!(node = self.node(), error = %chain(&error), "malformed broadcast from another node")
                     }
                 },
                 Some(wire::PRESENCE) => {
@@ -318,7 +319,9 @@ impl Relay {
                     ) {
                         Ok(DiffOutcome::Gap) => self.clone().resync(topic.clone(), syncing.clone()),
                         Ok(_) => {}
-                        Err(error) => tracing::warn!(node = self.node(), %error, "presence diff refused"),
+                        Err(error) => {
+                            tracing::warn!(node = self.node(), error = %chain(&error), "presence diff refused")
+                        }
                     }
                 }
                 Some(wire::PRESENCE_HEAD) => {
@@ -397,7 +400,7 @@ impl Relay {
                 self.presence
                     .apply_remote_state(topic, &state.node, state.inc, state.seq, state.state.get())
             {
-                tracing::warn!(node = self.node(), %error, "presence state refused");
+                tracing::warn!(node = self.node(), error = %chain(&error), "presence state refused");
             }
         }
     }
@@ -508,7 +511,7 @@ impl Relay {
                 .publish_with_headers(subject, self.headers(wire::PRESENCE_HEAD), body.into())
                 .await
             {
-                tracing::debug!(node = self.node(), %error, "cannot announce a presence head");
+                tracing::debug!(node = self.node(), error = %chain(&error), "cannot announce a presence head");
             }
         }
     }

@@ -34,8 +34,8 @@ pub enum SetupError {
     NoDatabase(String),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("cannot prepare the realtime schema: {0}")]
-    Schema(String),
+    #[error("cannot prepare the realtime schema")]
+    Schema(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl SetupError {
@@ -333,7 +333,7 @@ pub async fn mark_replacing(pool: &PgPool, config: &ReplicationConfig) -> Result
         .bind(&config.slot_name)
         .execute(pool)
         .await
-        .map_err(|e| SetupError::Schema(e.to_string()))?;
+        .map_err(|e| SetupError::Schema(e.into()))?;
     Ok(())
 }
 
@@ -351,7 +351,7 @@ pub async fn resolve_epoch(
     if config.temporary_slot {
         return Ok((fresh(), true));
     }
-    let schema = |e: sqlx::Error| SetupError::Schema(e.to_string());
+    let schema = |e: sqlx::Error| SetupError::Schema(e.into());
     let stored: Option<(i64, String, Option<String>, bool)> = sqlx::query_as(
         "SELECT epoch, system_identifier, slot_consistent_point, replacing \
          FROM realtime.replication_epochs WHERE slot_name = $1",

@@ -30,6 +30,7 @@ use crate::replication::progress::Progress;
 use crate::replication::setup::{self, SetupError, SlotFound};
 use crate::replication::watchdog;
 use crate::replication::wire::{ReplicationConnection, ReplicationMessage, WireError};
+use crate::telemetry::chain;
 use crate::window::{self, Handed};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -43,9 +44,9 @@ pub enum ReplicationError {
     Setup(#[from] SetupError),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("undecodable replication message: {0}")]
+    #[error("undecodable replication message")]
     Decode(#[from] DecodeError),
-    #[error("inconsistent replication stream: {0}")]
+    #[error("inconsistent replication stream")]
     Stream(#[from] StreamError),
     #[error("the server ended the replication stream")]
     Ended,
@@ -149,9 +150,9 @@ impl Replication {
                 failures.saturating_add(1)
             };
             let delay = backoff(failures);
-            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "replication interrupted");
+            tracing::warn!(error = %chain(&error), retry_in_ms = delay.as_millis() as u64, "replication interrupted");
             self.state.send_replace(State::Retrying {
-                reason: error.to_string(),
+                reason: chain(&error).to_string(),
             });
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -200,10 +201,8 @@ impl Replication {
             None => {
                 let p = db::connect(&self.database)
                     .await
-                    .map_err(|e| SetupError::Schema(e.to_string()))?;
-                db::migrate(&p)
-                    .await
-                    .map_err(|e| SetupError::Schema(e.to_string()))?;
+                    .map_err(|e| SetupError::Schema(e.into()))?;
+                db::migrate(&p).await.map_err(|e| SetupError::Schema(e.into()))?;
                 *pool = Some(p.clone());
                 p
             }
@@ -491,7 +490,7 @@ async fn routed_to_root(pool: &PgPool, mut relation: pgoutput::Relation) -> pgou
         }
         Ok(None) => {}
         Err(error) => {
-            tracing::warn!(%error, relation = relation.id, "cannot look up the root of a relation; its changes keep its own name")
+            tracing::warn!(error = %chain(&error), relation = relation.id, "cannot look up the root of a relation; its changes keep its own name")
         }
     }
     relation
@@ -510,5 +509,34 @@ mod tests {
         }
         assert!(backoff(1) <= BACKOFF_BASE);
         assert!(backoff(12) >= BACKOFF_CAP / 2);
+    }
+
+    /// What "replication interrupted" logs and `/readyz`'s status keeps: each level once.
+    #[test]
+    fn an_interruption_names_each_cause_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let error = ReplicationError::from(SetupError::Wire(WireError::Connect {
+            target: "127.0.0.1:1".into(),
+            source: refused,
+        }));
+        assert_eq!(
+            chain(&error).to_string(),
+            "cannot connect to 127.0.0.1:1: Connection refused"
+        );
+        let lost = ReplicationError::Wire(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        assert_eq!(
+            chain(&lost).to_string(),
+            "connection to the database was lost: unexpected end of file"
+        );
+        let undecodable = ReplicationError::Decode(DecodeError::UnknownTag(0x5a));
+        assert_eq!(
+            chain(&undecodable).to_string(),
+            "undecodable replication message: unknown pgoutput message tag 0x5a"
+        );
+        let inconsistent = ReplicationError::Stream(StreamError::NestedBegin);
+        assert_eq!(
+            chain(&inconsistent).to_string(),
+            "inconsistent replication stream: a Begin arrived inside an open transaction"
+        );
     }
 }

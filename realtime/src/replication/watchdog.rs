@@ -16,6 +16,7 @@ use crate::config::{DatabaseConfig, ReplicationConfig};
 use crate::lsn::Lsn;
 use crate::metrics::{ReplicationMetrics, SlotGauges};
 use crate::replication::lag::{Retention, RetentionWatch, WalClock};
+use crate::telemetry::chain;
 
 /// One row of the slot check.
 #[derive(Debug, sqlx::FromRow)]
@@ -67,7 +68,7 @@ pub async fn run(
         let row = match tokio::time::timeout(limit, read(&pool, &config.slot_name)).await {
             Ok(Ok(row)) => row,
             Ok(Err(error)) => {
-                tracing::debug!(%error, "slot check failed");
+                tracing::debug!(error = %chain(&error), "slot check failed");
                 ReplicationMetrics::count(&metrics.slot_check_failures, 1);
                 metrics.set_slot(None);
                 continue;

@@ -27,11 +27,13 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle
 /// pgoutput rows are bounded by Postgres's 1 GB field limit, and we cap well below it).
 const MAX_FRAME: usize = 1 << 30;
 
+/// Each message says what failed; the I/O error under it is its `source` (print the chain with
+/// [`telemetry::chain`](crate::telemetry::chain)).
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}")]
     Connect { target: String, source: io::Error },
-    #[error("connection to the database was lost: {0}")]
+    #[error("connection to the database was lost")]
     Io(#[from] io::Error),
     #[error(
         "the server does not offer TLS, but sslmode={} requires it (set sslmode=prefer or disable to connect without TLS)",
@@ -40,8 +42,13 @@ pub enum WireError {
     TlsUnsupported(SslMode),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("TLS handshake failed")]
+    TlsHandshake(#[source] io::Error),
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The server's SCRAM message did not check out (its signature, nonce or format).
+    #[error("authentication failed")]
+    Scram(#[source] io::Error),
     #[error("{0}")]
     Server(PgError),
     #[error("protocol error: {0}")]
@@ -215,8 +222,7 @@ impl ReplicationConnection {
                     let s = scram
                         .as_mut()
                         .ok_or_else(|| protocol("SASL continue without a start"))?;
-                    s.update(body.data())
-                        .map_err(|e| WireError::Auth(e.to_string()))?;
+                    s.update(body.data()).map_err(WireError::Scram)?;
                     frontend::sasl_response(s.message(), &mut self.write)?;
                     self.flush().await?;
                 }
@@ -224,8 +230,7 @@ impl ReplicationConnection {
                     let s = scram
                         .as_mut()
                         .ok_or_else(|| protocol("SASL final without a start"))?;
-                    s.finish(body.data())
-                        .map_err(|e| WireError::Auth(e.to_string()))?;
+                    s.finish(body.data()).map_err(WireError::Scram)?;
                 }
                 backend::Message::ParameterStatus(p) => {
                     self.parameters
@@ -472,7 +477,7 @@ async fn negotiate_tls(mut tcp: TcpStream, config: &DatabaseConfig) -> Result<Bo
     let stream = connector
         .connect(name, tcp)
         .await
-        .map_err(|e| WireError::Tls(e.to_string()))?;
+        .map_err(WireError::TlsHandshake)?;
     Ok(Box::new(stream))
 }
 

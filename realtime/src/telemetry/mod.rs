@@ -19,6 +19,7 @@
 //! | `authorize` | a table's row check for one delivery, child of `changes.dispatch` | `authorization.mode`, `claim_groups`, `changes`, `visible` |
 //! | `rest_broadcast` | `POST …/api/broadcast…` | `http.route`, `messages`, `http.response.status_code` |
 
+mod chain;
 mod log_ids;
 pub mod settings;
 
@@ -32,6 +33,7 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Registry, fmt};
 
+pub use chain::{Chain, chain};
 pub use settings::{Settings, SettingsError};
 
 /// The target of every span that is exported (see the module comment).
@@ -48,10 +50,10 @@ pub enum LogFormat {
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("{0}")]
+    #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("cannot set up the OTLP exporter: {0}")]
-    Exporter(String),
+    #[error("cannot set up the OTLP exporter")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// The installed subscriber's exporter, if any: [`Telemetry::shutdown`] sends what is left.
@@ -72,7 +74,10 @@ impl Telemetry {
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown()
         {
-            eprintln!("warning: the last traces may not have been exported: {error}");
+            eprintln!(
+                "warning: the last traces may not have been exported: {}",
+                chain(&error)
+            );
         }
     }
 }
@@ -147,7 +152,7 @@ fn provider(settings: &Settings) -> Result<SdkTracerProvider, TelemetryError> {
         .with_http()
         .with_protocol(protocol)
         .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        .map_err(TelemetryError::Exporter)?;
     let mut resource = Resource::builder().with_attributes([
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("process.runtime.name", "rust"),

@@ -23,6 +23,7 @@ use crate::limits::{Peer, Subject, TOO_MANY_CONNECTIONS, TOO_MANY_JOINS, client_
 use crate::node::Node;
 use crate::protocol::phoenix::Vsn;
 use crate::telemetry::TARGET;
+use crate::telemetry::chain;
 
 /// The API key: header `x-api-key` wins over the `apikey` query parameter.
 fn api_key(headers: &HeaderMap, params: &HashMap<String, String>) -> Option<String> {
@@ -145,7 +146,7 @@ pub(crate) async fn handler(
         async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
-                Err(error) => return tracing::debug!(%error, "WebSocket upgrade failed"),
+                Err(error) => return tracing::debug!(error = %chain(&error), "WebSocket upgrade failed"),
             };
             let span = tracing::Span::current();
             // The server's own connections are plain TCP streams: unwrapped from hyper's

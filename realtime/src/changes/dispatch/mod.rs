@@ -37,6 +37,7 @@ use crate::changes::payload::has_key_columns;
 use crate::changes::service::{Changes, Subscription};
 use crate::policy::table::{DecisionKey, PreparedChange};
 use crate::policy::{BoundRules, ColumnSet, Visibility};
+use crate::telemetry::chain;
 use crate::window::Slice;
 pub use followers::Followers;
 pub use groups::{Audience, TableAccess, TableFacts, TablePlan};
@@ -211,7 +212,7 @@ impl Dispatcher {
                             out.extend(changes.iter().map(|_| Visibility::Hidden));
                         }
                         Err(error) => {
-                            tracing::warn!(%error, table = %table.name, "access check failed; the changes are withheld from this group");
+                            tracing::warn!(error = %chain(&error), table = %table.name, "access check failed; the changes are withheld from this group");
                             out.extend(changes.iter().map(|_| Visibility::Hidden));
                         }
                     }
@@ -329,7 +330,7 @@ impl Dispatcher {
         let catalog_key = match self.changes.primary_key_names(table.oid).await {
             Ok(names) => Some(names),
             Err(error) => {
-                tracing::warn!(%error, table = %table.name, "cannot read the primary key; using the replica identity");
+                tracing::warn!(error = %chain(&error), table = %table.name, "cannot read the primary key; using the replica identity");
                 None
             }
         };
@@ -357,7 +358,7 @@ impl Dispatcher {
                 match rules.bind_with_primary_key(table, &key_names) {
                     Ok(bound) => TableAccess::Rules(Arc::new(bound)),
                     Err(error) => {
-                        tracing::error!(%error, table = %table.name, "policy rules do not fit the table; its changes go to nobody");
+                        tracing::error!(error = %chain(&error), table = %table.name, "policy rules do not fit the table; its changes go to nobody");
                         TableAccess::Unbound
                     }
                 }

@@ -20,6 +20,7 @@ use crate::change::{Cell, ChangeKind, Epoch, Position, Row, RowChange, Table};
 use crate::changes::service::Changes;
 use crate::changes::subscription::Binding;
 use crate::lsn::Lsn;
+use crate::telemetry::chain;
 
 /// How long a snapshot may take, reading and sending: the transaction holds back Postgres's
 /// cleanup while it is open.
@@ -28,6 +29,9 @@ pub(super) const MAX_DURATION: Duration = Duration::from_secs(120);
 const CURSOR: &str = "realtime_snapshot";
 
 /// Why a snapshot could not be read. Messages name tables and columns, never values.
+///
+/// The message is the client's refusal text, so the causes in `Refused` and `Database` are
+/// text fields, not `source`s: whoever prints the chain prints them once.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("too many snapshots are being read at once; join again later")]
@@ -142,7 +146,7 @@ impl SnapshotReader {
                 .access
                 .privileges(&claims.role, table.oid)
                 .await
-                .map_err(|e| SnapshotError::Refused(e.to_string()))?;
+                .map_err(|e| SnapshotError::Refused(chain(&e).to_string()))?;
             (0..table.columns.len())
                 .map(|i| privileges.can_select(&table.columns[i].name))
                 .collect()

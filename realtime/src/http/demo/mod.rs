@@ -35,6 +35,7 @@ use sqlx::PgPool;
 
 use crate::config::{DatabaseConfig, DemoConfig, Secret};
 use crate::node::Node;
+use crate::telemetry::chain;
 
 const PAGE: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -345,7 +346,7 @@ where
             error(StatusCode::FORBIDDEN, "the database refused the change")
         }
         Err(e) => {
-            tracing::warn!(error = %e, "demo write failed");
+            tracing::warn!(error = %chain(&e), "demo write failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
         }
     }

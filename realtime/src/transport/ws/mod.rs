@@ -35,9 +35,9 @@ pub(crate) enum Message {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WsError {
-    #[error("connection failed: {0}")]
+    #[error("connection failed")]
     Io(#[from] std::io::Error),
-    #[error("protocol error: {0}")]
+    #[error("protocol error")]
     Protocol(#[from] ProtocolError),
     #[error("the client went away without a close frame")]
     Eof,
