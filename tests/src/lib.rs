@@ -19,9 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use realtime::embedded;
 
+pub mod auth;
 pub mod cluster;
 pub mod nats;
+pub mod phoenix;
 pub mod proxy;
+pub mod server;
 pub mod service;
 
 /// Starts a throwaway cluster with logical replication on.

@@ -1,6 +1,9 @@
-//! The `realtime serve` binary as a child process, for tests that need what an in-process server
-//! cannot give: its own memory (RSS) and file descriptors, read from `/proc`, and its log
-//! (stderr and stdout), captured so a test can check what it does not contain.
+//! The channel server without a database, two ways: [`TestServer`] runs `realtime::run` in this
+//! process on port 0; [`ServerProcess`] runs the `realtime serve` binary as a child, for tests
+//! that need what an in-process server cannot give: its own memory (RSS) and file descriptors,
+//! read from `/proc`, and its log (stderr and stdout), captured so a test can check what it does
+//! not contain. [`http`] is a raw HTTP/1.1 client for either.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,10 +11,16 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::{SECRET, http};
+use realtime::config::{Config, Secret};
+
+use crate::auth::{SECRET, user_token};
+use crate::phoenix::{Client, WAIT};
 
 pub struct ServerProcess {
     pub addr: SocketAddr,
@@ -27,7 +36,7 @@ impl ServerProcess {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("realtime-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_realtime"));
+        let mut command = Command::new(crate::realtime_bin());
         command
             .arg("serve")
             // No ./policies folder here: private channels are default deny.
@@ -167,4 +176,83 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port below the ephemeral range");
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), realtime::RunError>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.server.auth.jwt_secret = Some(Secret::new(SECRET));
+        config.server.limits.channel_error_backoff = Duration::ZERO;
+        config.server.limits.connect_error_backoff = Duration::ZERO;
+        config.server.shutdown_grace = Duration::from_secs(5);
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(realtime::run(Arc::new(config), listener, shutdown.clone()));
+        TestServer {
+            addr,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self, vsn: &str) -> String {
+        format!(
+            "ws://{}/socket/websocket?apikey={}&vsn={vsn}",
+            self.addr,
+            user_token(3600)
+        )
+    }
+
+    pub async fn client(&self, vsn: &str) -> Client {
+        Client::connect(&self.url(vsn), vsn).await
+    }
+}
+
+/// A raw HTTP/1.1 request; returns (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
