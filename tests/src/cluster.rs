@@ -11,8 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::Process;
+use crate::auth::{SECRET, token};
+use crate::free_port;
 use crate::proxy::TcpProxy;
-use crate::service::{SECRET, free_port};
 
 /// Heartbeat and down-after of the nodes these helpers start (short, so tests are quick).
 pub const HEARTBEAT_MS: u64 = 250;
@@ -85,7 +86,7 @@ impl ClusterNode {
         format!(
             "ws://127.0.0.1:{}/socket/websocket?apikey={}&vsn=1.0.0",
             self.port,
-            crate::service::token("anon")
+            token("anon")
         )
     }
 }
@@ -105,7 +106,7 @@ impl Client {
     pub async fn join(port: u16, channel: &str, broadcast: Value, presence_key: &str) -> Client {
         let url = format!(
             "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=1.0.0",
-            crate::service::token("anon")
+            token("anon")
         );
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
@@ -127,7 +128,7 @@ impl Client {
                     "postgres_changes": [],
                     "private": false
                 },
-                "access_token": crate::service::token("anon")
+                "access_token": token("anon")
             }
         });
         client.send(join).await;
@@ -212,7 +213,7 @@ pub async fn rest_broadcast(port: u16, channel: &str, event: &str, payload: Valu
     let body = json!({"messages": [{"topic": channel, "event": event, "payload": payload}]}).to_string();
     let request = format!(
         "POST /api/broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\napikey: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::service::token("service_role"),
+        token("service_role"),
         body.len()
     );
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");

@@ -27,6 +27,23 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 
+/// A port nobody listens on now, below the kernel's ephemeral range: a port inside it could be
+/// handed to one of our own outgoing connections (a client retrying while the server is down,
+/// the server's own connections while it starts), which then talks to itself.
+pub fn free_port() -> u16 {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    for _ in 0..1000 {
+        let port = 10_000 + rand::random::<u16>() % low.saturating_sub(10_000).max(1);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
 /// Starts a throwaway cluster with logical replication on.
 pub fn start_postgres(options: Options) -> EmbeddedPostgres {
     EmbeddedPostgres::start(options).expect("start a throwaway Postgres (are the server binaries installed?)")

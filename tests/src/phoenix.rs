@@ -58,9 +58,18 @@ impl Frame {
     }
 }
 
+/// The vsn 1.0.0 (or 2.0.0) URL of the socket at `127.0.0.1:port` with `token` as its apikey.
+pub fn socket_url(port: u16, token: &str, vsn: &str) -> String {
+    format!("ws://127.0.0.1:{port}/socket/websocket?apikey={token}&vsn={vsn}")
+}
+
 pub struct Client {
     pub ws: Ws,
     pub vsn: String,
+    /// How long [`Client::recv`], [`Client::recv_event`], [`Client::recv_broadcast`] and
+    /// [`Client::reply_to`] wait: [`WAIT`] unless a test sets more (a server with a database
+    /// behind it answers a join after a policy check or a snapshot).
+    pub patience: Duration,
     next_ref: u64,
 }
 
@@ -70,6 +79,7 @@ impl Client {
         Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         }
     }
@@ -79,6 +89,7 @@ impl Client {
         Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         }
     }
@@ -92,6 +103,7 @@ impl Client {
         Ok(Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         })
     }
@@ -177,11 +189,11 @@ impl Client {
         join_ref
     }
 
-    /// The next frame, or panic after [`WAIT`].
+    /// The next frame, or panic after [`Client::patience`].
     pub async fn recv(&mut self) -> Frame {
-        match self.try_recv(WAIT).await {
+        match self.try_recv(self.patience).await {
             Some(frame) => frame,
-            None => panic!("no frame within {WAIT:?}"),
+            None => panic!("no frame within {:?}", self.patience),
         }
     }
 
@@ -210,7 +222,7 @@ impl Client {
 
     /// Reads frames until one with `event` (others are returned in order, skipped here).
     pub async fn recv_event(&mut self, event: &str) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.try_recv(left).await {
@@ -219,14 +231,14 @@ impl Client {
                     panic!("closed ({code:?} {reason}) while waiting for {event}")
                 }
                 Some(_) => continue,
-                None => panic!("no {event} within {WAIT:?}"),
+                None => panic!("no {event} within {:?}", self.patience),
             }
         }
     }
 
     /// Reads frames until a broadcast of `event` (text or binary), skipping others.
     pub async fn recv_broadcast(&mut self, event: &str) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.try_recv(left).await {
@@ -243,7 +255,45 @@ impl Client {
                 Some(Frame::Close(code, reason)) => {
                     panic!("closed ({code:?} {reason}) while waiting for broadcast {event}")
                 }
-                None => panic!("no broadcast {event} within {WAIT:?}"),
+                None => panic!("no broadcast {event} within {:?}", self.patience),
+            }
+        }
+    }
+
+    /// The first frame within `within` for which `wanted` holds, skipping others; `None` when
+    /// none came or the connection closed first.
+    pub async fn recv_where(&mut self, within: Duration, wanted: impl Fn(&Frame) -> bool) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await? {
+                Frame::Close(..) => return None,
+                frame if wanted(&frame) => return Some(frame),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The payload (`{"status": …, "response": …}`) of the reply to `msg_ref`, skipping other
+    /// frames; panics after [`Client::patience`].
+    pub async fn reply_to(&mut self, msg_ref: &str) -> Value {
+        let patience = self.patience;
+        let is_reply = |frame: &Frame| matches!(frame, Frame::Msg { event, msg_ref: r, .. } if event == "phx_reply" && r == msg_ref);
+        match self.recv_where(patience, is_reply).await {
+            Some(reply) => reply.payload().clone(),
+            None => panic!("no reply to {msg_ref} within {patience:?}"),
+        }
+    }
+
+    /// Whether the server closes the socket within `within` (frames before are skipped).
+    pub async fn closes(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(Frame::Close(..)) => return true,
+                Some(_) => continue,
+                None => return false,
             }
         }
     }

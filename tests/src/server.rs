@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use realtime::config::{Config, Secret};
 
 use crate::auth::{SECRET, user_token};
-use crate::phoenix::{Client, WAIT};
+use crate::free_port;
+use crate::phoenix::Client;
 
 pub struct ServerProcess {
     pub addr: SocketAddr,
@@ -162,22 +163,6 @@ async fn collect(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Vec<u8>>>) {
     }
 }
 
-/// A free port below the kernel's ephemeral range: a port inside it could be handed to one of
-/// our own connections while the server starts, which then connects to itself.
-pub fn free_port() -> u16 {
-    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32768);
-    for _ in 0..200 {
-        let port = 10_000 + rand::random::<u16>() % low.saturating_sub(10_000).max(1);
-        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
-}
-
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
@@ -220,9 +205,10 @@ impl TestServer {
     }
 }
 
-/// A raw HTTP/1.1 request; returns (status, body).
+/// A raw HTTP/1.1 request to `addr` (a `SocketAddr` or `("127.0.0.1", port)`), closed after
+/// the answer; returns its status and body. Panics without an answer within 10 s.
 pub async fn http(
-    addr: SocketAddr,
+    addr: impl ToSocketAddrs,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -240,7 +226,7 @@ pub async fn http(
     stream.write_all(request.as_bytes()).await.expect("write");
     stream.write_all(body).await.expect("write body");
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
         .await
         .expect("response in time")
         .expect("read");

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
+use realtime_tests::auth::token;
 use realtime_tests::nats::NatsServer;
 use realtime_tests::proxy::TcpProxy;
-use realtime_tests::service::{Service, Subscriber, http_get, http_request, metric, token};
+use realtime_tests::server::http;
+use realtime_tests::service::{Service, Subscriber, http_get, metric};
 use realtime_tests::{exec, items_database, write_items};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -101,7 +103,10 @@ impl Node {
     }
 
     async fn ready(&self) -> bool {
-        http_request(self.port(), "GET", "/readyz", &[]).await.0 == 200
+        http(("127.0.0.1", self.port()), "GET", "/readyz", &[], b"")
+            .await
+            .0
+            == 200
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use realtime_tests::free_port;
 use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 
