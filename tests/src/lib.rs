@@ -179,10 +179,11 @@ pub struct Process {
     pub child: Child,
     pub stdout: std::sync::mpsc::Receiver<String>,
     stderr: Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// `realtime <args>` with `env` on top of this process's environment, less the settings that
-/// would point it at another database or port.
+/// would point it at another database, port, configuration, key or log format.
 fn realtime_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(realtime_bin());
     command
@@ -198,6 +199,12 @@ fn realtime_command(args: &[&str], env: &[(&str, String)]) -> Command {
         "PUBLICATIONS",
         "TEMPORARY_SLOT",
         "PORT",
+        "REALTIME_CONFIG",
+        "POLICIES_DIR",
+        "JWT_SECRET",
+        "JWT_JWKS",
+        "JWT_CLAIM_VALIDATORS",
+        "LOG_FORMAT",
     ] {
         command.env_remove(var);
     }
@@ -214,10 +221,21 @@ pub fn run_realtime(args: &[&str], env: &[(&str, String)]) -> std::process::Outp
 
 impl Process {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
-        let mut child = realtime_command(args, env).spawn().expect("spawn realtime");
+        Self::start(realtime_command(args, env))
+    }
+
+    /// [`Process::spawn`] with `dir` as the working directory (where `./policies` is looked for).
+    pub fn spawn_in(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Process {
+        let mut command = realtime_command(args, env);
+        command.current_dir(dir);
+        Self::start(command)
+    }
+
+    fn start(mut command: Command) -> Process {
+        let mut child = command.spawn().expect("spawn realtime");
         let (tx, stdout) = std::sync::mpsc::channel();
         let out = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
@@ -228,7 +246,7 @@ impl Process {
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -240,6 +258,15 @@ impl Process {
             child,
             stdout,
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
+        }
+    }
+
+    /// Waits until everything the process wrote is collected; only once it has exited (or
+    /// been killed), when its pipes close.
+    pub fn wait_output(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
         }
     }
 

@@ -7,26 +7,26 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use realtime::config::{Config, Secret};
 
 use crate::auth::{SECRET, user_token};
-use crate::free_port;
 use crate::phoenix::Client;
+use crate::{Process, free_port};
 
+/// `realtime serve` as a child [`Process`] on a free port, in a folder of its own.
 pub struct ServerProcess {
     pub addr: SocketAddr,
-    child: Child,
-    log: Arc<Mutex<Vec<u8>>>,
+    process: Process,
+    /// The stdout lines read so far: [`ServerProcess::log`] keeps all of them.
+    stdout: Mutex<String>,
     dir: PathBuf,
 }
 
@@ -37,44 +37,21 @@ impl ServerProcess {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("realtime-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut command = Command::new(crate::realtime_bin());
-        command
-            .arg("serve")
-            // No ./policies folder here: private channels are default deny.
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for key in [
-            "DATABASE_URL",
-            "DB_HOST",
-            "REALTIME_CONFIG",
-            "JWT_SECRET",
-            "JWT_JWKS",
-            "JWT_CLAIM_VALIDATORS",
-            "LOG_FORMAT",
-        ] {
-            command.env_remove(key);
-        }
-        command
-            .env("PORT", port.to_string())
-            .env("API_JWT_SECRET", SECRET)
-            .env("CONNECT_ERROR_BACKOFF_MS", "0")
-            .env("CHANNEL_ERROR_BACKOFF_MS", "0")
-            .env("RUST_LOG", "debug");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn realtime");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        tokio::spawn(collect(child.stdout.take().expect("stdout"), log.clone()));
-        tokio::spawn(collect(child.stderr.take().expect("stderr"), log.clone()));
+        let mut vars = vec![
+            ("PORT", port.to_string()),
+            ("API_JWT_SECRET", SECRET.to_owned()),
+            ("CONNECT_ERROR_BACKOFF_MS", "0".to_owned()),
+            ("CHANNEL_ERROR_BACKOFF_MS", "0".to_owned()),
+            ("RUST_LOG", "debug".to_owned()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        // No ./policies folder in `dir`: private channels are default deny.
+        let process = Process::spawn_in(&dir, &["serve"], &vars);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let server = ServerProcess {
             addr,
-            child,
-            log,
+            process,
+            stdout: Mutex::new(String::new()),
             dir,
         };
         server.wait_healthy().await;
@@ -99,12 +76,12 @@ impl ServerProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().expect("the server is running")
+        self.process.child.id()
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.process.child.try_wait(), Ok(None))
     }
 
     /// Resident memory in KiB (`VmRSS`).
@@ -124,9 +101,14 @@ impl ServerProcess {
             .count()
     }
 
-    /// Everything the server printed so far.
+    /// Everything the server printed so far, stdout then stderr.
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+        let mut stdout = self.stdout.lock().unwrap();
+        for line in self.process.stdout.try_iter() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        format!("{stdout}{}", self.process.stderr())
     }
 
     pub fn url(&self, key: &str, vsn: &str) -> String {
@@ -148,18 +130,7 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn collect(mut from: impl AsyncRead + Unpin, into: Arc<Mutex<Vec<u8>>>) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            return;
-        }
-        into.lock().unwrap().extend_from_slice(&buf[..n]);
     }
 }
 

@@ -4,10 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use realtime_tests::free_port;
+use realtime_tests::{Process, free_port};
 use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 
@@ -199,47 +198,26 @@ async fn run_briefly(
     env: &[(&str, &str)],
     within: Duration,
 ) -> (Option<bool>, String) {
-    let mut command = tokio::process::Command::new(realtime_tests::realtime_bin());
-    command
-        .arg("serve")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for key in [
-        "DATABASE_URL",
-        "DB_HOST",
-        "REALTIME_CONFIG",
-        "POLICIES_DIR",
-        "LOG_FORMAT",
-    ] {
-        command.env_remove(key);
-    }
-    command
-        .env("PORT", free_port().to_string())
-        .env("API_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let exited = tokio::time::timeout(within, child.wait()).await;
-    let status = match exited {
-        Ok(status) => Some(status.unwrap().success()),
-        Err(_) => {
-            child.start_kill().unwrap();
-            None
+    let mut vars = vec![
+        ("PORT", free_port().to_string()),
+        ("API_JWT_SECRET", SECRET.to_owned()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let mut process = Process::spawn_in(dir, &["serve"], &vars);
+    let deadline = tokio::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            break Some(status.success());
         }
+        if tokio::time::Instant::now() >= deadline {
+            process.kill();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let output = child.wait_with_output().await.unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (status, text)
+    process.wait_output();
+    let stdout: String = process.stdout.try_iter().map(|line| line + "\n").collect();
+    (status, format!("{stdout}{}", process.stderr()))
 }
 
 #[tokio::test]
