@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::auth::SECRET;
+use crate::phoenix::socket_url;
 use crate::server::http;
 use crate::{Process, free_port};
 
@@ -85,10 +86,7 @@ impl Service {
     }
 
     pub fn url(&self, token: &str) -> String {
-        format!(
-            "ws://127.0.0.1:{}/socket/websocket?apikey={token}&vsn=1.0.0",
-            self.port
-        )
+        socket_url(self.port, token, "1.0.0")
     }
 }
 

@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
 use realtime_tests::auth::token;
 use realtime_tests::nats::NatsServer;
+use realtime_tests::phoenix::socket_url;
 use realtime_tests::proxy::TcpProxy;
 use realtime_tests::server::http;
 use realtime_tests::service::{Service, Subscriber, http_get, metric};
@@ -350,6 +351,9 @@ struct Seen {
 
 /// A client that joins node `ports[start]`, records every change, and on losing its socket
 /// joins the next node (round robin) with `since` = the last position it processed.
+///
+/// Raw WebSocket frames rather than [`realtime_tests::phoenix::Client`]: it keeps trying while
+/// a node is down, where the shared client panics on a refused connection or a close.
 fn resuming_client(
     ports: Arc<Mutex<Vec<u16>>>,
     start: usize,
@@ -364,10 +368,7 @@ fn resuming_client(
                 ports[at % ports.len()]
             };
             at += 1;
-            let url = format!(
-                "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=1.0.0",
-                token("service_role")
-            );
+            let url = socket_url(port, &token("service_role"), "1.0.0");
             let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

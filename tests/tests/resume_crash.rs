@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
 use realtime_tests::auth::{SECRET, token};
+use realtime_tests::phoenix::socket_url;
 use realtime_tests::{Process, exec, free_port, items_database, write_items};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -120,10 +121,7 @@ async fn follow(
     seen: Arc<Mutex<Seen>>,
     stop: CancellationToken,
 ) {
-    let url = format!(
-        "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn={vsn}",
-        token("service_role")
-    );
+    let url = socket_url(port, &token("service_role"), vsn);
     let topic = format!("realtime:resume-{vsn}-{filter:?}-{comeback:?}");
     let mut binding = json!({ "event": "INSERT", "schema": "public", "table": "items" });
     if let Some(g) = filter {
