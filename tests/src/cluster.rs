@@ -1,18 +1,17 @@
 //! Nodes of a cluster for tests: `realtime serve` processes on one `nats-server`, each reaching
-//! it through its own [`TcpProxy`] (so a test can cut or pause one node's link), and a small
-//! vsn 1.0.0 WebSocket client for broadcast and presence.
+//! it through its own [`TcpProxy`] (so a test can cut or pause one node's link), and a one-channel
+//! view of the Phoenix client for broadcast and presence.
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::Process;
+use crate::auth::{SECRET, token};
+use crate::free_port;
+use crate::phoenix::{self, Frame};
 use crate::proxy::TcpProxy;
-use crate::service::{SECRET, free_port};
+use crate::server::http;
 
 /// Heartbeat and down-after of the nodes these helpers start (short, so tests are quick).
 pub const HEARTBEAT_MS: u64 = 250;
@@ -82,104 +81,75 @@ impl ClusterNode {
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "ws://127.0.0.1:{}/socket/websocket?apikey={}&vsn=1.0.0",
-            self.port,
-            crate::service::token("anon")
-        )
+        phoenix::socket_url(self.port, &token("anon"), "1.0.0")
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A vsn 1.0.0 socket with one channel.
+/// A vsn 1.0.0 socket with one channel, whose frames are read whole, as the JSON objects the
+/// server sent (the cluster tests compare refs and payloads across nodes).
 pub struct Client {
-    ws: Ws,
+    client: phoenix::Client,
     pub topic: String,
-    next_ref: u64,
+    join_ref: String,
 }
 
 impl Client {
     /// Connects to `port` and joins `realtime:<channel>` with `broadcast` settings
     /// (`{"self":…, "ack":…}`) and presence enabled under `presence_key`; waits for the reply.
     pub async fn join(port: u16, channel: &str, broadcast: Value, presence_key: &str) -> Client {
-        let url = format!(
-            "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=1.0.0",
-            crate::service::token("anon")
-        );
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect to the node");
-        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-            .await
-            .expect("WebSocket handshake");
-        let mut client = Client {
-            ws,
-            topic: format!("realtime:{channel}"),
-            next_ref: 1,
-        };
-        let join = json!({
-            "topic": client.topic, "event": "phx_join", "ref": "join", "join_ref": "1",
-            "payload": {
-                "config": {
-                    "broadcast": broadcast,
-                    "presence": {"key": presence_key, "enabled": true},
-                    "postgres_changes": [],
-                    "private": false
-                },
-                "access_token": crate::service::token("anon")
-            }
+        let url = phoenix::socket_url(port, &token("anon"), "1.0.0");
+        let mut client = phoenix::Client::connect(&url, "1.0.0").await;
+        client.patience = Duration::from_secs(10);
+        let topic = format!("realtime:{channel}");
+        let payload = json!({
+            "config": {
+                "broadcast": broadcast,
+                "presence": {"key": presence_key, "enabled": true},
+                "postgres_changes": [],
+                "private": false
+            },
+            "access_token": token("anon")
         });
-        client.send(join).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let frame = client.frame(deadline).await.expect("a join reply within 10 s");
-            if frame["event"] == "phx_reply" && frame["ref"] == "join" {
-                assert_eq!(frame["payload"]["status"], "ok", "{frame}");
-                return client;
-            }
+        let join_ref = client.join_raw(&topic, payload).await;
+        let reply = client.reply_to(&join_ref).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        Client {
+            client,
+            topic,
+            join_ref,
         }
-    }
-
-    async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send a frame");
     }
 
     /// Sends a broadcast `event` with `payload`; returns its ref.
     pub async fn broadcast(&mut self, event: &str, payload: Value) -> String {
-        let r = self.next_ref.to_string();
-        self.next_ref += 1;
-        let frame = json!({
-            "topic": self.topic, "event": "broadcast", "ref": r, "join_ref": "1",
-            "payload": {"type": "broadcast", "event": event, "payload": payload}
-        });
-        self.send(frame).await;
-        r
+        let payload = json!({"type": "broadcast", "event": event, "payload": payload});
+        self.client
+            .send(Some(&self.join_ref), &self.topic, "broadcast", payload)
+            .await
     }
 
     /// Tracks `meta` on the channel.
     pub async fn track(&mut self, meta: Value) {
-        let r = format!("t{}", self.next_ref);
-        self.next_ref += 1;
-        let frame = json!({
-            "topic": self.topic, "event": "presence", "ref": r, "join_ref": "1",
-            "payload": {"type": "presence", "event": "track", "payload": meta}
-        });
-        self.send(frame).await;
+        let payload = json!({"type": "presence", "event": "track", "payload": meta});
+        self.client
+            .send(Some(&self.join_ref), &self.topic, "presence", payload)
+            .await;
     }
 
-    /// The next frame before `deadline`, whole; `None` on timeout or a closed socket.
+    /// The next frame before `deadline`, whole (`{"topic", "event", "payload", "ref"}`); `None`
+    /// on timeout or a closed socket.
     pub async fn frame(&mut self, deadline: tokio::time::Instant) -> Option<Value> {
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
-            match message {
-                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.client.try_recv(left).await? {
+            Frame::Msg {
+                msg_ref,
+                topic,
+                event,
+                payload,
+                ..
+            } => Some(json!({"topic": topic, "event": event, "payload": payload, "ref": msg_ref})),
+            Frame::UserBroadcast { .. } => panic!("a vsn 1.0.0 socket got a binary frame"),
+            Frame::Close(..) => None,
         }
     }
 
@@ -208,20 +178,16 @@ impl Client {
 
 /// Sends `POST /api/broadcast` with one message to `port`; returns the status.
 pub async fn rest_broadcast(port: u16, channel: &str, event: &str, payload: Value) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = json!({"messages": [{"topic": channel, "event": event, "payload": payload}]}).to_string();
-    let request = format!(
-        "POST /api/broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\napikey: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::service::token("service_role"),
-        body.len()
-    );
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text}"))
+    let key = token("service_role");
+    let headers = [("apikey", key.as_str()), ("content-type", "application/json")];
+    http(
+        ("127.0.0.1", port),
+        "POST",
+        "/api/broadcast",
+        &headers,
+        body.as_bytes(),
+    )
+    .await
+    .0
 }

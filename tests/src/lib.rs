@@ -19,10 +19,30 @@ use tokio_util::sync::CancellationToken;
 
 pub use realtime::embedded;
 
+pub mod auth;
 pub mod cluster;
 pub mod nats;
+pub mod phoenix;
 pub mod proxy;
+pub mod server;
 pub mod service;
+
+/// A port nobody listens on now, below the kernel's ephemeral range: a port inside it could be
+/// handed to one of our own outgoing connections (a client retrying while the server is down,
+/// the server's own connections while it starts), which then talks to itself.
+pub fn free_port() -> u16 {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    for _ in 0..1000 {
+        let port = 10_000 + rand::random::<u16>() % low.saturating_sub(10_000).max(1);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
 
 /// Starts a throwaway cluster with logical replication on.
 pub fn start_postgres(options: Options) -> EmbeddedPostgres {
@@ -159,10 +179,11 @@ pub struct Process {
     pub child: Child,
     pub stdout: std::sync::mpsc::Receiver<String>,
     stderr: Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// `realtime <args>` with `env` on top of this process's environment, less the settings that
-/// would point it at another database or port.
+/// would point it at another database, port, configuration, key or log format.
 fn realtime_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(realtime_bin());
     command
@@ -178,6 +199,12 @@ fn realtime_command(args: &[&str], env: &[(&str, String)]) -> Command {
         "PUBLICATIONS",
         "TEMPORARY_SLOT",
         "PORT",
+        "REALTIME_CONFIG",
+        "POLICIES_DIR",
+        "JWT_SECRET",
+        "JWT_JWKS",
+        "JWT_CLAIM_VALIDATORS",
+        "LOG_FORMAT",
     ] {
         command.env_remove(var);
     }
@@ -194,10 +221,21 @@ pub fn run_realtime(args: &[&str], env: &[(&str, String)]) -> std::process::Outp
 
 impl Process {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
-        let mut child = realtime_command(args, env).spawn().expect("spawn realtime");
+        Self::start(realtime_command(args, env))
+    }
+
+    /// [`Process::spawn`] with `dir` as the working directory (where `./policies` is looked for).
+    pub fn spawn_in(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Process {
+        let mut command = realtime_command(args, env);
+        command.current_dir(dir);
+        Self::start(command)
+    }
+
+    fn start(mut command: Command) -> Process {
+        let mut child = command.spawn().expect("spawn realtime");
         let (tx, stdout) = std::sync::mpsc::channel();
         let out = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
+        let stdout_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
@@ -208,7 +246,7 @@ impl Process {
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
@@ -220,6 +258,15 @@ impl Process {
             child,
             stdout,
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
+        }
+    }
+
+    /// Waits until everything the process wrote is collected; only once it has exited (or
+    /// been killed), when its pipes close.
+    pub fn wait_output(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
         }
     }
 

@@ -4,7 +4,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::service::free_port;
+use crate::free_port;
 
 /// A `nats-server` child process; killed when dropped.
 pub struct NatsServer {

@@ -1,44 +1,18 @@
 //! `realtime serve` as a child process against a test cluster, scraped through `/metrics` and
 //! `/proc`, with WebSocket clients that subscribe to Postgres Changes (vsn 1.0.0 frames).
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::Process;
-
-/// The JWT secret of every service these helpers start.
-pub const SECRET: &str = "fault-test-secret-long-enough-for-hs256";
-
-/// A port nobody listens on now, below the ephemeral range (a port inside it can be handed to
-/// one of our own outgoing connections while the server starts, which then talks to itself).
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = 10_000 + (rand_u64() % 20_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
-}
+use crate::auth::SECRET;
+use crate::phoenix::socket_url;
+use crate::server::http;
+use crate::{Process, free_port};
 
 /// A `realtime serve` process.
 pub struct Service {
@@ -112,10 +86,7 @@ impl Service {
     }
 
     pub fn url(&self, token: &str) -> String {
-        format!(
-            "ws://127.0.0.1:{}/socket/websocket?apikey={token}&vsn=1.0.0",
-            self.port
-        )
+        socket_url(self.port, token, "1.0.0")
     }
 }
 
@@ -141,65 +112,11 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
 }
 
-/// A plain HTTP/1.1 GET on loopback; returns the body.
+/// The body of `GET path` on loopback `port`, which must answer 200.
 pub async fn http_get(port: u16, path: &str) -> String {
-    let fetch = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        body.to_owned()
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .expect("GET within 10 s")
-}
-
-/// A plain HTTP/1.1 request on loopback with extra header lines (`"Name: value"`); returns the
-/// status and the body.
-pub async fn http_request(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
-    let fetch = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-        for header in headers {
-            request.push_str(header);
-            request.push_str("\r\n");
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {head}"));
-        (status, body.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .expect("an answer within 10 s")
-}
-
-/// An HS256 token for `role`, valid for an hour.
-pub fn token(role: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "role": role, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("encode a token")
+    let (status, body) = http(("127.0.0.1", port), "GET", path, &[], b"").await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -216,6 +133,11 @@ pub enum Incoming {
 }
 
 /// A vsn 1.0.0 socket with one channel subscribed to Postgres Changes.
+///
+/// Its own client rather than [`crate::phoenix::Client`]: it sets the socket's kernel receive
+/// buffer before connecting (a subscriber that stops reading must fill the server's queue
+/// quickly), and its fault tests want a close or a dropped connection as a value to assert on,
+/// where the shared client panics.
 pub struct Subscriber {
     ws: Ws,
     pub topic: String,

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use realtime::embedded::Options;
-use realtime_tests::service::{Service, Subscriber, token};
+use realtime_tests::auth::token;
+use realtime_tests::service::{Service, Subscriber};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::{Value, json};
 

@@ -6,18 +6,20 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use realtime::embedded::Options;
-use realtime_tests::service::{SECRET, Service, free_port, token};
+use realtime_tests::auth::{SECRET, token};
+use realtime_tests::free_port;
+use realtime_tests::phoenix::{Client, socket_url};
+use realtime_tests::server::http;
+use realtime_tests::service::Service;
 use realtime_tests::{Process, exec, pool, start_postgres};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN_SECRET: &str = "admin-test-secret-0123456789";
 
-/// One HTTP/1.1 request on loopback: the status and the body.
+/// One HTTP/1.1 request on loopback with a JSON body: the status and the body.
 async fn request(
     port: u16,
     method: &str,
@@ -25,92 +27,29 @@ async fn request(
     secret: Option<&str>,
     body: Option<Value>,
 ) -> (u16, String) {
-    let fetch = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = secret
-            .map(|s| format!("Authorization: Bearer {s}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.expect("send");
-        stream.write_all(body.as_bytes()).await.expect("send");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status");
-        (status, body.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .expect("a response within 10 s")
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = secret.map(|s| format!("Bearer {s}"));
+    let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    headers.push(("Content-Type", "application/json"));
+    http(("127.0.0.1", port), method, path, &headers, body.as_bytes()).await
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// A vsn 1.0.0 socket joined to public channel `channel` with broadcast and presence tracked as
+/// A vsn 1.0.0 client joined to public channel `channel` with broadcast and presence tracked as
 /// `key`.
-async fn join(port: u16, channel: &str, key: &str) -> Ws {
+async fn join(port: u16, channel: &str, key: &str) -> Client {
     let jwt = token("anon");
-    let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={jwt}&vsn=1.0.0");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("WebSocket handshake");
+    let mut client = Client::connect(&socket_url(port, &jwt, "1.0.0"), "1.0.0").await;
+    client.patience = Duration::from_secs(10);
     let topic = format!("realtime:{channel}");
-    let join = json!({
-        "topic": topic, "event": "phx_join", "ref": "1", "join_ref": "1",
-        "payload": {"config": {"broadcast": {"self": false}, "presence": {"key": key}, "private": false},
-                    "access_token": jwt}
+    let payload = json!({
+        "config": {"broadcast": {"self": false}, "presence": {"key": key}, "private": false},
+        "access_token": jwt
     });
-    ws.send(Message::text(join.to_string()))
-        .await
-        .expect("send the join");
-    next_event(&mut ws, "phx_reply").await.expect("a join reply");
-    let track = json!({
-        "topic": topic, "event": "presence", "ref": "2", "join_ref": "1",
-        "payload": {"type": "presence", "event": "track", "payload": {"secret_note": "meta value"}}
-    });
-    ws.send(Message::text(track.to_string()))
-        .await
-        .expect("send the track");
-    ws
-}
-
-/// The next frame with event `event` (`None`: the socket closed first or 10 s passed).
-async fn next_event(ws: &mut Ws, event: &str) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
-            Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text).expect("a JSON frame");
-                if v["event"] == event {
-                    return Some(v);
-                }
-            }
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Whether the server closes `ws` within 10 s (anything it sends before is skipped).
-async fn closes(ws: &mut Ws) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return false,
-            Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => return true,
-            Ok(Some(Ok(_))) => {}
-        }
-    }
+    let join_ref = client.join_raw(&topic, payload).await;
+    client.recv_event("phx_reply").await;
+    let track = json!({"type": "presence", "event": "track", "payload": {"secret_note": "meta value"}});
+    client.send(Some(&join_ref), &topic, "presence", track).await;
+    client
 }
 
 /// Waits until the overview satisfies `ready` (joins and presence land asynchronously).
@@ -217,9 +156,9 @@ async fn admin_api_inspects_sends_and_disconnects() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let received = next_event(&mut client, "broadcast").await.expect("the broadcast");
-    assert_eq!(received["payload"]["event"], "notice");
-    assert_eq!(received["payload"]["payload"]["text"], "hello");
+    let received = client.recv_event("broadcast").await;
+    assert_eq!(received.payload()["event"], "notice");
+    assert_eq!(received.payload()["payload"]["text"], "hello");
     let (status, _) = request(
         port,
         "POST",
@@ -302,7 +241,10 @@ async fn admin_api_inspects_sends_and_disconnects() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(closes(&mut client).await, "the subscriber's socket closes");
+    assert!(
+        client.closes(Duration::from_secs(10)).await,
+        "the subscriber's socket closes"
+    );
     overview_until(port, |o| o["channels"].as_array().is_some_and(|c| c.is_empty())).await;
     let (status, _) = request(
         port,

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use realtime::embedded::Options;
-use realtime_tests::service::{Incoming, Service, Subscriber, http_get, metric, reader_role_sql, token};
+use realtime_tests::auth::token;
+use realtime_tests::service::{Incoming, Service, Subscriber, http_get, metric, reader_role_sql};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

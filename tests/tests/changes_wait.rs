@@ -6,37 +6,34 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use realtime_tests::service::{SECRET, Service, free_port, token};
+use realtime_tests::auth::{SECRET, token};
+use realtime_tests::free_port;
+use realtime_tests::phoenix::{Client, Frame, socket_url};
+use realtime_tests::service::Service;
 use realtime_tests::{Process, exec, pool, start_postgres};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const SLOT: &str = "realtime_wait";
 const PUBLICATION: &str = "realtime_wait_pub";
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(port: u16) -> Ws {
-    let tok = token("service_role");
-    let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={tok}&vsn=1.0.0");
-    tokio_tungstenite::connect_async(url).await.expect("connect").0
+async fn connect(port: u16) -> Client {
+    Client::connect(&socket_url(port, &token("service_role"), "1.0.0"), "1.0.0").await
 }
 
 /// Sends a join of `realtime:<sub_topic>` with `bindings` and `options`; returns the reply's
 /// status and response, and how long it took.
-async fn join(ws: &mut Ws, sub_topic: &str, bindings: Value, options: Value) -> (String, Value, Duration) {
+async fn join(
+    client: &mut Client,
+    sub_topic: &str,
+    bindings: Value,
+    options: Value,
+) -> (String, Value, Duration) {
     let topic = format!("realtime:{sub_topic}");
-    let frame = json!({
-        "topic": topic, "event": "phx_join", "ref": "1", "join_ref": "1",
-        "payload": {"config": {"postgres_changes": bindings, "postgres_changes_options": options,
-                               "private": false}}
-    });
+    let payload = json!({"config": {"postgres_changes": bindings, "postgres_changes_options": options,
+                                    "private": false}});
     let started = Instant::now();
-    ws.send(Message::text(frame.to_string())).await.expect("join");
-    let (event, payload) = next(ws, &topic, Duration::from_secs(40))
+    client.join_raw(&topic, payload).await;
+    let (event, payload) = next(client, &topic, Duration::from_secs(40))
         .await
         .expect("a join reply");
     assert_eq!(event, "phx_reply", "{event} before the join reply: {payload}");
@@ -45,19 +42,10 @@ async fn join(ws: &mut Ws, sub_topic: &str, bindings: Value, options: Value) -> 
 }
 
 /// The event and payload of the next frame on `topic` (`None` after `wait`).
-async fn next(ws: &mut Ws, topic: &str, wait: Duration) -> Option<(String, Value)> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let m = tokio::time::timeout_at(deadline, ws.next()).await.ok()??.ok()?;
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).expect("JSON");
-            if v["topic"] != topic {
-                continue;
-            }
-            let event = v["event"].as_str().unwrap_or_default().to_owned();
-            return Some((event, v["payload"].clone()));
-        }
-    }
+async fn next(client: &mut Client, topic: &str, wait: Duration) -> Option<(String, Value)> {
+    let on_topic = |frame: &Frame| matches!(frame, Frame::Msg { topic: t, .. } if t == topic);
+    let frame = client.recv_where(wait, on_topic).await?;
+    Some((frame.event().to_owned(), frame.payload().clone()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,10 +80,10 @@ async fn a_waiting_join_fails_on_timeout_and_refusal_and_succeeds_once_streaming
     waiting.wait_stderr("is in use", Duration::from_secs(30));
 
     let items = json!([{"event": "INSERT", "schema": "public", "table": "items"}]);
-    let mut ws = connect(port).await;
+    let mut client = connect(port).await;
     // Not streaming: the join waits out its timeout, then fails with Supabase's reason.
     let (status, response, took) = join(
-        &mut ws,
+        &mut client,
         "t1",
         items.clone(),
         json!({"wait": true, "timeout": 1200}),
@@ -108,12 +96,12 @@ async fn a_waiting_join_fails_on_timeout_and_refusal_and_succeeds_once_streaming
     );
     assert!(took >= Duration::from_millis(1200), "answered after {took:?}");
     // Without `wait` the join is answered at once, as before.
-    let (status, _, _) = join(&mut ws, "t2", items.clone(), json!(null)).await;
+    let (status, _, _) = join(&mut client, "t2", items.clone(), json!(null)).await;
     assert_eq!(status, "ok");
 
     // A refused binding fails a waiting join (the table is not published).
     let unpublished = json!([{"event": "*", "schema": "public", "table": "nowhere"}]);
-    let (status, response, _) = join(&mut ws, "t3", unpublished, json!({"wait": "true"})).await;
+    let (status, response, _) = join(&mut client, "t3", unpublished, json!({"wait": "true"})).await;
     assert_eq!(status, "error");
     let reason = response["reason"].as_str().unwrap_or_default();
     assert!(
@@ -124,9 +112,9 @@ async fn a_waiting_join_fails_on_timeout_and_refusal_and_succeeds_once_streaming
     // The slot is released: the waiting service takes it, and a waiting join succeeds; the row
     // committed right after its reply arrives.
     holder.process.kill();
-    let (status, _, _) = join(&mut ws, "t4", items, json!({"wait": true, "timeout": 20000})).await;
+    let (status, _, _) = join(&mut client, "t4", items, json!({"wait": true, "timeout": 20000})).await;
     assert_eq!(status, "ok");
-    let (event, payload) = next(&mut ws, "realtime:t4", Duration::from_secs(10))
+    let (event, payload) = next(&mut client, "realtime:t4", Duration::from_secs(10))
         .await
         .expect("a push");
     assert_eq!(
@@ -136,7 +124,7 @@ async fn a_waiting_join_fails_on_timeout_and_refusal_and_succeeds_once_streaming
     );
     exec(&db, "INSERT INTO items (v) VALUES ('first')").await;
     loop {
-        let (event, payload) = next(&mut ws, "realtime:t4", Duration::from_secs(30))
+        let (event, payload) = next(&mut client, "realtime:t4", Duration::from_secs(30))
             .await
             .expect("the change");
         if event == "postgres_changes" {

@@ -3,14 +3,14 @@
 //! read check at join, the write check for broadcasts (WebSocket and REST), re-checks on a new
 //! token, probes that never stay in the table, and `PRIVATE_ONLY`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use realtime_tests::service::{SECRET, free_port};
+use realtime_tests::auth::{SECRET, sign, unix_now};
+use realtime_tests::free_port;
+use realtime_tests::phoenix::{Client, socket_url};
+use realtime_tests::server::http;
 use realtime_tests::{Process, exec, pool, start_postgres};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const ALICE: &str = "11111111-1111-1111-1111-111111111111";
@@ -38,101 +38,41 @@ pub(crate) const ROOM_POLICIES: &str = "
 ";
 
 fn token(sub: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "role": "authenticated", "sub": sub, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("a token")
+    sign(&json!({ "role": "authenticated", "sub": sub, "exp": unix_now() + 3600 }))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A vsn 1.0.0 socket.
-struct Socket {
-    ws: Ws,
+/// A vsn 1.0.0 client with `token`.
+async fn open(port: u16, token: &str) -> Client {
+    let mut client = Client::connect(&socket_url(port, token, "1.0.0"), "1.0.0").await;
+    client.patience = PATIENCE;
+    client
 }
 
-impl Socket {
-    async fn open(port: u16, token: &str) -> Socket {
-        let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={token}&vsn=1.0.0");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        Socket { ws }
-    }
+/// Joins `realtime:<topic>`; returns the join ref and the reply payload.
+async fn join(client: &mut Client, topic: &str, private: bool, token: &str) -> (String, Value) {
+    let payload = json!({"config": {"broadcast": {"self": false, "ack": true}, "presence": {"enabled": false},
+                                    "postgres_changes": [], "private": private},
+                         "access_token": token});
+    let join_ref = client.join_raw(&format!("realtime:{topic}"), payload).await;
+    let reply = client.reply_to(&join_ref).await;
+    (join_ref, reply)
+}
 
-    async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send");
-    }
-
-    /// Joins `realtime:<topic>` and returns the reply payload.
-    async fn join(&mut self, topic: &str, private: bool, token: &str) -> Value {
-        self.send(json!({
-            "topic": format!("realtime:{topic}"), "event": "phx_join", "ref": "j", "join_ref": "j",
-            "payload": {"config": {"broadcast": {"self": false, "ack": true}, "presence": {"enabled": false},
-                                   "postgres_changes": [], "private": private},
-                        "access_token": token}
-        }))
+async fn broadcast(client: &mut Client, join_ref: &str, topic: &str, n: i64) {
+    let payload = json!({"type": "broadcast", "event": "e", "payload": {"n": n}});
+    client
+        .send(Some(join_ref), &format!("realtime:{topic}"), "broadcast", payload)
         .await;
-        self.until(|v| v["event"] == "phx_reply" && v["ref"] == "j").await["payload"].clone()
-    }
-
-    async fn broadcast(&mut self, topic: &str, r: &str, n: i64) {
-        self.send(json!({
-            "topic": format!("realtime:{topic}"), "event": "broadcast", "ref": r, "join_ref": "j",
-            "payload": {"type": "broadcast", "event": "e", "payload": {"n": n}}
-        }))
-        .await;
-    }
-
-    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
-        self.within(PATIENCE, want).await.expect("the expected frame")
-    }
-
-    async fn within(&mut self, wait: Duration, want: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??
-                .ok()?;
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).expect("JSON");
-                if want(&v) {
-                    return Some(v);
-                }
-            }
-        }
-    }
 }
 
 /// `POST` on loopback; returns the status code.
 async fn post(port: u16, path: &str, token: &str, content_type: Option<&str>, body: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", bearer.as_str())];
+    headers.extend(content_type.map(|c| ("Content-Type", c)));
+    http(("127.0.0.1", port), "POST", path, &headers, body.as_bytes())
         .await
-        .expect("connect");
-    let ct = content_type
-        .map(|c| format!("Content-Type: {c}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code")
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,38 +103,38 @@ async fn room_membership_policies_decide_who_joins_and_who_sends() {
     .await;
 
     let (alice, bob, carol) = (token(ALICE), token(BOB), token(CAROL));
-    let mut a = Socket::open(port, &alice).await;
-    assert_eq!(a.join("room:a", true, &alice).await["status"], "ok");
-    let mut c = Socket::open(port, &carol).await;
-    assert_eq!(c.join("room:a", true, &carol).await["status"], "ok");
+    let mut a = open(port, &alice).await;
+    let (a_ref, reply) = join(&mut a, "room:a", true, &alice).await;
+    assert_eq!(reply["status"], "ok");
+    let mut c = open(port, &carol).await;
+    let (c_ref, reply) = join(&mut c, "room:a", true, &carol).await;
+    assert_eq!(reply["status"], "ok");
 
-    let mut b = Socket::open(port, &bob).await;
-    let refused = b.join("room:a", true, &bob).await;
+    let mut b = open(port, &bob).await;
+    let (_, refused) = join(&mut b, "room:a", true, &bob).await;
     assert_eq!(refused["status"], "error");
     assert_eq!(
         refused["response"]["reason"],
         "Unauthorized: You do not have permissions to read from this Channel topic: room:a"
     );
     // PRIVATE_ONLY: public joins are refused with Supabase's reason.
-    let public = b.join("room:a", false, &bob).await;
+    let (_, public) = join(&mut b, "room:a", false, &bob).await;
     assert_eq!(
         public["response"]["reason"],
         "PrivateOnly: This project only allows private channels"
     );
 
     // Alice may send: Carol receives it. Carol may only read: her message is dropped.
-    a.broadcast("room:a", "a1", 1).await;
-    let got = c.until(|v| v["event"] == "broadcast").await;
-    assert_eq!(got["payload"]["payload"]["n"], 1);
-    c.broadcast("room:a", "c1", 2).await;
-    a.broadcast("room:a", "a2", 3).await;
-    let next = c
-        .until(|v| v["event"] == "broadcast" || v["event"] == "never")
-        .await;
-    assert_eq!(next["payload"]["payload"]["n"], 3);
+    broadcast(&mut a, &a_ref, "room:a", 1).await;
+    let got = c.recv_event("broadcast").await;
+    assert_eq!(got.payload()["payload"]["n"], 1);
+    broadcast(&mut c, &c_ref, "room:a", 2).await;
+    broadcast(&mut a, &a_ref, "room:a", 3).await;
+    let next = c.recv_event("broadcast").await;
+    assert_eq!(next.payload()["payload"]["n"], 3);
     assert!(
-        a.within(Duration::from_millis(500), |v| v["event"] == "broadcast"
-            && v["payload"]["payload"]["n"] == 2)
+        a.recv_where(Duration::from_millis(500), |f| f.event() == "broadcast"
+            && f.payload()["payload"]["n"] == 2)
             .await
             .is_none(),
         "a reader's broadcast was dropped"
@@ -208,8 +148,8 @@ async fn room_membership_policies_decide_who_joins_and_who_sends() {
         403
     );
     assert_eq!(post(port, path, &alice, None, "{\"n\":5}").await, 202);
-    let rest = c.until(|v| v["event"] == "broadcast").await;
-    assert_eq!(rest["payload"]["payload"]["n"], 5);
+    let rest = c.recv_event("broadcast").await;
+    assert_eq!(rest.payload()["payload"]["n"], 5);
 
     // Membership revoked, then a new token: the read is checked again and the channel closes.
     exec(
@@ -218,27 +158,13 @@ async fn room_membership_policies_decide_who_joins_and_who_sends() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await; // past the shared check cache
-    let fresh = {
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-            + 7200;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({ "role": "authenticated", "sub": CAROL, "exp": exp }),
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("a token")
-    };
-    c.send(
-        json!({"topic": "realtime:room:a", "event": "access_token", "ref": "t", "join_ref": "j",
-                  "payload": {"access_token": fresh}}),
-    )
-    .await;
-    let system = c.until(|v| v["event"] == "system").await;
+    let fresh = sign(&json!({ "role": "authenticated", "sub": CAROL, "exp": unix_now() + 7200 }));
+    let refresh = json!({"access_token": fresh});
+    c.send(Some(&c_ref), "realtime:room:a", "access_token", refresh)
+        .await;
+    let system = c.recv_event("system").await;
     assert_eq!(
-        system["payload"]["message"],
+        system.payload()["message"],
         "You no longer have permission to read from this Channel topic: room:a"
     );
 

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
+use realtime_tests::auth::token;
 use realtime_tests::nats::NatsServer;
+use realtime_tests::phoenix::socket_url;
 use realtime_tests::proxy::TcpProxy;
-use realtime_tests::service::{Service, Subscriber, http_get, http_request, metric, token};
+use realtime_tests::server::http;
+use realtime_tests::service::{Service, Subscriber, http_get, metric};
 use realtime_tests::{exec, items_database, write_items};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -101,7 +104,10 @@ impl Node {
     }
 
     async fn ready(&self) -> bool {
-        http_request(self.port(), "GET", "/readyz", &[]).await.0 == 200
+        http(("127.0.0.1", self.port()), "GET", "/readyz", &[], b"")
+            .await
+            .0
+            == 200
     }
 }
 
@@ -345,6 +351,9 @@ struct Seen {
 
 /// A client that joins node `ports[start]`, records every change, and on losing its socket
 /// joins the next node (round robin) with `since` = the last position it processed.
+///
+/// Raw WebSocket frames rather than [`realtime_tests::phoenix::Client`]: it keeps trying while
+/// a node is down, where the shared client panics on a refused connection or a close.
 fn resuming_client(
     ports: Arc<Mutex<Vec<u16>>>,
     start: usize,
@@ -359,10 +368,7 @@ fn resuming_client(
                 ports[at % ports.len()]
             };
             at += 1;
-            let url = format!(
-                "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn=1.0.0",
-                token("service_role")
-            );
+            let url = socket_url(port, &token("service_role"), "1.0.0");
             let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

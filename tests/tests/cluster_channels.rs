@@ -267,8 +267,8 @@ async fn a_node_that_cannot_reach_nats_at_start_exits_with_a_clear_error() {
     let mut process = realtime_tests::Process::spawn(
         &["serve"],
         &[
-            ("PORT", realtime_tests::service::free_port().to_string()),
-            ("API_JWT_SECRET", realtime_tests::service::SECRET.to_owned()),
+            ("PORT", realtime_tests::free_port().to_string()),
+            ("API_JWT_SECRET", realtime_tests::auth::SECRET.to_owned()),
             ("NATS_URL", format!("nats://u:secret-pw@127.0.0.1:{port}")),
         ],
     );

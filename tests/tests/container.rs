@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use realtime::config::DatabaseConfig;
 use realtime::embedded::{Options, StopMode};
-use realtime_tests::service::{SECRET, free_port, token};
+use realtime_tests::auth::{SECRET, token};
+use realtime_tests::free_port;
 use realtime_tests::{Process, run_realtime, start_postgres};
 use yaml_rust2::{Yaml, YamlLoader};
 

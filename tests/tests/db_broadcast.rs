@@ -6,14 +6,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use realtime::embedded::{EmbeddedPostgres, Options};
-use realtime_tests::service::{SECRET, free_port, token};
+use realtime_tests::auth::{SECRET, token};
+use realtime_tests::free_port;
+use realtime_tests::phoenix::{self, Frame, socket_url};
 use realtime_tests::{Process, exec, pool, start_postgres};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -68,8 +66,6 @@ fn port(env: &[(&'static str, String)]) -> u16 {
         .expect("PORT")
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// A received push, both serializers folded into one shape.
 #[derive(Debug, Clone, PartialEq)]
 enum Push {
@@ -83,9 +79,9 @@ enum Push {
     Change(Value),
 }
 
-/// A raw Phoenix client with one channel.
+/// A Phoenix client with one channel joined, its pushes read as [`Push`]es.
 struct Client {
-    ws: Ws,
+    client: phoenix::Client,
     v2: bool,
     topic: String,
 }
@@ -101,70 +97,56 @@ impl Client {
     ) -> Client {
         let vsn = if v2 { "2.0.0" } else { "1.0.0" };
         let tok = token("service_role");
-        let url = format!("ws://127.0.0.1:{port}/socket/websocket?apikey={tok}&vsn={vsn}");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        let mut c = Client {
-            ws,
-            v2,
-            topic: format!("realtime:{sub_topic}"),
-        };
+        let mut client = phoenix::Client::connect(&socket_url(port, &tok, vsn), vsn).await;
+        client.patience = PATIENCE;
+        let topic = format!("realtime:{sub_topic}");
         let payload = json!({
             "config": {"broadcast": broadcast, "presence": {"enabled": false},
                        "postgres_changes": changes, "private": private},
             "access_token": tok,
         });
-        let frame = if v2 {
-            json!(["1", "1", c.topic, "phx_join", payload]).to_string()
-        } else {
-            json!({"topic": c.topic, "event": "phx_join", "ref": "1", "join_ref": "1", "payload": payload})
-                .to_string()
-        };
-        c.ws.send(Message::text(frame)).await.expect("join");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let m = tokio::time::timeout_at(deadline, c.ws.next())
-                .await
-                .expect("a join reply")
-                .expect("open")
-                .expect("frame");
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t).expect("JSON");
-                let (event, payload) = if v2 {
-                    (v[3].clone(), v[4].clone())
-                } else {
-                    (v["event"].clone(), v["payload"].clone())
-                };
-                if event == "phx_reply" {
-                    assert_eq!(payload["status"], "ok", "join refused: {payload}");
-                    return c;
-                }
-            }
-        }
+        client.join_raw(&topic, payload).await;
+        let reply = client.recv_event("phx_reply").await;
+        assert_eq!(reply.payload()["status"], "ok", "join refused: {reply:?}");
+        Client { client, v2, topic }
     }
 
-    /// The next push within `wait` (`None` when nothing came).
+    /// The next push within `wait` (`None` when nothing came or the socket closed).
     async fn next(&mut self, wait: Duration) -> Option<Push> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??
-                .ok()?;
-            match m {
-                Message::Binary(b) => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.client.try_recv(left).await? {
+                Frame::UserBroadcast {
+                    topic,
+                    event,
+                    meta,
+                    enc,
+                    data,
+                } => {
                     assert!(self.v2, "binary frames only for vsn 2.0.0");
-                    return Some(decode_kind4(&b, &self.topic));
-                }
-                Message::Text(t) => {
-                    let v: Value = serde_json::from_str(&t).expect("JSON");
-                    let (topic, event, payload) = if self.v2 {
-                        (v[2].clone(), v[3].clone(), v[4].clone())
+                    assert_eq!(topic, self.topic);
+                    let meta = if meta.is_empty() {
+                        Value::Null
                     } else {
-                        (v["topic"].clone(), v["event"].clone(), v["payload"].clone())
+                        serde_json::from_str(&meta).expect("meta")
                     };
-                    assert_eq!(topic, self.topic.as_str());
+                    let payload = if enc == 1 {
+                        serde_json::from_slice(&data).expect("JSON payload")
+                    } else {
+                        json!({ "bytes": data })
+                    };
+                    return Some(Push::Broadcast { event, meta, payload });
+                }
+                Frame::Msg {
+                    topic,
+                    event,
+                    payload,
+                    ..
+                } => {
+                    assert_eq!(topic, self.topic);
                     match event.as_str() {
-                        Some("broadcast") => {
+                        "broadcast" => {
                             assert_eq!(payload["type"], "broadcast");
                             return Some(Push::Broadcast {
                                 event: payload["event"].as_str().unwrap_or_default().to_owned(),
@@ -172,17 +154,17 @@ impl Client {
                                 payload: payload["payload"].clone(),
                             });
                         }
-                        Some("system") => return Some(Push::System(payload)),
+                        "system" => return Some(Push::System(payload)),
                         // The service's own bookkeeping table is in a FOR ALL TABLES
                         // publication too; not what these tests look at.
-                        Some("postgres_changes") if payload["data"]["table"] == "replication_epochs" => {
+                        "postgres_changes" if payload["data"]["table"] == "replication_epochs" => {
                             continue;
                         }
-                        Some("postgres_changes") => return Some(Push::Change(payload)),
+                        "postgres_changes" => return Some(Push::Change(payload)),
                         _ => continue,
                     }
                 }
-                _ => continue,
+                Frame::Close(..) => return None,
             }
         }
     }
@@ -199,32 +181,6 @@ impl Client {
             panic!("expected nothing on {}, got {p:?}", self.topic);
         }
     }
-}
-
-/// A kind 4 user broadcast frame: `4 | topic_len | event_len | meta_len | enc | topic | event | meta | payload`.
-fn decode_kind4(b: &[u8], topic: &str) -> Push {
-    assert_eq!(b[0], 4, "kind 4");
-    let (tl, el, ml, enc) = (b[1] as usize, b[2] as usize, b[3] as usize, b[4]);
-    let mut at = 5;
-    let mut take = |n: usize| {
-        let s = &b[at..at + n];
-        at += n;
-        s.to_vec()
-    };
-    assert_eq!(take(tl), topic.as_bytes());
-    let event = String::from_utf8(take(el)).expect("event");
-    let meta: Value = if ml == 0 {
-        Value::Null
-    } else {
-        serde_json::from_slice(&take(ml)).expect("meta")
-    };
-    let rest = b[at..].to_vec();
-    let payload = if enc == 1 {
-        serde_json::from_slice(&rest).expect("JSON payload")
-    } else {
-        json!({ "bytes": rest })
-    };
-    Push::Broadcast { event, meta, payload }
 }
 
 async fn scalar_bool(db: &sqlx::PgPool, sql: &str) -> bool {

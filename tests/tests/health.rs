@@ -5,13 +5,16 @@
 use std::time::{Duration, Instant};
 
 use realtime::embedded::{Options, StopMode};
-use realtime_tests::service::{SECRET, Service, free_port, http_request, token};
+use realtime_tests::auth::{SECRET, sign, sign_with, token, unix_now};
+use realtime_tests::free_port;
+use realtime_tests::server::http;
+use realtime_tests::service::Service;
 use realtime_tests::{Process, run_realtime, start_postgres};
 use serde_json::{Value, json};
 
 /// `GET /readyz`: status and JSON body.
 async fn readyz(port: u16) -> (u16, Value) {
-    let (status, body) = http_request(port, "GET", "/readyz", &[]).await;
+    let (status, body) = http(("127.0.0.1", port), "GET", "/readyz", &[], b"").await;
     let body = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     (status, body)
 }
@@ -127,28 +130,18 @@ async fn readiness_follows_the_change_stream_the_database_and_shutdown() {
     assert!(status.success(), "{}", second.stderr());
 }
 
-/// A token signed with `secret`, expiring at `exp`.
-fn token_with(secret: &str, exp: u64) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "role": "anon", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode a token")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn supabase_tenant_health_and_ping() {
     let pg = start_postgres(Options::default());
     let service = Service::start(&pg.url("postgres"), "tenant_health_slot", "health_pub", &[]);
     let port = service.port;
-    let good = format!("Authorization: Bearer {}", token("anon"));
+    let good = format!("Bearer {}", token("anon"));
 
     for path in [
         "/api/tenants/realtime-dev/health",
         "/realtime/v1/api/tenants/any-tenant/health",
     ] {
-        let (status, body) = http_request(port, "GET", path, &[good.as_str()]).await;
+        let (status, body) = http(("127.0.0.1", port), "GET", path, &[("Authorization", &good)], b"").await;
         assert_eq!(status, 200, "{path}: {body}");
         let body: Value = serde_json::from_str(&body).unwrap();
         let data = &body["data"];
@@ -163,15 +156,18 @@ async fn supabase_tenant_health_and_ping() {
     }
 
     // HEAD, as Supabase's compose healthcheck sends it: the status, no body.
-    let (status, body) =
-        http_request(port, "HEAD", "/api/tenants/realtime-dev/health", &[good.as_str()]).await;
+    let (status, body) = http(
+        ("127.0.0.1", port),
+        "HEAD",
+        "/api/tenants/realtime-dev/health",
+        &[("Authorization", &good)],
+        b"",
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, ""));
 
     // Without a token signed with the API secret: 403 and an empty body, as Supabase answers.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let refused = [
         None,
         Some("Bearer".to_owned()),
@@ -179,21 +175,32 @@ async fn supabase_tenant_health_and_ping() {
         Some(format!("Basic {}", token("anon"))),
         Some(format!(
             "Bearer {}",
-            token_with("another-secret-that-is-long-enough-for-hs256", now + 3600)
+            sign_with(
+                "another-secret-that-is-long-enough-for-hs256",
+                &json!({ "role": "anon", "exp": now + 3600 })
+            )
         )),
-        Some(format!("Bearer {}", token_with(SECRET, now - 3600))),
+        Some(format!(
+            "Bearer {}",
+            sign(&json!({ "role": "anon", "exp": now - 3600 }))
+        )),
     ];
     for header in refused {
-        let headers: Vec<String> = header.iter().map(|h| format!("Authorization: {h}")).collect();
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let headers: Vec<(&str, &str)> = header.iter().map(|h| ("Authorization", h.as_str())).collect();
         for method in ["GET", "HEAD"] {
-            let (status, body) =
-                http_request(port, method, "/api/tenants/realtime-dev/health", &headers).await;
+            let (status, body) = http(
+                ("127.0.0.1", port),
+                method,
+                "/api/tenants/realtime-dev/health",
+                &headers,
+                b"",
+            )
+            .await;
             assert_eq!((status, body.as_str()), (403, ""), "{method} with {headers:?}");
         }
     }
 
-    let (status, body) = http_request(port, "GET", "/api/ping", &[]).await;
+    let (status, body) = http(("127.0.0.1", port), "GET", "/api/ping", &[], b"").await;
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),

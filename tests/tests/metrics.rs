@@ -4,35 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use realtime::embedded::Options;
-use realtime_tests::service::{Service, Subscriber, metric, reader_role_sql, token};
+use realtime_tests::auth::token;
+use realtime_tests::phoenix::Client;
+use realtime_tests::service::{Service, Subscriber, metric, reader_role_sql};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn send(ws: &mut Ws, topic: &str, event: &str, r#ref: &str, payload: Value) {
-    let frame = json!({"topic": topic, "event": event, "ref": r#ref, "join_ref": "1", "payload": payload});
-    ws.send(Message::text(frame.to_string())).await.expect("send");
-}
-
-/// The `phx_reply` to `r#ref`: its status.
-async fn reply(ws: &mut Ws, r#ref: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let message = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no reply to {ref} within 10 s", ref = r#ref));
-        let Some(Ok(Message::Text(text))) = message else {
-            continue;
-        };
-        let value: Value = serde_json::from_str(&text).expect("JSON frame");
-        if value["event"] == "phx_reply" && value["ref"] == r#ref {
-            return value["payload"]["status"].as_str().unwrap_or("").to_owned();
-        }
-    }
+/// The status of the reply to `msg_ref`.
+async fn status(client: &mut Client, msg_ref: &str) -> String {
+    let reply = client.reply_to(msg_ref).await;
+    reply["status"].as_str().unwrap_or("").to_owned()
 }
 
 fn join_payload(private: bool, token: &str) -> Value {
@@ -112,45 +94,34 @@ async fn counters_and_latency_move_and_the_dashboard_uses_only_exported_metrics(
     let mut subscriber = Subscriber::join(&service, &reader, "rows", bindings, None).await;
 
     // A second socket: a broadcast with ack, a refused private join, a refused token, a leave.
-    let url = service.url(&reader);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-    send(
-        &mut ws,
-        "realtime:room",
-        "phx_join",
-        "1",
-        join_payload(false, &reader),
-    )
-    .await;
-    assert_eq!(reply(&mut ws, "1").await, "ok");
+    let mut client = Client::connect(&service.url(&reader), "1.0.0").await;
+    client.patience = Duration::from_secs(10);
+    let room = client
+        .join_raw("realtime:room", join_payload(false, &reader))
+        .await;
+    assert_eq!(status(&mut client, &room).await, "ok");
     let broadcast = json!({"type": "broadcast", "event": "hello", "payload": {"n": 1}});
-    send(&mut ws, "realtime:room", "broadcast", "2", broadcast).await;
-    assert_eq!(reply(&mut ws, "2").await, "ok");
-    send(
-        &mut ws,
-        "realtime:locked",
-        "phx_join",
-        "3",
-        join_payload(true, &reader),
-    )
-    .await;
-    assert_eq!(reply(&mut ws, "3").await, "error");
-    send(
-        &mut ws,
-        "realtime:other",
-        "phx_join",
-        "4",
-        join_payload(false, "not-a-token"),
-    )
-    .await;
-    assert_eq!(reply(&mut ws, "4").await, "error");
+    let sent = client
+        .send(Some(&room), "realtime:room", "broadcast", broadcast)
+        .await;
+    assert_eq!(status(&mut client, &sent).await, "ok");
+    let locked = client
+        .join_raw("realtime:locked", join_payload(true, &reader))
+        .await;
+    assert_eq!(status(&mut client, &locked).await, "error");
+    let other = client
+        .join_raw("realtime:other", join_payload(false, "not-a-token"))
+        .await;
+    assert_eq!(status(&mut client, &other).await, "error");
 
     let during = wait_metrics(&service, |t| metric(t, "realtime_websocket_connections") == 2.0).await;
     assert!(metric(&during, "realtime_channels") >= 2.0, "{during}");
     assert_eq!(metric(&during, "realtime_changes_subscriptions"), 1.0);
 
-    send(&mut ws, "realtime:room", "phx_leave", "5", json!({})).await;
-    assert_eq!(reply(&mut ws, "5").await, "ok");
+    let leave = client
+        .send(Some(&room), "realtime:room", "phx_leave", json!({}))
+        .await;
+    assert_eq!(status(&mut client, &leave).await, "ok");
 
     exec(&db, "INSERT INTO t VALUES (1, 'one')").await;
     assert_eq!(
@@ -209,5 +180,5 @@ async fn counters_and_latency_move_and_the_dashboard_uses_only_exported_metrics(
             "the dashboard plots {name}, which /metrics lacks"
         );
     }
-    drop(ws);
+    drop(client);
 }

@@ -7,60 +7,21 @@
 //! embedded database. They do what a realtime-js app does with `postgres_changes_options`:
 //! reconnect, and rejoin with `since` set to the position of the last change they processed.
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use realtime::embedded::EmbeddedPostgres;
-use realtime_tests::{Process, exec, items_database, write_items};
+use realtime_tests::auth::{SECRET, token};
+use realtime_tests::phoenix::socket_url;
+use realtime_tests::{Process, exec, free_port, items_database, write_items};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "resume-crash-test-secret-of-some-length";
 /// Longest wait for anything in these tests.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A port below the kernel's ephemeral range, so that clients retrying while the server is
-/// down can never connect to themselves.
-fn free_port() -> u16 {
-    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos()) as u64
-        ^ u64::from(std::process::id());
-    for attempt in 0..500u64 {
-        let span = u64::from(low.saturating_sub(10_000).max(1));
-        let port = 10_000
-            + ((seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(attempt * 7919))
-                % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range")
-}
-
-fn token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "role": "service_role", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("a token")
-}
 
 /// A Postgres with `items` published, and the environment of a `realtime serve` for it.
 async fn setup() -> (EmbeddedPostgres, sqlx::PgPool, Vec<(&'static str, String)>) {
@@ -149,6 +110,9 @@ impl Client {
 
 /// Connects, joins, records every change; on any loss of the connection, connects again and
 /// rejoins (with `since` for [`Comeback::Resume`]) until `stop`.
+///
+/// Raw WebSocket frames rather than [`realtime_tests::phoenix::Client`]: it keeps retrying while
+/// the server is down, where the shared client panics on a refused connection or a close.
 async fn follow(
     port: u16,
     vsn: &'static str,
@@ -157,10 +121,7 @@ async fn follow(
     seen: Arc<Mutex<Seen>>,
     stop: CancellationToken,
 ) {
-    let url = format!(
-        "ws://127.0.0.1:{port}/socket/websocket?apikey={}&vsn={vsn}",
-        token()
-    );
+    let url = socket_url(port, &token("service_role"), vsn);
     let topic = format!("realtime:resume-{vsn}-{filter:?}-{comeback:?}");
     let mut binding = json!({ "event": "INSERT", "schema": "public", "table": "items" });
     if let Some(g) = filter {

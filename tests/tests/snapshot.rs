@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use realtime::embedded::Options;
-use realtime_tests::service::{SECRET, Service, Subscriber, reader_role_sql, token};
+use realtime_tests::auth::{sign, token};
+use realtime_tests::service::{Service, Subscriber, reader_role_sql};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::{Value, json};
 
@@ -205,12 +206,7 @@ async fn snapshot_then_changes_builds_exactly_the_table_under_concurrent_writes(
 
 /// A token with claims beyond the role.
 fn token_for(role: &str, sub: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"role": role, "sub": sub, "exp": 4_000_000_000_i64}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("encode a token")
+    sign(&json!({"role": role, "sub": sub, "exp": 4_000_000_000_i64}))
 }
 
 /// Reads pushes until the end of the snapshot: the snapshot rows' `data`, then the end message.

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use futures::{SinkExt, StreamExt};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message as _;
 use realtime::embedded::Options;
-use realtime_tests::service::{Service, Subscriber, reader_role_sql, token};
+use realtime_tests::auth::token;
+use realtime_tests::phoenix::Client;
+use realtime_tests::server::http;
+use realtime_tests::service::{Service, Subscriber, reader_role_sql};
 use realtime_tests::{exec, pool, start_postgres};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 
 /// One span as the receiver decoded it.
 #[derive(Clone, Debug)]
@@ -140,51 +140,38 @@ async fn wait_spans(received: &Shared, done: impl Fn(&[Span]) -> bool) -> Vec<Sp
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A vsn 1.0.0 client of `service` with `token`.
+async fn connect(service: &Service, token: &str) -> Client {
+    let mut client = Client::connect(&service.url(token), "1.0.0").await;
+    client.patience = Duration::from_secs(10);
+    client
+}
 
 /// Sends a join of `topic` and returns the reply's status.
-async fn join(ws: &mut Ws, topic: &str, r#ref: &str, private: bool) -> String {
+async fn join(client: &mut Client, topic: &str, private: bool) -> String {
     let payload = json!({"config": {"broadcast": {"self": true}, "private": private}});
-    let frame =
-        json!({"topic": topic, "event": "phx_join", "ref": r#ref, "join_ref": r#ref, "payload": payload});
-    ws.send(Message::text(frame.to_string())).await.expect("send");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let message = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no reply to {topic} within 10 s"));
-        let Some(Ok(Message::Text(text))) = message else {
-            continue;
-        };
-        let value: Value = serde_json::from_str(&text).expect("JSON frame");
-        if value["event"] == "phx_reply" && value["ref"] == r#ref {
-            return value["payload"]["status"].as_str().unwrap_or("").to_owned();
-        }
-    }
+    let msg_ref = client.join_raw(topic, payload).await;
+    let reply = client.reply_to(&msg_ref).await;
+    reply["status"].as_str().unwrap_or("").to_owned()
 }
 
 /// `POST /api/broadcast` with `body`; the status.
 async fn rest_broadcast(port: u16, token: &str, body: &Value) -> u16 {
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     let body = body.to_string();
-    let request = format!(
-        "POST /api/broadcast HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .expect("an answer within 10 s")
-        .expect("read");
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status")
+    http(
+        ("127.0.0.1", port),
+        "POST",
+        "/api/broadcast",
+        &headers,
+        body.as_bytes(),
+    )
+    .await
+    .0
 }
 
 /// The names of the process's threads (`/proc/<pid>/task/*/comm`, at most 15 bytes each).
@@ -245,12 +232,10 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
     // A Postgres Changes subscriber, so that the rows below are dispatched and checked.
     let bindings = json!([{"event": "INSERT", "schema": "public", "table": "t"}]);
     let mut subscriber = Subscriber::join(&service, &reader, "rows", bindings, None).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(service.url(&reader))
-        .await
-        .expect("connect");
-    assert_eq!(join(&mut ws, "realtime:room", "1", false).await, "ok");
+    let mut client = connect(&service, &reader).await;
+    assert_eq!(join(&mut client, "realtime:room", false).await, "ok");
     // A private channel with no policy granting it: the check says no, the join is refused.
-    assert_eq!(join(&mut ws, "realtime:locked", "2", true).await, "error");
+    assert_eq!(join(&mut client, "realtime:locked", true).await, "error");
     let broadcast =
         json!({"messages": [{"topic": "room", "event": "note", "payload": {"text": "payload-secret-42"}}]});
     assert_eq!(rest_broadcast(service.port, &reader, &broadcast).await, 202);
@@ -262,7 +247,7 @@ async fn spans_reach_the_collector_with_parents_and_no_secrets_and_logs_carry_th
     for _ in 0..2 {
         subscriber.change(Duration::from_secs(30)).await;
     }
-    ws.close(None).await.expect("close");
+    client.ws.close(None).await.expect("close");
 
     let spans = wait_spans(&received, |spans| {
         let has = |name: &str| spans.iter().any(|s| s.name == name);
@@ -412,10 +397,8 @@ async fn shutdown_flushes_the_last_spans() {
             ("OTEL_SERVICE_NAME", "realtime-eu-1".to_owned()),
         ],
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(service.url(&token("anon")))
-        .await
-        .expect("connect");
-    assert_eq!(join(&mut ws, "realtime:room", "1", false).await, "ok");
+    let mut client = connect(&service, &token("anon")).await;
+    assert_eq!(join(&mut client, "realtime:room", false).await, "ok");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         received
@@ -464,15 +447,13 @@ async fn without_otel_variables_nothing_is_exported() {
     .map(|name| (name, String::new()));
     let service = Service::start(&pg.url("postgres"), "s_tracing_off", "pub", &unset);
     let reader = token("reader");
-    let (mut ws, _) = tokio_tungstenite::connect_async(service.url(&reader))
-        .await
-        .expect("connect");
-    assert_eq!(join(&mut ws, "realtime:room", "1", false).await, "ok");
-    assert_eq!(join(&mut ws, "realtime:locked", "2", true).await, "error");
+    let mut client = connect(&service, &reader).await;
+    assert_eq!(join(&mut client, "realtime:room", false).await, "ok");
+    assert_eq!(join(&mut client, "realtime:locked", true).await, "error");
     let broadcast = json!({"messages": [{"topic": "room", "event": "note", "payload": {}}]});
     assert_eq!(rest_broadcast(service.port, &reader, &broadcast).await, 202);
     exec(&db, "INSERT INTO t VALUES (1, 'a')").await;
-    ws.close(None).await.expect("close");
+    client.ws.close(None).await.expect("close");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let threads = thread_names(service.pid());

@@ -2,11 +2,9 @@
 //! broadcast and presence writes are checked, refreshing a token re-checks access.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -51,7 +49,7 @@ mod tempdir {
 }
 
 fn user_token(sub: &str) -> String {
-    token_with(json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600}))
+    sign(&json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600}))
 }
 
 #[tokio::test]
@@ -114,7 +112,7 @@ async fn writes_without_permission_are_refused() {
     );
 
     // service_role bypasses the policy: its REST message reaches the readers.
-    let service = token_with(json!({"role": "service_role", "exp": unix_now() + 60}));
+    let service = sign(&json!({"role": "service_role", "exp": unix_now() + 60}));
     let bearer = format!("Bearer {service}");
     let headers = [
         ("Authorization", bearer.as_str()),

@@ -4,17 +4,15 @@
 //! Also: an `access_token` re-sent unchanged does not subscribe Postgres Changes again.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
 use realtime::config::DatabaseConfig;
 use realtime::embedded::{EmbeddedPostgres, Options};
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 
 fn key(role: &str) -> String {
-    token_with(json!({"role": role, "sub": format!("{role}-user"), "exp": unix_now() + 3600}))
+    sign(&json!({"role": role, "sub": format!("{role}-user"), "exp": unix_now() + 3600}))
 }
 
 async fn connect_refusal(server: &TestServer, role: &str) -> (u16, Value) {
@@ -182,7 +180,7 @@ async fn an_unchanged_access_token_does_not_subscribe_again() {
     c.expect_silence(Duration::from_millis(500)).await;
     // A new token does subscribe again (what the silence above would have shown).
     let second =
-        token_with(json!({"role": "authenticated", "sub": "authenticated-user", "exp": unix_now() + 7200}));
+        sign(&json!({"role": "authenticated", "sub": "authenticated-user", "exp": unix_now() + 7200}));
     c.send(
         Some(join_ref),
         "realtime:notes",

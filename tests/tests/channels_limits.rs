@@ -3,11 +3,9 @@
 //! broadcast batches and rates, the outbound queue's byte bound and the write stall deadline.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 
 #[tokio::test]
@@ -254,11 +252,11 @@ async fn rest_broadcast_batches_are_capped_and_counted_per_subject() {
     listener.join("realtime:room", json!({})).await;
     let mallory = format!(
         "Bearer {}",
-        token_with(json!({"role": "authenticated", "sub": "mallory", "exp": unix_now() + 60}))
+        sign(&json!({"role": "authenticated", "sub": "mallory", "exp": unix_now() + 60}))
     );
     let alice = format!(
         "Bearer {}",
-        token_with(json!({"role": "authenticated", "sub": "alice", "exp": unix_now() + 60}))
+        sign(&json!({"role": "authenticated", "sub": "alice", "exp": unix_now() + 60}))
     );
     let (status, _, body) = http_full(
         server.addr,

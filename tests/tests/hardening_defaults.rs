@@ -3,26 +3,14 @@
 //! start; the folder in use is logged), and refused tokens and joins logged and counted.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{ServerProcess, free_port};
-use common::*;
+use realtime_tests::{Process, free_port};
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 
 const METRICS_SECRET: &str = "metrics-secret-with-enough-length-0123456789";
-
-fn signed(secret: &str, claims: serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
 
 async fn get_metrics(addr: SocketAddr, bearer: Option<&str>) -> (u16, String) {
     let header = bearer.map(|t| format!("Bearer {t}"));
@@ -45,21 +33,21 @@ async fn metrics_need_a_token_signed_with_metrics_jwt_secret() {
     assert!(!body.contains("realtime_"), "{body}");
 
     // Signed with another secret (the API's, say): refused.
-    let wrong = signed(SECRET, json!({ "exp": unix_now() + 60 }));
+    let wrong = sign_with(SECRET, &json!({ "exp": unix_now() + 60 }));
     let (status, body) = get_metrics(server.addr, Some(&wrong)).await;
     assert_eq!(status, 401, "{body}");
     assert!(!body.contains("realtime_"), "{body}");
     // The right secret but expired: refused.
-    let expired = signed(METRICS_SECRET, json!({ "exp": unix_now() - 120 }));
+    let expired = sign_with(METRICS_SECRET, &json!({ "exp": unix_now() - 120 }));
     assert_eq!(get_metrics(server.addr, Some(&expired)).await.0, 401);
 
-    let right = signed(METRICS_SECRET, json!({ "exp": unix_now() + 60 }));
+    let right = sign_with(METRICS_SECRET, &json!({ "exp": unix_now() + 60 }));
     let (status, body) = get_metrics(server.addr, Some(&right)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("realtime_websocket_connections "), "{body}");
     // Without exp too, as Supabase's scrapers send them.
     assert_eq!(
-        get_metrics(server.addr, Some(&signed(METRICS_SECRET, json!({}))))
+        get_metrics(server.addr, Some(&sign_with(METRICS_SECRET, &json!({}))))
             .await
             .0,
         200
@@ -82,7 +70,7 @@ async fn metrics_port_serves_metrics_apart_from_the_public_port() {
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], metrics_port).into();
     // Not on the public port any more.
     assert_eq!(get_metrics(server.addr, None).await.0, 404);
-    let right = signed(METRICS_SECRET, json!({}));
+    let right = sign_with(METRICS_SECRET, &json!({}));
     assert_eq!(get_metrics(server.addr, Some(&right)).await.0, 404);
     // On its own port, with the token still required.
     assert_eq!(get_metrics(metrics_addr, None).await.0, 401);
@@ -92,7 +80,7 @@ async fn metrics_port_serves_metrics_apart_from_the_public_port() {
     // The metrics port serves nothing else.
     assert_eq!(http(metrics_addr, "GET", "/healthz", &[], b"").await.0, 404);
     // The public port still serves clients.
-    let mut client = Client::connect(&server.url(&token(600), "2.0.0"), "2.0.0").await;
+    let mut client = Client::connect(&server.url(&user_token(600), "2.0.0"), "2.0.0").await;
     client.join("realtime:room", json!({})).await;
 }
 
@@ -122,9 +110,9 @@ async fn serve_listens_on_every_address_unless_listen_address_says_otherwise() {
 async fn refused_tokens_and_joins_are_logged_without_the_token_and_counted() {
     let server = ServerProcess::start(&[]).await;
     // A handshake with a token signed by someone else.
-    let forged = signed(
+    let forged = sign_with(
         "not-the-secret-not-the-secret-000000",
-        json!({ "role": "anon", "exp": unix_now() + 60 }),
+        &json!({ "role": "anon", "exp": unix_now() + 60 }),
     );
     let refused = tokio_tungstenite::connect_async(server.url(&forged, "2.0.0")).await;
     assert!(refused.is_err(), "a forged token was accepted");
@@ -141,8 +129,8 @@ async fn refused_tokens_and_joins_are_logged_without_the_token_and_counted() {
     .await;
     assert_eq!(status, 401);
     // A join whose access_token has expired, and a private join no policy allows.
-    let mut client = Client::connect(&server.url(&token(600), "2.0.0"), "2.0.0").await;
-    let expired = token(-120);
+    let mut client = Client::connect(&server.url(&user_token(600), "2.0.0"), "2.0.0").await;
+    let expired = user_token(-120);
     client
         .join_raw("realtime:a", json!({ "access_token": expired, "config": {} }))
         .await;
@@ -210,47 +198,26 @@ async fn run_briefly(
     env: &[(&str, &str)],
     within: Duration,
 ) -> (Option<bool>, String) {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_realtime"));
-    command
-        .arg("serve")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for key in [
-        "DATABASE_URL",
-        "DB_HOST",
-        "REALTIME_CONFIG",
-        "POLICIES_DIR",
-        "LOG_FORMAT",
-    ] {
-        command.env_remove(key);
-    }
-    command
-        .env("PORT", free_port().to_string())
-        .env("API_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let exited = tokio::time::timeout(within, child.wait()).await;
-    let status = match exited {
-        Ok(status) => Some(status.unwrap().success()),
-        Err(_) => {
-            child.start_kill().unwrap();
-            None
+    let mut vars = vec![
+        ("PORT", free_port().to_string()),
+        ("API_JWT_SECRET", SECRET.to_owned()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let mut process = Process::spawn_in(dir, &["serve"], &vars);
+    let deadline = tokio::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            break Some(status.success());
         }
+        if tokio::time::Instant::now() >= deadline {
+            process.kill();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let output = child.wait_with_output().await.unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (status, text)
+    process.wait_output();
+    let stdout: String = process.stdout.try_iter().map(|line| line + "\n").collect();
+    (status, format!("{stdout}{}", process.stderr()))
 }
 
 #[tokio::test]

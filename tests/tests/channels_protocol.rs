@@ -2,11 +2,9 @@
 //! duplicate joins, unmatched topics, token expiry and refresh, idle timeout, shutdown.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,7 +13,7 @@ async fn heartbeat_is_answered_on_both_paths_and_versions() {
     let server = TestServer::start().await;
     for path in ["/socket/websocket", "/realtime/v1/websocket"] {
         for vsn in ["1.0.0", "2.0.0"] {
-            let url = format!("ws://{}{path}?apikey={}&vsn={vsn}", server.addr, token(60));
+            let url = format!("ws://{}{path}?apikey={}&vsn={vsn}", server.addr, user_token(60));
             let mut c = Client::connect(&url, vsn).await;
             let reply = c.heartbeat().await;
             let Frame::Msg {
@@ -30,7 +28,7 @@ async fn heartbeat_is_answered_on_both_paths_and_versions() {
         }
     }
     // Without vsn the server speaks 1.0.0.
-    let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, token(60));
+    let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, user_token(60));
     let mut c = Client::connect(&url, "1.0.0").await;
     let Frame::Msg { v1, .. } = c.heartbeat().await else {
         unreachable!()
@@ -227,7 +225,7 @@ async fn handshake_failures_are_http_errors_with_json_bodies() {
             "The token provided is not a valid JWT",
         ),
         (
-            format!("ws://{}/socket/websocket?apikey={}", server.addr, token(-10)),
+            format!("ws://{}/socket/websocket?apikey={}", server.addr, user_token(-10)),
             401,
             "Token has expired",
         ),
@@ -244,11 +242,11 @@ async fn handshake_failures_are_http_errors_with_json_bodies() {
     }
     // The x-api-key header wins over the query parameter.
     let url = format!("ws://{}/socket/websocket?apikey=garbage&vsn=2.0.0", server.addr);
-    let mut c = Client::connect_with_header(&url, "2.0.0", &token(60))
+    let mut c = Client::connect_with_header(&url, "2.0.0", &user_token(60))
         .await
         .expect("header key accepted");
     c.heartbeat().await;
-    let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, token(60));
+    let url = format!("ws://{}/socket/websocket?apikey={}", server.addr, user_token(60));
     assert!(
         Client::connect_with_header(&url, "1.0.0", "garbage")
             .await
@@ -273,8 +271,11 @@ async fn health_and_readiness() {
 async fn join_with_a_bad_access_token_is_refused_with_the_supabase_reason() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
-    c.join_raw("realtime:room", json!({"config": {}, "access_token": token(-5)}))
-        .await;
+    c.join_raw(
+        "realtime:room",
+        json!({"config": {}, "access_token": user_token(-5)}),
+    )
+    .await;
     let reply = c.recv_event("phx_reply").await;
     assert_eq!(reply.payload()["status"], "error");
     let reason = reply.payload()["response"]["reason"].as_str().unwrap().to_owned();
@@ -321,7 +322,10 @@ async fn an_expiring_token_closes_its_channel_but_not_the_socket() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
     let join_ref = c
-        .join_raw("realtime:room", json!({"config": {}, "access_token": token(1)}))
+        .join_raw(
+            "realtime:room",
+            json!({"config": {}, "access_token": user_token(1)}),
+        )
         .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
     let Frame::Msg {
@@ -354,14 +358,17 @@ async fn a_refreshed_token_keeps_the_channel_open() {
     let server = TestServer::start().await;
     let mut c = server.client("2.0.0").await;
     let join_ref = c
-        .join_raw("realtime:room", json!({"config": {}, "access_token": token(1)}))
+        .join_raw(
+            "realtime:room",
+            json!({"config": {}, "access_token": user_token(1)}),
+        )
         .await;
     assert_eq!(c.recv_event("phx_reply").await.payload()["status"], "ok");
     c.send(
         Some(&join_ref),
         "realtime:room",
         "access_token",
-        json!({"access_token": token(3600)}),
+        json!({"access_token": user_token(3600)}),
     )
     .await;
     // No reply to access_token, and no expiry once the old token's time has passed.

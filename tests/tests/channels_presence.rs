@@ -2,11 +2,9 @@
 //! tracker, updates with `phx_ref_prev`, leaves on untrack, leave and disconnect.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
+use realtime_tests::{phoenix::*, server::*};
 use serde_json::{Value, json};
 
 const ROOM: &str = "realtime:lobby";

@@ -5,12 +5,10 @@
 //! the limit bites.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use futures::StreamExt;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -18,7 +16,7 @@ const RATE: &str = "ClientJoinRateLimitReached: Too many joins per second";
 
 /// A token for user `sub` (role `authenticated`).
 fn user(sub: &str) -> String {
-    token_with(json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600}))
+    sign(&json!({"role": "authenticated", "sub": sub, "exp": unix_now() + 3600}))
 }
 
 fn url_for(server: &TestServer, key: &str) -> String {
@@ -259,7 +257,7 @@ async fn access_token_messages_are_rate_limited() {
             Some(&join_ref),
             "realtime:room",
             "access_token",
-            json!({"access_token": token(3600)}),
+            json!({"access_token": user_token(3600)}),
         )
         .await;
     }
@@ -268,7 +266,7 @@ async fn access_token_messages_are_rate_limited() {
         Some(&join_ref),
         "realtime:room",
         "access_token",
-        json!({"access_token": token(3600)}),
+        json!({"access_token": user_token(3600)}),
     )
     .await;
     let system = c.recv_event("system").await;

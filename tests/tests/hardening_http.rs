@@ -3,12 +3,9 @@
 //! timeout without starving anyone, and oversized request heads get 431.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
-use common::process::ServerProcess;
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,14 +56,18 @@ async fn slow_handshakes_are_closed_at_the_handshake_timeout_and_others_keep_wor
     for i in 0..SLOW {
         let stream = TcpStream::connect(server.addr).await.expect("connect");
         // Half send nothing, half drip a valid upgrade request (which would take ~300 s).
-        slow.spawn(slow_client(stream, upgrade_request(&token(3600)), i % 2 == 1));
+        slow.spawn(slow_client(
+            stream,
+            upgrade_request(&user_token(3600)),
+            i % 2 == 1,
+        ));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_during = server.fds();
     let rss_during = server.rss_kib();
 
     // While the slow clients hold their connections, a normal client connects and works.
-    let mut c = Client::connect(&server.url(&token(3600), "2.0.0"), "2.0.0").await;
+    let mut c = Client::connect(&server.url(&user_token(3600), "2.0.0"), "2.0.0").await;
     let join_ref = c
         .join("realtime:room", json!({"broadcast": {"self": true}}))
         .await;
@@ -176,7 +177,7 @@ async fn oversized_request_heads_get_431_and_memory_stays_bounded() {
     );
 
     // The WebSocket endpoint still works, and a token of realistic size fits in the head.
-    let fat = token_with(json!({"role": "authenticated", "exp": unix_now() + 60, "pad": "p".repeat(6000)}));
+    let fat = sign(&json!({"role": "authenticated", "exp": unix_now() + 60, "pad": "p".repeat(6000)}));
     let mut c = Client::connect(&server.url(&fat, "2.0.0"), "2.0.0").await;
     c.heartbeat().await;
 }
@@ -188,7 +189,7 @@ async fn a_rest_body_that_never_arrives_is_cut_at_the_handshake_timeout() {
     let head = format!(
         "POST /api/broadcast HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"messages\":",
-        token(60)
+        user_token(60)
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();

@@ -6,12 +6,10 @@
 //! the channel's token expires.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
 use futures::StreamExt;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -212,7 +210,7 @@ async fn a_busy_socket_still_has_its_channel_closed_when_the_token_expires() {
     let c = server.client("2.0.0").await;
     let (mut write, mut read) = c.ws.split();
     use futures::SinkExt;
-    let join = json!(["1", "1", "realtime:room", "phx_join", {"config": {}, "access_token": token(2)}]);
+    let join = json!(["1", "1", "realtime:room", "phx_join", {"config": {}, "access_token": user_token(2)}]);
     write.send(Message::Text(join.to_string().into())).await.unwrap();
     // Heartbeats as fast as the socket takes them, for up to 10 s.
     let flood = tokio::spawn(async move {

@@ -4,13 +4,10 @@
 //! the other clients; a flood of bad frames leaves the server's memory where it was.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::process::ServerProcess;
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,7 +55,7 @@ impl RawWs {
             "GET /socket/websocket?apikey={}&vsn={vsn} HTTP/1.1\r\nHost: localhost\r\n\
              Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            token(3600)
+            user_token(3600)
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut raw = RawWs {
@@ -260,7 +257,7 @@ async fn oversized_messages_from_many_clients_keep_memory_bounded() {
         "RSS {first} KiB after the first round, over {bound} KiB"
     );
     assert!(last <= first + 4 * 1024, "RSS kept growing: {after_round:?}");
-    let mut c = Client::connect(&server.url(&token(60), "2.0.0"), "2.0.0").await;
+    let mut c = Client::connect(&server.url(&user_token(60), "2.0.0"), "2.0.0").await;
     c.heartbeat().await;
 }
 
@@ -281,7 +278,7 @@ async fn oversized_and_deep_payloads_are_refused_and_not_delivered() {
     );
 
     // REST: too large, and too deep, on both endpoints.
-    let bearer = format!("Bearer {}", token(60));
+    let bearer = format!("Bearer {}", user_token(60));
     let headers = [
         ("Authorization", bearer.as_str()),
         ("Content-Type", "application/json"),
@@ -335,7 +332,7 @@ async fn rest_payloads_up_to_the_configured_limit_are_accepted_and_larger_ones_g
     // The default limit (3,000 KB) is above the HTTP stack's own default body limit (2 MB):
     // the configured limit must decide, with its documented answer.
     let server = TestServer::start().await;
-    let bearer = format!("Bearer {}", token(60));
+    let bearer = format!("Bearer {}", user_token(60));
     let headers = [
         ("Authorization", bearer.as_str()),
         ("Content-Type", "application/json"),
@@ -621,6 +618,6 @@ async fn a_flood_of_bad_frames_leaves_memory_where_it_was() {
         rss_after < rss_before + 16 * 1024,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    let mut c = Client::connect(&server.url(&token(60), "2.0.0"), "2.0.0").await;
+    let mut c = Client::connect(&server.url(&user_token(60), "2.0.0"), "2.0.0").await;
     c.join("realtime:room", json!({})).await;
 }

@@ -2,11 +2,9 @@
 //! `self`, `ack`, payload limits, REST, public/private isolation and slow consumers.
 #![allow(clippy::unwrap_used)]
 
-use crate::common;
-
 use std::time::Duration;
 
-use common::*;
+use realtime_tests::{auth::*, phoenix::*, server::*};
 use serde_json::{Value, json};
 
 const ROOM: &str = "realtime:room";
@@ -160,7 +158,7 @@ async fn public_and_private_channels_of_one_name_are_separate() {
         "Unauthorized: You do not have permissions to read from this Channel topic: room"
     );
     // REST messages to the private topic are dropped; public ones arrive.
-    let bearer = format!("Bearer {}", token(60));
+    let bearer = format!("Bearer {}", user_token(60));
     let headers = [
         ("Authorization", bearer.as_str()),
         ("Content-Type", "application/json"),
@@ -192,7 +190,7 @@ async fn rest_batch_and_single_broadcasts() {
     let mut v1 = server.client("1.0.0").await;
     v2.join(ROOM, json!({})).await;
     v1.join(ROOM, json!({})).await;
-    let key = token(60);
+    let key = user_token(60);
     let bearer = format!("Bearer {key}");
 
     let body =

@@ -1,89 +1,19 @@
-//! Helpers for the channel server tests: a server on port 0, HS256 tokens, a Phoenix client over
-//! tokio-tungstenite and a raw HTTP/1.1 client.
+//! A Phoenix client over tokio-tungstenite for both serializers (vsn 1.0.0 JSON objects, vsn
+//! 2.0.0 JSON arrays and binary user broadcasts): join, send, receive, decoded into [`Frame`]s.
 #![allow(clippy::unwrap_used)]
-#![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
 
-use realtime::config::{Config, Secret};
-
-pub mod process;
-
-pub const SECRET: &str = "test-secret-with-enough-length-for-hs256";
+/// How long a client waits for an expected frame.
 pub const WAIT: Duration = Duration::from_secs(5);
-
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub handle: JoinHandle<Result<(), realtime::RunError>>,
-}
-
-impl TestServer {
-    pub async fn start() -> TestServer {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::default();
-        config.server.auth.jwt_secret = Some(Secret::new(SECRET));
-        config.server.limits.channel_error_backoff = Duration::ZERO;
-        config.server.limits.connect_error_backoff = Duration::ZERO;
-        config.server.shutdown_grace = Duration::from_secs(5);
-        adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(realtime::run(Arc::new(config), listener, shutdown.clone()));
-        TestServer {
-            addr,
-            shutdown,
-            handle,
-        }
-    }
-
-    pub fn url(&self, vsn: &str) -> String {
-        format!(
-            "ws://{}/socket/websocket?apikey={}&vsn={vsn}",
-            self.addr,
-            token(3600)
-        )
-    }
-
-    pub async fn client(&self, vsn: &str) -> Client {
-        Client::connect(&self.url(vsn), vsn).await
-    }
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// An HS256 token for role `authenticated` expiring `exp_in` seconds from now.
-pub fn token(exp_in: i64) -> String {
-    token_with(json!({ "role": "authenticated", "sub": "user-1", "exp": unix_now() + exp_in }))
-}
-
-pub fn token_with(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("encode token")
-}
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -128,9 +58,18 @@ impl Frame {
     }
 }
 
+/// The vsn 1.0.0 (or 2.0.0) URL of the socket at `127.0.0.1:port` with `token` as its apikey.
+pub fn socket_url(port: u16, token: &str, vsn: &str) -> String {
+    format!("ws://127.0.0.1:{port}/socket/websocket?apikey={token}&vsn={vsn}")
+}
+
 pub struct Client {
     pub ws: Ws,
     pub vsn: String,
+    /// How long [`Client::recv`], [`Client::recv_event`], [`Client::recv_broadcast`] and
+    /// [`Client::reply_to`] wait: [`WAIT`] unless a test sets more (a server with a database
+    /// behind it answers a join after a policy check or a snapshot).
+    pub patience: Duration,
     next_ref: u64,
 }
 
@@ -140,6 +79,7 @@ impl Client {
         Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         }
     }
@@ -149,6 +89,7 @@ impl Client {
         Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         }
     }
@@ -162,6 +103,7 @@ impl Client {
         Ok(Client {
             ws,
             vsn: vsn.to_owned(),
+            patience: WAIT,
             next_ref: 0,
         })
     }
@@ -247,11 +189,11 @@ impl Client {
         join_ref
     }
 
-    /// The next frame, or panic after [`WAIT`].
+    /// The next frame, or panic after [`Client::patience`].
     pub async fn recv(&mut self) -> Frame {
-        match self.try_recv(WAIT).await {
+        match self.try_recv(self.patience).await {
             Some(frame) => frame,
-            None => panic!("no frame within {WAIT:?}"),
+            None => panic!("no frame within {:?}", self.patience),
         }
     }
 
@@ -280,7 +222,7 @@ impl Client {
 
     /// Reads frames until one with `event` (others are returned in order, skipped here).
     pub async fn recv_event(&mut self, event: &str) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.try_recv(left).await {
@@ -289,14 +231,14 @@ impl Client {
                     panic!("closed ({code:?} {reason}) while waiting for {event}")
                 }
                 Some(_) => continue,
-                None => panic!("no {event} within {WAIT:?}"),
+                None => panic!("no {event} within {:?}", self.patience),
             }
         }
     }
 
     /// Reads frames until a broadcast of `event` (text or binary), skipping others.
     pub async fn recv_broadcast(&mut self, event: &str) -> Frame {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.try_recv(left).await {
@@ -313,7 +255,45 @@ impl Client {
                 Some(Frame::Close(code, reason)) => {
                     panic!("closed ({code:?} {reason}) while waiting for broadcast {event}")
                 }
-                None => panic!("no broadcast {event} within {WAIT:?}"),
+                None => panic!("no broadcast {event} within {:?}", self.patience),
+            }
+        }
+    }
+
+    /// The first frame within `within` for which `wanted` holds, skipping others; `None` when
+    /// none came or the connection closed first.
+    pub async fn recv_where(&mut self, within: Duration, wanted: impl Fn(&Frame) -> bool) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await? {
+                Frame::Close(..) => return None,
+                frame if wanted(&frame) => return Some(frame),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The payload (`{"status": …, "response": …}`) of the reply to `msg_ref`, skipping other
+    /// frames; panics after [`Client::patience`].
+    pub async fn reply_to(&mut self, msg_ref: &str) -> Value {
+        let patience = self.patience;
+        let is_reply = |frame: &Frame| matches!(frame, Frame::Msg { event, msg_ref: r, .. } if event == "phx_reply" && r == msg_ref);
+        match self.recv_where(patience, is_reply).await {
+            Some(reply) => reply.payload().clone(),
+            None => panic!("no reply to {msg_ref} within {patience:?}"),
+        }
+    }
+
+    /// Whether the server closes the socket within `within` (frames before are skipped).
+    pub async fn closes(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(Frame::Close(..)) => return true,
+                Some(_) => continue,
+                None => return false,
             }
         }
     }
@@ -399,41 +379,4 @@ pub fn decode_kind4(data: &[u8]) -> Frame {
         enc,
         data: rest,
     }
-}
-
-/// A raw HTTP/1.1 request; returns (status, body).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    stream.write_all(body).await.expect("write body");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
