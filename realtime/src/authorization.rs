@@ -18,7 +18,8 @@ mod batch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

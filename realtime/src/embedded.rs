@@ -258,6 +258,8 @@ impl EmbeddedPostgres {
         let log = self.log_file().to_string_lossy().into_owned();
         self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-t", "60", "start"])?;
         self.running = true;
+        // std's clock: this blocking loop sleeps the thread while a real server starts, so a
+        // paused Tokio clock would never reach the deadline.
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline {

@@ -16,7 +16,8 @@ use crate::locks::lock;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -569,6 +570,32 @@ mod tests {
         assert_eq!(value(&text, "realtime_websocket_connections"), "7");
         assert_eq!(value(&text, "realtime_slow_consumer_closes_total"), "1");
         assert_eq!(value(&text, "realtime_channels"), "3");
+    }
+
+    /// Log lines of refusals are thinned by Tokio's clock: paused time shows the interval.
+    #[tokio::test(start_paused = true)]
+    async fn refusal_log_lines_come_at_most_once_per_interval_per_reason() {
+        let map = Mutex::new(BTreeMap::new());
+        assert_eq!(
+            tally(&map, "InvalidJWTToken"),
+            Some(1),
+            "the first refusal is logged"
+        );
+        assert_eq!(tally(&map, "InvalidJWTToken"), None);
+        assert_eq!(
+            tally(&map, "JwtExpired"),
+            Some(1),
+            "each reason has its own interval"
+        );
+        tokio::time::advance(LOG_EVERY - Duration::from_millis(1)).await;
+        assert_eq!(tally(&map, "InvalidJWTToken"), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            tally(&map, "InvalidJWTToken"),
+            Some(3),
+            "the line counts the refusals since the last one"
+        );
+        assert_eq!(tally(&map, "InvalidJWTToken"), None);
     }
 
     #[test]

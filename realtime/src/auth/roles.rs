@@ -10,7 +10,8 @@
 use crate::locks::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use sqlx::PgPool;
 

@@ -14,7 +14,8 @@
 //!   (a leader that cannot publish steps down, see `replication::stream`).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;

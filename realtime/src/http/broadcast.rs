@@ -78,7 +78,7 @@ fn count(node: &Node, peer: Peer, headers: &HeaderMap, claims: &Claims, n: usize
     let subject = limits.subject(&Subject::of(claims, ip));
     let address = limits.address(ip);
     let n = u32::try_from(n).unwrap_or(u32::MAX);
-    match limits.broadcasts(&subject, &address, n, std::time::Instant::now()) {
+    match limits.broadcasts(&subject, &address, n, tokio::time::Instant::now()) {
         Ok(_) => None,
         Err(RateRefusal { limit, count }) => {
             let mut response = (

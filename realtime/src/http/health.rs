@@ -13,7 +13,8 @@
 //! for a second so frequent probes (several orchestrators, several paths) cost one query.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use axum::Extension;
 use axum::Json;

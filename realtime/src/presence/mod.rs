@@ -28,7 +28,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -504,8 +505,8 @@ mod tests {
         serde_json::from_str(diff).unwrap()
     }
 
-    #[test]
-    fn recent_heads_name_each_changed_topic_with_its_last_diff_for_a_while() {
+    #[tokio::test(start_paused = true)]
+    async fn recent_heads_name_each_changed_topic_with_its_last_diff_for_a_while() {
         let p = Presence::new(LocalBus::new(16));
         let (outbox, mut sent) = mpsc::channel(1);
         p.replicate_to(outbox);
@@ -516,14 +517,19 @@ mod tests {
         // The outbox holds one: the second diff is dropped, and its head still tells.
         p.untrack(&room, alice);
         assert_eq!(sent.try_recv().map(|d| d.seq), Ok(1));
-        let now = Instant::now();
-        let mut heads = p.recent_heads(now, Duration::from_secs(1));
+        // Heads are stamped with Tokio's clock, which stands still here unless advanced.
+        let within = Duration::from_secs(1);
+        let mut heads = p.recent_heads(Instant::now(), within);
         heads.sort_by_key(|(_, seq)| *seq);
         assert_eq!(heads, [(hall.clone(), 2), (room.clone(), 3)]);
-        assert!(
-            p.recent_heads(now + Duration::from_secs(2), Duration::from_secs(1))
-                .is_empty()
+        tokio::time::advance(within).await;
+        assert_eq!(
+            p.recent_heads(Instant::now(), within).len(),
+            2,
+            "kept for `within`"
         );
+        tokio::time::advance(within).await;
+        assert!(p.recent_heads(Instant::now(), within).is_empty());
     }
 
     #[test]
@@ -639,6 +645,7 @@ mod tests {
             p.track(&room, SubscriberId::next(), &key, meta(json!({"n": n})), 8)
                 .unwrap();
         }
+        // std's clock: the bound is on the real time the state takes to build.
         let started = std::time::Instant::now();
         let state: Value = serde_json::from_str(&p.state(&room)).unwrap();
         let took = started.elapsed();

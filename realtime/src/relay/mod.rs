@@ -21,7 +21,8 @@ pub(crate) mod wire;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -384,7 +385,7 @@ impl Relay {
             expected = usize::MAX;
         }
         let mut answered = 0;
-        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        let deadline = Instant::now() + SYNC_WAIT;
         while answered < expected {
             let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await else {
                 break;

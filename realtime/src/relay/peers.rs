@@ -6,7 +6,8 @@
 //! (nobody is declared down) and, once our echo returns, every node gets a fresh `down_after`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug)]
 struct Peer {

@@ -6,7 +6,8 @@
 //! the slot's confirmed position, interpolated between samples.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::lsn::Lsn;
 

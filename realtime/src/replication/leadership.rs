@@ -10,7 +10,8 @@
 //! the leader bumps its term in `realtime.cdc_leadership`: every frame it publishes carries the
 //! term, and followers ignore lower ones.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

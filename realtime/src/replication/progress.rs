@@ -14,7 +14,8 @@
 //! Outlives reconnects within one epoch: the window does not start over when the connection
 //! does.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::lsn::Lsn;
 use crate::window::{Handed, Retention, WindowLimits};

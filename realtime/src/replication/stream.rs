@@ -10,7 +10,8 @@
 //! client resumes silently across the gap. The slot watchdog runs beside the sessions.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use rand::Rng;
 use sqlx::PgPool;

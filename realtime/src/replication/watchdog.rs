@@ -7,7 +7,8 @@
 //! next session replaces it. Owns the [`WalClock`] and [`RetentionWatch`] state.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

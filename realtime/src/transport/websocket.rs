@@ -121,7 +121,7 @@ pub(crate) async fn handler(
             return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS).await;
         }
     };
-    if node.limits.joins_exceeded(std::time::Instant::now()) {
+    if node.limits.joins_exceeded(tokio::time::Instant::now()) {
         return refuse(&node, StatusCode::TOO_MANY_REQUESTS, TOO_MANY_JOINS).await;
     }
 

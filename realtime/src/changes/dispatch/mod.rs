@@ -173,6 +173,7 @@ impl Dispatcher {
                 changes = changes.len(),
                 visible = tracing::field::Empty,
             );
+            // std's clock: the metric records the real time authorization took.
             let started = std::time::Instant::now();
             let visibility = tracing::Instrument::instrument(self.decide(plan, &changes), span.clone()).await;
             crate::metrics::events().authorized(started.elapsed());

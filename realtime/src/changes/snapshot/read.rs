@@ -9,7 +9,8 @@
 //! stream's rows hold. Row values never reach errors or logs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use postgres_protocol::escape::escape_identifier;
 use sqlx::{AssertSqlSafe, Postgres, Row as _};

@@ -25,7 +25,7 @@ impl Session {
             return;
         };
         let limits = &self.node.limits;
-        let second = limits.second(std::time::Instant::now());
+        let second = limits.second(tokio::time::Instant::now());
         if !self
             .access_tokens
             .hit(second, limits.limits.max_access_tokens_per_second)

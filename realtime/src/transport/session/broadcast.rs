@@ -44,7 +44,7 @@ impl Session {
             return;
         }
         // The subject's, the address's and the node's rates (the socket's was counted already).
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         if let Err(refused) = self
             .node
             .limits

@@ -179,7 +179,7 @@ impl Session {
         // Every channel join counts, refused ones included: each refusal waits out the error
         // backoff in this session, so uncounted ones would pile up without bound.
         let limits = &self.node.limits;
-        let second = limits.second(std::time::Instant::now());
+        let second = limits.second(Instant::now());
         if !self
             .joins
             .hit(second, limits.limits.max_joins_per_second_per_socket)
@@ -226,7 +226,7 @@ impl Session {
             Some(_) => self.node.limits.subject(&Subject::of(&claims, self.ip)),
         };
         let node_limits = &self.node.limits;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if !node_limits.join_budgets(&subject, self.slot.address(), now) {
             return self.join_error(&msg, TOO_MANY_JOINS_REASON, Some(Close::JoinRate));
         }
@@ -239,6 +239,7 @@ impl Session {
         let limits = &self.node.config.server.limits;
         let access = if params.private {
             let presence = params.presence_enabled || params.presence_key.is_some();
+            // std's clock: the metric records the real time authorization took.
             let started = std::time::Instant::now();
             let access = Box::pin(self.node.private_access(&sub_topic, &claims, presence)).await;
             crate::metrics::events().authorized(started.elapsed());

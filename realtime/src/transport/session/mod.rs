@@ -337,7 +337,7 @@ impl Session {
 
     /// Counts a client event; over `max_events_per_second` the channel is shut down.
     fn count_client_event(&mut self, topic: &str) -> bool {
-        if self.client_events.hit(std::time::Instant::now()) {
+        if self.client_events.hit(Instant::now()) {
             return true;
         }
         self.shutdown_channel(topic, crate::limits::TOO_MANY_MESSAGES);
@@ -477,12 +477,90 @@ impl Drop for Session {
 mod tests {
     use std::sync::Arc;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::bus::LocalBus;
     use crate::config::Config;
     use crate::policy::PolicySet;
+
+    fn node() -> Arc<Node> {
+        Arc::new(Node::new(
+            Arc::new(Config::default()),
+            PolicySet::empty(),
+            LocalBus::new(8),
+            None,
+            CancellationToken::new(),
+        ))
+    }
+
+    fn session(node: Arc<Node>) -> Session {
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let subject = crate::limits::Subject::Role(Arc::from("anon"), ip);
+        let slot = node.limits.acquire_connection(&subject, ip).unwrap();
+        Session::new(node, Vsn::V2, Arc::from("key"), ip, slot)
+    }
+
+    /// A masked text frame, as a browser sends it (payloads under 126 bytes).
+    fn client_text(payload: &str) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut body = payload.as_bytes().to_vec();
+        ws_frame::unmask(&mut body, mask);
+        let mut frame = vec![0x81, 0x80 | u8::try_from(body.len()).unwrap()];
+        assert!(body.len() < 126);
+        frame.extend_from_slice(&mask);
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Reads the next server frame (payloads under 126 bytes, which is all this test needs).
+    async fn server_frame(client: &mut DuplexStream) -> (OpCode, Vec<u8>) {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.unwrap();
+        let len = usize::from(head[1]);
+        assert!(len < 126, "unmasked, short frames only");
+        let mut payload = vec![0u8; len];
+        client.read_exact(&mut payload).await.unwrap();
+        let mut frame = head.to_vec();
+        frame.extend_from_slice(&payload);
+        let (opcode, payload) = ws_frame::decode_server(&frame).unwrap();
+        (opcode, payload.to_vec())
+    }
+
+    /// The idle timeout reads Tokio's clock, so paused time shows it without waiting: a frame
+    /// starts the wait again, and a socket then silent for `idle_timeout` is closed with 1001.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_socket_is_closed_after_the_idle_timeout() {
+        let node = node();
+        let idle = node.config.server.limits.idle_timeout;
+        let (server, mut client) = tokio::io::duplex(64 * 1024);
+        let run = tokio::spawn(session(node).run(Connection::new(server, 1024)));
+
+        tokio::time::advance(idle / 2).await;
+        client
+            .write_all(&client_text(r#"[null,"1","phoenix","heartbeat",{}]"#))
+            .await
+            .unwrap();
+        let (opcode, reply) = server_frame(&mut client).await;
+        assert_eq!(opcode, OpCode::Text);
+        assert!(String::from_utf8(reply).unwrap().contains(r#""status":"ok""#));
+        let heard = Instant::now();
+
+        // Nothing more is sent: the runtime goes idle and paused time jumps to the next timer.
+        let (opcode, close) = server_frame(&mut client).await;
+        let silent = heard.elapsed();
+        assert_eq!(opcode, OpCode::Close);
+        assert_eq!(ws_frame::close_code(&close).unwrap(), Some(1001));
+        assert_eq!(&close[2..], b"idle timeout");
+        // Timers fire on millisecond ticks: at the deadline, or within the tick after it.
+        assert!(
+            silent >= idle && silent <= idle + Duration::from_millis(1),
+            "closed after {silent:?} of silence"
+        );
+        drop(client);
+        run.await.unwrap();
+    }
 
     /// Every idle socket is one task holding this future, and one [`Channel`] per joined
     /// channel: keep them small (the goal is at most 1.25x uWebSockets.js's bytes per idle
@@ -491,17 +569,7 @@ mod tests {
     /// state. The bounds are those of this (debug) build; release futures are smaller.
     #[tokio::test]
     async fn the_idle_session_future_stays_small() {
-        let node = Arc::new(Node::new(
-            Arc::new(Config::default()),
-            PolicySet::empty(),
-            LocalBus::new(8),
-            None,
-            CancellationToken::new(),
-        ));
-        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let subject = crate::limits::Subject::Role(Arc::from("anon"), ip);
-        let slot = node.limits.acquire_connection(&subject, ip).unwrap();
-        let session = Session::new(node, Vsn::V2, Arc::from("key"), ip, slot);
+        let session = session(node());
         // The server's sockets are TCP streams, held inline (see `websocket.rs`).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

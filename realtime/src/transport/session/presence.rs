@@ -28,7 +28,7 @@ impl Session {
         else {
             return self.reply(msg, Status::Error, "{}");
         };
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let Some(ch) = self.channel(&msg.topic) else {
             return;
         };
