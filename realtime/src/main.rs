@@ -316,18 +316,8 @@ async fn dev(
     result
 }
 
-/// The roles Supabase projects have, so that tokens with `role: anon | authenticated |
-/// service_role` work against the dev database as they do there. Tables created later in
-/// `public` are readable by all three (row-level security and policy files still apply).
-const DEV_ROLES: &str = "
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
-END $$;
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO anon, authenticated, service_role;
-";
+/// The roles Supabase projects have (see the file's comment).
+const DEV_ROLES: &str = include_str!("dev_roles.sql");
 
 /// The demo's table (`realtime::http::demo::setup_sql`), after the `realtime` migrations that
 /// its policy needs (`auth.uid()`); the service runs them again at start, finding them done.

@@ -35,19 +35,11 @@ const SETTINGS = {
 }
 
 /**
- * What `realtime dev` applies to its database besides the migrations (`DEV_ROLES` in
- * realtime/src/main.rs): the roles Supabase projects have, and their read access to tables in
- * `public`. Applied to `template1`, so every database created for a server starts with it.
+ * What `realtime dev` applies to its database besides the migrations: the roles Supabase
+ * projects have, and their read access to tables in `public` (one file, read by both). Applied
+ * to `template1`, so every database created for a server starts with it.
  */
-const DEV_ROLES = `
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'service_role') THEN CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
-END $$;
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO anon, authenticated, service_role;
-`
+const DEV_ROLES = readFileSync(new URL('../../realtime/src/dev_roles.sql', import.meta.url), 'utf8')
 
 const isRoot = () => process.getuid?.() === 0
 

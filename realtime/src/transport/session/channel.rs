@@ -103,7 +103,8 @@ pub(super) struct ChannelPresence {
 /// A channel's Postgres Changes.
 #[derive(Debug)]
 pub(super) struct ChannelChanges {
-    /// The live bindings (never empty: a channel without any holds no `ChannelChanges`).
+    /// The live bindings. Empty only while a snapshot stopped by a new token is kept (so that
+    /// leaving still stops it); a channel with neither holds no `ChannelChanges`.
     pub live: Vec<Binding>,
     /// The snapshot being read for the bindings that asked for one.
     pub snapshot: Option<SnapshotTask>,
