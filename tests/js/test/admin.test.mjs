@@ -47,8 +47,6 @@ const server = useServer({
   env: { ADMIN_SECRET },
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TABLE orders (id int PRIMARY KEY, customer text);
       GRANT SELECT ON orders TO service_role;

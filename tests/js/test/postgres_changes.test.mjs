@@ -32,10 +32,6 @@ const server = useServer({
   clients,
   setup: async () => {
     // Roles realtime-js users have (the test clusters create them; this states what the file needs).
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TABLE todos (id int PRIMARY KEY, title text, done bool, meta jsonb, tags text[], due timestamptz, n numeric);
       CREATE TABLE notes (id int PRIMARY KEY, owner text, body text, secret text);

@@ -73,8 +73,6 @@ const server = useServer({
   database: true,
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TABLE f (id int PRIMARY KEY, i4 int4, i8 int8, t text, b bool, ts timestamptz, u uuid);
       ALTER TABLE f REPLICA IDENTITY FULL;

@@ -21,8 +21,6 @@ const server = useServer({
   database: true,
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TABLE live (id int PRIMARY KEY, v text);
       GRANT SELECT ON live TO authenticated;

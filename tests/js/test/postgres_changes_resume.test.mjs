@@ -32,8 +32,6 @@ const proxies = []
 
 /** The table every test here follows, on one of the two servers. */
 async function createItems(target) {
-  await target.sql(`DO $$ BEGIN
-      CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
   await target.sql(`
     CREATE TABLE items (id serial PRIMARY KEY, grp int NOT NULL);
     GRANT SELECT ON items TO service_role;`)

@@ -13,8 +13,6 @@ const server = useServer({
   database: true,
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE SCHEMA app;
       CREATE TABLE app.one (id int PRIMARY KEY, v text);

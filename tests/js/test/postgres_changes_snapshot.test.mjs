@@ -13,8 +13,6 @@ const server = useServer({
   database: true,
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done boolean NOT NULL DEFAULT false);
       GRANT SELECT ON todos TO service_role;

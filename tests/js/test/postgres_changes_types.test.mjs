@@ -14,10 +14,6 @@ const server = useServer({
   database: true,
   clients,
   setup: async () => {
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
-    await server.sql(`DO $$ BEGIN
-        CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`)
     await server.sql(`
       CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
       CREATE TABLE typed (
