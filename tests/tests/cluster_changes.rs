@@ -349,6 +349,28 @@ struct Seen {
     subscribed: usize,
 }
 
+/// `count` resuming clients spread round robin over `nodes`, returned once each has
+/// subscribed: the node ports they follow (a restarted node's new port goes there), what each
+/// has seen, and the token that stops them.
+async fn resuming_clients(
+    nodes: &[Node],
+    count: usize,
+) -> (Arc<Mutex<Vec<u16>>>, Vec<Arc<Mutex<Seen>>>, CancellationToken) {
+    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
+    let stop = CancellationToken::new();
+    let clients: Vec<Arc<Mutex<Seen>>> = (0..count)
+        .map(|_| Arc::new(Mutex::new(Seen::default())))
+        .collect();
+    for (i, seen) in clients.iter().enumerate() {
+        resuming_client(ports.clone(), i % nodes.len(), seen.clone(), stop.clone());
+    }
+    wait_until("every client to subscribe", || async {
+        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
+    })
+    .await;
+    (ports, clients, stop)
+}
+
 /// A client that joins node `ports[start]`, records every change, and on losing its socket
 /// joins the next node (round robin) with `since` = the last position it processed.
 ///
@@ -439,16 +461,7 @@ async fn leader_killed_during_10000_inserts_resuming_clients_on_any_node_get_eve
     let (pg, db, nats) = setup().await;
     let mut nodes = start_nodes(&pg, &nats, 3).await;
     let leader = settled(&nodes).await;
-    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
-    let stop = CancellationToken::new();
-    let clients: Vec<Arc<Mutex<Seen>>> = (0..6).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
-    for (i, seen) in clients.iter().enumerate() {
-        resuming_client(ports.clone(), i % 3, seen.clone(), stop.clone());
-    }
-    wait_until("every client to subscribe", || async {
-        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
-    })
-    .await;
+    let (_, clients, stop) = resuming_clients(&nodes, 6).await;
     exec(&db, "INSERT INTO items (grp) VALUES (0)").await;
     wait_until("a first change at every client", || async {
         clients
@@ -638,16 +651,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_clients() {
     let (pg, db, nats) = setup().await;
     let mut nodes = start_nodes(&pg, &nats, 3).await;
     settled(&nodes).await;
-    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
-    let stop = CancellationToken::new();
-    let clients: Vec<Arc<Mutex<Seen>>> = (0..3).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
-    for (i, seen) in clients.iter().enumerate() {
-        resuming_client(ports.clone(), i, seen.clone(), stop.clone());
-    }
-    wait_until("every client to subscribe", || async {
-        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
-    })
-    .await;
+    let (ports, clients, stop) = resuming_clients(&nodes, 3).await;
     let url = pg.url("postgres");
     let writer = tokio::spawn(async move {
         let db = sqlx::PgPool::connect(&url).await.expect("connect");
@@ -726,16 +730,7 @@ async fn a_leader_paused_from_postgres_is_replaced_and_never_leads_beside_the_ne
     let (pg, db, nats) = setup().await;
     let nodes = start_nodes(&pg, &nats, 3).await;
     let leader = settled(&nodes).await;
-    let ports = Arc::new(Mutex::new(nodes.iter().map(Node::port).collect::<Vec<u16>>()));
-    let stop = CancellationToken::new();
-    let clients: Vec<Arc<Mutex<Seen>>> = (0..6).map(|_| Arc::new(Mutex::new(Seen::default()))).collect();
-    for (i, seen) in clients.iter().enumerate() {
-        resuming_client(ports.clone(), i % 3, seen.clone(), stop.clone());
-    }
-    wait_until("every client to subscribe", || async {
-        clients.iter().all(|c| c.lock().expect("lock").subscribed == 1)
-    })
-    .await;
+    let (_, clients, stop) = resuming_clients(&nodes, 6).await;
     // Every node's claim to lead, sampled throughout: never two at once.
     let watching = CancellationToken::new();
     let claims = {
