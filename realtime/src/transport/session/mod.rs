@@ -502,16 +502,9 @@ mod tests {
         Session::new(node, Vsn::V2, Arc::from("key"), ip, slot)
     }
 
-    /// A masked text frame, as a browser sends it (payloads under 126 bytes).
+    /// A masked text frame, as a browser sends it.
     fn client_text(payload: &str) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut body = payload.as_bytes().to_vec();
-        ws_frame::unmask(&mut body, mask);
-        let mut frame = vec![0x81, 0x80 | u8::try_from(body.len()).unwrap()];
-        assert!(body.len() < 126);
-        frame.extend_from_slice(&mask);
-        frame.extend_from_slice(&body);
-        frame
+        ws_frame::client_frame(0x81, payload.as_bytes(), [0x37, 0xfa, 0x21, 0x3d])
     }
 
     /// Reads the next server frame (payloads under 126 bytes, which is all this test needs).

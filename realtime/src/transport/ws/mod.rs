@@ -252,14 +252,7 @@ mod tests {
     use super::*;
 
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 126);
-        let mask = [0xA1, 0xB2, 0xC3, 0xD4];
-        let mut out = vec![b0, 0x80 | payload.len() as u8];
-        out.extend_from_slice(&mask);
-        let mut body = payload.to_vec();
-        ws_frame::unmask(&mut body, mask);
-        out.extend_from_slice(&body);
-        out
+        ws_frame::client_frame(b0, payload, [0xA1, 0xB2, 0xC3, 0xD4])
     }
 
     #[tokio::test]
