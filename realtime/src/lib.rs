@@ -80,6 +80,15 @@ mod layers;
 
 pub use server::{RunError, run_service};
 
+/// The memory allocator of the `realtime` binary, and of the benchmark that hosts the server in
+/// its own process, so that what the benchmark measures is what runs: jemalloc, with background
+/// threads that hand freed pages back to the system. A server holding tens of thousands of idle
+/// sockets keeps many small long-lived allocations (one task, queue and channel per socket)
+/// between short-lived handshake buffers; jemalloc groups allocations by size, so the freed
+/// buffers do not leave holes among the long-lived ones (glibc's malloc kept 1,450–1,700 bytes
+/// resident per idle socket against 1,240 live; `docs/benchmarks.md`, peers).
+pub use tikv_jemallocator::Jemalloc as Allocator;
+
 /// Runs the service as `realtime serve` does (see [`run_service`]), on its own bus, with
 /// `/metrics` on `listener`: the entry point of tests and benchmarks that start a whole node.
 pub async fn run(

@@ -13,6 +13,9 @@ use realtime::bus::LocalBus;
 use realtime::config::{Config, DatabaseConfig, process_env};
 use realtime::embedded::{EmbeddedPostgres, Options};
 
+#[global_allocator]
+static ALLOCATOR: realtime::Allocator = realtime::Allocator;
+
 #[derive(Parser)]
 #[command(name = "realtime", version, about = "Realtime service for Postgres")]
 struct Cli {

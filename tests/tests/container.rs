@@ -268,6 +268,16 @@ fn dockerfile_builds_in_stages_and_runs_unprivileged() {
             .any(|(k, a)| k == "RUN" && a.contains("cargo build --release --locked")),
         "{build:?}"
     );
+    // jemalloc's build script runs make, which the slim Rust image lacks.
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).expect("read Cargo.lock");
+    if lock.contains("name = \"tikv-jemalloc-sys\"") {
+        assert!(
+            build
+                .iter()
+                .any(|(k, a)| k == "RUN" && a.contains("apt-get install") && a.contains(" make")),
+            "the build stage installs make for jemalloc: {build:?}"
+        );
+    }
     let manifest: toml::Table = std::fs::read_to_string(repo().join("Cargo.toml"))
         .expect("read Cargo.toml")
         .parse()

@@ -5,6 +5,10 @@
 
 mod bench;
 
+// The server runs inside this process in most benchmarks: the same allocator as the binary.
+#[global_allocator]
+static ALLOCATOR: realtime::Allocator = realtime::Allocator;
+
 fn main() -> anyhow::Result<()> {
     let which = std::env::args().nth(1).unwrap_or_default();
     match which.as_str() {
