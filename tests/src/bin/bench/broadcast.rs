@@ -245,7 +245,7 @@ pub(super) struct IdleResult {
 /// Opens `idle` sockets (joined unless `join=0`): connect rate, then the RSS growth per socket of
 /// the server process `server` (`self` or a pid).
 pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> anyhow::Result<IdleResult> {
-    let rss_before = proc_stats::rss_bytes_of(server).context("VmRSS")?;
+    let (rss_before, settle_before) = settled_rss(server).await?;
     let mut idle = Clients::spawn(
         "idle",
         base,
@@ -256,7 +256,7 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
         ],
     )?;
     let line = idle.expect("connected", Duration::from_secs(300)).await?;
-    let rss_after = proc_stats::rss_bytes_of(server).context("VmRSS")?;
+    let (rss_after, settle_after) = settled_rss(server).await?;
     let (sockets, failed) = (line.num("ok")?, line.num("failed")?);
     let connect_secs = line.num("elapsed_us")? as f64 / 1e6;
     idle.close().await?;
@@ -267,7 +267,8 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
     let bytes_per_conn = rss_after.saturating_sub(rss_before) as f64 / sockets as f64;
     println!(
         "idle: {sockets} sockets opened{} in {connect_secs:.2} s ({connects_per_s:.0}/s, concurrency {}); \
-         server RSS {:.1} MiB -> {:.1} MiB = {bytes_per_conn:.0} B per connection; client RSS {:.1} MiB",
+         server RSS {:.1} MiB -> {:.1} MiB (settled in {:.0} s and {:.0} s) = {bytes_per_conn:.0} B per connection; \
+         client RSS {:.1} MiB",
         if o.idle_join {
             " and joined"
         } else {
@@ -276,6 +277,8 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
         o.concurrency,
         mib(rss_before),
         mib(rss_after),
+        settle_before.as_secs_f64(),
+        settle_after.as_secs_f64(),
         mib(line.num("client_rss")?)
     );
     Ok(IdleResult {
@@ -283,6 +286,34 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
         connects_per_s,
         bytes_per_conn,
     })
+}
+
+/// How long a server holds still before its resident size is read, then how long and within how
+/// much that size must stay put to count as settled (at most `SETTLE_LIMIT` in all).
+const HOLD: Duration = Duration::from_secs(20);
+const STILL_FOR: Duration = Duration::from_secs(3);
+const STILL_BYTES: u64 = 64 * 1024;
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The resident size of process `server` once it has settled, and how long that took.
+/// Allocators hand freed pages back to the system some seconds after the free (jemalloc's
+/// decay, V8's garbage collector), in steps: read at once, the figure counts the handshakes'
+/// buffers by an amount that varies from run to run. Read after a hold, it is the size a
+/// server keeps while its sockets sit idle. Every server is read the same way.
+async fn settled_rss(server: &str) -> anyhow::Result<(u64, Duration)> {
+    let start = tokio::time::Instant::now();
+    let read = || proc_stats::rss_bytes_of(server).context("VmRSS");
+    tokio::time::sleep(HOLD).await;
+    let (mut still_at, mut still_since) = (read()?, tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = read()?;
+        if now.abs_diff(still_at) >= STILL_BYTES {
+            (still_at, still_since) = (now, tokio::time::Instant::now());
+        } else if still_since.elapsed() >= STILL_FOR || start.elapsed() >= SETTLE_LIMIT {
+            return Ok((now, start.elapsed()));
+        }
+    }
 }
 
 /// Fan-out rounds: returns the median deliveries per second and the CPU ns per delivery of the
