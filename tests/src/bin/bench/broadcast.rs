@@ -16,7 +16,8 @@
 //!    subscriber has every message → deliveries per second (median round).
 //!
 //! Usage: `realtime-bench broadcast [key=value ...]` with keys `subscribers messages rounds payload
-//! idle concurrency topics vsn` (vsn 2.0.0 or 1.0.0). The last line printed is
+//! idle concurrency topics vsn settle` (vsn 2.0.0 or 1.0.0; settle = seconds the server holds
+//! still before each memory reading, default 20, 0 reads at once). The last line printed is
 //! `result broadcast deliveries_per_s=... bytes_per_idle_conn=... connects_per_s=... ...`.
 
 mod clients;
@@ -57,6 +58,9 @@ pub(super) struct Options {
     pub(super) fanout_phase: bool,
     /// Join each idle socket to a topic (`join=0` measures bare sockets, for diagnosis).
     idle_join: bool,
+    /// How long the server holds still before each reading of its resident size
+    /// (`settle=<seconds>`; 0 reads at once, for quick runs and tests; see [`settled_rss`]).
+    settle: Duration,
 }
 
 impl Options {
@@ -73,6 +77,7 @@ impl Options {
             idle_phase: true,
             fanout_phase: true,
             idle_join: true,
+            settle: Duration::from_secs(20),
         };
         for arg in args {
             let (key, value) = arg
@@ -97,6 +102,7 @@ impl Options {
                     o.fanout_phase = value.split(',').any(|p| p == "fanout");
                 }
                 "join" => o.idle_join = number()? != 0,
+                "settle" => o.settle = Duration::from_secs(number()?),
                 _ => bail!("unknown option {key:?}"),
             }
         }
@@ -245,7 +251,7 @@ pub(super) struct IdleResult {
 /// Opens `idle` sockets (joined unless `join=0`): connect rate, then the RSS growth per socket of
 /// the server process `server` (`self` or a pid).
 pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> anyhow::Result<IdleResult> {
-    let (rss_before, settle_before) = settled_rss(server).await?;
+    let (rss_before, settle_before) = settled_rss(server, o.settle).await?;
     let mut idle = Clients::spawn(
         "idle",
         base,
@@ -256,7 +262,7 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
         ],
     )?;
     let line = idle.expect("connected", Duration::from_secs(300)).await?;
-    let (rss_after, settle_after) = settled_rss(server).await?;
+    let (rss_after, settle_after) = settled_rss(server, o.settle).await?;
     let (sockets, failed) = (line.num("ok")?, line.num("failed")?);
     let connect_secs = line.num("elapsed_us")? as f64 / 1e6;
     idle.close().await?;
@@ -288,22 +294,25 @@ pub(super) async fn idle_phase(o: &Options, base: &[String], server: &str) -> an
     })
 }
 
-/// How long a server holds still before its resident size is read, then how long and within how
-/// much that size must stay put to count as settled (at most `SETTLE_LIMIT` in all).
-const HOLD: Duration = Duration::from_secs(20);
+/// After the hold, how long and within how much the resident size must stay put to count as
+/// settled (at most `SETTLE_LIMIT` in all).
 const STILL_FOR: Duration = Duration::from_secs(3);
 const STILL_BYTES: u64 = 64 * 1024;
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
-/// The resident size of process `server` once it has settled, and how long that took.
+/// The resident size of process `server` once it has settled after a `hold`, and how long that
+/// took; with no hold, the size at once.
 /// Allocators hand freed pages back to the system some seconds after the free (jemalloc's
 /// decay, V8's garbage collector), in steps: read at once, the figure counts the handshakes'
 /// buffers by an amount that varies from run to run. Read after a hold, it is the size a
 /// server keeps while its sockets sit idle. Every server is read the same way.
-async fn settled_rss(server: &str) -> anyhow::Result<(u64, Duration)> {
+async fn settled_rss(server: &str, hold: Duration) -> anyhow::Result<(u64, Duration)> {
     let start = tokio::time::Instant::now();
     let read = || proc_stats::rss_bytes_of(server).context("VmRSS");
-    tokio::time::sleep(HOLD).await;
+    if hold.is_zero() {
+        return Ok((read()?, Duration::ZERO));
+    }
+    tokio::time::sleep(hold).await;
     let (mut still_at, mut still_since) = (read()?, tokio::time::Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
