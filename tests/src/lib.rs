@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cluster;
 pub mod nats;
 pub mod phoenix;
+pub mod proc_stats;
 pub mod proxy;
 pub mod server;
 pub mod service;

@@ -86,12 +86,7 @@ impl ServerProcess {
 
     /// Resident memory in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        crate::proc_stats::status_kib(&self.pid().to_string(), "VmRSS").expect("VmRSS")
     }
 
     /// Open file descriptors.

@@ -102,13 +102,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-            rest.trim().trim_end_matches("kB").trim().parse().ok()
-        })
+    crate::proc_stats::status_kib(&pid.to_string(), field)
         .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
 }
 

@@ -21,7 +21,6 @@
 //! `result broadcast deliveries_per_s=... bytes_per_idle_conn=... connects_per_s=... ...`.
 
 mod clients;
-mod proc_stats;
 pub mod scale;
 mod wire;
 
@@ -41,6 +40,7 @@ use realtime::config::{Config, Secret};
 use super::Line;
 use clients::Vsn;
 pub use clients::main as clients_main;
+use realtime_tests::proc_stats;
 
 /// The workload, shared with the `peers` benchmark.
 #[derive(Debug)]

@@ -35,8 +35,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::proc_stats;
 use super::wire::{Deliveries, Wire};
+use realtime_tests::proc_stats;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::{Vsn, open_joined};
 use super::wire::Wire;
-use super::{Clients, bench_config, mib, proc_stats, random_secret, token};
+use super::{Clients, bench_config, mib, random_secret, token};
+use realtime_tests::proc_stats;
 
 const TOPIC: &str = "scale";
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use realtime_tests::proc_stats;
+
 /// A reading of the counters; subtract two with [`Sample::since`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
@@ -28,8 +30,8 @@ impl Sample {
     pub fn now(subscribers: Option<u32>) -> Sample {
         let (machine_busy, machine_total) = machine();
         Sample {
-            server: process("self"),
-            subscribers: subscribers.map_or(Duration::ZERO, |pid| process(&pid.to_string())),
+            server: proc_stats::cpu_time_of("self"),
+            subscribers: subscribers.map_or(Duration::ZERO, |pid| proc_stats::cpu_time_of(&pid.to_string())),
             machine_busy,
             machine_total,
         }
@@ -63,21 +65,6 @@ impl Spent {
             self.subscribers.as_secs_f64(),
         )
     }
-}
-
-/// User plus system time of `/proc/<pid>`, threads included.
-fn process(pid: &str) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    // Fields after the parenthesised command name (which may contain spaces).
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Duration::ZERO;
-    };
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15; the first field after the name is field 3.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// (busy, total) over all cores from the `cpu` line of `/proc/stat`: user nice system idle

@@ -1,5 +1,6 @@
-//! A process's resident memory and CPU time, read from `/proc/<pid>` (Linux only): this
-//! process's (`"self"`) when the server runs in it, a child's when a peer server runs apart.
+//! A process's memory and CPU time, read from `/proc/<pid>` (Linux only): this process's
+//! (`"self"`) when a benchmark hosts the server, a child's when the server runs apart (peer
+//! servers, `realtime` processes started by tests).
 
 use std::time::Duration;
 
@@ -10,10 +11,16 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// Resident set size of process `pid` (a number, or `self`) in bytes.
 pub fn rss_bytes_of(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmRSS").map(|kib| kib * 1024)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// User plus system CPU time of the whole process, threads included (also exited ones), at
