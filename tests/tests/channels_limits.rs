@@ -345,13 +345,7 @@ async fn the_outbound_queue_is_bounded_in_bytes() {
     })
     .await;
     let mut slow = stalled_reader(&server).await;
-    let mut healthy = server.client("2.0.0").await;
-    let healthy_ref = healthy
-        .join(
-            "realtime:lobby",
-            json!({"broadcast": {"ack": true, "self": true}}),
-        )
-        .await;
+    let (mut healthy, healthy_ref) = lobby_client(&server).await;
     // 300 frames of 64 KB: far below 1024 frames, far above what the socket buffers and 2 MB
     // of queue hold.
     send_big_broadcasts(&server, 300, 64 * 1024).await;
@@ -360,6 +354,18 @@ async fn the_outbound_queue_is_bounded_in_bytes() {
         Frame::Close(Some(4008), "slow consumer".into())
     );
     still_served(&mut healthy, &healthy_ref).await;
+}
+
+/// A client joined to the lobby with its broadcasts acknowledged and echoed, for [`still_served`].
+async fn lobby_client(server: &TestServer) -> (Client, String) {
+    let mut c = server.client("2.0.0").await;
+    let join_ref = c
+        .join(
+            "realtime:lobby",
+            json!({"broadcast": {"ack": true, "self": true}}),
+        )
+        .await;
+    (c, join_ref)
 }
 
 /// A client that reads is served: its broadcast is acknowledged and comes back to it.
@@ -381,13 +387,7 @@ async fn a_socket_whose_writes_stall_is_closed_with_4009() {
     })
     .await;
     let mut slow = stalled_reader(&server).await;
-    let mut healthy = server.client("2.0.0").await;
-    let healthy_ref = healthy
-        .join(
-            "realtime:lobby",
-            json!({"broadcast": {"ack": true, "self": true}}),
-        )
-        .await;
+    let (mut healthy, healthy_ref) = lobby_client(&server).await;
     // 300 frames of 64 KB (19 MB) fit in the queue, not in the socket buffers: the writes to
     // the stalled client stop making progress.
     send_big_broadcasts(&server, 300, 64 * 1024).await;
